@@ -1,0 +1,99 @@
+// Canonical JSON for coalesce keys (DESIGN.md "Coalesce key").
+//
+// Two JSON texts that differ only in member order, insignificant whitespace, string escape spelling
+// or number spelling canonicalise to the same bytes; texts that mean different things never do.
+// The canonical text is only ever hashed: the body forwarded upstream is always the client's bytes.
+//
+// Canonical form (RFC 8785 in spirit, but numbers keep their exact decimal value):
+// - no insignificant whitespace; object members sorted by the UTF-8 bytes of the unescaped name;
+// - strings: only '"', '\\' and U+0000..U+001F escaped (\b \f \n \r \t, else \u00xx in lower case);
+//   everything else literal UTF-8 (input \u escapes decoded, surrogate pairs combined);
+// - numbers: the exact decimal value, never a double. With the value written as D x 10^q
+//   (D an integer without trailing zeros, or 0):
+//     0                        → "0"            (-0, 0.0, 0e5 included)
+//     0 <= q <= 20             → integer digits  (1, 1.0, 1e0, 10e-1 → "1"; 1e20 → 21 digits)
+//     q < 0, point inside D    → "123.45"        (1.50 → "1.5")
+//     q < 0, fewer than 6 zeros between point and D → "0.00012"
+//     otherwise                → "1.2345e+30", "1e-7", "1e+400"
+//   with a leading '-' for negative values;
+// - the members named by the ignore list removed (a pointer to an array element removes that
+//   element; pointers are resolved against the original document, so indices do not shift).
+//
+// Not JSON (nullopt): anything RFC 8259 rejects (trailing commas, comments, single quotes, NaN,
+// leading zeros, whitespace other than space/tab/CR/LF, ...), invalid UTF-8 (overlong forms,
+// encoded surrogates, beyond U+10FFFF), lone surrogates, bytes after the value, duplicate member
+// names in one object (compared after unescaping, removed members included), nesting deeper than
+// max_json_depth, an exponent beyond ±10^15 (kept exact below that: 1e400 is not 1e401).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace coalescer::coalesce {
+
+inline constexpr std::size_t max_json_depth = 64;
+
+namespace detail {
+class canonical_parser;
+}
+
+// A compiled list of RFC 6901 pointers naming members (or array elements) to remove before
+// canonicalising, e.g. "/user", "/metadata/trace_id", "/messages/0", "/a~1b" (member "a/b").
+class ignore_list {
+public:
+    ignore_list();
+    // Throws std::invalid_argument for a malformed pointer (see is_valid_pointer).
+    explicit ignore_list(const std::vector<std::string>& pointers);
+
+    bool empty() const noexcept { return nodes_.empty() || nodes_[0].children.empty(); }
+    // The pointers as given (for logs and for fingerprinting a configuration).
+    const std::vector<std::string>& pointers() const noexcept { return pointers_; }
+
+    // RFC 6901 syntax: "/" followed by tokens separated by "/", '~' only as "~0" or "~1".
+    // The empty pointer (the whole document) is refused: removing the document would make every
+    // JSON body share one key.
+    static bool is_valid_pointer(std::string_view pointer) noexcept;
+
+private:
+    friend class detail::canonical_parser;
+
+    struct node {
+        // (unescaped reference token, index into nodes_)
+        std::vector<std::pair<std::string, std::uint32_t>> children;
+        bool remove = false;  // a pointer ends here: drop this value
+    };
+    const node* child(const node& parent, std::string_view token) const noexcept;
+
+    std::vector<node> nodes_;  // nodes_[0] is the document root
+    std::vector<std::string> pointers_;
+};
+
+// Reusable canonicaliser: keeps its scratch buffers between calls, so steady-state use does not
+// allocate. Not thread-safe; use one per thread (canonicalize_json does).
+class json_canonicalizer {
+public:
+    json_canonicalizer();
+    ~json_canonicalizer();
+    json_canonicalizer(const json_canonicalizer&) = delete;
+    json_canonicalizer& operator=(const json_canonicalizer&) = delete;
+
+    // True when `text` is canonicalisable JSON; then result() views the canonical text until the
+    // next call to run() on this object.
+    bool run(std::string_view text, const ignore_list& ignore);
+    std::string_view result() const noexcept;
+
+private:
+    struct impl;
+    std::unique_ptr<impl> impl_;
+};
+
+// The canonical form of a JSON text (see above); nullopt when the text is not acceptable JSON.
+// Uses a thread-local json_canonicalizer; allocates only the returned string.
+std::optional<std::string> canonicalize_json(std::string_view text, const ignore_list& ignore);
+
+}  // namespace coalescer::coalesce
