@@ -1,0 +1,245 @@
+#include "coalesce/flight.hpp"
+
+#include "coalesce/registry.hpp"
+
+#include <boost/asio/post.hpp>
+
+#include <algorithm>
+#include <limits>
+
+namespace coalescer::coalesce {
+namespace {
+
+constexpr std::size_t free_slot = std::numeric_limits<std::size_t>::max();
+
+bool finished(flight_state s) noexcept {
+    return s == flight_state::complete || s == flight_state::failed;
+}
+
+}  // namespace
+
+std::string_view to_string(role r) noexcept {
+    switch (r) {
+        case role::leader: return "leader";
+        case role::follower: return "follower";
+        case role::hit: return "hit";
+        case role::bypass: return "bypass";
+        case role::pass: return "pass";
+    }
+    return "unknown";
+}
+
+flight::flight(flight_key key, std::string id, limits lim, registry* owner)
+    : key_(key), id_(std::move(id)), limits_(lim), owner_(owner) {}
+
+flight::join_result flight::join(bool& joined_complete, std::size_t& slot) {
+    std::lock_guard lock(mutex_);
+    if (state_ == flight_state::failed || cancelled_ || over_limit_) {
+        return join_result::closed;
+    }
+    if (subscribers_ >= limits_.max_subscribers) {
+        return join_result::full;
+    }
+    joined_complete = state_ == flight_state::complete;
+    ++subscribers_;
+    if (!free_slots_.empty()) {
+        slot = free_slots_.back();
+        free_slots_.pop_back();
+        cursors_[slot] = 0;
+    } else {
+        slot = cursors_.size();
+        cursors_.push_back(0);
+    }
+    return join_result::joined;
+}
+
+void flight::leave(std::size_t slot) {
+    bool cancel_now = false;
+    {
+        std::lock_guard lock(mutex_);
+        if (slot < cursors_.size() && cursors_[slot] != free_slot) {
+            cursors_[slot] = free_slot;
+            free_slots_.push_back(slot);
+            --subscribers_;
+        }
+        cancel_now = subscribers_ == 0 && !finished(state_) && limits_.cancel_when_orphaned;
+        if (over_limit_) {
+            release_read_chunks();
+        }
+    }
+    if (cancel_now) {
+        cancel();
+    }
+}
+
+log_read flight::read(std::size_t slot, std::size_t cursor) {
+    log_read out;
+    std::lock_guard lock(mutex_);
+    out.state = state_;
+    out.head = head_;
+    out.failure = failure_;
+    out.failed_before_head = failed_before_head_;
+    if (slot < cursors_.size()) {
+        cursors_[slot] = cursor;
+    }
+    if (cursor < chunks_.size()) {
+        out.chunks.assign(chunks_.begin() + static_cast<std::ptrdiff_t>(cursor), chunks_.end());
+    }
+    out.next_cursor = chunks_.size();
+    return out;
+}
+
+bool flight::park(std::size_t cursor, const std::shared_ptr<waiter>& w) {
+    std::lock_guard lock(mutex_);
+    if (cursor < chunks_.size() || finished(state_)) {
+        return false;
+    }
+    parked_.push_back(w);
+    return true;
+}
+
+void flight::unpark(const std::shared_ptr<waiter>& w) {
+    std::lock_guard lock(mutex_);
+    std::erase(parked_, w);
+}
+
+void flight::publish_head(response_head head) {
+    std::unique_lock lock(mutex_);
+    head_ = std::make_shared<const response_head>(std::move(head));
+    state_ = flight_state::streaming;
+    wake_all(lock);
+}
+
+void flight::append(std::string bytes) {
+    if (bytes.empty()) {
+        return;
+    }
+    std::unique_lock lock(mutex_);
+    body_bytes_ += bytes.size();
+    chunks_.push_back(std::make_shared<const std::string>(std::move(bytes)));
+    if (!over_limit_ && body_bytes_ > limits_.max_response_bytes) {
+        // Past the bound the flight serves the subscribers it has and nobody else.
+        over_limit_ = true;
+    }
+    if (over_limit_) {
+        release_read_chunks();
+    }
+    wake_all(lock);
+}
+
+void flight::release_read_chunks() {
+    std::size_t lowest = chunks_.size();
+    for (std::size_t c : cursors_) {
+        if (c != free_slot) {
+            lowest = std::min(lowest, c);
+        }
+    }
+    for (; released_upto_ < lowest; ++released_upto_) {
+        chunks_[released_upto_].reset();
+    }
+}
+
+void flight::complete() {
+    {
+        std::unique_lock lock(mutex_);
+        if (finished(state_)) {
+            return;
+        }
+        state_ = flight_state::complete;
+        completed_at_ = clock::now();
+        canceller_ = nullptr;
+        wake_all(lock);
+    }
+    if (owner_ != nullptr) {
+        owner_->on_finished(shared_from_this());
+    }
+}
+
+void flight::fail(boost::system::error_code ec) {
+    {
+        std::unique_lock lock(mutex_);
+        if (finished(state_)) {
+            return;
+        }
+        state_ = flight_state::failed;
+        failure_ = ec;
+        failed_before_head_ = head_ == nullptr;
+        canceller_ = nullptr;
+        wake_all(lock);
+    }
+    if (owner_ != nullptr) {
+        owner_->on_finished(shared_from_this());
+    }
+}
+
+void flight::set_canceller(std::function<void()> cancel) {
+    std::lock_guard lock(mutex_);
+    if (!finished(state_)) {
+        canceller_ = std::move(cancel);
+    }
+}
+
+void flight::cancel() {
+    std::function<void()> canceller;
+    {
+        std::lock_guard lock(mutex_);
+        if (finished(state_) || cancelled_) {
+            return;
+        }
+        cancelled_ = true;
+        canceller = std::move(canceller_);
+    }
+    if (owner_ != nullptr) {
+        owner_->forget(*this);
+    }
+    if (canceller) {
+        canceller();
+    }
+}
+
+bool flight::retainable() const {
+    std::lock_guard lock(mutex_);
+    return state_ == flight_state::complete && !cancelled_ && !over_limit_ && head_ != nullptr &&
+           head_->status >= 200 && head_->status < 300 && !head_->no_store;
+}
+
+std::size_t flight::body_bytes() const {
+    std::lock_guard lock(mutex_);
+    return body_bytes_;
+}
+
+clock::time_point flight::completed_at() const {
+    std::lock_guard lock(mutex_);
+    return completed_at_;
+}
+
+void flight::wake_all(std::unique_lock<std::mutex>& lock) {
+    if (parked_.empty()) {
+        return;
+    }
+    std::vector<std::shared_ptr<waiter>> woken;
+    woken.swap(parked_);
+    lock.unlock();
+    // One post per executor rather than one per subscriber: with thousands of subscribers
+    // spread over a few worker threads this is what keeps fan-out cheap.
+    std::sort(woken.begin(), woken.end(), [](const auto& a, const auto& b) {
+        return &a->executor.context() < &b->executor.context();
+    });
+    auto begin = woken.begin();
+    while (begin != woken.end()) {
+        auto end = std::find_if(begin, woken.end(), [&](const auto& w) {
+            return &w->executor.context() != &(*begin)->executor.context();
+        });
+        std::vector<std::shared_ptr<waiter>> group(std::make_move_iterator(begin),
+                                                   std::make_move_iterator(end));
+        auto ex = group.front()->executor;
+        boost::asio::post(ex, [group = std::move(group)] {
+            for (const auto& w : group) {
+                w->timer.cancel();
+            }
+        });
+        begin = end;
+    }
+}
+
+}  // namespace coalescer::coalesce

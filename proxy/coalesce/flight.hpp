@@ -1,0 +1,138 @@
+// A flight: one upstream exchange for one coalesce key. It owns the response head and an
+// append-only log of body bytes; every client with that key subscribes and replays the log
+// from byte 0 at its own pace. The producer (the upstream fetch, on one worker thread) and the
+// subscribers (on any worker thread) meet under one small mutex; a subscriber that has caught
+// up parks a waiter, which the producer wakes by posting to the subscriber's own executor.
+#pragma once
+
+#include "coalesce/flight_key.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace coalescer::coalesce {
+
+using clock = std::chrono::steady_clock;
+
+// The upstream response head as every subscriber sees it: hop-by-hop and framing headers removed.
+struct response_head {
+    unsigned status = 0;
+    std::string reason;
+    std::vector<std::pair<std::string, std::string>> headers;
+    std::optional<std::uint64_t> content_length;  // nullopt: upstream streamed (chunked or until close)
+    bool no_store = false;                        // upstream said Cache-Control: no-store/private
+    bool has_body = true;                         // false for HEAD, 1xx, 204, 304
+};
+
+enum class flight_state { pending, streaming, complete, failed };
+
+enum class role { leader, follower, hit, bypass, pass };
+std::string_view to_string(role r) noexcept;
+
+// A parked subscriber. Shared with the flight while parked; the flight wakes it by posting to
+// `executor`, which cancels `timer` there (timers are not thread-safe).
+struct waiter {
+    explicit waiter(boost::asio::any_io_executor ex) : executor(ex), timer(ex) {}
+    boost::asio::any_io_executor executor;
+    boost::asio::steady_timer timer;
+};
+
+// What a subscriber gets from one read of the log.
+struct log_read {
+    flight_state state = flight_state::pending;
+    std::shared_ptr<const response_head> head;     // set once the head arrived
+    std::vector<std::shared_ptr<const std::string>> chunks;  // from the cursor on
+    std::size_t next_cursor = 0;
+    boost::system::error_code failure;  // when failed
+    bool failed_before_head = false;
+};
+
+class registry;
+
+class flight : public std::enable_shared_from_this<flight> {
+public:
+    struct limits {
+        std::size_t max_response_bytes;
+        std::size_t max_subscribers;
+        bool cancel_when_orphaned;
+    };
+
+    flight(flight_key key, std::string id, limits lim, registry* owner);
+    flight(const flight&) = delete;
+    flight& operator=(const flight&) = delete;
+
+    const flight_key& key() const noexcept { return key_; }
+    const std::string& id() const noexcept { return id_; }
+
+    // --- Subscribers (any thread) ---
+    enum class join_result { joined, full, closed };
+    // Adds a subscriber unless the flight failed, was cancelled, outgrew its memory bound, or
+    // has max_subscribers. `joined_complete` tells a hit from a follower; `slot` names the
+    // subscriber in later calls.
+    join_result join(bool& joined_complete, std::size_t& slot);
+    // Removes a subscriber; the last one leaving an unfinished flight may cancel it.
+    void leave(std::size_t slot);
+    // Reads the log from `cursor` (a chunk index). Past max_response_bytes the flight frees the
+    // chunks every subscriber has read, so the cursor is also recorded for `slot`.
+    log_read read(std::size_t slot, std::size_t cursor);
+    // Parks `w` until the log grows past `cursor` or the flight ends. Returns false (and does not
+    // park) when that already happened.
+    bool park(std::size_t cursor, const std::shared_ptr<waiter>& w);
+    void unpark(const std::shared_ptr<waiter>& w);
+
+    // --- The producer (the fetch's thread) ---
+    void publish_head(response_head head);
+    void append(std::string bytes);
+    void complete();
+    void fail(boost::system::error_code ec);
+    // Lets the producer be cancelled from another thread (orphan: cancel, shutdown).
+    void set_canceller(std::function<void()> cancel);
+    void cancel();
+
+    // --- Retention (the registry) ---
+    bool retainable() const;
+    std::size_t body_bytes() const;
+    clock::time_point completed_at() const;
+    std::atomic<clock::rep> last_used{0};
+
+private:
+    void wake_all(std::unique_lock<std::mutex>& lock);
+    void release_read_chunks();
+
+    const flight_key key_;
+    const std::string id_;
+    const limits limits_;
+    registry* const owner_;
+
+    mutable std::mutex mutex_;
+    flight_state state_ = flight_state::pending;
+    bool over_limit_ = false;
+    bool cancelled_ = false;
+    std::shared_ptr<const response_head> head_;
+    std::vector<std::shared_ptr<const std::string>> chunks_;
+    std::size_t body_bytes_ = 0;
+    boost::system::error_code failure_;
+    bool failed_before_head_ = false;
+    std::size_t subscribers_ = 0;
+    std::vector<std::size_t> cursors_;  // by slot; npos = slot free
+    std::vector<std::size_t> free_slots_;
+    std::size_t released_upto_ = 0;     // chunks below this index were freed
+    std::vector<std::shared_ptr<waiter>> parked_;
+    std::function<void()> canceller_;
+    clock::time_point completed_at_{};
+};
+
+}  // namespace coalescer::coalesce

@@ -1,0 +1,89 @@
+// The process-wide table of flights by key: a request joins the flight for its key or creates
+// it. Completed cacheable flights stay joinable (as hits) for result_ttl, and are evicted
+// least-recently-used first past max_cache_bytes. Sharded mutexes keep threads from contending.
+#pragma once
+
+#include "coalesce/flight.hpp"
+#include "ops/config.hpp"
+
+#include <array>
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+namespace coalescer::coalesce {
+
+struct join_outcome {
+    std::shared_ptr<coalesce::flight> flight;  // null when full
+    coalesce::role role = coalesce::role::leader;
+    std::size_t slot = 0;
+    bool full = false;  // max_subscribers_per_flight reached: 503, never a second call
+};
+
+class registry {
+public:
+    explicit registry(const ops::coalesce_config& cfg);
+    registry(const registry&) = delete;
+    registry& operator=(const registry&) = delete;
+
+    // Joins the live or retained flight for `key`, or creates one (role leader): the caller
+    // must then start its fetch.
+    join_outcome join_or_create(const flight_key& key);
+
+    // A flight that is not shared with anyone (bypass, pass): same delivery path, no table entry.
+    join_outcome make_private(role r);
+
+    // Called by a flight when it completes or fails: retain it or drop it.
+    void on_finished(const std::shared_ptr<flight>& f);
+    // Drops the table entry for `f` (failed, cancelled), if it is still the current one.
+    void forget(const flight& f);
+    // Evicts expired entries; the owner calls it periodically.
+    void sweep();
+
+    std::size_t live_flights() const noexcept { return live_.load(std::memory_order_relaxed); }
+    std::size_t retained_entries() const;
+    std::size_t retained_bytes() const;
+    std::uint64_t evictions() const noexcept { return evictions_.load(std::memory_order_relaxed); }
+
+private:
+    struct entry {
+        std::shared_ptr<coalesce::flight> flight;
+        bool retained = false;
+        clock::time_point expires{};
+    };
+    struct shard {
+        mutable std::mutex mutex;
+        std::unordered_map<flight_key, entry, flight_key_hash> map;
+    };
+    struct retained_item {
+        flight_key key;
+        std::weak_ptr<coalesce::flight> flight;
+        std::size_t bytes;
+        clock::time_point expires;
+    };
+
+    shard& shard_for(const flight_key& key);
+    std::string next_id();
+    flight::limits limits_for_shared() const;
+    void evict_past_budget();
+    bool erase_if_current(const flight_key& key, const flight* f);
+
+    const clock::duration ttl_;
+    const std::size_t max_cache_bytes_;
+    const std::size_t max_response_bytes_;
+    const std::size_t max_subscribers_;
+    const bool cancel_orphans_;
+    std::array<shard, 32> shards_;
+    std::atomic<std::uint64_t> next_id_{1};
+    std::string id_prefix_;
+    std::atomic<std::size_t> live_{0};
+    std::atomic<std::uint64_t> evictions_{0};
+
+    mutable std::mutex retained_mutex_;  // order: retained_mutex_ → shard mutex → flight mutex
+    std::vector<retained_item> retained_;
+    std::size_t retained_bytes_ = 0;
+};
+
+}  // namespace coalescer::coalesce

@@ -1,0 +1,230 @@
+#include "coalesce/subscriber.hpp"
+
+#include "http/header_rules.hpp"
+#include "ops/errors.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/status.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include <sys/socket.h>
+
+#include <array>
+#include <cstdio>
+
+namespace coalescer::coalesce {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t max_chunks_per_write = 128;
+
+// Notices a client that hangs up while it waits for bytes, without consuming anything it sent
+// (a pipelined next request stays in the socket for the session to read).
+struct hangup_watch : std::enable_shared_from_this<hangup_watch> {
+    explicit hangup_watch(std::shared_ptr<waiter> w) : parked(std::move(w)) {}
+    std::shared_ptr<waiter> parked;
+    bool gone = false;
+    bool armed = false;
+    bool disabled = false;  // the client sent more bytes: those are for the session, not us
+
+    void arm(asio::ip::tcp::socket& socket) {
+        if (armed || gone || disabled) {
+            return;
+        }
+        armed = true;
+        const int fd = socket.native_handle();
+        socket.async_wait(asio::ip::tcp::socket::wait_read, [self = shared_from_this(), fd](error_code ec) {
+            self->armed = false;
+            if (ec) {
+                return;  // cancelled: the delivery ended
+            }
+            char probe = 0;
+            const auto n = ::recv(fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                self->gone = true;
+                self->parked->timer.cancel();
+            } else if (n > 0) {
+                self->disabled = true;  // pipelining or TLS records: stop watching
+            }
+        });
+    }
+};
+
+std::string serialize_head(const response_head& head, const flight& f, const delivery_options& options,
+                           bool chunked) {
+    std::string out;
+    out.reserve(256 + head.headers.size() * 48);
+    out += "HTTP/1.1 ";
+    out += std::to_string(head.status);
+    out += ' ';
+    if (!head.reason.empty() && http_rules::is_safe_value(head.reason)) {
+        out += head.reason;
+    } else {
+        out += beast::http::obsolete_reason(static_cast<beast::http::status>(head.status));
+    }
+    out += "\r\n";
+    for (const auto& [name, value] : head.headers) {
+        if (options.role == role::hit && http_rules::iequals(name, "age")) {
+            continue;
+        }
+        out += name;
+        out += ": ";
+        out += value;
+        out += "\r\n";
+    }
+    out += "x-coalesce: ";
+    out += to_string(options.role);
+    out += "\r\nx-coalesce-flight: ";
+    out += f.id();
+    out += "\r\n";
+    if (options.role == role::hit) {
+        const auto age = std::chrono::duration_cast<std::chrono::seconds>(clock::now() - f.completed_at());
+        out += "Age: " + std::to_string(age.count()) + "\r\n";
+    }
+    if (head.content_length) {
+        out += "Content-Length: " + std::to_string(*head.content_length) + "\r\n";
+    } else if (chunked) {
+        out += "Transfer-Encoding: chunked\r\n";
+    }
+    if (!options.keep_alive) {
+        out += "Connection: close\r\n";
+    }
+    out += "\r\n";
+    return out;
+}
+
+template <class Stream>
+asio::ip::tcp::socket& socket_of(Stream& stream) {
+    return beast::get_lowest_layer(stream).socket();
+}
+
+}  // namespace
+
+template <class Stream>
+asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t slot, delivery_options options) {
+    delivery_result result;
+    auto parked = std::make_shared<waiter>(co_await asio::this_coro::executor);
+    auto watch = std::make_shared<hangup_watch>(parked);
+    std::size_t cursor = 0;
+    bool head_sent = false;
+    bool chunked = false;
+    bool has_body = true;
+    std::string head_text;
+    std::vector<std::array<char, 20>> chunk_sizes;
+    std::vector<asio::const_buffer> buffers;
+    const auto give_up_at = clock::now() + options.max_wait;
+
+    for (;;) {
+        log_read r = f.read(slot, cursor);
+        buffers.clear();
+        chunk_sizes.clear();
+        if (!head_sent) {
+            if (r.head == nullptr && r.state == flight_state::failed) {
+                // Failed before the head: every subscriber gets the same synthesized error.
+                head_text = ops::error_response(r.failure, options.keep_alive);
+                result.status = ops::reply_for(r.failure).status;
+                result.reusable = options.keep_alive && !ops::reply_for(r.failure).close_connection;
+                buffers.push_back(asio::buffer(head_text));
+            } else if (r.head != nullptr) {
+                has_body = r.head->has_body;
+                // HTTP/1.0 clients can't take chunked: their body ends at the close.
+                chunked = has_body && !r.head->content_length && options.client_http11;
+                head_text = serialize_head(*r.head, f, options, chunked);
+                result.status = r.head->status;
+                buffers.push_back(asio::buffer(head_text));
+            }
+        }
+        const std::size_t take = std::min(r.chunks.size(), max_chunks_per_write);
+        if (has_body && (head_sent || r.head != nullptr)) {
+            chunk_sizes.resize(take);
+            for (std::size_t i = 0; i < take; ++i) {
+                const auto& chunk = *r.chunks[i];
+                if (chunked) {
+                    const int n = std::snprintf(chunk_sizes[i].data(), chunk_sizes[i].size(), "%zx\r\n", chunk.size());
+                    buffers.push_back(asio::buffer(chunk_sizes[i].data(), static_cast<std::size_t>(n)));
+                }
+                buffers.push_back(asio::buffer(chunk));
+                if (chunked) {
+                    buffers.push_back(asio::buffer("\r\n", 2));
+                }
+                result.body_bytes += chunk.size();
+            }
+        }
+        const bool caught_up = take == r.chunks.size();
+        const bool ends_now = caught_up && r.state == flight_state::complete && (head_sent || r.head != nullptr);
+        if (ends_now && chunked) {
+            buffers.push_back(asio::buffer("0\r\n\r\n", 5));
+        }
+        const bool failed_early = !head_sent && r.head == nullptr && r.state == flight_state::failed;
+
+        if (!buffers.empty()) {
+            beast::get_lowest_layer(stream).expires_after(options.write_timeout);
+            auto [ec, n] = co_await asio::async_write(stream, buffers, use_tuple);
+            if (ec) {
+                result.client_gone = true;  // a slow or vanished client is dropped alone
+                result.reusable = false;
+                break;
+            }
+            if (!result.first_byte) {
+                result.first_byte = clock::now();
+            }
+            head_sent = true;
+            cursor += take;
+        }
+        if (failed_early) {
+            break;
+        }
+        if (ends_now) {
+            result.reusable = options.keep_alive;
+            break;
+        }
+        if (caught_up && r.state == flight_state::failed) {
+            result.reusable = false;  // cut: no terminating chunk, the connection closes
+            break;
+        }
+        if (!caught_up) {
+            continue;
+        }
+        if (!f.park(cursor, parked)) {
+            continue;
+        }
+        watch->arm(socket_of(stream));
+        parked->timer.expires_at(give_up_at);
+        auto [wec] = co_await parked->timer.async_wait(use_tuple);
+        f.unpark(parked);
+        if (watch->gone) {
+            result.client_gone = true;
+            break;
+        }
+        if (!wec) {
+            // The flight did not move for max_wait: give up on it for this client.
+            if (!head_sent) {
+                head_text = ops::error_response(ops::proxy_errc::upstream_total_timeout, false);
+                beast::get_lowest_layer(stream).expires_after(options.write_timeout);
+                co_await asio::async_write(stream, asio::buffer(head_text), use_tuple);
+                result.status = 504;
+            }
+            break;
+        }
+    }
+    if (watch->armed) {
+        error_code ignored;
+        socket_of(stream).cancel(ignored);
+    }
+    co_return result;
+}
+
+template asio::awaitable<delivery_result> deliver(beast::tcp_stream&, flight&, std::size_t, delivery_options);
+template asio::awaitable<delivery_result> deliver(beast::ssl_stream<beast::tcp_stream>&, flight&, std::size_t,
+                                                  delivery_options);
+
+}  // namespace coalescer::coalesce

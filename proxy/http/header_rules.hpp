@@ -1,0 +1,38 @@
+// Small, allocation-free rules about HTTP header names and values (RFC 9110).
+#pragma once
+
+#include <string_view>
+
+namespace coalescer::http_rules {
+
+bool iequals(std::string_view a, std::string_view b) noexcept;
+
+// RFC 9110 §7.6.1: headers that describe one connection and never cross a proxy.
+bool is_hop_by_hop(std::string_view name) noexcept;
+
+// token = 1*tchar (RFC 9110 §5.6.2).
+bool is_token(std::string_view text) noexcept;
+
+// A field value we may put on the wire: no CR, LF, NUL or other control character but HTAB.
+bool is_safe_value(std::string_view value) noexcept;
+
+// Trims optional whitespace (SP, HTAB) on both ends.
+std::string_view trim(std::string_view text) noexcept;
+
+// Calls f(token) for each element of a comma-separated list, trimmed, empty ones skipped.
+template <class F>
+void for_each_list_item(std::string_view list, F&& f) {
+    while (!list.empty()) {
+        const auto comma = list.find(',');
+        const auto item = trim(list.substr(0, comma));
+        if (!item.empty()) {
+            f(item);
+        }
+        if (comma == std::string_view::npos) {
+            break;
+        }
+        list.remove_prefix(comma + 1);
+    }
+}
+
+}  // namespace coalescer::http_rules

@@ -1,0 +1,102 @@
+// coalescer: command line, config load, start, signals, exit codes.
+//   coalescer --config FILE         run
+//   coalescer --check-config FILE   validate and exit 0 / 1
+//   coalescer --version
+#include "ops/config.hpp"
+#include "server/server.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+
+#include <sys/prctl.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <thread>
+
+namespace {
+
+constexpr const char* usage =
+    "usage: coalescer --config FILE | --check-config FILE | --version\n";
+
+int check_config(const std::string& path) {
+    try {
+        coalescer::ops::load_config_file(path);
+        std::printf("%s: ok\n", path.c_str());
+        return 0;
+    } catch (const coalescer::ops::config_error& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 1;
+    }
+}
+
+int run(const std::string& path) {
+    std::shared_ptr<const coalescer::ops::config> cfg;
+    try {
+        cfg = coalescer::ops::load_config_file(path);
+    } catch (const coalescer::ops::config_error& e) {
+        std::fprintf(stderr, "%s\n", e.what());
+        return 1;
+    }
+    // No core dumps: they would hold credentials in flight (S-05).
+    prctl(PR_SET_DUMPABLE, 0);
+    std::signal(SIGPIPE, SIG_IGN);
+    try {
+        coalescer::server::server proxy(cfg);
+        boost::asio::io_context signals_io(1);
+        boost::asio::signal_set signals(signals_io, SIGINT, SIGTERM);
+        int received = 0;
+        std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int signo) {
+            if (ec) return;
+            if (++received > 1) {
+                std::fprintf(stderr, "coalescer: second signal, exiting now\n");
+                std::_Exit(128 + signo);
+            }
+            proxy.context().log.message(coalescer::ops::log_level::info, "draining");
+            proxy.drain();
+            signals.async_wait(on_signal);
+        };
+        signals.async_wait(on_signal);
+        proxy.start();
+        proxy.context().log.message(
+            coalescer::ops::log_level::info,
+            "coalescer " COALESCER_VERSION " listening on " + std::string(cfg->listen.tls ? "https://" : "http://") +
+                cfg->listen.address + ":" + std::to_string(proxy.port()) + ", admin on http://" + cfg->admin.address +
+                ":" + std::to_string(proxy.admin_port()));
+        std::thread waiter([&] {
+            proxy.wait();
+            signals_io.stop();
+        });
+        signals_io.run();
+        waiter.join();
+        proxy.context().log.message(coalescer::ops::log_level::info, "stopped");
+        return 0;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "coalescer: %s\n", e.what());
+        return 1;
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc == 2 && std::strcmp(argv[1], "--version") == 0) {
+        std::printf("coalescer %s\n", COALESCER_VERSION);
+        return 0;
+    }
+    if (argc == 2 && (std::strcmp(argv[1], "--help") == 0 || std::strcmp(argv[1], "-h") == 0)) {
+        std::printf("%s", usage);
+        return 0;
+    }
+    if (argc == 3 && std::strcmp(argv[1], "--check-config") == 0) {
+        return check_config(argv[2]);
+    }
+    if (argc == 3 && std::strcmp(argv[1], "--config") == 0) {
+        return run(argv[2]);
+    }
+    std::fprintf(stderr, "%s", usage);
+    return 2;
+}

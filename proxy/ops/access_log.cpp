@@ -1,0 +1,82 @@
+#include "ops/access_log.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/string.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <ctime>
+
+namespace coalescer::ops {
+namespace {
+
+std::string timestamp() {
+    const auto now = std::chrono::system_clock::now();
+    const auto t = std::chrono::system_clock::to_time_t(now);
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    char text[40];
+    std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+    return text;
+}
+
+std::string quoted(std::string_view v) { return boost::json::serialize(boost::json::string(v)); }
+
+std::string_view level_name(log_level l) {
+    switch (l) {
+        case log_level::debug: return "debug";
+        case log_level::info: return "info";
+        case log_level::warn: return "warn";
+        case log_level::error: return "error";
+    }
+    return "info";
+}
+
+void emit(std::FILE* out, const std::string& line) {
+    std::fwrite(line.data(), 1, line.size(), out);  // one call per line: lines never interleave
+    std::fflush(out);
+}
+
+}  // namespace
+
+void access_log::request(const access_record& r) const {
+    if (!enabled(log_level::info)) {
+        return;
+    }
+    const auto path = r.target.substr(0, r.target.find('?'));
+    char numbers[160];
+    std::string line;
+    if (config_.format == log_format::json) {
+        std::snprintf(numbers, sizeof numbers, ",\"status\":%u,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"ttfb_ms\":%.3f",
+                      r.status, static_cast<unsigned long long>(r.bytes_out), r.duration_ms, r.ttfb_ms);
+        line = "{\"time\":\"" + timestamp() + "\",\"route\":" + quoted(r.route) + ",\"method\":" + quoted(r.method) +
+               ",\"path\":" + quoted(path) + numbers + ",\"role\":\"" + std::string(coalesce::to_string(r.role)) +
+               "\",\"flight\":" + quoted(r.flight) + ",\"key\":" + quoted(r.key_prefix) +
+               ",\"outcome\":" + quoted(r.outcome) + "}\n";
+    } else {
+        std::snprintf(numbers, sizeof numbers, " %u %llub %.1fms ttfb=%.1fms", r.status,
+                      static_cast<unsigned long long>(r.bytes_out), r.duration_ms, r.ttfb_ms);
+        line = timestamp() + " " + std::string(r.method) + " " + std::string(path) + numbers + " " +
+               std::string(coalesce::to_string(r.role)) + " flight=" + std::string(r.flight) +
+               " key=" + std::string(r.key_prefix) + " " + std::string(r.outcome) + "\n";
+    }
+    emit(stdout, line);
+}
+
+void access_log::message(log_level level, std::string_view text) const {
+    if (!enabled(level)) {
+        return;
+    }
+    std::string line;
+    if (config_.format == log_format::json) {
+        line = "{\"time\":\"" + timestamp() + "\",\"level\":\"" + std::string(level_name(level)) +
+               "\",\"message\":" + quoted(text) + "}\n";
+    } else {
+        line = timestamp() + " " + std::string(level_name(level)) + " " + std::string(text) + "\n";
+    }
+    emit(stderr, line);
+}
+
+}  // namespace coalescer::ops

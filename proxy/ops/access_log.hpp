@@ -1,0 +1,39 @@
+// One line per client request on stdout (JSON or text), and operational messages on stderr.
+// Records are built from an allow-list of fields: no header values, no query strings, no
+// bodies, so no credential can reach the log.
+#pragma once
+
+#include "coalesce/flight.hpp"
+#include "ops/config.hpp"
+
+#include <cstdint>
+#include <string_view>
+
+namespace coalescer::ops {
+
+struct access_record {
+    std::string_view route;
+    std::string_view method;
+    std::string_view target;  // the query part is dropped here
+    unsigned status = 0;
+    coalesce::role role = coalesce::role::pass;
+    std::string_view flight;
+    std::string_view key_prefix;
+    std::uint64_t bytes_out = 0;
+    double duration_ms = 0;
+    double ttfb_ms = 0;
+    std::string_view outcome;  // "ok", "cut", "client_gone", or an error code
+};
+
+class access_log {
+public:
+    explicit access_log(const log_config& cfg) : config_(cfg) {}
+    void request(const access_record& r) const;
+    void message(log_level level, std::string_view text) const;
+    bool enabled(log_level level) const noexcept { return level >= config_.level; }
+
+private:
+    log_config config_;
+};
+
+}  // namespace coalescer::ops

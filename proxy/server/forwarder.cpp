@@ -1,0 +1,204 @@
+#include "server/forwarder.hpp"
+
+#include "coalesce/subscriber.hpp"
+#include "http/header_rules.hpp"
+#include "ops/errors.hpp"
+#include "upstream/exchange.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+namespace coalescer::server {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using boost::system::error_code;
+using coalesce::role;
+using clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+bool listed_in_connection(const client_request& request, std::string_view name) {
+    bool found = false;
+    for (auto it = request.find(http::field::connection);
+         it != request.end() && it->name() == http::field::connection; ++it) {
+        http_rules::for_each_list_item(it->value(), [&](std::string_view t) {
+            found = found || http_rules::iequals(t, name);
+        });
+    }
+    return found;
+}
+
+// The request as the upstream gets it: host from config, hop-by-hop headers and the client's
+// framing and encoding preferences removed, the body byte for byte.
+upstream::upstream_request make_upstream_request(client_request& request, const route_match& match,
+                                                 const ops::config& cfg) {
+    const auto& up = cfg.upstreams[match.route->upstream_index];
+    std::string head;
+    head.reserve(512 + request.body().size() / 64);
+    head += request.method_string();
+    head += ' ';
+    head += match.upstream_target;
+    head += " HTTP/1.1\r\nHost: ";
+    head += up.host.find(':') != std::string::npos ? "[" + up.host + "]" : up.host;
+    if (up.port != (up.https ? 443 : 80)) {
+        head += ':' + std::to_string(up.port);
+    }
+    head += "\r\n";
+    for (const auto& field : request) {
+        const auto name = field.name_string();
+        if (http_rules::is_hop_by_hop(name) || http_rules::iequals(name, "host") ||
+            http_rules::iequals(name, "content-length") || http_rules::iequals(name, "accept-encoding") ||
+            http_rules::iequals(name, "expect") || http_rules::iequals(name, cfg.coalesce.bypass_header) ||
+            listed_in_connection(request, name)) {
+            continue;
+        }
+        head += name;
+        head += ": ";
+        head += field.value();
+        head += "\r\n";
+    }
+    // Identity encoding: the shared bytes must be readable by every subscriber.
+    head += "Accept-Encoding: identity\r\n";
+    const auto method = request.method();
+    if (!request.body().empty() || method == http::verb::post || method == http::verb::put ||
+        method == http::verb::patch) {
+        head += "Content-Length: " + std::to_string(request.body().size()) + "\r\n";
+    }
+    head += "\r\n";
+    return {std::move(head), std::move(request.body()), method == http::verb::head};
+}
+
+bool wants_bypass(const client_request& request, const ops::config& cfg) {
+    if (const auto it = request.find(cfg.coalesce.bypass_header); it != request.end()) {
+        const auto v = http_rules::trim(it->value());
+        if (v != "0" && !http_rules::iequals(v, "false")) {
+            return true;
+        }
+    }
+    bool no_cache = false;
+    for (auto it = request.find(http::field::cache_control);
+         it != request.end() && it->name() == http::field::cache_control; ++it) {
+        http_rules::for_each_list_item(it->value(), [&](std::string_view d) {
+            no_cache = no_cache || http_rules::iequals(d, "no-cache") || http_rules::iequals(d, "no-store");
+        });
+    }
+    return no_cache;
+}
+
+coalesce::flight_key key_of(const client_request& request, const route_match& match, const ops::config& cfg,
+                            const coalesce::flight_key_builder& keys) {
+    std::vector<std::pair<std::string_view, std::string_view>> headers;
+    headers.reserve(16);
+    for (const auto& field : request) {
+        headers.emplace_back(field.name_string(), field.value());
+    }
+    coalesce::key_request k{cfg.upstreams[match.route->upstream_index].name, request.method_string(),
+                            match.upstream_target, &headers, request.body()};
+    return keys.make(k);
+}
+
+template <class Stream>
+asio::awaitable<bool> answer_locally(Stream& stream, error_code ec, bool keep_alive) {
+    const auto text = ops::error_response(ec, keep_alive);
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
+    auto [wec, n] = co_await asio::async_write(stream, asio::buffer(text), use_tuple);
+    co_return !wec && keep_alive && !ops::reply_for(ec).close_connection;
+}
+
+double ms_between(clock::time_point a, clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
+
+template <class Stream>
+asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep_alive, worker& self,
+                              proxy_context& context, clock::time_point started) {
+    const auto& cfg = *context.config;
+    const std::string target(request.target());
+    const std::string method(request.method_string());
+    const auto match = context.routes.match(target);
+    ops::access_record record{.route = "none", .method = method, .target = target};
+    if (!match) {
+        const bool reusable = co_await answer_locally(stream, ops::proxy_errc::no_route, keep_alive);
+        context.metrics.client_request(cfg.routes.size(), role::pass, 404);
+        record.status = 404;
+        record.outcome = "no_route";
+        record.duration_ms = ms_between(started, clock::now());
+        context.log.request(record);
+        co_return reusable;
+    }
+    record.route = match->route->prefix;
+
+    coalesce::join_outcome joined;
+    std::string key_prefix;
+    if (!match->route->coalesce) {
+        joined = context.flights.make_private(role::pass);
+    } else if (wants_bypass(request, cfg)) {
+        joined = context.flights.make_private(role::bypass);
+    } else {
+        const auto key = key_of(request, *match, cfg, context.keys);
+        key_prefix = key.prefix();
+        joined = context.flights.join_or_create(key);
+    }
+    record.key_prefix = key_prefix;
+    if (joined.full) {
+        const bool reusable = co_await answer_locally(stream, ops::proxy_errc::flight_full, keep_alive);
+        context.metrics.client_request(match->route_index, role::follower, 503);
+        record.status = 503;
+        record.role = role::follower;
+        record.outcome = "flight_full";
+        record.duration_ms = ms_between(started, clock::now());
+        context.log.request(record);
+        co_return reusable;
+    }
+    auto flight = joined.flight;
+    if (joined.role == role::leader || joined.role == role::bypass || joined.role == role::pass) {
+        const auto upstream_index = match->route->upstream_index;
+        upstream::exchange_context exchange{
+            cfg.upstreams[upstream_index], context.upstream_tls[upstream_index].get(), self.pools[upstream_index],
+            [&metrics = context.metrics, upstream_index](unsigned status) {
+                metrics.upstream_call(upstream_index, status);
+            }};
+        auto fetch = upstream::fetch(flight, make_upstream_request(request, *match, cfg), std::move(exchange));
+        asio::co_spawn(self.io, std::move(fetch), asio::detached);
+    }
+
+    const auto& up = cfg.upstreams[match->route->upstream_index];
+    coalesce::delivery_options options{
+        .role = joined.role,
+        .write_timeout = cfg.limits.write_timeout,
+        .max_wait = up.timeouts.total + up.queue_timeout + std::chrono::seconds(5),
+        .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
+        .client_http11 = request.version() >= 11,
+    };
+    const auto delivered = co_await coalesce::deliver(stream, *flight, joined.slot, options);
+    flight->leave(joined.slot);
+
+    const auto now = clock::now();
+    context.metrics.client_request(match->route_index, joined.role, delivered.status);
+    record.status = delivered.status;
+    record.role = joined.role;
+    record.flight = flight->id();
+    record.bytes_out = delivered.body_bytes;
+    record.duration_ms = ms_between(started, now);
+    record.ttfb_ms = delivered.first_byte ? ms_between(started, *delivered.first_byte) : 0;
+    record.outcome = delivered.client_gone ? "client_gone" : (delivered.reusable || !keep_alive ? "ok" : "cut");
+    context.log.request(record);
+    co_return delivered.reusable;
+}
+
+template asio::awaitable<bool> forward(beast::tcp_stream&, client_request&, bool, worker&, proxy_context&,
+                                       clock::time_point);
+template asio::awaitable<bool> forward(beast::ssl_stream<beast::tcp_stream>&, client_request&, bool, worker&,
+                                       proxy_context&, clock::time_point);
+
+}  // namespace coalescer::server

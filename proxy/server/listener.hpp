@@ -1,0 +1,39 @@
+// Accepts client connections on one port and hands each to a worker, round-robin; each
+// connection then lives on that worker's thread alone. Survives accept errors (out of
+// descriptors: pause, never spin) and enforces max_connections.
+#pragma once
+
+#include "server/proxy_context.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <memory>
+#include <vector>
+
+namespace coalescer::server {
+
+class listener {
+public:
+    // Binds at once (start-up errors throw with a clear message).
+    listener(boost::asio::io_context& io, const ops::listen_config& cfg, std::vector<std::unique_ptr<worker>>& workers,
+             proxy_context& context);
+    std::uint16_t port() const;
+    void start();
+    void stop();  // stops accepting; open connections carry on
+
+private:
+    boost::asio::awaitable<void> accept_loop();
+
+    boost::asio::ip::tcp::acceptor acceptor_;
+    std::vector<std::unique_ptr<worker>>& workers_;
+    proxy_context& context_;
+    std::unique_ptr<boost::asio::ssl::context> tls_;
+    std::size_t next_worker_ = 0;
+};
+
+// Server TLS context for listen.tls: TLS ≥ 1.2, no renegotiation. Throws on unreadable files.
+std::unique_ptr<boost::asio::ssl::context> make_server_tls_context(const ops::tls_files& files);
+
+}  // namespace coalescer::server

@@ -1,0 +1,53 @@
+// What every worker shares (config, routes, the flight registry, TLS contexts, metrics), and
+// what each worker owns alone (its event loop and its upstream connection pools).
+#pragma once
+
+#include "coalesce/flight_key.hpp"
+#include "coalesce/registry.hpp"
+#include "ops/access_log.hpp"
+#include "ops/config.hpp"
+#include "ops/metrics.hpp"
+#include "server/router.hpp"
+#include "upstream/pool.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <boost/asio/ip/tcp.hpp>
+
+#include <atomic>
+#include <unordered_set>
+#include <memory>
+#include <vector>
+
+namespace coalescer::server {
+
+struct proxy_context {
+    explicit proxy_context(std::shared_ptr<const ops::config> cfg);
+
+    std::shared_ptr<const ops::config> config;
+    router routes;
+    coalesce::flight_key_builder keys;
+    coalesce::registry flights;
+    std::vector<std::unique_ptr<boost::asio::ssl::context>> upstream_tls;  // by upstream; null for http
+    ops::metrics metrics;
+    ops::access_log log;
+    std::atomic<bool> draining{false};
+};
+
+// An io_context whose handlers can be destroyed before the context itself, so that objects
+// that cross workers (a flight holds subscribers' timers) never outlive their loop.
+struct event_loop : boost::asio::io_context {
+    event_loop() : boost::asio::io_context(1) {}  // one thread: no locking inside a worker
+    using boost::asio::io_context::shutdown;
+};
+
+struct worker {
+    explicit worker(std::size_t upstreams) : pools(upstreams) {}
+    event_loop io;
+    std::vector<upstream::pool> pools;  // by upstream
+    // Connections waiting for their next request: closed at once when a drain starts.
+    std::unordered_set<boost::asio::ip::tcp::socket*> idle;
+};
+
+}  // namespace coalescer::server

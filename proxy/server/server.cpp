@@ -1,0 +1,127 @@
+#include "server/server.hpp"
+
+#include "upstream/connection.hpp"
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/post.hpp>
+
+namespace coalescer::server {
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg)
+    : config(cfg), routes(cfg), keys(cfg->coalesce), flights(cfg->coalesce), metrics(*cfg), log(cfg->log) {
+    for (const auto& up : cfg->upstreams) {
+        upstream_tls.push_back(up.https ? std::make_unique<asio::ssl::context>(upstream::make_client_tls_context(up))
+                                        : nullptr);
+    }
+}
+
+server::server(std::shared_ptr<const ops::config> cfg) : context_(std::make_unique<proxy_context>(cfg)) {
+    const unsigned n = cfg->workers != 0 ? cfg->workers : std::max(1u, std::thread::hardware_concurrency());
+    for (unsigned i = 0; i < n; ++i) {
+        workers_.push_back(std::make_unique<worker>(cfg->upstreams.size()));
+    }
+    listener_ = std::make_unique<listener>(workers_.front()->io, cfg->listen, workers_, *context_);
+    admin_ = std::make_unique<ops::admin_server>(
+        workers_.front()->io, cfg->admin.address, cfg->admin.port,
+        ops::admin_handlers{[this] { return ready_ && !context_->draining.load(); },
+                            [this] { return context_->metrics.render(context_->flights); }});
+    sweep_timer_ = std::make_unique<asio::steady_timer>(workers_.front()->io);
+}
+
+server::~server() {
+    stop();
+    // Destroy every pending handler on every loop first: objects that cross workers (a flight
+    // holds other workers' timers) are then released while all loops still exist.
+    admin_.reset();
+    listener_.reset();
+    sweep_timer_.reset();
+    for (auto& w : workers_) {
+        w->io.shutdown();
+    }
+    workers_.clear();
+}
+
+void server::start() {
+    listener_->start();
+    admin_->start();
+    schedule_sweep();
+    for (auto& w : workers_) {
+        threads_.emplace_back([&io = w->io] {
+            auto guard = asio::make_work_guard(io);
+            io.run();
+        });
+    }
+    ready_ = true;
+}
+
+void server::schedule_sweep() {
+    sweep_timer_->expires_after(std::chrono::seconds(1));
+    sweep_timer_->async_wait([this](error_code ec) {
+        if (ec) return;
+        context_->flights.sweep();
+        schedule_sweep();
+    });
+}
+
+void server::drain() {
+    if (context_->draining.exchange(true)) {
+        return;
+    }
+    const auto& shutdown = context_->config->shutdown;
+    auto timer = std::make_shared<asio::steady_timer>(workers_.front()->io);
+    timer->expires_after(shutdown.drain_delay);
+    timer->async_wait([this, timer, timeout = shutdown.drain_timeout](error_code) {
+        begin_refusing();
+        check_drained(timer, std::chrono::steady_clock::now() + timeout);
+    });
+}
+
+void server::begin_refusing() {
+    listener_->stop();
+    for (auto& w : workers_) {
+        asio::post(w->io, [&w = *w] {
+            for (auto* socket : w.idle) {
+                error_code ignored;
+                socket->cancel(ignored);
+            }
+        });
+    }
+}
+
+void server::check_drained(std::shared_ptr<asio::steady_timer> timer, std::chrono::steady_clock::time_point give_up) {
+    const bool idle = context_->metrics.open_connections() == 0 && context_->flights.live_flights() == 0;
+    if (idle || std::chrono::steady_clock::now() >= give_up) {
+        std::thread([this] { stop(); }).detach();
+        return;
+    }
+    timer->expires_after(std::chrono::milliseconds(50));
+    timer->async_wait([this, timer, give_up](error_code) { check_drained(timer, give_up); });
+}
+
+void server::stop() {
+    std::unique_lock lock(mutex_);
+    if (stopping_) {
+        stopped_cv_.wait(lock, [this] { return finished_; });
+        return;
+    }
+    stopping_ = true;
+    lock.unlock();
+    for (auto& w : workers_) {
+        w->io.stop();
+    }
+    for (auto& t : threads_) {
+        t.join();
+    }
+    lock.lock();
+    finished_ = true;
+    stopped_cv_.notify_all();
+}
+
+void server::wait() {
+    std::unique_lock lock(mutex_);
+    stopped_cv_.wait(lock, [this] { return finished_; });
+}
+
+}  // namespace coalescer::server

@@ -1,0 +1,246 @@
+#include "server/session.hpp"
+
+#include "ops/errors.hpp"
+#include "server/forwarder.hpp"
+#include "server/request_validator.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+namespace coalescer::server {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using boost::system::error_code;
+using ops::proxy_errc;
+using clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t read_size = 16 * 1024;
+
+// The client closed (or never started) cleanly: nothing to answer.
+const error_code quiet_close = asio::error::eof;
+
+std::size_t find_head_end(std::string_view data, std::size_t from) {
+    from = from > 3 ? from - 3 : 0;
+    const auto crlf = data.find("\r\n\r\n", from);
+    if (crlf != std::string_view::npos) {
+        return crlf + 4;
+    }
+    // A head of bare-LF lines never has CRLFCRLF; find it anyway so it gets its 400 promptly.
+    const auto lf = data.find("\n\n", from);
+    return lf == std::string_view::npos ? 0 : lf + 2;
+}
+
+std::string_view view(const beast::flat_buffer& b) {
+    return {static_cast<const char*>(b.data().data()), b.size()};
+}
+
+// Reads until the buffer holds a whole request head; returns its size in `head_size`.
+// Waiting for the first byte is the keep-alive idle time; from the first byte on, the whole
+// head must arrive within header_timeout (slowloris), and within max_header_bytes.
+// Runs one read under a deadline that cancels it without closing the socket (Beast's own
+// timeouts close it), so a 408 can still be written afterwards.
+struct deadline_state {
+    bool active = true;
+    bool fired = false;
+};
+
+template <class Stream, class Op>
+asio::awaitable<std::tuple<error_code, std::size_t>> with_deadline(Stream& stream, clock::time_point deadline, Op op) {
+    auto& tcp = beast::get_lowest_layer(stream);
+    tcp.expires_never();
+    auto state = std::make_shared<deadline_state>();
+    asio::steady_timer timer(tcp.get_executor(), deadline);
+    auto on_expiry = [state, &socket = tcp.socket()](error_code ec) {
+        if (!ec && state->active) {
+            state->fired = true;
+            error_code ignored;
+            socket.cancel(ignored);
+        }
+    };
+    timer.async_wait(std::move(on_expiry));
+    auto [ec, n] = co_await op();
+    state->active = false;
+    timer.cancel();
+    if (state->fired) {
+        ec = beast::error::timeout;
+    }
+    co_return std::make_tuple(ec, n);
+}
+
+// Registers a connection as idle (between requests) for as long as it waits for a first byte.
+class idle_registration {
+public:
+    idle_registration(worker& w, asio::ip::tcp::socket& s) : worker_(w), socket_(&s) { worker_.idle.insert(socket_); }
+    ~idle_registration() { release(); }
+    void release() {
+        if (socket_ != nullptr) {
+            worker_.idle.erase(socket_);
+            socket_ = nullptr;
+        }
+    }
+
+private:
+    worker& worker_;
+    asio::ip::tcp::socket* socket_;
+};
+
+template <class Stream>
+asio::awaitable<error_code> read_head(Stream& stream, beast::flat_buffer& buffer, const ops::limits_config& limits,
+                                      worker& self, const std::atomic<bool>& draining, std::size_t& head_size) {
+    auto& tcp = beast::get_lowest_layer(stream);
+    if (buffer.size() == 0 && draining.load(std::memory_order_relaxed)) {
+        co_return quiet_close;
+    }
+    std::optional<idle_registration> idle;
+    if (buffer.size() == 0) {
+        idle.emplace(self, tcp.socket());
+    }
+    std::size_t scanned = 0;
+    bool started = buffer.size() != 0;
+    const auto head_deadline = clock::now() + limits.header_timeout;
+    for (;;) {
+        if (buffer.size() != 0) {
+            if (const auto end = find_head_end(view(buffer), scanned)) {
+                head_size = end;
+                co_return end > limits.max_header_bytes ? error_code(proxy_errc::headers_too_large) : error_code{};
+            }
+            scanned = buffer.size();
+            if (buffer.size() > limits.max_header_bytes) {
+                const bool line_done = view(buffer).find('\n') != std::string_view::npos;
+                co_return line_done || buffer.size() <= max_request_line ? proxy_errc::headers_too_large
+                                                                          : proxy_errc::uri_too_long;
+            }
+        }
+        auto read = [&] { return stream.async_read_some(buffer.prepare(read_size), use_tuple); };
+        const auto until = started ? head_deadline : clock::now() + limits.idle_timeout;
+        auto [ec, n] = co_await with_deadline(stream, until, read);
+        buffer.commit(n);
+        if (ec) {
+            if (ec == beast::error::timeout && started) {
+                co_return proxy_errc::header_timeout;
+            }
+            co_return quiet_close;
+        }
+        if (!started) {
+            started = true;
+            idle.reset();
+        }
+    }
+}
+
+error_code parse_error_to_proxy(error_code ec) {
+    if (ec == http::error::header_limit) return proxy_errc::headers_too_large;
+    if (ec == http::error::body_limit) return proxy_errc::body_too_large;
+    if (ec == beast::error::timeout) return proxy_errc::body_timeout;
+    return proxy_errc::bad_request;
+}
+
+// After an error that ends the connection: stop sending, then read and drop what the client is
+// still sending for a moment, so the kernel doesn't reset the connection before the client
+// has read our answer (the "lingering close" of RFC 9112 §9.6).
+template <class Stream>
+asio::awaitable<void> linger_and_close(Stream& stream) {
+    auto& tcp = beast::get_lowest_layer(stream);
+    error_code ignored;
+    tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    std::array<char, 4096> sink;
+    std::size_t drained = 0;
+    tcp.expires_after(std::chrono::seconds(2));
+    while (drained < 1024 * 1024) {
+        auto [ec, n] = co_await tcp.async_read_some(asio::buffer(sink), use_tuple);
+        if (ec) break;
+        drained += n;
+    }
+    tcp.socket().close(ignored);
+}
+
+template <class Stream>
+asio::awaitable<void> answer_error(Stream& stream, error_code ec) {
+    const auto text = ops::error_response(ec, false);
+    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+    co_await asio::async_write(stream, asio::buffer(text), use_tuple);
+}
+
+}  // namespace
+
+template <class Stream>
+asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& context) {
+    const auto& cfg = *context.config;
+    const auto& limits = cfg.limits;
+    beast::flat_buffer buffer;
+    for (;;) {
+        std::size_t head_size = 0;
+        error_code ec = co_await read_head(stream, buffer, limits, self, context.draining, head_size);
+        const auto started = clock::now();
+        if (ec == quiet_close) {
+            break;
+        }
+        if (!ec) {
+            ec = check_raw_head(view(buffer).substr(0, head_size));
+        }
+        http::request_parser<http::string_body> parser;
+        if (!ec) {
+            parser.header_limit(static_cast<std::uint32_t>(std::max<std::size_t>(limits.max_header_bytes, head_size)));
+            parser.body_limit(limits.max_request_body);
+            error_code pec;
+            parser.put(asio::buffer(buffer.data().data(), head_size), pec);
+            if (pec || !parser.is_header_done()) {
+                ec = pec && pec != http::error::need_more ? parse_error_to_proxy(pec) : error_code(proxy_errc::bad_request);
+            } else {
+                buffer.consume(head_size);
+                ec = check_request(parser.get().base(), cfg);
+            }
+        }
+        if (!ec && declared_length(parser.get().base()).value_or(0) > limits.max_request_body) {
+            ec = proxy_errc::body_too_large;  // refused before reading a byte of it
+        }
+        if (!ec && parser.get().find(http::field::expect) != parser.get().end()) {
+            constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+            beast::get_lowest_layer(stream).expires_after(limits.write_timeout);
+            auto [wec, n] = co_await asio::async_write(stream, asio::buffer(go_on), use_tuple);
+            if (wec) break;
+        }
+        if (!ec && !parser.is_done()) {
+            auto read = [&] { return http::async_read(stream, buffer, parser, use_tuple); };
+            auto [rec, n] = co_await with_deadline(stream, clock::now() + limits.idle_timeout, read);
+            if (rec == http::error::end_of_stream || rec == asio::error::eof || rec == asio::error::connection_reset) {
+                break;  // the client left mid-body: nothing to answer, nothing forwarded
+            }
+            if (rec) {
+                ec = parse_error_to_proxy(rec);
+            }
+        }
+        if (ec) {
+            context.metrics.client_request(cfg.routes.size(), coalesce::role::pass, ops::reply_for(ec).status);
+            co_await answer_error(stream, ec);
+            co_await linger_and_close(stream);
+            co_return;
+        }
+        const bool keep_alive = parser.keep_alive() && !context.draining.load(std::memory_order_relaxed);
+        auto request = parser.release();
+        if (!co_await forward(stream, request, keep_alive, self, context, started)) {
+            break;
+        }
+    }
+    error_code ignored;
+    auto& tcp = beast::get_lowest_layer(stream);
+    tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    tcp.socket().close(ignored);
+}
+
+template asio::awaitable<void> run_session(beast::tcp_stream&, worker&, proxy_context&);
+template asio::awaitable<void> run_session(beast::ssl_stream<beast::tcp_stream>&, worker&, proxy_context&);
+
+}  // namespace coalescer::server

@@ -1,0 +1,167 @@
+#include "upstream/connection.hpp"
+
+#include "ops/errors.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
+#include <boost/beast/http/read.hpp>
+
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+#include <sys/socket.h>
+
+#include <stdexcept>
+
+namespace coalescer::upstream {
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+using boost::system::error_code;
+using asio::ip::tcp;
+using ops::proxy_errc;
+
+namespace {
+
+constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+
+bool is_ip_literal(const std::string& host) {
+    error_code ec;
+    asio::ip::make_address(host, ec);
+    return !ec;
+}
+
+// Hostname (or IP) verification on this connection, RFC 6125 style, no partial wildcards.
+bool set_peer_name(SSL* ssl, const std::string& host) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl);
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    if (is_ip_literal(host)) {
+        return X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str()) == 1;
+    }
+    // SNI only for DNS names (RFC 6066 forbids IP literals).
+    return SSL_set_tlsext_host_name(ssl, host.c_str()) == 1 &&
+           X509_VERIFY_PARAM_set1_host(param, host.c_str(), host.size()) == 1;
+}
+
+}  // namespace
+
+connection::connection(asio::any_io_executor ex) : executor_(ex) {}
+
+beast::tcp_stream& connection::tcp() noexcept {
+    return tls_ ? beast::get_lowest_layer(*tls_) : *plain_;
+}
+
+asio::awaitable<error_code> connection::connect(const ops::upstream_config& upstream,
+                                                asio::ssl::context* tls, deadline by) {
+    if (upstream.https && tls != nullptr) {
+        tls_.emplace(executor_, *tls);
+    } else {
+        plain_.emplace(executor_);
+    }
+    std::vector<tcp::endpoint> endpoints;
+    error_code ec;
+    if (auto address = asio::ip::make_address(upstream.host, ec); !ec) {
+        endpoints.emplace_back(address, upstream.port);
+    } else {
+        tcp::resolver resolver(executor_);
+        auto [rec, results] = co_await resolver.async_resolve(upstream.host, std::to_string(upstream.port), use_tuple);
+        if (rec) {
+            co_return proxy_errc::upstream_resolve_failed;
+        }
+        for (const auto& r : results) {
+            endpoints.push_back(r.endpoint());
+        }
+    }
+    tcp().expires_at(by);
+    auto [cec, endpoint] = co_await tcp().async_connect(endpoints, use_tuple);
+    if (cec) {
+        co_return cec == beast::error::timeout ? proxy_errc::upstream_connect_timeout
+                                               : proxy_errc::upstream_connect_failed;
+    }
+    tcp().socket().set_option(tcp::no_delay(true), ec);
+    if (tls_) {
+        if (!set_peer_name(tls_->native_handle(), upstream.host)) {
+            co_return proxy_errc::upstream_tls_failed;
+        }
+        auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, use_tuple);
+        if (hec) {
+            co_return hec == beast::error::timeout ? proxy_errc::upstream_connect_timeout
+                                                   : proxy_errc::upstream_tls_failed;
+        }
+    }
+    co_return error_code{};
+}
+
+asio::awaitable<error_code> connection::write(const std::vector<asio::const_buffer>& buffers, deadline by) {
+    tcp().expires_at(by);
+    if (tls_) {
+        auto [ec, n] = co_await asio::async_write(*tls_, buffers, use_tuple);
+        co_return ec;
+    }
+    auto [ec, n] = co_await asio::async_write(*plain_, buffers, use_tuple);
+    co_return ec;
+}
+
+asio::awaitable<error_code> connection::read_header(response_parser& parser, deadline by) {
+    tcp().expires_at(by);
+    if (tls_) {
+        auto [ec, n] = co_await beast::http::async_read_header(*tls_, buffer_, parser, use_tuple);
+        co_return ec;
+    }
+    auto [ec, n] = co_await beast::http::async_read_header(*plain_, buffer_, parser, use_tuple);
+    co_return ec;
+}
+
+asio::awaitable<error_code> connection::read_some(response_parser& parser, deadline by) {
+    tcp().expires_at(by);
+    if (tls_) {
+        auto [ec, n] = co_await beast::http::async_read_some(*tls_, buffer_, parser, use_tuple);
+        co_return ec;
+    }
+    auto [ec, n] = co_await beast::http::async_read_some(*plain_, buffer_, parser, use_tuple);
+    co_return ec;
+}
+
+void connection::close() noexcept {
+    error_code ignored;
+    tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    tcp().socket().close(ignored);
+}
+
+bool connection::stale() noexcept {
+    if (buffer_.size() != 0) {
+        return true;  // bytes after the last response: the connection is out of step
+    }
+    char probe = 0;
+    const auto n = ::recv(tcp().socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+asio::ssl::context make_client_tls_context(const ops::upstream_config& upstream) {
+    asio::ssl::context ctx(asio::ssl::context::tls_client);
+    ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
+                    asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                    asio::ssl::context::no_tlsv1_1 | asio::ssl::context::no_compression);
+    SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+    static const unsigned char alpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    SSL_CTX_set_alpn_protos(ctx.native_handle(), alpn, sizeof alpn);
+    if (upstream.tls.verify) {
+        ctx.set_verify_mode(asio::ssl::verify_peer);
+    } else {
+        ctx.set_verify_mode(asio::ssl::verify_none);
+    }
+    if (upstream.tls.ca_file.empty()) {
+        ctx.set_default_verify_paths();
+    } else {
+        error_code ec;
+        ctx.load_verify_file(upstream.tls.ca_file, ec);
+        if (ec) {
+            throw std::runtime_error("upstream " + upstream.name + ": cannot load tls.ca_file " +
+                                     upstream.tls.ca_file + ": " + ec.message());
+        }
+    }
+    return ctx;
+}
+
+}  // namespace coalescer::upstream

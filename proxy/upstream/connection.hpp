@@ -1,0 +1,58 @@
+// One HTTP/1.1 connection to an upstream, plain TCP or TLS (SNI + hostname verification).
+// Every operation takes the caller's deadline; the connection enforces it.
+#pragma once
+
+#include "ops/config.hpp"
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include <chrono>
+#include <optional>
+#include <vector>
+
+namespace coalescer::upstream {
+
+using response_parser = boost::beast::http::response_parser<boost::beast::http::buffer_body>;
+using deadline = std::chrono::steady_clock::time_point;
+
+class connection {
+public:
+    explicit connection(boost::asio::any_io_executor ex);
+
+    // Resolves, connects and (for https) handshakes, all before `by`. Errors are proxy_errc.
+    boost::asio::awaitable<boost::system::error_code> connect(const ops::upstream_config& upstream,
+                                                              boost::asio::ssl::context* tls,
+                                                              deadline by);
+    boost::asio::awaitable<boost::system::error_code> write(
+        const std::vector<boost::asio::const_buffer>& buffers, deadline by);
+    boost::asio::awaitable<boost::system::error_code> read_header(response_parser& parser, deadline by);
+    boost::asio::awaitable<boost::system::error_code> read_some(response_parser& parser, deadline by);
+
+    void close() noexcept;
+    // True when an idle pooled connection has been closed by the peer (or has unread junk).
+    bool stale() noexcept;
+    bool tls() const noexcept { return tls_.has_value(); }
+
+    bool reused = false;
+    std::chrono::steady_clock::time_point idle_since{};
+
+private:
+    boost::beast::tcp_stream& tcp() noexcept;
+
+    std::optional<boost::beast::tcp_stream> plain_;
+    std::optional<boost::beast::ssl_stream<boost::beast::tcp_stream>> tls_;
+    boost::beast::flat_buffer buffer_;
+    boost::asio::any_io_executor executor_;
+};
+
+// The client TLS context for one upstream: TLS ≥ 1.2, verify_peer, the system store or ca_file.
+// Throws at start-up when the CA file can't be loaded.
+boost::asio::ssl::context make_client_tls_context(const ops::upstream_config& upstream);
+
+}  // namespace coalescer::upstream

@@ -1,0 +1,338 @@
+// Coalescing through real sockets: many clients race against one flight, and the mock's call
+// counter and the bytes each client received are what is asserted.
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <boost/json/parse.hpp>
+
+#include <atomic>
+#include <set>
+#include <thread>
+
+using namespace coalescer;
+using namespace coalescer::test;
+using namespace std::chrono_literals;
+
+namespace {
+
+// Sends `n` identical requests at once, each on its own connection, and returns the responses.
+std::vector<response> burst(std::uint16_t port, std::size_t n, const std::string& body,
+                            const std::vector<std::pair<std::string, std::string>>& headers = {}) {
+    std::vector<response> out(n);
+    std::vector<std::thread> threads;
+    std::atomic<std::size_t> ready{0};
+    for (std::size_t i = 0; i < n; ++i) {
+        threads.emplace_back([&, i] {
+            client c(port);
+            ++ready;
+            while (ready.load() < n) std::this_thread::yield();  // all connected: now race
+            c.send("POST", "/chat/completions", body, headers);
+            out[i] = c.read(30s);
+        });
+    }
+    for (auto& t : threads) t.join();
+    return out;
+}
+
+void check_identical(const std::vector<response>& responses, unsigned status) {
+    REQUIRE(!responses.empty());
+    std::map<std::string, int> roles;
+    for (const auto& r : responses) {
+        CHECK(r.status == status);
+        CHECK(r.complete);
+        CHECK(r.body == responses.front().body);
+        CHECK(r.header("x-request-id") == responses.front().header("x-request-id"));
+        CHECK(r.header("x-coalesce-flight") == responses.front().header("x-coalesce-flight"));
+        ++roles[r.header("x-coalesce")];
+    }
+    CHECK(roles["leader"] == 1);
+    CHECK(roles["leader"] + roles["follower"] + roles["hit"] == static_cast<int>(responses.size()));
+}
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+        if (pred()) return true;
+        std::this_thread::sleep_for(10ms);
+    }
+    return pred();
+}
+
+}  // namespace
+
+TEST_CASE("200 concurrent identical JSON requests make one upstream call and get identical bytes") {
+    mock::mock_options options;
+    options.latency_ms = 300;
+    mock_and_proxy env(options);
+    const auto responses = burst(env.proxy->port(), 200, chat_body("burst json"));
+    check_identical(responses, 200);
+    CHECK(env.mock->stats().calls == 1);
+}
+
+TEST_CASE("200 concurrent identical SSE requests make one upstream call and get identical streams") {
+    mock::mock_options options;
+    options.latency_ms = 100;
+    options.chunks = 8;
+    options.chunk_interval_ms = 30;
+    mock_and_proxy env(options);
+    const auto responses = burst(env.proxy->port(), 200, chat_body("burst sse", true));
+    check_identical(responses, 200);
+    CHECK(responses.front().body.find("[DONE]") != std::string::npos);
+    CHECK(env.mock->stats().calls == 1);
+}
+
+TEST_CASE("the original load test: 50 requests from 10 client loops, 2 s upstream → 50/50 and one call") {
+    mock::mock_options options;
+    options.latency_ms = 2000;
+    mock_and_proxy env(options);
+    const auto body = chat_body("the original load test");
+    std::atomic<int> ok{0};
+    std::atomic<int> sent{0};
+    std::vector<std::thread> loops;
+    for (int l = 0; l < 10; ++l) {
+        loops.emplace_back([&] {
+            client c(env.proxy->port());
+            while (sent.fetch_add(1) < 50) {
+                c.send("POST", "/chat/completions", body);
+                const auto r = c.read(30s);
+                if (r.status == 200 && r.complete) ++ok;
+            }
+        });
+    }
+    for (auto& t : loops) t.join();
+    CHECK(ok.load() == 50);
+    CHECK(env.mock->stats().calls == 1);
+}
+
+TEST_CASE("joining before the head, after the first event, before the last event and after completion") {
+    mock::mock_options options;
+    options.latency_ms = 200;
+    options.chunks = 6;
+    options.chunk_interval_ms = 150;
+    mock_and_proxy env(options, "coalesce: {result_ttl: 10s}\n");
+    const auto body = chat_body("late joiners", true);
+    client leader(env.proxy->port());
+    leader.send("POST", "/chat/completions", body);
+    std::this_thread::sleep_for(50ms);
+    client before_head(env.proxy->port());
+    before_head.send("POST", "/chat/completions", body);
+    auto lead = leader.read_until("\n\n");  // the first event has arrived
+    client after_first(env.proxy->port());
+    after_first.send("POST", "/chat/completions", body);
+    lead = leader.read_until("\"finish_reason\":\"stop\"");  // the last content event is out
+    client before_last(env.proxy->port());
+    before_last.send("POST", "/chat/completions", body);
+    lead = leader.read_rest(lead);
+    REQUIRE(lead.complete);
+    client after_done(env.proxy->port());
+    after_done.send("POST", "/chat/completions", body);
+
+    const auto a = before_head.read();
+    const auto b = after_first.read();
+    const auto c = before_last.read();
+    const auto d = after_done.read();
+    for (const auto* r : {&a, &b, &c, &d}) {
+        CHECK(r->complete);
+        CHECK(r->body == lead.body);
+        CHECK(r->header("x-coalesce-flight") == lead.header("x-coalesce-flight"));
+    }
+    CHECK(a.header("x-coalesce") == "follower");
+    CHECK(b.header("x-coalesce") == "follower");
+    CHECK(d.header("x-coalesce") == "hit");
+    CHECK(!d.header("age").empty());
+    CHECK(env.mock->stats().calls == 1);
+}
+
+TEST_CASE("the leader's client hanging up after 2 events changes nothing for the followers") {
+    mock::mock_options options;
+    options.chunks = 8;
+    options.chunk_interval_ms = 100;
+    mock_and_proxy env(options);
+    const auto body = chat_body("leader leaves", true);
+    auto leader = std::make_unique<client>(env.proxy->port());
+    leader->send("POST", "/chat/completions", body);
+    std::this_thread::sleep_for(30ms);
+    client f1(env.proxy->port());
+    client f2(env.proxy->port());
+    f1.send("POST", "/chat/completions", body);
+    f2.send("POST", "/chat/completions", body);
+    const auto two = leader->read_until("\"completion_tokens\":2");
+    CHECK(two.status == 200);
+    leader->close();
+    leader.reset();
+    const auto r1 = f1.read();
+    const auto r2 = f2.read();
+    CHECK(r1.complete);
+    CHECK(r2.complete);
+    CHECK(r1.body == r2.body);
+    CHECK(r1.body.find("[DONE]") != std::string::npos);
+    const auto stats = env.mock->stats();
+    CHECK(stats.calls == 1);
+    CHECK(stats.aborted == 0);
+}
+
+TEST_CASE("tenants never share: different API keys make one call each, the same key shares") {
+    mock::mock_options options;
+    options.latency_ms = 300;
+    mock_and_proxy env(options);
+    const auto body = chat_body("tenant isolation");
+    std::vector<response> a, b, a2;
+    std::thread ta([&] { a = burst(env.proxy->port(), 20, body, {{"Authorization", "Bearer tenant-a"}}); });
+    std::thread tb([&] { b = burst(env.proxy->port(), 20, body, {{"Authorization", "Bearer tenant-b"}}); });
+    ta.join();
+    tb.join();
+    check_identical(a, 200);
+    check_identical(b, 200);
+    CHECK(a.front().body != b.front().body);  // each tenant's own marker
+    CHECK(a.front().header("x-coalesce-flight") != b.front().header("x-coalesce-flight"));
+    CHECK(env.mock->stats().calls == 2);
+    const auto x = request(env.proxy->port(), "POST", "/chat/completions", body, {{"x-api-key", "tenant-c"}});
+    CHECK(x.status == 200);
+    CHECK(env.mock->stats().calls == 3);
+    const auto again = request(env.proxy->port(), "POST", "/chat/completions", body, {{"Authorization", "Bearer tenant-a"}});
+    CHECK(again.body == a.front().body);
+    CHECK(env.mock->stats().calls == 3);
+}
+
+TEST_CASE("JSON-aware keys: order, whitespace and escapes share; a one-byte or big-number difference does not") {
+    mock_and_proxy env;
+    auto send = [&](const std::string& body) {
+        return request(env.proxy->port(), "POST", "/chat/completions", body);
+    };
+    const auto base = send(R"({"model":"sonar","messages":[{"role":"user","content":"AB"}],"max_tokens":100})");
+    CHECK(env.mock->stats().calls == 1);
+    const auto reordered =
+        send("{ \"max_tokens\" : 100 ,\n \"messages\":[{\"content\":\"\\u0041B\",\"role\":\"user\"}], \"model\":\"sonar\"}");
+    CHECK(reordered.header("x-coalesce") == "hit");
+    CHECK(reordered.body == base.body);
+    CHECK(env.mock->stats().calls == 1);
+    send(R"({"model":"sonar","messages":[{"role":"user","content":"AC"}],"max_tokens":100})");
+    CHECK(env.mock->stats().calls == 2);
+    send(R"({"model":"sonar","messages":[{"role":"user","content":"AB"}],"max_tokens":1234567890123456789012345})");
+    send(R"({"model":"sonar","messages":[{"role":"user","content":"AB"}],"max_tokens":1234567890123456789012346})");
+    CHECK(env.mock->stats().calls == 4);
+}
+
+TEST_CASE("upstream 429 and 500 reach every waiting client, and the next request goes upstream again") {
+    for (const int status : {429, 500}) {
+        CAPTURE(status);
+        mock_and_proxy env;
+        const auto body = chat_body("failing " + std::to_string(status), false,
+                                    R"({"status":)" + std::to_string(status) + R"(,"latency_ms":300,"retry_after":"3"})");
+        const auto responses = burst(env.proxy->port(), 30, body);
+        for (const auto& r : responses) {
+            CHECK(r.status == status);
+            CHECK(r.body == responses.front().body);
+        }
+        CHECK(responses.front().header("retry-after") == "3");
+        CHECK(env.mock->stats().calls == 1);
+        CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).status == status);
+        CHECK(env.mock->stats().calls == 2);
+    }
+}
+
+TEST_CASE("a connection dropped mid-stream cuts every subscriber, and nothing is retained") {
+    mock::mock_options options;
+    options.chunk_interval_ms = 80;
+    mock_and_proxy env(options);
+    const auto body = chat_body("dropped", true, R"({"chunks":8,"drop_after":3})");
+    const auto responses = burst(env.proxy->port(), 20, body);
+    for (const auto& r : responses) {
+        CHECK(r.status == 200);
+        CHECK_FALSE(r.complete);
+        CHECK(r.body.find("[DONE]") == std::string::npos);
+    }
+    CHECK(env.mock->stats().calls == 1);
+    const auto next = request(env.proxy->port(), "POST", "/chat/completions", body);
+    CHECK(next.header("x-coalesce") == "leader");
+    CHECK(env.mock->stats().calls == 2);
+}
+
+TEST_CASE("result_ttl expiry starts a new call; bypass and no-cache requests go alone") {
+    mock_and_proxy env({}, "coalesce: {result_ttl: 300ms}\n");
+    const auto body = chat_body("ttl");
+    CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") == "leader");
+    CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") == "hit");
+    CHECK(env.mock->stats().calls == 1);
+    std::this_thread::sleep_for(400ms);
+    CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") == "leader");
+    CHECK(env.mock->stats().calls == 2);
+    const auto bypass = request(env.proxy->port(), "POST", "/chat/completions", body, {{"x-coalesce-bypass", "1"}});
+    CHECK(bypass.header("x-coalesce") == "bypass");
+    const auto no_cache = request(env.proxy->port(), "POST", "/chat/completions", body, {{"Cache-Control", "no-cache"}});
+    CHECK(no_cache.header("x-coalesce") == "bypass");
+    CHECK(env.mock->stats().calls == 4);
+    CHECK(env.mock->calls().back().headers.count("x-coalesce-bypass") == 0);
+}
+
+TEST_CASE("a follower that stops reading is dropped alone at its write timeout") {
+    mock_and_proxy env({}, "limits: {write_timeout: 500ms}\ncoalesce: {max_response_bytes: 64MiB, max_cache_bytes: 256MiB}\n");
+    const auto body = chat_body("big", false, R"({"body_bytes":24000000,"latency_ms":200})");
+    client stuck(env.proxy->port());
+    stuck.send("POST", "/chat/completions", body);  // and never reads
+    std::this_thread::sleep_for(50ms);
+    const auto others = burst(env.proxy->port(), 5, body);
+    for (const auto& r : others) {
+        CHECK(r.status == 200);
+        CHECK(r.complete);
+        CHECK(r.body.size() >= 24000000);
+    }
+    std::this_thread::sleep_for(1s);
+    const auto late = stuck.read(10s);
+    CHECK_FALSE(late.complete);  // it was cut at its bound
+    CHECK(env.mock->stats().calls == 1);
+}
+
+TEST_CASE("orphans: finish keeps the call and retains the result; cancel aborts the upstream call") {
+    SUBCASE("finish") {
+        mock::mock_options options;
+        options.latency_ms = 500;
+        mock_and_proxy env(options);
+        const auto body = chat_body("orphan finish");
+        {
+            client c(env.proxy->port());
+            c.send("POST", "/chat/completions", body);
+            std::this_thread::sleep_for(100ms);
+        }
+        CHECK(eventually([&] { return env.mock->stats().completed == 1; }));
+        CHECK(env.mock->stats().aborted == 0);
+        CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") == "hit");
+        CHECK(env.mock->stats().calls == 1);
+    }
+    SUBCASE("cancel") {
+        mock::mock_options options;
+        options.latency_ms = 3000;
+        mock_and_proxy env(options, "coalesce: {orphan: cancel}\n");
+        const auto body = chat_body("orphan cancel");
+        {
+            client a(env.proxy->port());
+            client b(env.proxy->port());
+            a.send("POST", "/chat/completions", body);
+            b.send("POST", "/chat/completions", body);
+            std::this_thread::sleep_for(200ms);
+        }
+        CHECK(eventually([&] { return env.mock->stats().aborted == 1; }, 2s));
+        CHECK(env.mock->stats().calls == 1);
+    }
+}
+
+TEST_CASE("max_subscribers_per_flight answers 503 with Retry-After and never makes a second call") {
+    mock::mock_options options;
+    options.latency_ms = 600;
+    mock_and_proxy env(options, "coalesce: {max_subscribers_per_flight: 3}\n");
+    const auto responses = burst(env.proxy->port(), 8, chat_body("crowded"));
+    int ok = 0;
+    int refused = 0;
+    for (const auto& r : responses) {
+        if (r.status == 200) ++ok;
+        if (r.status == 503) {
+            ++refused;
+            CHECK(r.header("retry-after") == "1");
+        }
+    }
+    CHECK(ok == 3);
+    CHECK(refused == 5);
+    CHECK(env.mock->stats().calls == 1);
+}

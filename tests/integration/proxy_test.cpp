@@ -1,0 +1,251 @@
+// The transparent proxy: JSON and SSE relayed as they arrive, hop-by-hop headers stripped,
+// the upstream host taken from config, keep-alive upstream, and upstream failures answered
+// with 502/504 (before the head) or a cut response (after it).
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <boost/json/parse.hpp>
+
+#include <openssl/evp.h>
+
+#include <thread>
+
+using namespace coalescer;
+using namespace coalescer::test;
+
+namespace {
+
+std::string sha256_hex(const std::string& data) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
+    std::string hex;
+    char buf[3];
+    for (unsigned i = 0; i < len; ++i) {
+        std::snprintf(buf, sizeof buf, "%02x", digest[i]);
+        hex += buf;
+    }
+    return hex;
+}
+
+std::size_t count_of(const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("a JSON chat completion is relayed, with the request forwarded byte for byte") {
+    mock_and_proxy env;
+    // Odd spacing on purpose: the provider must receive exactly these bytes.
+    const std::string body = "{ \"model\" : \"sonar\", \"messages\":[{\"role\":\"user\",\"content\":\"hi\"}] }";
+    const auto r = request(env.proxy->port(), "POST", "/chat/completions", body,
+                           {{"Authorization", "Bearer pplx-test"},
+                            {"Connection", "keep-alive, x-private"},
+                            {"X-Private", "hop"},
+                            {"Keep-Alive", "timeout=5"},
+                            {"Accept-Encoding", "gzip, br"},
+                            {"X-Stainless-Retry-Count", "0"}});
+    REQUIRE(r.status == 200);
+    CHECK(r.complete);
+    CHECK(r.header("content-type") == "application/json");
+    CHECK(r.header("x-coalesce") == "leader");
+    CHECK(!r.header("x-coalesce-flight").empty());
+    const auto json = boost::json::parse(r.body);
+    CHECK(json.at("object").as_string() == "chat.completion");
+
+    const auto calls = env.mock->calls();
+    REQUIRE(calls.size() == 1);
+    const auto& call = calls.front();
+    CHECK(call.body_sha256 == sha256_hex(body));
+    CHECK(call.target == "/chat/completions");
+    CHECK(call.headers.at("host") == "127.0.0.1:" + std::to_string(env.mock->port()));
+    CHECK(call.headers.at("authorization") == "Bearer pplx-test");
+    CHECK(call.headers.at("accept-encoding") == "identity");
+    CHECK(call.headers.at("x-stainless-retry-count") == "0");
+    CHECK(call.headers.count("x-private") == 0);   // named in Connection: hop-by-hop
+    CHECK(call.headers.count("keep-alive") == 0);
+    CHECK(call.headers.count("connection") == 0);
+}
+
+TEST_CASE("an SSE stream reaches the client event by event, before the provider has finished") {
+    mock::mock_options options;
+    options.chunks = 6;
+    options.chunk_interval_ms = 150;
+    mock_and_proxy env(options);
+    client c(env.proxy->port());
+    c.send("POST", "/chat/completions", chat_body("stream me", true));
+    auto first = c.read_until("\n\n");
+    REQUIRE(first.status == 200);
+    CHECK(first.header("content-type") == "text/event-stream");
+    CHECK(first.header("transfer-encoding") == "chunked");
+    CHECK(count_of(first.body, "data: ") >= 1);
+    // The client holds the first event while the provider is still streaming the rest.
+    const auto during = env.mock->stats();
+    CHECK(during.completed == 0);
+    CHECK(during.in_flight == 1);
+
+    const auto whole = c.read_rest(first);
+    CHECK(whole.complete);
+    CHECK(count_of(whole.body, "data: {") == 6);
+    CHECK(count_of(whole.body, "data: [DONE]") == 1);
+    CHECK(env.mock->stats().completed == 1);
+}
+
+TEST_CASE("routes: strip_prefix and the upstream base path shape the upstream target; no route is 404") {
+    mock::mock_server mock({});
+    mock.start();
+    const std::string routes =
+        "  - {prefix: /perplexity/chat/completions, upstream: mock, strip_prefix: /perplexity, coalesce: true}\n"
+        "  - {prefix: /perplexity/, upstream: mock, strip_prefix: /perplexity, coalesce: false}\n";
+    running_proxy proxy(proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()) + "/v1", "", "", routes));
+    const auto r = request(proxy.port(), "POST", "/perplexity/chat/completions?x=1", chat_body("routed"));
+    CHECK(r.status == 200);
+    CHECK(mock.calls().at(0).target == "/v1/chat/completions?x=1");
+    const auto models = request(proxy.port(), "GET", "/perplexity/models", "");
+    CHECK(models.status == 200);
+    CHECK(models.header("x-coalesce") == "pass");
+    const auto none = request(proxy.port(), "GET", "/elsewhere", "");
+    CHECK(none.status == 404);
+    CHECK(boost::json::parse(none.body).at("error").at("code").as_string() == "no_route");
+}
+
+TEST_CASE("upstream connections are kept alive and reused") {
+    mock_and_proxy env;
+    client c(env.proxy->port());
+    for (int i = 0; i < 6; ++i) {
+        c.send("POST", "/chat/completions", chat_body("reuse " + std::to_string(i)));
+        CHECK(c.read().status == 200);
+    }
+    const auto stats = env.mock->stats();
+    CHECK(stats.calls == 6);
+    CHECK(stats.connections < stats.calls);
+}
+
+TEST_CASE("upstream statuses and error bodies pass through unchanged") {
+    mock_and_proxy env;
+    const auto r = request(env.proxy->port(), "POST", "/chat/completions",
+                           chat_body("limited", false, R"({"status":429,"retry_after":"7"})"));
+    CHECK(r.status == 429);
+    CHECK(r.header("retry-after") == "7");
+    CHECK(boost::json::parse(r.body).at("error").at("code").as_int64() == 429);
+}
+
+TEST_CASE("upstream failures before the head: refused → 502, slow head → 504, closed → 502") {
+    SUBCASE("connection refused") {
+        boost::asio::io_context io;
+        boost::asio::ip::tcp::acceptor probe(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+        const auto dead_port = probe.local_endpoint().port();
+        probe.close();  // nothing listens there now
+        running_proxy proxy(proxy_yaml("http://127.0.0.1:" + std::to_string(dead_port)));
+        const auto r = request(proxy.port(), "POST", "/chat/completions", chat_body("refused"));
+        CHECK(r.status == 502);
+        CHECK(boost::json::parse(r.body).at("error").at("type").as_string() == "coalescer_error");
+    }
+    SUBCASE("head timeout") {
+        mock::mock_server mock({});
+        mock.start();
+        running_proxy proxy(proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()), "",
+                                       "    timeouts: {connect: 2s, head: 300ms, idle: 10s, total: 60s}\n"));
+        const auto r = request(proxy.port(), "POST", "/chat/completions",
+                               chat_body("slow", false, R"({"latency_ms":2000})"));
+        CHECK(r.status == 504);
+        CHECK(boost::json::parse(r.body).at("error").at("code").as_string() == "upstream_head_timeout");
+    }
+    SUBCASE("closed without a response") {
+        mock_and_proxy env;
+        const auto r = request(env.proxy->port(), "POST", "/chat/completions",
+                               chat_body("drop", false, R"({"drop_before_head":true})"));
+        CHECK(r.status == 502);
+    }
+}
+
+TEST_CASE("upstream failures after the head cut the client's response instead of ending it") {
+    SUBCASE("connection dropped mid-stream") {
+        mock_and_proxy env;
+        client c(env.proxy->port());
+        c.send("POST", "/chat/completions", chat_body("cut", true, R"({"chunks":6,"drop_after":2})"));
+        const auto r = c.read();
+        CHECK(r.status == 200);
+        CHECK_FALSE(r.complete);
+        CHECK(r.body.find("data: {") != std::string::npos);
+        CHECK(r.body.find("[DONE]") == std::string::npos);
+    }
+    SUBCASE("stall longer than the idle timeout") {
+        mock::mock_server mock({});
+        mock.start();
+        running_proxy proxy(proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()), "",
+                                       "    timeouts: {connect: 2s, head: 5s, idle: 300ms, total: 60s}\n"));
+        client c(proxy.port());
+        c.send("POST", "/chat/completions",
+               chat_body("stall", true, R"({"chunks":4,"stall_after":1,"stall_ms":3000})"));
+        const auto r = c.read();
+        CHECK(r.status == 200);
+        CHECK_FALSE(r.complete);
+    }
+}
+
+TEST_CASE("HTTPS upstream: a valid certificate works; a wrong host name or an untrusted CA gives 502") {
+    const auto certs = certs_dir();
+    auto run = [&](const std::string& leaf) {
+        mock::mock_options options;
+        options.tls_cert_file = certs + "/" + leaf + ".pem";
+        options.tls_key_file = certs + "/" + leaf + ".key";
+        mock::mock_server mock(options);
+        mock.start();
+        running_proxy proxy(proxy_yaml("https://localhost:" + std::to_string(mock.port()), "",
+                                       "    tls: {verify: true, ca_file: " + certs + "/ca.pem}\n"));
+        auto r = request(proxy.port(), "POST", "/chat/completions", chat_body("tls"));
+        return std::make_pair(r, mock.stats().calls);
+    };
+    const auto [good, good_calls] = run("localhost");
+    CHECK(good.status == 200);
+    CHECK(good_calls == 1);
+    const auto [wrong_host, wrong_calls] = run("other");
+    CHECK(wrong_host.status == 502);
+    CHECK(boost::json::parse(wrong_host.body).at("error").at("code").as_string() == "upstream_tls_failed");
+    CHECK(wrong_calls == 0);
+    const auto [rogue, rogue_calls] = run("rogue");
+    CHECK(rogue.status == 502);
+    CHECK(rogue_calls == 0);
+}
+
+TEST_CASE("the TLS listener serves clients that trust its certificate") {
+    mock::mock_server mock({});
+    mock.start();
+    const auto certs = certs_dir();
+    std::string yaml = proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()));
+    const std::string plain_listen = "listen: {address: 127.0.0.1, port: 0}";
+    yaml.replace(yaml.find(plain_listen), plain_listen.size(),
+                 "listen: {address: 127.0.0.1, port: 0, tls: {cert_file: " + certs + "/localhost.pem, key_file: " +
+                     certs + "/localhost.key}}");
+    running_proxy proxy(yaml);
+    boost::asio::ssl::context tls(boost::asio::ssl::context::tls_client);
+    tls.load_verify_file(certs + "/ca.pem");
+    tls.set_verify_mode(boost::asio::ssl::verify_peer);
+    client c(proxy.port(), &tls);
+    c.send("POST", "/chat/completions", chat_body("over tls", true));
+    const auto r = c.read();
+    CHECK(r.status == 200);
+    CHECK(r.complete);
+    CHECK(r.body.find("[DONE]") != std::string::npos);
+    c.send("GET", "/models", "");
+    CHECK(c.read().status == 200);  // keep-alive over TLS
+}
+
+TEST_CASE("admin endpoints: healthz, readyz and metrics with request and upstream counters") {
+    mock_and_proxy env;
+    CHECK(request(env.proxy->port(), "POST", "/chat/completions", chat_body("count me")).status == 200);
+    CHECK(request(env.proxy->admin_port(), "GET", "/healthz", "").status == 200);
+    CHECK(request(env.proxy->admin_port(), "GET", "/readyz", "").status == 200);
+    const auto m = request(env.proxy->admin_port(), "GET", "/metrics", "");
+    CHECK(m.status == 200);
+    CHECK(m.header("content-type").find("text/plain") == 0);
+    CHECK(m.body.find("# TYPE coalescer_requests_total counter") != std::string::npos);
+    CHECK(m.body.find("coalescer_requests_total{route=\"/chat/completions\",role=\"leader\",status_class=\"2xx\"} 1") !=
+          std::string::npos);
+    CHECK(m.body.find("coalescer_upstream_calls_total{upstream=\"mock\",status=\"200\"} 1") != std::string::npos);
+    CHECK(request(env.proxy->admin_port(), "GET", "/nope", "").status == 404);
+}
