@@ -1,0 +1,184 @@
+// The coalescer executable as operators run it: command line, config errors, start-up failures
+// and the SIGTERM drain, observed from outside the process (exit code, stderr, sockets).
+#include "harness.hpp"
+
+#include <doctest/doctest.h>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+using namespace coalescer;
+using namespace coalescer::test;
+using namespace std::chrono_literals;
+
+extern char** environ;
+
+namespace {
+
+std::string temp_path(const std::string& name) {
+    return "/tmp/coalescer-test-" + std::to_string(::getpid()) + "-" + name;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// A child process with stdout and stderr sent to files.
+class child {
+public:
+    explicit child(std::vector<std::string> args, const std::string& tag) : out_(temp_path(tag + ".out")), err_(temp_path(tag + ".err")) {
+        posix_spawn_file_actions_t actions;
+        posix_spawn_file_actions_init(&actions);
+        posix_spawn_file_actions_addopen(&actions, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        posix_spawn_file_actions_addopen(&actions, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        std::vector<char*> argv;
+        for (auto& a : args) argv.push_back(a.data());
+        argv.push_back(nullptr);
+        REQUIRE(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) == 0);
+        posix_spawn_file_actions_destroy(&actions);
+    }
+    ~child() {
+        if (pid_ > 0) {
+            ::kill(pid_, SIGKILL);
+            wait_exit(5s);
+        }
+        ::unlink(out_.c_str());
+        ::unlink(err_.c_str());
+    }
+    // The exit code, or -1 if it did not exit in time.
+    int wait_exit(std::chrono::milliseconds limit) {
+        const auto until = std::chrono::steady_clock::now() + limit;
+        while (std::chrono::steady_clock::now() < until) {
+            int status = 0;
+            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                pid_ = 0;
+                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        return -1;
+    }
+    void signal(int signo) { ::kill(pid_, signo); }
+    std::string out() const { return read_file(out_); }
+    std::string err() const { return read_file(err_); }
+    // Waits for "listening on http://127.0.0.1:PORT, admin on http://127.0.0.1:PORT" on stderr.
+    std::pair<std::uint16_t, std::uint16_t> ports() const {
+        const std::regex pattern(R"(listening on https?://[^:]+:(\d+), admin on http://[^:]+:(\d+))");
+        for (int i = 0; i < 500; ++i) {
+            std::smatch m;
+            const auto text = err();
+            if (std::regex_search(text, m, pattern)) {
+                return {static_cast<std::uint16_t>(std::stoi(m[1])), static_cast<std::uint16_t>(std::stoi(m[2]))};
+            }
+            std::this_thread::sleep_for(10ms);
+        }
+        FAIL("the sidecar never said it was listening: " << err());
+        return {0, 0};
+    }
+
+private:
+    pid_t pid_ = 0;
+    std::string out_, err_;
+};
+
+std::size_t lines(const std::string& text) {
+    std::size_t n = 0;
+    for (char c : text) n += c == '\n';
+    return n;
+}
+
+}  // namespace
+
+TEST_CASE("--version and --check-config on the shipped configs") {
+    child version({COALESCER_BINARY, "--version"}, "version");
+    CHECK(version.wait_exit(5s) == 0);
+    CHECK(version.out().rfind("coalescer ", 0) == 0);
+    for (const char* name : {"coalescer.yaml", "multi-provider.yaml", "mock.yaml"}) {
+        CAPTURE(name);
+        child check({COALESCER_BINARY, "--check-config", std::string(COALESCER_SOURCE_DIR) + "/config/" + name}, "check");
+        CHECK(check.wait_exit(5s) == 0);
+    }
+}
+
+TEST_CASE("a bad config is refused with one line naming file, line and key, and nothing listens") {
+    const auto path = temp_path("bad.yaml");
+    write_file(path,
+               "listen: {address: 127.0.0.1, port: 0}\n"
+               "upstreams:\n"
+               "  - name: p\n"
+               "    url: https://api.perplexity.ai\n"
+               "    timeouts: {connect: fast}\n"
+               "routes:\n"
+               "  - {prefix: /, upstream: p}\n");
+    child check({COALESCER_BINARY, "--check-config", path}, "badcheck");
+    CHECK(check.wait_exit(5s) == 1);
+    CHECK(lines(check.err()) == 1);
+    CHECK(check.err().rfind(path + ":5: upstreams[0].timeouts.connect:", 0) == 0);
+
+    child run({COALESCER_BINARY, "--config", path}, "badrun");
+    CHECK(run.wait_exit(5s) == 1);
+    CHECK(lines(run.err()) == 1);
+    CHECK(run.err().rfind(path + ":5:", 0) == 0);
+    ::unlink(path.c_str());
+
+    child usage({COALESCER_BINARY, "--bogus"}, "usage");
+    CHECK(usage.wait_exit(5s) == 2);
+}
+
+TEST_CASE("a port already taken stops start-up with one clear line and a non-zero exit") {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::acceptor taken(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+    const auto port = taken.local_endpoint().port();
+    const auto path = temp_path("taken.yaml");
+    write_file(path, "listen: {address: 127.0.0.1, port: " + std::to_string(port) +
+                         "}\nadmin: {address: 127.0.0.1, port: 0}\n"
+                         "upstreams: [{name: m, url: 'http://127.0.0.1:1'}]\nroutes: [{prefix: /, upstream: m}]\n");
+    child run({COALESCER_BINARY, "--config", path}, "taken");
+    CHECK(run.wait_exit(5s) == 1);
+    CHECK(lines(run.err()) == 1);
+    CHECK(run.err().find("cannot listen on 127.0.0.1:" + std::to_string(port)) != std::string::npos);
+    ::unlink(path.c_str());
+}
+
+TEST_CASE("SIGTERM drains: readyz turns 503, a live stream completes intact, new connections are refused, exit 0") {
+    mock::mock_options options;
+    options.chunks = 15;
+    options.chunk_interval_ms = 100;
+    mock::mock_server mock(options);
+    mock.start();
+    const auto path = temp_path("drain.yaml");
+    write_file(path, proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()),
+                                "shutdown: {drain_delay: 300ms, drain_timeout: 10s}\nlog: {level: info}\n"));
+    child run({COALESCER_BINARY, "--config", path}, "drain");
+    const auto [port, admin] = run.ports();
+    CHECK(request(admin, "GET", "/readyz", "").status == 200);
+
+    client stream(port);
+    stream.send("POST", "/chat/completions", chat_body("drain me", true));
+    auto partial = stream.read_until("\n\n");
+    REQUIRE(partial.status == 200);
+    run.signal(SIGTERM);
+    std::this_thread::sleep_for(50ms);
+    CHECK(request(admin, "GET", "/readyz", "").status == 503);
+    std::this_thread::sleep_for(500ms);  // past drain_delay: the listener is closed
+    CHECK_THROWS(client(port));
+    const auto whole = stream.read_rest(partial);
+    CHECK(whole.complete);
+    CHECK(whole.body.find("[DONE]") != std::string::npos);
+    CHECK(run.wait_exit(10s) == 0);
+    CHECK(run.out().find("\"role\":\"leader\"") != std::string::npos);  // the access log line
+    ::unlink(path.c_str());
+}
