@@ -36,6 +36,7 @@ metrics::metrics(const config& cfg) {
     for (const auto& u : cfg.upstreams) upstream_names_.push_back(u.name);
     requests_ = std::make_unique<std::atomic<std::uint64_t>[]>(route_names_.size() * roles * classes);
     upstream_ = std::make_unique<std::atomic<std::uint64_t>[]>(upstream_names_.size() * statuses);
+    retries_ = std::make_unique<std::atomic<std::uint64_t>[]>(upstream_names_.size());
 }
 
 void metrics::client_request(std::size_t route, coalesce::role role, unsigned status) noexcept {
@@ -47,6 +48,12 @@ void metrics::client_request(std::size_t route, coalesce::role role, unsigned st
 void metrics::upstream_call(std::size_t upstream, unsigned status) noexcept {
     if (upstream < upstream_names_.size()) {
         upstream_[upstream * statuses + (status < statuses ? status : 0)].fetch_add(1, std::memory_order_relaxed);
+    }
+}
+
+void metrics::upstream_retry(std::size_t upstream) noexcept {
+    if (upstream < upstream_names_.size()) {
+        retries_[upstream].fetch_add(1, std::memory_order_relaxed);
     }
 }
 
@@ -76,6 +83,12 @@ std::string metrics::render(const coalesce::registry& flights) const {
             out += "coalescer_upstream_calls_total{upstream=\"" + escape_label(upstream_names_[u]) +
                    "\",status=\"" + std::to_string(s) + "\"} " + std::to_string(v) + "\n";
         }
+    }
+    out += "# HELP coalescer_upstream_retries_total Upstream attempts repeated (connect failures, 429, 503).\n";
+    out += "# TYPE coalescer_upstream_retries_total counter\n";
+    for (std::size_t u = 0; u < upstream_names_.size(); ++u) {
+        out += "coalescer_upstream_retries_total{upstream=\"" + escape_label(upstream_names_[u]) + "\"} " +
+               std::to_string(retries_[u].load(std::memory_order_relaxed)) + "\n";
     }
     out += "# HELP coalescer_flights_in_flight Upstream exchanges in progress.\n";
     out += "# TYPE coalescer_flights_in_flight gauge\n";

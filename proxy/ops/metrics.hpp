@@ -24,6 +24,7 @@ public:
     void client_request(std::size_t route, coalesce::role role, unsigned status) noexcept;
     // status 0: no response (connect failure, timeout, reset).
     void upstream_call(std::size_t upstream, unsigned status) noexcept;
+    void upstream_retry(std::size_t upstream) noexcept;
     void connection_opened() noexcept { open_connections_.fetch_add(1, std::memory_order_relaxed); }
     void connection_closed() noexcept { open_connections_.fetch_sub(1, std::memory_order_relaxed); }
     std::int64_t open_connections() const noexcept { return open_connections_.load(std::memory_order_relaxed); }
@@ -38,6 +39,7 @@ private:
     std::vector<std::string> upstream_names_;
     std::unique_ptr<std::atomic<std::uint64_t>[]> requests_;  // [route][role][class]
     std::unique_ptr<std::atomic<std::uint64_t>[]> upstream_;  // [upstream][status 0..599]
+    std::unique_ptr<std::atomic<std::uint64_t>[]> retries_;   // [upstream]
     std::atomic<std::int64_t> open_connections_{0};
 };
 

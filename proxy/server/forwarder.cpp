@@ -163,11 +163,12 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
     auto flight = joined.flight;
     if (joined.role == role::leader || joined.role == role::bypass || joined.role == role::pass) {
         const auto upstream_index = match->route->upstream_index;
+        auto& metrics = context.metrics;
         upstream::exchange_context exchange{
             cfg.upstreams[upstream_index], context.upstream_tls[upstream_index].get(), self.pools[upstream_index],
-            [&metrics = context.metrics, upstream_index](unsigned status) {
-                metrics.upstream_call(upstream_index, status);
-            }};
+            *context.pacers[upstream_index],
+            [&metrics, upstream_index](unsigned status) { metrics.upstream_call(upstream_index, status); },
+            [&metrics, upstream_index] { metrics.upstream_retry(upstream_index); }};
         auto fetch = upstream::fetch(flight, make_upstream_request(request, *match, cfg), std::move(exchange));
         asio::co_spawn(self.io, std::move(fetch), asio::detached);
     }

@@ -8,6 +8,7 @@
 #include "ops/config.hpp"
 #include "ops/metrics.hpp"
 #include "server/router.hpp"
+#include "upstream/pacer.hpp"
 #include "upstream/pool.hpp"
 
 #include <boost/asio/io_context.hpp>
@@ -30,6 +31,7 @@ struct proxy_context {
     coalesce::flight_key_builder keys;
     coalesce::registry flights;
     std::vector<std::unique_ptr<boost::asio::ssl::context>> upstream_tls;  // by upstream; null for http
+    std::vector<std::unique_ptr<upstream::pacer>> pacers;                  // by upstream
     ops::metrics metrics;
     ops::access_log log;
     std::atomic<bool> draining{false};

@@ -14,6 +14,7 @@ proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg)
     for (const auto& up : cfg->upstreams) {
         upstream_tls.push_back(up.https ? std::make_unique<asio::ssl::context>(upstream::make_client_tls_context(up))
                                         : nullptr);
+        pacers.push_back(std::make_unique<upstream::pacer>(up.max_concurrent, up.rate_limit));
     }
 }
 

@@ -2,13 +2,18 @@
 
 #include "http/header_rules.hpp"
 #include "ops/errors.hpp"
+#include "upstream/retry_policy.hpp"
 
+#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 
 #include <algorithm>
+#include <random>
 
 namespace coalescer::upstream {
 namespace asio = boost::asio;
@@ -27,17 +32,17 @@ constexpr std::uint32_t max_response_head = 64 * 1024;
 struct cancel_state {
     bool cancelled = false;
     connection* current = nullptr;
+    asio::steady_timer* sleeping = nullptr;
 };
 
 deadline earliest(deadline a, deadline b) { return std::min(a, b); }
 
 bool closed_by_peer(error_code ec) {
-    return ec == http::error::end_of_stream || ec == asio::error::eof ||
-           ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
-           ec == asio::ssl::error::stream_truncated;
+    return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
+           ec == asio::error::broken_pipe || ec == asio::ssl::error::stream_truncated;
 }
 
-// Maps a failed read of the head to what clients are told.
+// Maps a failed write or head read to what clients are told.
 error_code head_error(error_code ec, deadline total) {
     if (ec == beast::error::timeout) {
         return clock::now() >= total ? proxy_errc::upstream_total_timeout : proxy_errc::upstream_head_timeout;
@@ -60,8 +65,7 @@ bool token_listed(std::string_view list, std::string_view token) {
 }
 
 // The head as subscribers see it, or an error for framing a proxy must not relay (H-20).
-error_code make_head(const http::response_parser<http::buffer_body>& parser, bool head_method,
-                     coalesce::response_head& out) {
+error_code make_head(const response_parser& parser, bool head_method, coalesce::response_head& out) {
     const auto& msg = parser.get();
     const bool has_te = msg.find(http::field::transfer_encoding) != msg.end();
     const bool has_cl = msg.find(http::field::content_length) != msg.end();
@@ -88,49 +92,81 @@ error_code make_head(const http::response_parser<http::buffer_body>& parser, boo
     }
     const unsigned s = out.status;
     out.has_body = !head_method && !(s / 100 == 1 || s == 204 || s == 304);
-    if (has_cl) {
+    if (has_cl && (out.has_body || head_method)) {
         out.content_length = parser.content_length().value_or(0);
-    }
-    if (!out.has_body && !head_method) {
-        out.content_length.reset();
     }
     return {};
 }
 
-}  // namespace
+// One attempt's connection and parsed head.
+struct attempt {
+    error_code ec;
+    std::unique_ptr<connection> conn;
+    std::unique_ptr<response_parser> parser;  // parsers can't move
+};
 
-namespace {
-
-// Sends the request and reads the response head on `conn`. Leaves the parser ready for the body.
 asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_request& request,
-                                               response_parser& parser, const ops::upstream_config& up,
-                                               deadline total) {
+                                               std::unique_ptr<response_parser>& parser,
+                                               const ops::upstream_config& up, deadline total) {
     const std::vector<asio::const_buffer> buffers{asio::buffer(request.head), asio::buffer(request.body)};
     if (auto ec = co_await conn.write(buffers, earliest(clock::now() + up.timeouts.head, total))) {
         co_return ec;
     }
     for (;;) {
-        parser.header_limit(max_response_head);
-        parser.body_limit(boost::none);  // streams are never cut by a size limit (U-06)
+        parser = std::make_unique<response_parser>();
+        parser->header_limit(max_response_head);
+        parser->body_limit(boost::none);  // streams are never cut by a size limit (U-06)
         if (request.head_method) {
-            parser.skip(true);
+            parser->skip(true);
         }
-        if (auto ec = co_await conn.read_header(parser, earliest(clock::now() + up.timeouts.head, total))) {
+        if (auto ec = co_await conn.read_header(*parser, earliest(clock::now() + up.timeouts.head, total))) {
             co_return ec;
         }
-        const unsigned status = parser.get().result_int();
+        const unsigned status = parser->get().result_int();
         if (status / 100 != 1 || status == 101) {
-            co_return error_code{};
+            co_return error_code{};  // an interim 1xx is skipped: the real head follows
         }
-        parser.~response_parser();  // an interim 1xx: the real head follows
-        new (&parser) response_parser();
     }
+}
+
+// Connects (or reuses a pooled connection), sends the request and reads the head. A pooled
+// connection the upstream closed just as we reused it fails before any response byte; the
+// request could not have been processed, so it is sent once more on a new connection.
+asio::awaitable<attempt> try_once(const upstream_request& request, exchange_context& context, deadline total,
+                                  const std::shared_ptr<cancel_state>& cancel) {
+    const auto& up = context.upstream;
+    const auto executor = co_await asio::this_coro::executor;
+    attempt a;
+    for (int round = 0; round < 2; ++round) {
+        a.conn = round == 0 ? context.connections.take() : nullptr;
+        if (!a.conn) {
+            a.conn = std::make_unique<connection>(executor);
+            cancel->current = a.conn.get();
+            a.ec = co_await a.conn->connect(up, context.tls, earliest(clock::now() + up.timeouts.connect, total));
+            if (a.ec) {
+                break;
+            }
+        }
+        cancel->current = a.conn.get();
+        const auto ec = co_await send_and_read_head(*a.conn, request, a.parser, up, total);
+        if (ec && a.conn->reused && closed_by_peer(ec) && !cancel->cancelled) {
+            continue;
+        }
+        a.ec = ec ? head_error(ec, total) : error_code{};
+        break;
+    }
+    cancel->current = nullptr;
+    if (cancel->cancelled) {
+        a.ec = proxy_errc::flight_cancelled;
+    }
+    co_return a;
 }
 
 asio::awaitable<error_code> stream_body(connection& conn, response_parser& parser, coalesce::flight& f,
                                         const ops::upstream_config& up, deadline total,
                                         const std::shared_ptr<cancel_state>& cancel) {
     std::string buffer;
+    cancel->current = &conn;
     while (!parser.is_done()) {
         buffer.resize(read_chunk);
         parser.get().body().data = buffer.data();
@@ -146,18 +182,46 @@ asio::awaitable<error_code> stream_body(connection& conn, response_parser& parse
             buffer = std::string();
         }
         if (cancel->cancelled) {
-            co_return proxy_errc::flight_cancelled;
+            ec = proxy_errc::flight_cancelled;
+        } else if (ec == beast::error::timeout) {
+            ec = clock::now() >= total ? proxy_errc::upstream_total_timeout : proxy_errc::upstream_idle_timeout;
+        } else if (ec) {
+            ec = closed_by_peer(ec) ? proxy_errc::upstream_closed : proxy_errc::upstream_protocol_error;
         }
         if (ec) {
-            if (ec == beast::error::timeout) {
-                co_return clock::now() >= total ? proxy_errc::upstream_total_timeout
-                                                : proxy_errc::upstream_idle_timeout;
-            }
-            co_return closed_by_peer(ec) ? error_code(proxy_errc::upstream_closed)
-                                         : error_code(proxy_errc::upstream_protocol_error);
+            cancel->current = nullptr;
+            co_return ec;
         }
     }
+    cancel->current = nullptr;
     co_return error_code{};
+}
+
+// How long to wait before the next attempt after a 429/503, or nullopt when the answer goes
+// to the clients as it is (no retries left, or a hint longer than max_delay).
+std::optional<std::chrono::milliseconds> retry_delay(const response_parser& parser, const ops::retry_config& cfg,
+                                                     int attempt_number, double unit) {
+    const auto& msg = parser.get();
+    if (!retryable_status(msg.result_int()) || attempt_number >= cfg.max_attempts) {
+        return std::nullopt;
+    }
+    const auto hint = retry_hint(msg["retry-after-ms"], msg[http::field::retry_after], std::chrono::system_clock::now());
+    if (hint && *hint > cfg.max_delay) {
+        return std::nullopt;
+    }
+    return hint ? *hint : backoff(cfg, attempt_number, unit);
+}
+
+asio::awaitable<void> sleep_for(std::chrono::milliseconds delay, const std::shared_ptr<cancel_state>& cancel) {
+    asio::steady_timer timer(co_await asio::this_coro::executor, delay);
+    cancel->sleeping = &timer;
+    co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
+    cancel->sleeping = nullptr;
+}
+
+double jitter_unit() {
+    thread_local std::minstd_rand engine{std::random_device{}()};
+    return std::uniform_real_distribution<double>(0.0, 1.0)(engine);
 }
 
 }  // namespace
@@ -171,60 +235,54 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
     flight->set_canceller([executor, cancel] {
         asio::post(executor, [cancel] {
             cancel->cancelled = true;
-            if (cancel->current != nullptr) {
-                cancel->current->close();
-            }
+            if (cancel->current != nullptr) cancel->current->close();
+            if (cancel->sleeping != nullptr) cancel->sleeping->cancel();
         });
     });
 
-    // A pooled connection the upstream closed just as we reused it fails before any response
-    // byte; the request could not have been processed, so it is tried once more on a new one.
-    for (int attempt = 0;; ++attempt) {
-        auto conn = attempt == 0 ? context.connections.take() : nullptr;
-        if (!conn) {
-            conn = std::make_unique<connection>(executor);
-            cancel->current = conn.get();
-            const auto ec = co_await conn->connect(up, context.tls, earliest(clock::now() + up.timeouts.connect, total));
-            if (ec || cancel->cancelled) {
-                cancel->current = nullptr;
-                context.on_upstream_status(0);
-                flight->fail(cancel->cancelled ? error_code(proxy_errc::flight_cancelled) : ec);
-                co_return;
-            }
-        }
-        cancel->current = conn.get();
-        response_parser parser;
-        auto ec = co_await send_and_read_head(*conn, request, parser, up, total);
-        if (cancel->cancelled) {
-            ec = proxy_errc::flight_cancelled;
-        }
-        if (ec && conn->reused && closed_by_peer(ec) && !cancel->cancelled) {
-            cancel->current = nullptr;
-            continue;
-        }
-        if (ec) {
-            cancel->current = nullptr;
-            context.on_upstream_status(0);
-            flight->fail(cancel->cancelled ? error_code(proxy_errc::flight_cancelled) : head_error(ec, total));
+    for (int number = 1;; ++number) {
+        if (!co_await context.admission.acquire(clock::now() + up.queue_timeout)) {
+            flight->fail(proxy_errc::queue_timeout);
             co_return;
         }
-        context.on_upstream_status(parser.get().result_int());
+        pacer_slot slot(context.admission);
+        if (cancel->cancelled) {
+            flight->fail(proxy_errc::flight_cancelled);
+            co_return;
+        }
+        attempt a = co_await try_once(request, context, total, cancel);
+        context.on_upstream_status(a.ec ? 0 : a.parser->get().result_int());
+        std::optional<std::chrono::milliseconds> delay;
+        if (a.ec && retryable_failure(a.ec) && number < up.retries.max_attempts) {
+            delay = backoff(up.retries, number, jitter_unit());
+        } else if (!a.ec) {
+            delay = retry_delay(*a.parser, up.retries, number, jitter_unit());
+        }
+        if (delay && clock::now() + *delay < total) {
+            // The clients never see this attempt: they wait on for the next one.
+            a.conn.reset();
+            slot.reset();
+            context.on_retry();
+            co_await sleep_for(*delay, cancel);
+            continue;
+        }
+        if (a.ec) {
+            flight->fail(a.ec);
+            co_return;
+        }
         coalesce::response_head head;
-        if (auto hec = make_head(parser, request.head_method, head)) {
-            cancel->current = nullptr;
+        if (auto hec = make_head(*a.parser, request.head_method, head)) {
             flight->fail(hec);
             co_return;
         }
         flight->publish_head(std::move(head));
-        ec = co_await stream_body(*conn, parser, *flight, up, total, cancel);
-        cancel->current = nullptr;
-        if (ec) {
+        if (const auto ec = co_await stream_body(*a.conn, *a.parser, *flight, up, total, cancel)) {
             flight->fail(ec);  // subscribers cut their responses: never a silently short one
             co_return;
         }
         flight->complete();
-        if (parser.keep_alive() && !cancel->cancelled) {
-            context.connections.give_back(std::move(conn));
+        if (a.parser->keep_alive() && !cancel->cancelled) {
+            context.connections.give_back(std::move(a.conn));
         }
         co_return;
     }

@@ -4,6 +4,7 @@
 
 #include "coalesce/flight.hpp"
 #include "ops/config.hpp"
+#include "upstream/pacer.hpp"
 #include "upstream/pool.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -24,12 +25,15 @@ struct upstream_request {
 struct exchange_context {
     const ops::upstream_config& upstream;
     boost::asio::ssl::context* tls;  // null for http
-    pool& connections;
-    // Told about each upstream response status (0: none), for metrics.
+    pool& connections;                // the calling worker's
+    pacer& admission;                 // the upstream's, shared by all workers
+    // Told about each attempt's response status (0: none), for metrics.
     std::function<void(unsigned status)> on_upstream_status;
+    std::function<void()> on_retry;
 };
 
-// Runs until the flight completes or fails; never throws.
+// Runs until the flight completes or fails; never throws. Waits for a pacer slot, retries
+// before the head where the provider cannot have done the work, then streams the body.
 boost::asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_request request,
                                    exchange_context context);
 

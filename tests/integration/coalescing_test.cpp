@@ -218,7 +218,8 @@ TEST_CASE("JSON-aware keys: order, whitespace and escapes share; a one-byte or b
 TEST_CASE("upstream 429 and 500 reach every waiting client, and the next request goes upstream again") {
     for (const int status : {429, 500}) {
         CAPTURE(status);
-        mock_and_proxy env;
+        // No sidecar retries here: what is under test is the failure reaching every subscriber.
+        mock_and_proxy env({}, "", "    retries: {max_attempts: 1, base_delay: 100ms, max_delay: 1s}\n");
         const auto body = chat_body("failing " + std::to_string(status), false,
                                     R"({"status":)" + std::to_string(status) + R"(,"latency_ms":300,"retry_after":"3"})");
         const auto responses = burst(env.proxy->port(), 30, body);

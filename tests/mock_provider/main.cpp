@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include <arpa/inet.h>
 #include <pthread.h>
 
 namespace {
@@ -57,7 +58,12 @@ void parse_listen(std::string_view text, coalescer::mock::mock_options& o) {
     if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
         host = host.substr(1, host.size() - 2);  // [::1]:8081
     }
-    o.address = std::string(host);
+    o.address = host == "localhost" ? std::string("127.0.0.1") : std::string(host);
+    unsigned char scratch[16];
+    if (inet_pton(AF_INET, o.address.c_str(), scratch) != 1 &&
+        inet_pton(AF_INET6, o.address.c_str(), scratch) != 1) {
+        bad_usage("--listen wants a numeric IPv4 or IPv6 address, got '" + std::string(host) + "'");
+    }
     o.port = static_cast<std::uint16_t>(parse_int("--listen", text.substr(colon + 1), 0, 65535));
 }
 

@@ -1,0 +1,841 @@
+// Fan-out: one streamed (SSE) flight delivered to N subscribers at once.
+//
+//   fanout_bench [--subscribers 1,100,1000,10000] [--chunks 20] [--interval-ms 50]
+//                [--latency-ms 300] [--timeout-s 60] [--client-threads 1] [--workers 2] [--per-event]
+//
+// For each N, in this one process: the mock provider and the sidecar (fresh for each N), then N
+// client connections opened to the sidecar (set-up is not measured), then N identical streaming
+// requests written as fast as possible, then all N responses read concurrently by one client
+// thread (an io_context; --client-threads for more), each connection de-chunking its SSE stream
+// incrementally. The mock stamps every event with "mock_sent_us" (steady_clock, the same clock
+// here), so each (event, subscriber) pair yields a delivery delay = arrival - mock_sent_us: the
+// time through the sidecar (upstream read, shared log, subscriber wake-up, write) plus the
+// client's own read latency.
+//
+// Memory: VmRSS before opening the connections and its peak while streaming (sampled every
+// 50 ms). That counts the client's sockets too, so the same N connections are first opened to a
+// listener that does nothing; that growth is the client's share and is subtracted.
+//
+// Targets (product fan-out goals): 10000 subscribers all complete; p99 delay <= 50 ms;
+// <= 20 KiB RSS per subscriber in the sidecar.
+//
+// Per run it also prints: how long writing the N requests took and whether they were all in
+// before the first event (a later joiner's first events are replays, with a larger delay), the
+// x-coalesce roles seen, per event the fastest and the slowest subscriber's delay (the fastest
+// is the pipeline's latency, the gap to the slowest is the cost of fanning out), and the CPU
+// seconds of the client threads versus the rest of the process (sidecar + mock).
+//
+// Caveats printed with the results: the client, the mock and the sidecar share this machine's
+// cores (and anything else running on it: the load average is printed), so the delay includes
+// time waiting for a CPU; and 10000 subscribers need 2 x 10000 descriptors in one process, so N
+// is capped to what RLIMIT_NOFILE allows (marked * in the table).
+#include "mock_server.hpp"
+#include "ops/config.hpp"
+#include "server/server.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/write.hpp>
+
+#include <malloc.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <thread>
+#include <vector>
+
+namespace {
+
+namespace asio = boost::asio;
+namespace mock = coalescer::mock;
+namespace ops = coalescer::ops;
+namespace server = coalescer::server;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+using steady = std::chrono::steady_clock;
+
+// The mock's clock: steady_clock microseconds since its epoch (CLOCK_MONOTONIC).
+std::int64_t now_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(steady::now().time_since_epoch()).count();
+}
+
+double ms(std::int64_t us) { return static_cast<double>(us) / 1000.0; }
+
+// ---------------------------------------------------------------------------------------------
+// Command line
+
+struct options {
+    std::vector<int> subscribers{1, 100, 1000, 10000};
+    int chunks = 20;
+    int interval_ms = 50;
+    int latency_ms = 300;  // before the response head: long enough for every subscriber to join
+    int timeout_s = 60;    // give up on a run after this and report what completed
+    int client_threads = 1;
+    int workers = 2;
+    bool per_event = false;  // print each event's fastest / median / slowest subscriber
+};
+
+std::vector<int> parse_list(const std::string& text) {
+    std::vector<int> out;
+    std::size_t pos = 0;
+    while (pos <= text.size()) {
+        const auto comma = std::min(text.find(',', pos), text.size());
+        out.push_back(std::stoi(text.substr(pos, comma - pos)));
+        pos = comma + 1;
+    }
+    return out;
+}
+
+options parse_args(int argc, char** argv) {
+    options o;
+    for (int i = 1; i < argc; ++i) {
+        const std::string flag = argv[i];
+        if (flag == "--per-event") {
+            o.per_event = true;
+            continue;
+        }
+        if (i + 1 >= argc) throw std::runtime_error("missing value after " + flag);
+        const std::string value = argv[++i];
+        if (flag == "--subscribers") o.subscribers = parse_list(value);
+        else if (flag == "--chunks") o.chunks = std::stoi(value);
+        else if (flag == "--interval-ms") o.interval_ms = std::stoi(value);
+        else if (flag == "--latency-ms") o.latency_ms = std::stoi(value);
+        else if (flag == "--timeout-s") o.timeout_s = std::stoi(value);
+        else if (flag == "--client-threads") o.client_threads = std::max(1, std::stoi(value));
+        else if (flag == "--workers") o.workers = std::max(1, std::stoi(value));
+        else throw std::runtime_error("unknown flag " + flag);
+    }
+    for (int n : o.subscribers) {
+        if (n < 1) throw std::runtime_error("--subscribers: each N must be >= 1");
+    }
+    return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Process resources
+
+long rss_kib() {
+    std::ifstream in("/proc/self/status");
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.rfind("VmRSS:", 0) == 0) return std::strtol(line.c_str() + 6, nullptr, 10);
+    }
+    return 0;
+}
+
+// Returns freed heap to the kernel so that the "before" RSS of a run is not inflated by the
+// previous run's garbage and its growth is not hidden by reuse of it.
+void settle_heap() { malloc_trim(0); }
+
+// Raises the soft descriptor limit to the hard one; returns the limit now in force.
+rlim_t raise_fd_limit() {
+    rlimit lim{};
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return 1024;
+    if (lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &lim);
+        getrlimit(RLIMIT_NOFILE, &lim);
+    }
+    return lim.rlim_cur;
+}
+
+// CPU seconds (user + system) used so far by the calling thread, or by the whole process.
+double thread_cpu_s() {
+    timespec t{};
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+
+double process_cpu_s() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    const auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    return s(u.ru_utime) + s(u.ru_stime);
+}
+
+// Other processes on the machine take CPU from all three parties here; printed with the results.
+std::string load_average() {
+    std::ifstream in("/proc/loadavg");
+    std::string one;
+    in >> one;
+    return one;
+}
+
+long open_fds() {
+    long n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) ++n;
+    return n;
+}
+
+// Samples VmRSS every 50 ms on its own thread (the client loop may be saturated) and keeps the max.
+class rss_sampler {
+public:
+    explicit rss_sampler(long first) : peak_(first) {
+        thread_ = std::thread([this] {
+            while (!stop_.load()) {
+                sample();
+                std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            }
+        });
+    }
+    ~rss_sampler() { finish(); }
+    long finish() {
+        stop_ = true;
+        if (thread_.joinable()) thread_.join();
+        sample();
+        return peak_.load();
+    }
+
+private:
+    void sample() {
+        const long now = rss_kib();
+        long seen = peak_.load();
+        while (now > seen && !peak_.compare_exchange_weak(seen, now)) {
+        }
+    }
+    std::atomic<long> peak_;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// One response, parsed incrementally: the HTTP head, chunked framing, and inside the de-chunked
+// SSE bytes only the `"mock_sent_us":<digits>` fields (no JSON parse). State is a few bytes per
+// connection so that the client's memory stays small next to the sidecar's.
+
+enum class role : std::uint8_t { unknown, leader, follower, hit, other };
+
+struct delivery {
+    std::int64_t sent_us;   // mock_sent_us: identifies the event
+    std::int32_t delay_us;  // arrival - sent
+};
+
+class sse_reader {
+public:
+    // `arrived_us` is when these bytes were read; each timestamp found yields one delivery.
+    void feed(const char* p, std::size_t n, std::int64_t arrived_us, std::vector<delivery>& out, std::size_t& used);
+    bool done() const { return state_ == state::done; }
+    bool failed() const { return state_ == state::failed; }
+    unsigned status() const { return status_; }
+    role who() const { return role_; }
+    unsigned events() const { return events_; }
+
+private:
+    enum class state : std::uint8_t { head, size, ext, size_lf, data, data_cr, data_lf, trailer, done, failed };
+    static constexpr std::string_view key_ = "\"mock_sent_us\":";
+
+    std::size_t feed_head(const char* p, std::size_t n);
+    void on_head();
+    void feed_framing(char c);
+    void scan(const char* p, std::size_t n, std::int64_t arrived_us, std::vector<delivery>& out, std::size_t& used);
+
+    std::string head_;  // only until the head is complete, then released
+    std::uint64_t chunk_left_ = 0;
+    std::uint32_t events_ = 0;
+    std::uint16_t status_ = 0;
+    std::uint8_t size_digits_ = 0, trailer_line_ = 0, match_ = 0;
+    state state_ = state::head;
+    role role_ = role::unknown;
+    bool in_number_ = false;
+    std::int64_t number_ = 0;
+};
+
+void sse_reader::feed(const char* p, std::size_t n, std::int64_t arrived_us, std::vector<delivery>& out,
+                      std::size_t& used) {
+    std::size_t i = 0;
+    while (i < n && state_ != state::done && state_ != state::failed) {
+        if (state_ == state::head) {
+            i += feed_head(p + i, n - i);
+        } else if (state_ == state::data) {
+            // Body bytes in bulk; framing below byte by byte.
+            const auto take = static_cast<std::size_t>(std::min<std::uint64_t>(chunk_left_, n - i));
+            scan(p + i, take, arrived_us, out, used);
+            i += take;
+            chunk_left_ -= take;
+            if (chunk_left_ == 0) state_ = state::data_cr;
+        } else {
+            feed_framing(p[i++]);
+        }
+    }
+}
+
+std::size_t sse_reader::feed_head(const char* p, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+        head_.push_back(p[i]);
+        if (head_.size() >= 4 && head_.compare(head_.size() - 4, 4, "\r\n\r\n") == 0) {
+            on_head();
+            return i + 1;
+        }
+        if (head_.size() > 16 * 1024) {
+            state_ = state::failed;
+            return n;
+        }
+    }
+    return n;
+}
+
+void sse_reader::on_head() {
+    std::string h = head_;
+    std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (h.rfind("http/1.1 ", 0) == 0) status_ = static_cast<std::uint16_t>(std::atoi(h.c_str() + 9));
+    const auto field = [&](std::string_view name) -> std::string {
+        const auto at = h.find("\r\n" + std::string(name) + ":");
+        if (at == std::string::npos) return {};
+        const auto from = h.find_first_not_of(' ', at + 3 + name.size());
+        return h.substr(from, h.find("\r\n", from) - from);
+    };
+    const auto r = field("x-coalesce");
+    role_ = r == "leader" ? role::leader : r == "follower" ? role::follower : r == "hit" ? role::hit : role::other;
+    const bool chunked = field("transfer-encoding").find("chunked") != std::string::npos;
+    state_ = status_ == 200 && chunked ? state::size : state::failed;
+    std::string().swap(head_);
+}
+
+void sse_reader::feed_framing(char c) {
+    const auto fail = [this] { state_ = state::failed; };
+    switch (state_) {
+    case state::size:
+        if (std::isxdigit(static_cast<unsigned char>(c)) && size_digits_ < 15) {
+            const int v = std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (std::tolower(c) - 'a' + 10);
+            chunk_left_ = chunk_left_ * 16 + static_cast<unsigned>(v);
+            ++size_digits_;
+        } else if (c == ';' && size_digits_ > 0) {
+            state_ = state::ext;
+        } else if (c == '\r' && size_digits_ > 0) {
+            state_ = state::size_lf;
+        } else {
+            fail();
+        }
+        break;
+    case state::ext:
+        if (c == '\r') state_ = state::size_lf;
+        break;
+    case state::size_lf:
+        if (c != '\n') return fail();
+        state_ = chunk_left_ > 0 ? state::data : state::trailer;
+        trailer_line_ = 0;
+        break;
+    case state::data_cr:
+        state_ = c == '\r' ? state::data_lf : state::failed;
+        break;
+    case state::data_lf:
+        if (c != '\n') return fail();
+        state_ = state::size;
+        size_digits_ = 0;
+        break;
+    case state::trailer:  // after the last chunk: optional trailer fields, then an empty line
+        if (c == '\n') {
+            if (trailer_line_ <= 1) state_ = state::done;
+            trailer_line_ = 0;
+        } else if (trailer_line_ < 255) {
+            ++trailer_line_;
+        }
+        break;
+    default:
+        break;
+    }
+}
+
+// A matcher for `"mock_sent_us":` then digits, resumable across reads and chunk boundaries.
+// On a mismatch it restarts at the quote; the one other quote in the key is followed by ':' in
+// any JSON, so this simple fallback is exact for what the mock writes.
+void sse_reader::scan(const char* p, std::size_t n, std::int64_t arrived_us, std::vector<delivery>& out,
+                      std::size_t& used) {
+    for (std::size_t i = 0; i < n; ++i) {
+        const char c = p[i];
+        if (in_number_) {
+            if (c >= '0' && c <= '9') {
+                number_ = number_ * 10 + (c - '0');
+                continue;
+            }
+            in_number_ = false;
+            ++events_;
+            if (used < out.size()) out[used++] = {number_, static_cast<std::int32_t>(arrived_us - number_)};
+        }
+        if (c == key_[match_]) {
+            if (++match_ == key_.size()) {
+                match_ = 0;
+                in_number_ = true;
+                number_ = 0;
+            }
+        } else {
+            match_ = c == key_[0] ? 1 : 0;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The client: connections spread over a few event loops, each drained by one thread.
+
+struct connection {
+    explicit connection(asio::io_context& io) : socket(io) {}
+    tcp::socket socket;
+    sse_reader reader;
+    bool finished = false;
+};
+
+class client_loop {
+public:
+    client_loop() = default;
+    asio::io_context& io() { return io_; }
+    void adopt(std::unique_ptr<connection> c) { conns_.push_back(std::move(c)); }
+    // Written before the "before" RSS sample: the delivery log is touched up front so that its
+    // pages do not show up as per-subscriber growth.
+    void reserve_deliveries(std::size_t n) { deliveries_.assign(n, delivery{-1, -1}); }
+    void start_reading(steady::time_point deadline);
+    void run() {
+        io_.run();
+        cpu_s = thread_cpu_s();  // this loop's thread does nothing else
+    }
+    void finish(connection& c, bool ok);
+
+    std::size_t size() const { return conns_.size(); }
+    std::size_t completed = 0, failed = 0;
+    std::uint64_t bytes = 0;
+    double cpu_s = 0;
+    std::vector<delivery> deliveries_;
+    std::size_t used_ = 0;
+    const std::vector<std::unique_ptr<connection>>& conns() const { return conns_; }
+
+private:
+    void arm(connection& c);
+    void on_readable(connection& c, error_code ec);
+
+    asio::io_context io_{1};
+    std::vector<std::unique_ptr<connection>> conns_;
+    std::optional<asio::steady_timer> deadline_;
+    // One receive buffer per loop, not per connection: we wait for readiness, then drain.
+    std::vector<char> buf_ = std::vector<char>(64 * 1024);
+};
+
+void client_loop::start_reading(steady::time_point deadline) {
+    deadline_.emplace(io_, deadline);
+    deadline_->async_wait([this](error_code ec) {
+        if (!ec) io_.stop();  // give up: whatever has not finished counts as not completed
+    });
+    for (auto& c : conns_) {
+        if (!c->finished) arm(*c);
+    }
+    if (completed + failed == conns_.size()) deadline_->cancel();
+}
+
+void client_loop::arm(connection& c) {
+    c.socket.async_wait(tcp::socket::wait_read, [this, &c](error_code ec) { on_readable(c, ec); });
+}
+
+// epoll is edge-triggered in asio: the socket must be drained before waiting again. A TCP read
+// that returns less than the buffer has emptied the receive queue, so no extra EAGAIN probe is
+// needed (it would cost a system call per event for nothing).
+void client_loop::on_readable(connection& c, error_code ec) {
+    if (ec) return finish(c, false);
+    for (;;) {
+        const std::size_t n = c.socket.read_some(asio::buffer(buf_), ec);
+        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+        if (ec) return finish(c, c.reader.done());  // closed before the terminating chunk: cut
+        bytes += n;
+        c.reader.feed(buf_.data(), n, now_us(), deliveries_, used_);
+        if (c.reader.done() || c.reader.failed()) return finish(c, c.reader.done());
+        if (n < buf_.size()) break;
+    }
+    arm(c);
+}
+
+void client_loop::finish(connection& c, bool ok) {
+    if (c.finished) return;
+    c.finished = true;
+    ++(ok ? completed : failed);
+    if (completed + failed == conns_.size() && deadline_) deadline_->cancel();  // nothing left: run() returns
+}
+
+class fanout_client {
+public:
+    fanout_client(int threads, std::size_t n, std::size_t events_per_conn);
+    // Blocking connects (set-up is not measured); returns how many connected.
+    std::size_t connect(std::uint16_t port, std::size_t n);
+    // Writes the request on every connection as fast as possible; returns when all are written.
+    void send_all(const std::string& request);
+    // Reads every response to the end or the deadline, one thread per loop.
+    void read_all(steady::time_point deadline);
+    std::vector<std::unique_ptr<client_loop>>& loops() { return loops_; }
+
+private:
+    std::vector<std::unique_ptr<client_loop>> loops_;
+};
+
+fanout_client::fanout_client(int threads, std::size_t n, std::size_t events_per_conn) {
+    for (int i = 0; i < threads; ++i) {
+        auto& loop = *loops_.emplace_back(std::make_unique<client_loop>());
+        loop.reserve_deliveries((n / threads + 1) * events_per_conn);
+    }
+}
+
+std::size_t fanout_client::connect(std::uint16_t port, std::size_t n) {
+    const tcp::endpoint to(asio::ip::make_address("127.0.0.1"), port);
+    for (std::size_t i = 0; i < n; ++i) {
+        auto& loop = *loops_[i % loops_.size()];
+        auto c = std::make_unique<connection>(loop.io());
+        error_code ec;
+        c->socket.connect(to, ec);
+        if (ec) {
+            std::fprintf(stderr, "  connect %zu failed: %s; continuing with %zu\n", i, ec.message().c_str(), i);
+            return i;
+        }
+        loop.adopt(std::move(c));
+    }
+    return n;
+}
+
+void fanout_client::send_all(const std::string& request) {
+    for (auto& loop : loops_) {
+        for (auto& c : loop->conns()) {
+            if (c->finished) continue;
+            error_code ec;
+            asio::write(c->socket, asio::buffer(request), ec);  // a few hundred bytes: never blocks
+            if (!ec) c->socket.non_blocking(true, ec);
+            if (ec) loop->finish(*c, false);
+        }
+    }
+}
+
+void fanout_client::read_all(steady::time_point deadline) {
+    std::vector<std::thread> threads;
+    for (auto& loop : loops_) {
+        loop->start_reading(deadline);
+        threads.emplace_back([&l = *loop] {
+            pthread_setname_np(pthread_self(), "bench-client");  // tells them apart in perf and top
+            l.run();
+        });
+    }
+    for (auto& t : threads) t.join();
+}
+
+// ---------------------------------------------------------------------------------------------
+// A listener that accepts and does nothing: the baseline for the client's own memory.
+
+class idle_listener {
+public:
+    idle_listener() {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        sockaddr_in a{};
+        a.sin_family = AF_INET;
+        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 4096) != 0) {
+            throw std::runtime_error("idle listener: " + std::string(std::strerror(errno)));
+        }
+        socklen_t len = sizeof a;
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
+        port_ = ntohs(a.sin_port);
+        thread_ = std::thread([this] { accept_loop(); });
+    }
+    ~idle_listener() {
+        stop_ = true;
+        thread_.join();
+        for (int fd : accepted_) ::close(fd);
+        ::close(fd_);
+    }
+    std::uint16_t port() const { return port_; }
+
+private:
+    void accept_loop() {
+        while (!stop_.load()) {
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0) continue;
+            const int fd = ::accept(fd_, nullptr, nullptr);
+            if (fd >= 0) accepted_.push_back(fd);
+        }
+    }
+    int fd_ = -1;
+    std::uint16_t port_ = 0;
+    std::vector<int> accepted_;
+    std::atomic<bool> stop_{false};
+    std::thread thread_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// One run
+
+struct run_result {
+    int requested = 0, n = 0;
+    std::uint64_t upstream_calls = 0;
+    std::size_t completed = 0, bytes = 0, deliveries = 0, roles_leader = 0, roles_follower = 0, roles_other = 0;
+    unsigned min_events = 0;
+    double p50_ms = 0, p99_ms = 0, max_ms = 0, wall_s = 0, send_ms = 0;
+    double head_start_ms = 0;        // first event stamped this long after the last request was written
+    double first_sub_p50_ms = 0;     // per event, the fastest subscriber's delay; median over events
+    double last_sub_p50_ms = 0;      // per event, the slowest subscriber's delay; median over events
+    double client_kib_per_sub = 0, total_kib_per_sub = 0;
+    double client_cpu_s = 0, other_cpu_s = 0;  // while sending and streaming; other = sidecar + mock
+    std::string load_before, load_after;
+    long rss_before_kib = 0, rss_peak_kib = 0;
+    bool timed_out = false;
+};
+
+std::string yaml_for(std::uint16_t mock_port, int workers) {
+    // header_timeout is raised because the connections are opened (and sit idle) before any
+    // request is written; with 10000 of them that can take a few seconds.
+    return "workers: " + std::to_string(workers) + "\n"
+           "listen: {address: 127.0.0.1, port: 0}\n"
+           "admin: {address: 127.0.0.1, port: 0}\n"
+           "upstreams:\n"
+           "  - name: mock\n"
+           "    url: http://127.0.0.1:" + std::to_string(mock_port) + "\n"
+           "    timeouts: {connect: 2s, head: 10s, idle: 10s, total: 60s}\n"
+           "routes:\n"
+           "  - {prefix: /chat/completions, upstream: mock, coalesce: true}\n"
+           "limits: {max_connections: 50000, header_timeout: 60s}\n"
+           "coalesce: {max_subscribers_per_flight: 20000}\n"
+           "log: {level: warn}\n";
+}
+
+std::string request_for(int n, const options& o) {
+    const std::string body =
+        R"({"model":"sonar","messages":[{"role":"user","content":"fan-out bench, )" + std::to_string(n) +
+        R"( subscribers"}],"stream":true,"mock":{"latency_ms":)" + std::to_string(o.latency_ms) +
+        R"(,"chunks":)" + std::to_string(o.chunks) + R"(,"chunk_interval_ms":)" + std::to_string(o.interval_ms) +
+        R"(,"timestamps":true}})";
+    return "POST /chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer fanout-bench\r\n"
+           "Content-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: " +
+           std::to_string(body.size()) + "\r\n\r\n" + body;
+}
+
+// The client's own RSS per connection: the same N connections, request written and a read armed,
+// against a listener that never answers.
+double client_kib_per_connection(std::size_t n, const options& o) {
+    settle_heap();
+    fanout_client client(o.client_threads, n, static_cast<std::size_t>(o.chunks) + 2);
+    const long before = rss_kib();
+    idle_listener sink;
+    const auto connected = client.connect(sink.port(), n);
+    client.send_all(request_for(0, o));
+    for (auto& loop : client.loops()) loop->start_reading(steady::now() + std::chrono::seconds(1));
+    const long after = rss_kib();
+    return connected == 0 ? 0.0 : static_cast<double>(after - before) / static_cast<double>(connected);
+}
+
+double percentile(std::vector<std::int32_t>& v, double q) {
+    if (v.empty()) return 0;
+    const auto k = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1));
+    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+    return ms(v[k]);
+}
+
+// Delay distribution over all (event, subscriber) pairs, and per event the fastest and slowest
+// subscriber: the fastest shows the pipeline's latency, slowest minus fastest the fan-out's cost.
+void summarise_delays(fanout_client& client, run_result& r, bool per_event) {
+    std::vector<delivery> all;
+    for (auto& loop : client.loops()) {
+        all.insert(all.end(), loop->deliveries_.begin(), loop->deliveries_.begin() + static_cast<std::ptrdiff_t>(loop->used_));
+    }
+    r.deliveries = all.size();
+    if (all.empty()) return;
+    std::vector<std::int32_t> delays(all.size());
+    std::transform(all.begin(), all.end(), delays.begin(), [](const delivery& d) { return d.delay_us; });
+    r.p50_ms = percentile(delays, 0.50);
+    r.p99_ms = percentile(delays, 0.99);
+    r.max_ms = ms(*std::max_element(delays.begin(), delays.end()));
+
+    std::sort(all.begin(), all.end(), [](const delivery& a, const delivery& b) {
+        return a.sent_us != b.sent_us ? a.sent_us < b.sent_us : a.delay_us < b.delay_us;
+    });
+    std::vector<std::int32_t> fastest, slowest;
+    for (std::size_t i = 0; i < all.size();) {
+        std::size_t j = i;
+        while (j < all.size() && all[j].sent_us == all[i].sent_us) ++j;
+        fastest.push_back(all[i].delay_us);
+        slowest.push_back(all[j - 1].delay_us);
+        if (per_event) {
+            std::printf("        event %2zu at +%8.1f ms: %6zu subscribers, delay fastest %8.2f  median %8.2f  slowest "
+                        "%8.2f ms\n", fastest.size(), ms(all[i].sent_us - all[0].sent_us), j - i, ms(all[i].delay_us),
+                        ms(all[i + (j - i) / 2].delay_us), ms(all[j - 1].delay_us));
+        }
+        i = j;
+    }
+    r.first_sub_p50_ms = percentile(fastest, 0.5);
+    r.last_sub_p50_ms = percentile(slowest, 0.5);
+}
+
+void count_outcomes(fanout_client& client, run_result& r, std::int64_t send_end_us) {
+    r.min_events = ~0u;
+    std::int64_t first_event = INT64_MAX;
+    for (auto& loop : client.loops()) {
+        r.completed += loop->completed;
+        r.bytes += loop->bytes;
+        for (std::size_t i = 0; i < loop->used_; ++i) first_event = std::min(first_event, loop->deliveries_[i].sent_us);
+        for (auto& c : loop->conns()) {
+            r.min_events = std::min(r.min_events, c->reader.events());
+            const role w = c->reader.who();
+            ++(w == role::leader ? r.roles_leader : w == role::follower ? r.roles_follower : r.roles_other);
+        }
+    }
+    if (r.min_events == ~0u) r.min_events = 0;
+    r.head_start_ms = first_event == INT64_MAX ? 0 : ms(first_event - send_end_us);
+}
+
+run_result run_once(int requested, const options& o, rlim_t fd_limit) {
+    run_result r;
+    r.requested = requested;
+
+    auto provider = std::make_unique<mock::mock_server>(mock::mock_options{});
+    provider->start();
+    auto sidecar = std::make_unique<server::server>(
+        ops::load_config_text(yaml_for(provider->port(), o.workers), "fanout_bench.yaml"));
+    sidecar->start();
+
+    // Each subscriber costs two descriptors here (client end, sidecar end); keep some spare for
+    // the loops, /proc reads and the upstream connection.
+    const long spare = 32 + 3L * o.client_threads;
+    const long fit = (static_cast<long>(fd_limit) - open_fds() - spare) / 2;
+    r.n = static_cast<int>(std::min<long>(requested, std::max(0L, fit)));
+    if (r.n < requested) {
+        std::printf("  N=%d does not fit RLIMIT_NOFILE=%ld (2 descriptors per subscriber in one process): "
+                    "capped to N=%d\n", requested, static_cast<long>(fd_limit), r.n);
+    }
+    const auto n = static_cast<std::size_t>(r.n);
+
+    r.client_kib_per_sub = client_kib_per_connection(n, o);
+
+    settle_heap();
+    fanout_client client(o.client_threads, n, static_cast<std::size_t>(o.chunks) + 2);
+    const std::string request = request_for(requested, o);
+    r.rss_before_kib = rss_kib();
+    r.n = static_cast<int>(client.connect(sidecar->port(), n));
+
+    r.load_before = load_average();
+    const double process_cpu_before = process_cpu_s();
+    const double send_cpu_before = thread_cpu_s();
+    const auto start = steady::now();
+    client.send_all(request);
+    const std::int64_t send_end_us = now_us();
+    r.client_cpu_s = thread_cpu_s() - send_cpu_before;
+    r.send_ms = ms(send_end_us - std::chrono::duration_cast<std::chrono::microseconds>(start.time_since_epoch()).count());
+    rss_sampler sampler(rss_kib());
+    client.read_all(start + std::chrono::seconds(o.timeout_s));
+    r.rss_peak_kib = sampler.finish();
+    r.wall_s = std::chrono::duration<double>(steady::now() - start).count();
+    r.timed_out = steady::now() >= start + std::chrono::seconds(o.timeout_s);
+    for (auto& loop : client.loops()) r.client_cpu_s += loop->cpu_s;
+    r.other_cpu_s = process_cpu_s() - process_cpu_before - r.client_cpu_s;
+    r.load_after = load_average();
+
+    r.upstream_calls = provider->stats().calls;
+    count_outcomes(client, r, send_end_us);
+    summarise_delays(client, r, o.per_event);
+    r.total_kib_per_sub = r.n == 0 ? 0 : static_cast<double>(r.rss_peak_kib - r.rss_before_kib) / r.n;
+
+    // Stopped before the client's sockets close (when `client` goes out of scope), so the
+    // sidecar does not spend the teardown tearing down 10000 sessions one by one.
+    sidecar.reset();
+    provider.reset();
+    return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+void print_run(const run_result& r) {
+    std::printf("  N=%d: sent %d requests in %.1f ms; first event stamped %.1f ms after the last request was "
+                "written%s\n",
+                r.n, r.n, r.send_ms, r.head_start_ms,
+                r.head_start_ms < 0 ? " (some subscribers joined late: their first events are replays)" : "");
+    std::printf("        roles: leader %zu, follower %zu, other/none %zu; fewest events seen by one client: %u\n",
+                r.roles_leader, r.roles_follower, r.roles_other, r.min_events);
+    std::printf("        per event, median over events: fastest subscriber %.2f ms, slowest %.2f ms%s\n",
+                r.first_sub_p50_ms, r.last_sub_p50_ms, r.timed_out ? "; RUN TIMED OUT" : "");
+    std::printf("        CPU while sending and streaming: client %.2f s, sidecar + mock %.2f s, in %.2f s wall; "
+                "load average %s -> %s\n",
+                r.client_cpu_s, r.other_cpu_s, r.wall_s, r.load_before.c_str(), r.load_after.c_str());
+    std::printf("        RSS %ld -> %ld KiB\n", r.rss_before_kib, r.rss_peak_kib);
+}
+
+void print_table(const std::vector<run_result>& runs) {
+    std::printf("\n%7s %6s %9s %10s %8s %8s %8s %7s %10s %10s %10s\n", "N", "calls", "complete", "bytes",
+                "p50 ms", "p99 ms", "max ms", "wall s", "KiB/sub", "client", "sidecar");
+    for (const auto& r : runs) {
+        char n_text[32];
+        std::snprintf(n_text, sizeof n_text, r.n == r.requested ? "%d" : "%d*", r.n);
+        std::printf("%7s %5llu%s %9zu %10zu %8.2f %8.2f %8.2f %7.2f %10.2f %10.2f %10.2f\n", n_text,
+                    static_cast<unsigned long long>(r.upstream_calls), r.upstream_calls == 1 ? " " : "!", r.completed, r.bytes, r.p50_ms, r.p99_ms, r.max_ms, r.wall_s, r.total_kib_per_sub,
+                    r.client_kib_per_sub, r.total_kib_per_sub - r.client_kib_per_sub);
+    }
+    std::printf("  (* = capped by the descriptor limit; ! = not exactly one upstream call; delays are arrival - mock_sent_us over every (event, "
+                "subscriber) pair; KiB/sub = (peak RSS - RSS before connecting) / N, client = the same N "
+                "connections to an idle listener, sidecar = KiB/sub - client)\n\n");
+}
+
+void print_targets(const std::vector<run_result>& runs) {
+    if (runs.empty()) return;
+    const auto& big = *std::max_element(runs.begin(), runs.end(), [](auto& a, auto& b) { return a.n < b.n; });
+    const bool all_complete = big.completed == static_cast<std::size_t>(big.n) && big.upstream_calls == 1;
+    if (big.n >= 10000) {
+        std::printf("10000 subscribers: all complete: %s (%zu/%d)\n", all_complete ? "met" : "not met", big.completed, big.n);
+    } else {
+        std::printf("10000 subscribers: all complete: not measured at 10000 (largest run N=%d: %zu/%d complete, "
+                    "%s)\n", big.n, big.completed, big.n, all_complete ? "all" : "NOT all");
+    }
+    std::printf("p99 chunk delay <= 50 ms: %s (%.2f ms at N=%d)\n", big.p99_ms <= 50.0 ? "met" : "not met", big.p99_ms,
+                big.n);
+    const double sidecar = big.total_kib_per_sub - big.client_kib_per_sub;
+    std::printf("RSS <= 20 KiB per subscriber (sidecar share): %s (%.2f KiB at N=%d)\n", sidecar <= 20.0 ? "met" : "not met",
+                sidecar, big.n);
+    // Fixed costs (threads, the flight, the upstream connection) dominate small N; the slope
+    // between the smallest and the largest run is the cost of one more subscriber.
+    const auto& small = *std::min_element(runs.begin(), runs.end(), [](auto& a, auto& b) { return a.n < b.n; });
+    if (big.n > small.n) {
+        const auto sidecar_kib = [](const run_result& r) { return (r.total_kib_per_sub - r.client_kib_per_sub) * r.n; };
+        std::printf("  (slope between N=%d and N=%d: %.2f KiB of sidecar RSS per additional subscriber)\n", small.n,
+                    big.n, (sidecar_kib(big) - sidecar_kib(small)) / (big.n - small.n));
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    std::signal(SIGPIPE, SIG_IGN);
+    options o;
+    try {
+        o = parse_args(argc, argv);
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "fanout_bench: %s\n", e.what());
+        return 2;
+    }
+    const rlim_t fd_limit = raise_fd_limit();
+    std::printf("fanout_bench: chunks %d every %d ms after %d ms; sidecar workers %d; client threads %d; "
+                "RLIMIT_NOFILE %ld; %u CPUs shared by client, mock and sidecar\n",
+                o.chunks, o.interval_ms, o.latency_ms, o.workers, o.client_threads, static_cast<long>(fd_limit),
+                std::thread::hardware_concurrency());
+    std::vector<run_result> runs;
+    for (int n : o.subscribers) {
+        try {
+            runs.push_back(run_once(n, o, fd_limit));
+            print_run(runs.back());
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "  N=%d: %s\n", n, e.what());
+        }
+        std::fflush(stdout);
+    }
+    print_table(runs);
+    print_targets(runs);
+    return 0;
+}
