@@ -41,6 +41,9 @@ flight::join_result flight::join(bool& joined_complete, std::size_t& slot) {
         return join_result::full;
     }
     joined_complete = state_ == flight_state::complete;
+    if (!joined_complete) {
+        ++joined_while_live_;
+    }
     ++subscribers_;
     if (!free_slots_.empty()) {
         slot = free_slots_.back();
@@ -201,6 +204,27 @@ bool flight::retainable() const {
     std::lock_guard lock(mutex_);
     return state_ == flight_state::complete && !cancelled_ && !over_limit_ && head_ != nullptr &&
            head_->status >= 200 && head_->status < 300 && !head_->no_store;
+}
+
+std::size_t flight::joined_while_live() const {
+    std::lock_guard lock(mutex_);
+    return joined_while_live_;
+}
+
+void flight::set_usage(ops::token_counter* counter, std::uint64_t tokens) {
+    std::lock_guard lock(mutex_);
+    usage_counter_ = counter;
+    usage_tokens_ = tokens;
+}
+
+std::vector<std::shared_ptr<const std::string>> flight::body() const {
+    std::lock_guard lock(mutex_);
+    return chunks_;
+}
+
+std::pair<ops::token_counter*, std::uint64_t> flight::usage() const {
+    std::lock_guard lock(mutex_);
+    return {usage_counter_, usage_tokens_};
 }
 
 std::size_t flight::body_bytes() const {

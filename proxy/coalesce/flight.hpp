@@ -23,6 +23,10 @@
 #include <utility>
 #include <vector>
 
+namespace coalescer::ops {
+struct token_counter;
+}
+
 namespace coalescer::coalesce {
 
 using clock = std::chrono::steady_clock;
@@ -68,6 +72,7 @@ public:
         std::size_t max_response_bytes;
         std::size_t max_subscribers;
         bool cancel_when_orphaned;
+        bool shared;  // in the registry (false: bypass and pass)
     };
 
     flight(flight_key key, std::string id, limits lim, registry* owner);
@@ -102,6 +107,16 @@ public:
     void set_canceller(std::function<void()> cancel);
     void cancel();
 
+    // --- Accounting ---
+    bool shared() const noexcept { return limits_.shared; }
+    std::size_t joined_while_live() const;   // leader + followers
+    std::atomic<int> attempts{0};            // upstream attempts made for this flight
+    // Token usage of the upstream response, set by the producer before complete().
+    void set_usage(ops::token_counter* counter, std::uint64_t tokens);
+    // The body so far (released chunks are null once the flight outgrew max_response_bytes).
+    std::vector<std::shared_ptr<const std::string>> body() const;
+    std::pair<ops::token_counter*, std::uint64_t> usage() const;
+
     // --- Retention (the registry) ---
     bool retainable() const;
     std::size_t body_bytes() const;
@@ -133,6 +148,9 @@ private:
     std::vector<std::shared_ptr<waiter>> parked_;
     std::function<void()> canceller_;
     clock::time_point completed_at_{};
+    std::size_t joined_while_live_ = 0;
+    ops::token_counter* usage_counter_ = nullptr;
+    std::uint64_t usage_tokens_ = 0;
 };
 
 }  // namespace coalescer::coalesce

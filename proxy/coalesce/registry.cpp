@@ -32,7 +32,7 @@ std::string registry::next_id() {
 }
 
 flight::limits registry::limits_for_shared() const {
-    return {max_response_bytes_, max_subscribers_, cancel_orphans_};
+    return {max_response_bytes_, max_subscribers_, cancel_orphans_, true};
 }
 
 join_outcome registry::join_or_create(const flight_key& key) {
@@ -70,7 +70,7 @@ join_outcome registry::make_private(role r) {
     // Private flights never enter the table: nobody can join them, the orphan policy is always
     // "cancel" (R-11: a client that hangs up takes its upstream call with it) and there is no
     // retention, so the size bound only frees bytes as they are delivered.
-    auto f = std::make_shared<flight>(flight_key{}, next_id(), flight::limits{0, 1, true}, this);
+    auto f = std::make_shared<flight>(flight_key{}, next_id(), flight::limits{0, 1, true, false}, this);
     bool unused = false;
     std::size_t slot = 0;
     f->join(unused, slot);
@@ -80,6 +80,9 @@ join_outcome registry::make_private(role r) {
 
 void registry::on_finished(const std::shared_ptr<flight>& f) {
     live_.fetch_sub(1, std::memory_order_relaxed);
+    if (f->shared() && observer_) {
+        observer_(f->joined_while_live());
+    }
     const bool keep = ttl_.count() > 0 && f->retainable() && f->body_bytes() <= max_cache_bytes_;
     if (!keep) {
         erase_if_current(f->key(), f.get());

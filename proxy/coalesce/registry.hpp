@@ -7,6 +7,7 @@
 #include "ops/config.hpp"
 
 #include <array>
+#include <functional>
 #include <atomic>
 #include <memory>
 #include <mutex>
@@ -41,6 +42,9 @@ public:
     void forget(const flight& f);
     // Evicts expired entries; the owner calls it periodically.
     void sweep();
+
+    // Told, for each shared flight that ends, how many clients joined it while it ran.
+    void on_flight_end(std::function<void(std::size_t subscribers)> observer) { observer_ = std::move(observer); }
 
     std::size_t live_flights() const noexcept { return live_.load(std::memory_order_relaxed); }
     std::size_t retained_entries() const;
@@ -81,6 +85,7 @@ private:
     std::atomic<std::size_t> live_{0};
     std::atomic<std::uint64_t> evictions_{0};
 
+    std::function<void(std::size_t)> observer_;
     mutable std::mutex retained_mutex_;  // order: retained_mutex_ → shard mutex → flight mutex
     std::vector<retained_item> retained_;
     std::size_t retained_bytes_ = 0;

@@ -170,7 +170,9 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
             beast::get_lowest_layer(stream).expires_after(options.write_timeout);
             auto [ec, n] = co_await asio::async_write(stream, buffers, use_tuple);
             if (ec) {
-                result.client_gone = true;  // a slow or vanished client is dropped alone
+                // A slow or vanished client is dropped alone.
+                result.dropped_slow = ec == beast::error::timeout;
+                result.client_gone = !result.dropped_slow;
                 result.reusable = false;
                 break;
             }
@@ -185,6 +187,7 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
         }
         if (ends_now) {
             result.reusable = options.keep_alive;
+            result.complete = true;
             break;
         }
         if (caught_up && r.state == flight_state::failed) {

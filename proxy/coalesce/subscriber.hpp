@@ -26,6 +26,8 @@ struct delivery_result {
     std::uint64_t body_bytes = 0;
     bool reusable = false;        // the response ended cleanly and keep-alive holds
     bool client_gone = false;
+    bool dropped_slow = false;    // its writes timed out: cut so nobody else waits
+    bool complete = false;        // the whole response reached the client's socket
     std::optional<clock::time_point> first_byte;
 };
 

@@ -49,8 +49,9 @@ void access_log::request(const access_record& r) const {
     char numbers[160];
     std::string line;
     if (config_.format == log_format::json) {
-        std::snprintf(numbers, sizeof numbers, ",\"status\":%u,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"ttfb_ms\":%.3f",
-                      r.status, static_cast<unsigned long long>(r.bytes_out), r.duration_ms, r.ttfb_ms);
+        std::snprintf(numbers, sizeof numbers,
+                      ",\"status\":%u,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"ttfb_ms\":%.3f,\"upstream_attempts\":%d",
+                      r.status, static_cast<unsigned long long>(r.bytes_out), r.duration_ms, r.ttfb_ms, r.attempts);
         line = "{\"time\":\"" + timestamp() + "\",\"route\":" + quoted(r.route) + ",\"method\":" + quoted(r.method) +
                ",\"path\":" + quoted(path) + numbers + ",\"role\":\"" + std::string(coalesce::to_string(r.role)) +
                "\",\"flight\":" + quoted(r.flight) + ",\"key\":" + quoted(r.key_prefix) +

@@ -22,6 +22,7 @@ struct access_record {
     std::uint64_t bytes_out = 0;
     double duration_ms = 0;
     double ttfb_ms = 0;
+    int attempts = 0;  // upstream attempts of the flight this client was served from
     std::string_view outcome;  // "ok", "cut", "client_gone", or an error code
 };
 

@@ -1,12 +1,17 @@
-// Counters for /metrics. Label sets are fixed at start-up (routes, upstreams, roles, status
-// classes), so every counter is a preallocated relaxed atomic: no lock on the request path.
+// Counters and histograms for /metrics. Label sets are fixed at start-up (routes, upstreams,
+// roles, status classes) and preallocated, so the request path only does relaxed atomic adds.
+// The one dynamic label, the model of token counters, is interned once per upstream call.
 #pragma once
 
 #include "coalesce/flight.hpp"
 #include "ops/config.hpp"
+#include "ops/histogram.hpp"
 
 #include <atomic>
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,31 +21,74 @@ class registry;
 
 namespace coalescer::ops {
 
+struct token_counter {
+    std::atomic<std::uint64_t> spent{0};  // tokens the provider billed: one upstream call
+    std::atomic<std::uint64_t> saved{0};  // tokens followers and hits got without a call
+};
+
+// What /metrics reads from the rest of the process when it renders.
+struct gauges {
+    std::size_t flights_in_flight = 0;
+    std::size_t retained_entries = 0;
+    std::size_t retained_bytes = 0;
+    std::uint64_t evictions = 0;
+    std::vector<std::size_t> pacer_queued;  // by upstream
+    std::vector<int> pacer_in_use;          // by upstream
+};
+
 class metrics {
 public:
     explicit metrics(const config& cfg);
 
     // route == cfg.routes.size() means "no route matched".
-    void client_request(std::size_t route, coalesce::role role, unsigned status) noexcept;
-    // status 0: no response (connect failure, timeout, reset).
+    void client_request(std::size_t route, coalesce::role role, unsigned status, double seconds,
+                        std::optional<double> ttfb_seconds) noexcept;
+    // One per attempt; status 0: no response (connect failure, timeout, reset).
     void upstream_call(std::size_t upstream, unsigned status) noexcept;
+    void upstream_timing(std::size_t upstream, double ttfb_seconds, double seconds) noexcept;
     void upstream_retry(std::size_t upstream) noexcept;
+    void pacer_wait(std::size_t upstream, double seconds) noexcept;
+    void flight_finished(std::size_t subscribers) noexcept;
+    void slow_subscriber_dropped() noexcept { slow_dropped_.fetch_add(1, std::memory_order_relaxed); }
+    // Takes a lock: call once per upstream call, keep the reference for the flight's life.
+    token_counter& tokens(std::size_t upstream, const std::string& model);
+
     void connection_opened() noexcept { open_connections_.fetch_add(1, std::memory_order_relaxed); }
     void connection_closed() noexcept { open_connections_.fetch_sub(1, std::memory_order_relaxed); }
     std::int64_t open_connections() const noexcept { return open_connections_.load(std::memory_order_relaxed); }
 
     // Prometheus text exposition format 0.0.4.
-    std::string render(const coalesce::registry& flights) const;
+    std::string render(const gauges& now) const;
 
 private:
+    struct per_route {
+        per_route() : duration(histogram::latency_seconds()), ttfb(histogram::latency_seconds()) {}
+        histogram duration;
+        histogram ttfb;
+    };
+    struct per_upstream {
+        per_upstream()
+            : ttfb(histogram::latency_seconds()), duration(histogram::latency_seconds()),
+              pacer_wait(histogram::latency_seconds()) {}
+        std::unique_ptr<std::atomic<std::uint64_t>[]> calls = std::make_unique<std::atomic<std::uint64_t>[]>(600);
+        std::atomic<std::uint64_t> retries{0};
+        histogram ttfb;
+        histogram duration;
+        histogram pacer_wait;
+    };
     static constexpr std::size_t roles = 5;
     static constexpr std::size_t classes = 6;  // 1xx..5xx, plus "other"
-    std::vector<std::string> route_names_;     // prefixes, plus "none"
+
+    std::vector<std::string> route_names_;  // prefixes, plus "none"
     std::vector<std::string> upstream_names_;
     std::unique_ptr<std::atomic<std::uint64_t>[]> requests_;  // [route][role][class]
-    std::unique_ptr<std::atomic<std::uint64_t>[]> upstream_;  // [upstream][status 0..599]
-    std::unique_ptr<std::atomic<std::uint64_t>[]> retries_;   // [upstream]
+    std::vector<std::unique_ptr<per_route>> routes_;
+    std::vector<std::unique_ptr<per_upstream>> upstreams_;
+    histogram subscribers_{histogram::counts()};
+    std::atomic<std::uint64_t> slow_dropped_{0};
     std::atomic<std::int64_t> open_connections_{0};
+    mutable std::mutex tokens_mutex_;
+    std::map<std::pair<std::size_t, std::string>, std::unique_ptr<token_counter>> tokens_;
 };
 
 }  // namespace coalescer::ops

@@ -129,10 +129,10 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
     ops::access_record record{.route = "none", .method = method, .target = target};
     if (!match) {
         const bool reusable = co_await answer_locally(stream, ops::proxy_errc::no_route, keep_alive);
-        context.metrics.client_request(cfg.routes.size(), role::pass, 404);
         record.status = 404;
         record.outcome = "no_route";
         record.duration_ms = ms_between(started, clock::now());
+        context.metrics.client_request(cfg.routes.size(), role::pass, 404, record.duration_ms / 1000, std::nullopt);
         context.log.request(record);
         co_return reusable;
     }
@@ -152,23 +152,20 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
     record.key_prefix = key_prefix;
     if (joined.full) {
         const bool reusable = co_await answer_locally(stream, ops::proxy_errc::flight_full, keep_alive);
-        context.metrics.client_request(match->route_index, role::follower, 503);
         record.status = 503;
         record.role = role::follower;
         record.outcome = "flight_full";
         record.duration_ms = ms_between(started, clock::now());
+        context.metrics.client_request(match->route_index, role::follower, 503, record.duration_ms / 1000, std::nullopt);
         context.log.request(record);
         co_return reusable;
     }
     auto flight = joined.flight;
     if (joined.role == role::leader || joined.role == role::bypass || joined.role == role::pass) {
         const auto upstream_index = match->route->upstream_index;
-        auto& metrics = context.metrics;
-        upstream::exchange_context exchange{
-            cfg.upstreams[upstream_index], context.upstream_tls[upstream_index].get(), self.pools[upstream_index],
-            *context.pacers[upstream_index],
-            [&metrics, upstream_index](unsigned status) { metrics.upstream_call(upstream_index, status); },
-            [&metrics, upstream_index] { metrics.upstream_retry(upstream_index); }};
+        upstream::exchange_context exchange{cfg.upstreams[upstream_index], context.upstream_tls[upstream_index].get(),
+                                            self.pools[upstream_index], *context.pacers[upstream_index],
+                                            context.metrics, upstream_index};
         auto fetch = upstream::fetch(flight, make_upstream_request(request, *match, cfg), std::move(exchange));
         asio::co_spawn(self.io, std::move(fetch), asio::detached);
     }
@@ -185,15 +182,29 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
     flight->leave(joined.slot);
 
     const auto now = clock::now();
-    context.metrics.client_request(match->route_index, joined.role, delivered.status);
     record.status = delivered.status;
     record.role = joined.role;
     record.flight = flight->id();
     record.bytes_out = delivered.body_bytes;
     record.duration_ms = ms_between(started, now);
     record.ttfb_ms = delivered.first_byte ? ms_between(started, *delivered.first_byte) : 0;
-    record.outcome = delivered.client_gone ? "client_gone" : (delivered.reusable || !keep_alive ? "ok" : "cut");
+    record.attempts = flight->attempts.load(std::memory_order_relaxed);
+    record.outcome = delivered.complete      ? "ok"
+                     : delivered.dropped_slow ? "slow_client_dropped"
+                     : delivered.client_gone  ? "client_gone"
+                                              : "cut";
     context.log.request(record);
+    std::optional<double> ttfb;
+    if (delivered.first_byte) ttfb = record.ttfb_ms / 1000;
+    context.metrics.client_request(match->route_index, joined.role, delivered.status, record.duration_ms / 1000, ttfb);
+    if (delivered.dropped_slow) {
+        context.metrics.slow_subscriber_dropped();
+    }
+    if (delivered.complete && (joined.role == role::follower || joined.role == role::hit)) {
+        if (const auto [counter, tokens] = flight->usage(); counter != nullptr) {
+            counter->saved.fetch_add(tokens, std::memory_order_relaxed);  // what this client got for free
+        }
+    }
     co_return delivered.reusable;
 }
 

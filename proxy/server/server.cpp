@@ -11,6 +11,7 @@ using boost::system::error_code;
 
 proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg)
     : config(cfg), routes(cfg), keys(cfg->coalesce), flights(cfg->coalesce), metrics(*cfg), log(cfg->log) {
+    flights.on_flight_end([this](std::size_t subscribers) { metrics.flight_finished(subscribers); });
     for (const auto& up : cfg->upstreams) {
         upstream_tls.push_back(up.https ? std::make_unique<asio::ssl::context>(upstream::make_client_tls_context(up))
                                         : nullptr);
@@ -27,7 +28,7 @@ server::server(std::shared_ptr<const ops::config> cfg) : context_(std::make_uniq
     admin_ = std::make_unique<ops::admin_server>(
         workers_.front()->io, cfg->admin.address, cfg->admin.port,
         ops::admin_handlers{[this] { return ready_ && !context_->draining.load(); },
-                            [this] { return context_->metrics.render(context_->flights); }});
+                            [this] { return render_metrics(); }});
     sweep_timer_ = std::make_unique<asio::steady_timer>(workers_.front()->io);
 }
 
@@ -42,6 +43,19 @@ server::~server() {
         w->io.shutdown();
     }
     workers_.clear();
+}
+
+std::string server::render_metrics() const {
+    ops::gauges now;
+    now.flights_in_flight = context_->flights.live_flights();
+    now.retained_entries = context_->flights.retained_entries();
+    now.retained_bytes = context_->flights.retained_bytes();
+    now.evictions = context_->flights.evictions();
+    for (const auto& p : context_->pacers) {
+        now.pacer_queued.push_back(p->queued());
+        now.pacer_in_use.push_back(p->in_use());
+    }
+    return context_->metrics.render(now);
 }
 
 void server::start() {

@@ -40,6 +40,7 @@ private:
     void check_drained(std::shared_ptr<boost::asio::steady_timer> timer,
                        std::chrono::steady_clock::time_point give_up);
     void schedule_sweep();
+    std::string render_metrics() const;
 
     std::unique_ptr<proxy_context> context_;
     std::vector<std::unique_ptr<worker>> workers_;

@@ -223,7 +223,9 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
             }
         }
         if (ec) {
-            context.metrics.client_request(cfg.routes.size(), coalesce::role::pass, ops::reply_for(ec).status);
+            const double seconds = std::chrono::duration<double>(clock::now() - started).count();
+            context.metrics.client_request(cfg.routes.size(), coalesce::role::pass, ops::reply_for(ec).status, seconds,
+                                           std::nullopt);
             co_await answer_error(stream, ec);
             co_await linger_and_close(stream);
             co_return;

@@ -2,6 +2,7 @@
 
 #include "http/header_rules.hpp"
 #include "ops/errors.hpp"
+#include "ops/token_usage.hpp"
 #include "upstream/retry_policy.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -219,6 +220,17 @@ asio::awaitable<void> sleep_for(std::chrono::milliseconds delay, const std::shar
     cancel->sleeping = nullptr;
 }
 
+double seconds_since(clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); }
+
+// Tokens the provider billed for this call, read from the response's own `usage`.
+void count_tokens(coalesce::flight& f, std::string_view content_type, exchange_context& context) {
+    if (const auto usage = ops::extract_usage(content_type, f.body())) {
+        auto& counter = context.metrics.tokens(context.upstream_index, usage->model);
+        counter.spent.fetch_add(usage->tokens, std::memory_order_relaxed);
+        f.set_usage(&counter, usage->tokens);
+    }
+}
+
 double jitter_unit() {
     thread_local std::minstd_rand engine{std::random_device{}()};
     return std::uniform_real_distribution<double>(0.0, 1.0)(engine);
@@ -241,7 +253,10 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
     });
 
     for (int number = 1;; ++number) {
-        if (!co_await context.admission.acquire(clock::now() + up.queue_timeout)) {
+        const auto queued_at = clock::now();
+        const bool admitted = co_await context.admission.acquire(queued_at + up.queue_timeout);
+        context.metrics.pacer_wait(context.upstream_index, seconds_since(queued_at));
+        if (!admitted) {
             flight->fail(proxy_errc::queue_timeout);
             co_return;
         }
@@ -250,8 +265,11 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
             flight->fail(proxy_errc::flight_cancelled);
             co_return;
         }
+        const auto sent_at = clock::now();
+        flight->attempts.fetch_add(1, std::memory_order_relaxed);
         attempt a = co_await try_once(request, context, total, cancel);
-        context.on_upstream_status(a.ec ? 0 : a.parser->get().result_int());
+        context.metrics.upstream_call(context.upstream_index, a.ec ? 0 : a.parser->get().result_int());
+        const double ttfb = seconds_since(sent_at);
         std::optional<std::chrono::milliseconds> delay;
         if (a.ec && retryable_failure(a.ec) && number < up.retries.max_attempts) {
             delay = backoff(up.retries, number, jitter_unit());
@@ -262,7 +280,7 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
             // The clients never see this attempt: they wait on for the next one.
             a.conn.reset();
             slot.reset();
-            context.on_retry();
+            context.metrics.upstream_retry(context.upstream_index);
             co_await sleep_for(*delay, cancel);
             continue;
         }
@@ -275,11 +293,15 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
             flight->fail(hec);
             co_return;
         }
+        const std::string content_type(a.parser->get()[http::field::content_type]);
         flight->publish_head(std::move(head));
-        if (const auto ec = co_await stream_body(*a.conn, *a.parser, *flight, up, total, cancel)) {
+        const auto ec = co_await stream_body(*a.conn, *a.parser, *flight, up, total, cancel);
+        context.metrics.upstream_timing(context.upstream_index, ttfb, seconds_since(sent_at));
+        if (ec) {
             flight->fail(ec);  // subscribers cut their responses: never a silently short one
             co_return;
         }
+        count_tokens(*flight, content_type, context);
         flight->complete();
         if (a.parser->keep_alive() && !cancel->cancelled) {
             context.connections.give_back(std::move(a.conn));

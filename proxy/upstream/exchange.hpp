@@ -4,6 +4,7 @@
 
 #include "coalesce/flight.hpp"
 #include "ops/config.hpp"
+#include "ops/metrics.hpp"
 #include "upstream/pacer.hpp"
 #include "upstream/pool.hpp"
 
@@ -27,9 +28,8 @@ struct exchange_context {
     boost::asio::ssl::context* tls;  // null for http
     pool& connections;                // the calling worker's
     pacer& admission;                 // the upstream's, shared by all workers
-    // Told about each attempt's response status (0: none), for metrics.
-    std::function<void(unsigned status)> on_upstream_status;
-    std::function<void()> on_retry;
+    ops::metrics& metrics;
+    std::size_t upstream_index;
 };
 
 // Runs until the flight completes or fails; never throws. Waits for a pacer slot, retries
