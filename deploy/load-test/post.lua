@@ -1,6 +1,8 @@
 -- wrk script for the coalescer load test (deploy/LOAD-TEST.md): every request is the same
 -- POST /chat/completions, so every request after the first shares the first one's upstream call.
---   wrk -t2 -c50 -d10s -s deploy/load-test/post.lua http://127.0.0.1:8080/chat/completions
+--   wrk -t2 -c50 -d10s --timeout 10s -s deploy/load-test/post.lua http://127.0.0.1:8080/chat/completions
+-- (--timeout above the upstream's latency: wrk's default, 2s, counts every request that waited
+-- for the upstream as a timeout and leaves it out of the latency figures.)
 -- At the end it prints the status codes and the x-coalesce roles (leader, follower, hit, ...)
 -- counted over all threads, and the latency percentiles.
 

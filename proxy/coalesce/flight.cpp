@@ -75,21 +75,22 @@ void flight::leave(std::size_t slot) {
     }
 }
 
-log_read flight::read(std::size_t slot, std::size_t cursor) {
-    log_read out;
+void flight::read(std::size_t slot, std::size_t cursor, log_read& out) {
+    out.chunks.clear();
     std::lock_guard lock(mutex_);
     out.state = state_;
-    out.head = head_;
+    if (out.head != head_) {
+        out.head = head_;
+    }
     out.failure = failure_;
     out.failed_before_head = failed_before_head_;
     if (slot < cursors_.size()) {
         cursors_[slot] = cursor;
     }
-    if (cursor < chunks_.size()) {
-        out.chunks.assign(chunks_.begin() + static_cast<std::ptrdiff_t>(cursor), chunks_.end());
+    for (auto i = cursor; i < chunks_.size(); ++i) {
+        out.chunks.emplace_back(chunks_[i]);
     }
     out.next_cursor = chunks_.size();
-    return out;
 }
 
 bool flight::park(std::size_t cursor, const std::shared_ptr<waiter>& w) {
@@ -97,13 +98,17 @@ bool flight::park(std::size_t cursor, const std::shared_ptr<waiter>& w) {
     if (cursor < chunks_.size() || finished(state_)) {
         return false;
     }
+    w->parked = true;
     parked_.push_back(w);
     return true;
 }
 
 void flight::unpark(const std::shared_ptr<waiter>& w) {
     std::lock_guard lock(mutex_);
-    std::erase(parked_, w);
+    if (w->parked) {  // woken by its own timer or a hang-up, not by the flight: rare
+        w->parked = false;
+        std::erase(parked_, w);
+    }
 }
 
 void flight::publish_head(response_head head) {
@@ -119,7 +124,7 @@ void flight::append(std::string bytes) {
     }
     std::unique_lock lock(mutex_);
     body_bytes_ += bytes.size();
-    chunks_.push_back(std::make_shared<const std::string>(std::move(bytes)));
+    chunks_.push_back(std::move(bytes));
     if (!over_limit_ && body_bytes_ > limits_.max_response_bytes) {
         // Past the bound the flight serves the subscribers it has and nobody else.
         over_limit_ = true;
@@ -138,7 +143,7 @@ void flight::release_read_chunks() {
         }
     }
     for (; released_upto_ < lowest; ++released_upto_) {
-        chunks_[released_upto_].reset();
+        std::string().swap(chunks_[released_upto_]);
     }
 }
 
@@ -217,9 +222,12 @@ void flight::set_usage(ops::token_counter* counter, std::uint64_t tokens) {
     usage_tokens_ = tokens;
 }
 
-std::vector<std::shared_ptr<const std::string>> flight::body() const {
+std::optional<std::vector<std::string_view>> flight::body() const {
     std::lock_guard lock(mutex_);
-    return chunks_;
+    if (released_upto_ != 0) {
+        return std::nullopt;
+    }
+    return std::vector<std::string_view>(chunks_.begin(), chunks_.end());
 }
 
 std::pair<ops::token_counter*, std::uint64_t> flight::usage() const {
@@ -243,6 +251,9 @@ void flight::wake_all(std::unique_lock<std::mutex>& lock) {
     }
     std::vector<std::shared_ptr<waiter>> woken;
     woken.swap(parked_);
+    for (const auto& w : woken) {
+        w->parked = false;
+    }
     lock.unlock();
     // One post per executor rather than one per subscriber: with thousands of subscribers
     // spread over a few worker threads this is what keeps fan-out cheap.

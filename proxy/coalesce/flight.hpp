@@ -14,6 +14,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
+#include <string_view>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -52,13 +54,16 @@ struct waiter {
     explicit waiter(boost::asio::any_io_executor ex) : executor(ex), timer(ex) {}
     boost::asio::any_io_executor executor;
     boost::asio::steady_timer timer;
+    bool parked = false;  // in the flight's list; guarded by the flight's mutex
 };
 
 // What a subscriber gets from one read of the log.
 struct log_read {
     flight_state state = flight_state::pending;
     std::shared_ptr<const response_head> head;     // set once the head arrived
-    std::vector<std::shared_ptr<const std::string>> chunks;  // from the cursor on
+    // From the cursor on. The bytes stay valid while the reader holds the flight and has not
+    // read past them: chunks are freed only below every subscriber's cursor.
+    std::vector<std::string_view> chunks;
     std::size_t next_cursor = 0;
     boost::system::error_code failure;  // when failed
     bool failed_before_head = false;
@@ -92,7 +97,7 @@ public:
     void leave(std::size_t slot);
     // Reads the log from `cursor` (a chunk index). Past max_response_bytes the flight frees the
     // chunks every subscriber has read, so the cursor is also recorded for `slot`.
-    log_read read(std::size_t slot, std::size_t cursor);
+    void read(std::size_t slot, std::size_t cursor, log_read& out);
     // Parks `w` until the log grows past `cursor` or the flight ends. Returns false (and does not
     // park) when that already happened.
     bool park(std::size_t cursor, const std::shared_ptr<waiter>& w);
@@ -113,8 +118,8 @@ public:
     std::atomic<int> attempts{0};            // upstream attempts made for this flight
     // Token usage of the upstream response, set by the producer before complete().
     void set_usage(ops::token_counter* counter, std::uint64_t tokens);
-    // The body so far (released chunks are null once the flight outgrew max_response_bytes).
-    std::vector<std::shared_ptr<const std::string>> body() const;
+    // The whole body, or nullopt when part of it was already freed (past max_response_bytes).
+    std::optional<std::vector<std::string_view>> body() const;
     std::pair<ops::token_counter*, std::uint64_t> usage() const;
 
     // --- Retention (the registry) ---
@@ -137,7 +142,7 @@ private:
     bool over_limit_ = false;
     bool cancelled_ = false;
     std::shared_ptr<const response_head> head_;
-    std::vector<std::shared_ptr<const std::string>> chunks_;
+    std::deque<std::string> chunks_;  // append-only: elements never move (deque push_back)
     std::size_t body_bytes_ = 0;
     boost::system::error_code failure_;
     bool failed_before_head_ = false;

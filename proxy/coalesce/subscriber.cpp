@@ -123,8 +123,9 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
     std::vector<asio::const_buffer> buffers;
     const auto give_up_at = clock::now() + options.max_wait;
 
+    log_read r;  // reused: no allocation per wake-up
     for (;;) {
-        log_read r = f.read(slot, cursor);
+        f.read(slot, cursor, r);
         buffers.clear();
         chunk_sizes.clear();
         if (!head_sent) {
@@ -147,7 +148,7 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
         if (has_body && (head_sent || r.head != nullptr)) {
             chunk_sizes.resize(take);
             for (std::size_t i = 0; i < take; ++i) {
-                const auto& chunk = *r.chunks[i];
+                const auto chunk = r.chunks[i];
                 if (chunked) {
                     const int n = std::snprintf(chunk_sizes[i].data(), chunk_sizes[i].size(), "%zx\r\n", chunk.size());
                     buffers.push_back(asio::buffer(chunk_sizes[i].data(), static_cast<std::size_t>(n)));

@@ -76,12 +76,10 @@ std::vector<std::string_view> data_payloads(std::string_view stream) {
 
 }  // namespace
 
-std::optional<token_usage> extract_usage(std::string_view content_type,
-                                         const std::vector<std::shared_ptr<const std::string>>& body) {
+std::optional<token_usage> extract_usage(std::string_view content_type, const std::vector<std::string_view>& body) {
     std::string text;
-    for (const auto& chunk : body) {
-        if (!chunk) return std::nullopt;  // bytes already released: the flight outgrew its bound
-        text += *chunk;
+    for (const auto chunk : body) {
+        text += chunk;
     }
     partial p;
     if (content_type.find("event-stream") == std::string_view::npos) {

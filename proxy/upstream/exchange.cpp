@@ -224,7 +224,11 @@ double seconds_since(clock::time_point t) { return std::chrono::duration<double>
 
 // Tokens the provider billed for this call, read from the response's own `usage`.
 void count_tokens(coalesce::flight& f, std::string_view content_type, exchange_context& context) {
-    if (const auto usage = ops::extract_usage(content_type, f.body())) {
+    const auto body = f.body();
+    if (!body) {
+        return;  // part of it was already freed: a response that large is not counted
+    }
+    if (const auto usage = ops::extract_usage(content_type, *body)) {
         auto& counter = context.metrics.tokens(context.upstream_index, usage->model);
         counter.spent.fetch_add(usage->tokens, std::memory_order_relaxed);
         f.set_usage(&counter, usage->tokens);
