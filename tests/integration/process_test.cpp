@@ -153,6 +153,19 @@ TEST_CASE("a port already taken stops start-up with one clear line and a non-zer
     ::unlink(path.c_str());
 }
 
+TEST_CASE("an unreadable certificate stops start-up with one clear line") {
+    const auto path = temp_path("nocert.yaml");
+    write_file(path,
+               "listen: {address: 127.0.0.1, port: 0, tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}}\n"
+               "admin: {address: 127.0.0.1, port: 0}\n"
+               "upstreams: [{name: m, url: 'http://127.0.0.1:1'}]\nroutes: [{prefix: /, upstream: m}]\n");
+    child run({COALESCER_BINARY, "--config", path}, "nocert");
+    CHECK(run.wait_exit(5s) == 1);
+    CHECK(lines(run.err()) == 1);
+    CHECK(run.err().find("listen.tls.cert_file") != std::string::npos);
+    ::unlink(path.c_str());
+}
+
 TEST_CASE("SIGTERM drains: readyz turns 503, a live stream completes intact, new connections are refused, exit 0") {
     mock::mock_options options;
     options.chunks = 15;
