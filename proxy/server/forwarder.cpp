@@ -105,16 +105,75 @@ coalesce::flight_key key_of(const client_request& request, const route_match& ma
     return keys.make(k);
 }
 
-template <class Stream>
-asio::awaitable<bool> answer_locally(Stream& stream, error_code ec, bool keep_alive) {
-    const auto text = ops::error_response(ec, keep_alive);
-    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(10));
-    auto [wec, n] = co_await asio::async_write(stream, asio::buffer(text), use_tuple);
-    co_return !wec && keep_alive && !ops::reply_for(ec).close_connection;
-}
-
 double ms_between(clock::time_point a, clock::time_point b) {
     return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// The sidecar answers by itself (no route, flight full): write, count, log.
+template <class Stream>
+asio::awaitable<bool> answer_locally(Stream& stream, error_code ec, bool keep_alive, std::size_t route_index,
+                                     ops::access_record& record, proxy_context& context, clock::time_point started) {
+    const auto text = ops::error_response(ec, keep_alive);
+    beast::get_lowest_layer(stream).expires_after(context.config->limits.write_timeout);
+    auto [wec, n] = co_await asio::async_write(stream, asio::buffer(text), use_tuple);
+    const auto reply = ops::reply_for(ec);
+    record.status = reply.status;
+    record.outcome = reply.code;
+    record.duration_ms = ms_between(started, clock::now());
+    context.metrics.client_request(route_index, record.role, reply.status, record.duration_ms / 1000, std::nullopt);
+    context.log.request(record);
+    co_return !wec && keep_alive && !reply.close_connection;
+}
+
+// pass and bypass get a flight of their own; everything else joins or creates the shared one.
+coalesce::join_outcome join_flight(const client_request& request, const route_match& match, proxy_context& context,
+                                   std::string& key_prefix) {
+    if (!match.route->coalesce) {
+        return context.flights.make_private(role::pass);
+    }
+    if (wants_bypass(request, *context.config)) {
+        return context.flights.make_private(role::bypass);
+    }
+    const auto key = key_of(request, match, *context.config, context.keys);
+    key_prefix = key.prefix();
+    return context.flights.join_or_create(key);
+}
+
+// The flight's upstream exchange runs on this worker, detached from the client that started it.
+void start_fetch(const std::shared_ptr<coalesce::flight>& flight, client_request& request, const route_match& match,
+                 worker& self, proxy_context& context) {
+    const auto& cfg = *context.config;
+    const auto index = match.route->upstream_index;
+    upstream::exchange_context exchange{cfg.upstreams[index],    context.upstream_tls[index].get(), self.pools[index],
+                                        *context.pacers[index], context.metrics,                   index};
+    auto fetch = upstream::fetch(flight, make_upstream_request(request, match, cfg), std::move(exchange));
+    asio::co_spawn(self.io, std::move(fetch), asio::detached);
+}
+
+void account(const coalesce::delivery_result& delivered, coalesce::flight& flight, std::size_t route_index,
+             ops::access_record& record, proxy_context& context, clock::time_point started) {
+    record.status = delivered.status;
+    record.flight = flight.id();
+    record.bytes_out = delivered.body_bytes;
+    record.duration_ms = ms_between(started, clock::now());
+    record.ttfb_ms = delivered.first_byte ? ms_between(started, *delivered.first_byte) : 0;
+    record.attempts = flight.attempts.load(std::memory_order_relaxed);
+    record.outcome = delivered.complete       ? "ok"
+                     : delivered.dropped_slow ? "slow_client_dropped"
+                     : delivered.client_gone  ? "client_gone"
+                                              : "cut";
+    context.log.request(record);
+    std::optional<double> ttfb;
+    if (delivered.first_byte) ttfb = record.ttfb_ms / 1000;
+    context.metrics.client_request(route_index, record.role, delivered.status, record.duration_ms / 1000, ttfb);
+    if (delivered.dropped_slow) {
+        context.metrics.slow_subscriber_dropped();
+    }
+    if (delivered.complete && (record.role == role::follower || record.role == role::hit)) {
+        if (const auto [counter, tokens] = flight.usage(); counter != nullptr) {
+            counter->saved.fetch_add(tokens, std::memory_order_relaxed);  // what this client got for free
+        }
+    }
 }
 
 }  // namespace
@@ -125,86 +184,35 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
     const auto& cfg = *context.config;
     const std::string target(request.target());
     const std::string method(request.method_string());
+    ops::access_record record{.route = "none", .method = method, .target = target, .role = role::pass};
     const auto match = context.routes.match(target);
-    ops::access_record record{.route = "none", .method = method, .target = target};
     if (!match) {
-        const bool reusable = co_await answer_locally(stream, ops::proxy_errc::no_route, keep_alive);
-        record.status = 404;
-        record.outcome = "no_route";
-        record.duration_ms = ms_between(started, clock::now());
-        context.metrics.client_request(cfg.routes.size(), role::pass, 404, record.duration_ms / 1000, std::nullopt);
-        context.log.request(record);
-        co_return reusable;
+        co_return co_await answer_locally(stream, ops::proxy_errc::no_route, keep_alive, cfg.routes.size(), record,
+                                          context, started);
     }
     record.route = match->route->prefix;
-
-    coalesce::join_outcome joined;
     std::string key_prefix;
-    if (!match->route->coalesce) {
-        joined = context.flights.make_private(role::pass);
-    } else if (wants_bypass(request, cfg)) {
-        joined = context.flights.make_private(role::bypass);
-    } else {
-        const auto key = key_of(request, *match, cfg, context.keys);
-        key_prefix = key.prefix();
-        joined = context.flights.join_or_create(key);
-    }
+    const auto joined = join_flight(request, *match, context, key_prefix);
     record.key_prefix = key_prefix;
+    record.role = joined.role;
     if (joined.full) {
-        const bool reusable = co_await answer_locally(stream, ops::proxy_errc::flight_full, keep_alive);
-        record.status = 503;
-        record.role = role::follower;
-        record.outcome = "flight_full";
-        record.duration_ms = ms_between(started, clock::now());
-        context.metrics.client_request(match->route_index, role::follower, 503, record.duration_ms / 1000, std::nullopt);
-        context.log.request(record);
-        co_return reusable;
+        co_return co_await answer_locally(stream, ops::proxy_errc::flight_full, keep_alive, match->route_index,
+                                          record, context, started);
     }
-    auto flight = joined.flight;
     if (joined.role == role::leader || joined.role == role::bypass || joined.role == role::pass) {
-        const auto upstream_index = match->route->upstream_index;
-        upstream::exchange_context exchange{cfg.upstreams[upstream_index], context.upstream_tls[upstream_index].get(),
-                                            self.pools[upstream_index], *context.pacers[upstream_index],
-                                            context.metrics, upstream_index};
-        auto fetch = upstream::fetch(flight, make_upstream_request(request, *match, cfg), std::move(exchange));
-        asio::co_spawn(self.io, std::move(fetch), asio::detached);
+        start_fetch(joined.flight, request, *match, self, context);
     }
-
     const auto& up = cfg.upstreams[match->route->upstream_index];
-    coalesce::delivery_options options{
+    const coalesce::delivery_options options{
         .role = joined.role,
         .write_timeout = cfg.limits.write_timeout,
         .max_wait = up.timeouts.total + up.queue_timeout + std::chrono::seconds(5),
         .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
         .client_http11 = request.version() >= 11,
     };
-    const auto delivered = co_await coalesce::deliver(stream, *flight, joined.slot, options);
-    flight->leave(joined.slot);
-
-    const auto now = clock::now();
-    record.status = delivered.status;
-    record.role = joined.role;
-    record.flight = flight->id();
-    record.bytes_out = delivered.body_bytes;
-    record.duration_ms = ms_between(started, now);
-    record.ttfb_ms = delivered.first_byte ? ms_between(started, *delivered.first_byte) : 0;
-    record.attempts = flight->attempts.load(std::memory_order_relaxed);
-    record.outcome = delivered.complete      ? "ok"
-                     : delivered.dropped_slow ? "slow_client_dropped"
-                     : delivered.client_gone  ? "client_gone"
-                                              : "cut";
-    context.log.request(record);
-    std::optional<double> ttfb;
-    if (delivered.first_byte) ttfb = record.ttfb_ms / 1000;
-    context.metrics.client_request(match->route_index, joined.role, delivered.status, record.duration_ms / 1000, ttfb);
-    if (delivered.dropped_slow) {
-        context.metrics.slow_subscriber_dropped();
-    }
-    if (delivered.complete && (joined.role == role::follower || joined.role == role::hit)) {
-        if (const auto [counter, tokens] = flight->usage(); counter != nullptr) {
-            counter->saved.fetch_add(tokens, std::memory_order_relaxed);  // what this client got for free
-        }
-    }
+    const auto delivered = co_await coalesce::deliver(stream, *joined.flight, joined.slot, options);
+    joined.flight->leave(joined.slot);
+    account(delivered, *joined.flight, match->route_index, record, context, started);
     co_return delivered.reusable;
 }
 
