@@ -3,6 +3,10 @@
 #include "upstream/connection.hpp"
 
 #include <boost/asio/executor_work_guard.hpp>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
 #include <boost/asio/post.hpp>
 
 namespace coalescer::server {
@@ -19,8 +23,28 @@ proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg)
     }
 }
 
+namespace {
+
+// Cores this process may use: the cgroup v2 CPU quota when one is set (a container's CPU
+// limit), else the machine's cores.
+unsigned available_cores() {
+    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
+    std::ifstream in("/sys/fs/cgroup/cpu.max");
+    std::string quota;
+    long period = 0;
+    if (in >> quota >> period && quota != "max" && period > 0) {
+        const long q = std::atol(quota.c_str());
+        if (q > 0) {
+            cores = std::min<unsigned>(cores, static_cast<unsigned>(std::max(1L, (q + period - 1) / period)));
+        }
+    }
+    return cores;
+}
+
+}  // namespace
+
 server::server(std::shared_ptr<const ops::config> cfg) : context_(std::make_unique<proxy_context>(cfg)) {
-    const unsigned n = cfg->workers != 0 ? cfg->workers : std::max(1u, std::thread::hardware_concurrency());
+    const unsigned n = cfg->workers != 0 ? cfg->workers : available_cores();
     for (unsigned i = 0; i < n; ++i) {
         workers_.push_back(std::make_unique<worker>(cfg->upstreams.size()));
     }

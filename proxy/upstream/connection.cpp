@@ -10,9 +10,12 @@
 #include <boost/beast/http/read.hpp>
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <stdexcept>
 
 namespace coalescer::upstream {
@@ -138,6 +141,19 @@ bool connection::stale() noexcept {
     return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
 }
 
+// OpenSSL's default store: SSL_CERT_FILE / SSL_CERT_DIR or the compiled-in paths.
+bool system_store_present() {
+    const char* file = std::getenv(X509_get_default_cert_file_env());
+    const char* dir = std::getenv(X509_get_default_cert_dir_env());
+    const std::filesystem::path cert_file = file != nullptr ? file : X509_get_default_cert_file();
+    const std::filesystem::path cert_dir = dir != nullptr ? dir : X509_get_default_cert_dir();
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(cert_file, ec) && std::filesystem::file_size(cert_file, ec) > 0) {
+        return true;
+    }
+    return std::filesystem::is_directory(cert_dir, ec) && !std::filesystem::is_empty(cert_dir, ec);
+}
+
 asio::ssl::context make_client_tls_context(const ops::upstream_config& upstream) {
     asio::ssl::context ctx(asio::ssl::context::tls_client);
     ctx.set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
@@ -152,6 +168,12 @@ asio::ssl::context make_client_tls_context(const ops::upstream_config& upstream)
         ctx.set_verify_mode(asio::ssl::verify_none);
     }
     if (upstream.tls.ca_file.empty()) {
+        if (upstream.tls.verify && !system_store_present()) {
+            // Starting anyway would answer every call with 502 while /readyz says ready.
+            throw std::runtime_error("upstream " + upstream.name + ": no system CA certificates found (" +
+                                     X509_get_default_cert_file() + ", " + X509_get_default_cert_dir() +
+                                     "); install ca-certificates, set SSL_CERT_FILE, or set tls.ca_file");
+        }
         ctx.set_default_verify_paths();
     } else {
         error_code ec;

@@ -166,6 +166,17 @@ TEST_CASE("an unreadable certificate stops start-up with one clear line") {
     ::unlink(path.c_str());
 }
 
+TEST_CASE("an empty system CA store stops start-up instead of failing every HTTPS call later") {
+    ::setenv("SSL_CERT_FILE", "/nonexistent/ca.pem", 1);
+    ::setenv("SSL_CERT_DIR", "/nonexistent/certs", 1);
+    child run({COALESCER_BINARY, "--config", std::string(COALESCER_SOURCE_DIR) + "/config/coalescer.yaml"}, "noca");
+    ::unsetenv("SSL_CERT_FILE");
+    ::unsetenv("SSL_CERT_DIR");
+    CHECK(run.wait_exit(5s) == 1);
+    CHECK(lines(run.err()) == 1);
+    CHECK(run.err().find("no system CA certificates") != std::string::npos);
+}
+
 TEST_CASE("SIGTERM drains: readyz turns 503, a live stream completes intact, new connections are refused, exit 0") {
     mock::mock_options options;
     options.chunks = 15;
