@@ -1,4 +1,4 @@
--- wrk script for the coalescer load test (deploy/LOAD-TEST.md): every request is the same
+-- wrk script for the coalescer load test (README.md "Load-test recipe"): every request is the same
 -- POST /chat/completions, so every request after the first shares the first one's upstream call.
 --   wrk -t2 -c50 -d10s --timeout 10s -s deploy/load-test/post.lua http://127.0.0.1:8080/chat/completions
 -- (--timeout above the upstream's latency: wrk's default, 2s, counts every request that waited
