@@ -139,6 +139,9 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
                 has_body = r.head->has_body;
                 // HTTP/1.0 clients can't take chunked: their body ends at the close.
                 chunked = has_body && !r.head->content_length && options.client_http11;
+                if (has_body && !r.head->content_length && !chunked) {
+                    options.keep_alive = false;
+                }
                 head_text = serialize_head(*r.head, f, options, chunked);
                 result.status = r.head->status;
                 buffers.push_back(asio::buffer(head_text));

@@ -249,3 +249,18 @@ TEST_CASE("admin endpoints: healthz, readyz and metrics with request and upstrea
     CHECK(m.body.find("coalescer_upstream_calls_total{upstream=\"mock\",status=\"200\"} 1") != std::string::npos);
     CHECK(request(env.proxy->admin_port(), "GET", "/nope", "").status == 404);
 }
+
+TEST_CASE("an HTTP/1.0 client gets a streamed body without chunked framing, ended by the close") {
+    mock_and_proxy env;
+    client c(env.proxy->port());
+    const auto body = chat_body("old client", true);
+    c.send_raw("POST /chat/completions HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: " +
+               std::to_string(body.size()) + "\r\n\r\n" + body);
+    const auto raw = c.read_all_raw(std::chrono::seconds(10));
+    CHECK(raw.rfind("HTTP/1.1 200", 0) == 0);
+    const auto head = raw.substr(0, raw.find("\r\n\r\n"));
+    CHECK(head.find("Transfer-Encoding") == std::string::npos);
+    CHECK(head.find("Connection: close") != std::string::npos);
+    CHECK(raw.find("data: [DONE]") != std::string::npos);
+    CHECK(raw.find("\r\n0\r\n\r\n") == std::string::npos);  // no chunk framing in the body
+}
