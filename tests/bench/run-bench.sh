@@ -1,0 +1,482 @@
+#!/usr/bin/env bash
+# The performance benchmark suite (issue 7): one command, not part of CI, that starts everything
+# itself on 127.0.0.1, repeats each measurement and prints one table with met / not met targets.
+#
+#   bash tests/bench/run-bench.sh          (from anywhere; about 4 minutes on 2 cores)
+#
+#   a. pass-through: wrk POSTs a small /chat/completions body, on a non-coalescing route, through
+#      coalescer, through nginx (plain keep-alive reverse proxy, same number of workers) and
+#      directly, to one fast upstream (nginx answering `return 200` with a fixed JSON body).
+#   b. coalesced burst: burst_bench (N identical concurrent requests, mock provider with latency L).
+#   c. fan-out: fanout_bench (one SSE flight to N subscribers).
+#   d. key cost: key_bench (canonical JSON + SHA-256 MB/s).
+#
+# Every figure in the table is the median of BENCH_REPEAT runs; the load average before each run
+# is printed next to it. Exit status 0 whether or not the targets are met (a benchmark, not a
+# test); non-zero only when something could not be built or started.
+#
+# Knobs (environment):
+#   BENCH_REPEAT=3                 runs of each measurement
+#   BENCH_WORKERS=2                coalescer `workers` = nginx proxy `worker_processes`
+#   BENCH_UPSTREAM_WORKERS=1       worker_processes of the "return 200" upstream nginx
+#   BENCH_WRK_THREADS=1 BENCH_WRK_CONNECTIONS=50 BENCH_WRK_DURATION=10s BENCH_WRK_WARMUP=2s
+#   BENCH_BURST_REQUESTS=1000 BENCH_BURST_LATENCY_MS=500
+#   BENCH_FANOUT_SUBSCRIBERS=1,100,1000,10000
+#   BENCH_KEY_SECONDS=1            seconds per key_bench measurement
+#   BENCH_SECTIONS="a b c d"       which parts to run
+#   BENCH_SKIP_BUILD=1             use the binaries already in build/release
+#   BENCH_KEEP=1                   keep the temporary directory (configs, logs, raw outputs)
+#   BENCH_PERF=1                   record `perf record -g` of coalescer during its first wrk run
+#                                  (perf.data in the temporary directory, implies BENCH_KEEP=1)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+BUILD=$ROOT/build/release
+LUA=$ROOT/tests/bench/post.lua
+
+REPEAT=${BENCH_REPEAT:-3}
+WORKERS=${BENCH_WORKERS:-2}
+UPSTREAM_WORKERS=${BENCH_UPSTREAM_WORKERS:-1}
+WRK_THREADS=${BENCH_WRK_THREADS:-1}
+WRK_CONNECTIONS=${BENCH_WRK_CONNECTIONS:-50}
+WRK_DURATION=${BENCH_WRK_DURATION:-10s}
+WRK_WARMUP=${BENCH_WRK_WARMUP:-2s}
+BURST_REQUESTS=${BENCH_BURST_REQUESTS:-1000}
+BURST_LATENCY_MS=${BENCH_BURST_LATENCY_MS:-500}
+FANOUT_SUBSCRIBERS=${BENCH_FANOUT_SUBSCRIBERS:-1,100,1000,10000}
+KEY_SECONDS=${BENCH_KEY_SECONDS:-1}
+SECTIONS=${BENCH_SECTIONS:-a b c d}
+SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
+PERF=${BENCH_PERF:-0}
+KEEP=${BENCH_KEEP:-0}
+[[ $PERF == 1 ]] && KEEP=1
+
+log() { printf '%s\n' "$*" >&2; }
+die() { log "run-bench: $*"; exit 1; }
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
+
+# ------------------------------------------------------------------------------------------------
+# Tools: wrk and nginx from the Debian packages, the release build of the project.
+
+install_packages() {
+    local missing=()
+    want a && ! command -v wrk >/dev/null && missing+=(wrk)
+    want a && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]] && missing+=(nginx-light)
+    ((${#missing[@]} == 0)) && return 0
+    local sudo=()
+    if [[ $(id -u) != 0 ]]; then
+        command -v sudo >/dev/null || die "missing ${missing[*]}: install them (apt-get install ${missing[*]})"
+        sudo=(sudo)
+    fi
+    log "run-bench: installing ${missing[*]} with apt-get"
+    if ! DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}" >&2; then
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get update -q >&2
+        DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q "${missing[@]}" >&2
+    fi
+}
+
+install_packages
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+if [[ $SKIP_BUILD != 1 ]]; then
+    log "run-bench: building the release preset (cmake --preset release; cmake --build --preset release ...)"
+    (cd "$ROOT" && cmake --preset release >&2 &&
+        cmake --build --preset release --target coalescer mock-provider fanout_bench key_bench burst_bench >&2) ||
+        die "the build failed"
+fi
+COALESCER=$BUILD/proxy/coalescer
+for bin in "$COALESCER" "$BUILD/tests/bench/burst_bench" "$BUILD/tests/bench/fanout_bench" "$BUILD/tests/bench/key_bench"; do
+    [[ -x $bin ]] || die "$bin is missing (build the release preset)"
+done
+
+# ------------------------------------------------------------------------------------------------
+# Scratch space and clean-up: everything started here is stopped on exit.
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/coalescer-bench.XXXXXX")
+chmod 755 "$TMP"  # nginx workers run as nobody when started by root
+PIDS=()
+# shellcheck disable=SC2317  # invoked by the trap
+cleanup() {
+    local status=$?
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [[ $KEEP == 1 ]]; then
+        log "run-bench: kept $TMP"
+    else
+        rm -rf "$TMP"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A port nothing listens on (and not handed out before in this run).
+USED_PORTS=" "
+free_port() {
+    local p
+    for _ in $(seq 200); do
+        p=$((20000 + RANDOM % 40000))
+        [[ $USED_PORTS == *" $p "* ]] && continue
+        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+            USED_PORTS+="$p "
+            echo "$p"
+            return 0
+        fi
+    done
+    die "no free port found"
+}
+
+wait_http() {  # URL [seconds]: until it answers 200
+    local url=$1 deadline=$((SECONDS + ${2:-10}))
+    until curl -s -o /dev/null -m 1 -f "$url"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.1
+    done
+}
+
+median() {  # numbers on the command line -> their median
+    printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END {
+        if (NR == 0) { print "nan"; exit }
+        if (NR % 2) print v[(NR + 1) / 2]; else printf "%.6g\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
+HOST_LINE="$(uname -n), $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//'))"
+START_DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+START_LOAD=$(cut -d' ' -f1-3 /proc/loadavg)
+
+# ------------------------------------------------------------------------------------------------
+# a. Pass-through
+
+UPSTREAM_BODY='{"id":"chatcmpl-bench","object":"chat.completion","created":1700000000,"model":"sonar","choices":[{"index":0,"message":{"role":"assistant","content":"The capital of France is Paris."},"finish_reason":"stop"}],"usage":{"prompt_tokens":14,"completion_tokens":8,"total_tokens":22}}'
+
+nginx_common() {  # DIR WORKERS
+    cat <<EOF
+worker_processes $2;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 8192; }
+EOF
+}
+
+nginx_temp_paths() {  # DIR
+    cat <<EOF
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+EOF
+}
+
+# DIR: runs nginx on DIR/nginx.conf (daemon off, as a background job of this shell); sets NGINX_PID.
+start_nginx() {
+    "$NGINX" -t -q -e "$1/error.log" -p "$1" -c "$1/nginx.conf" -g 'daemon off;' 2>"$1/check.log" ||
+        die "nginx rejects $1/nginx.conf: $(cat "$1/check.log")"
+    "$NGINX" -e "$1/error.log" -p "$1" -c "$1/nginx.conf" -g 'daemon off;' >"$1/stdout.log" 2>&1 &
+    NGINX_PID=$!
+    PIDS+=("$NGINX_PID")
+}
+
+# CPU seconds (user + system) of a process and its children (nginx master + workers; coalescer's threads).
+cpu_seconds() {
+    local pids hz
+    pids="$1 $(pgrep -P "$1" | tr '\n' ' ' || true)"
+    hz=$(getconf CLK_TCK)
+    for p in $pids; do
+        # Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+        sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{ print $12 + $13 }'
+    done | awk -v hz="$hz" '{ s += $1 } END { printf "%.3f\n", s / hz }'
+}
+
+to_ms() {  # a wrk duration (520.00us, 1.23ms, 1.05s, 2.00m) -> milliseconds
+    awk -v t="$1" 'BEGIN {
+        if (t ~ /us$/) { sub(/us$/, "", t); printf "%.3f\n", t / 1000 }
+        else if (t ~ /ms$/) { sub(/ms$/, "", t); printf "%.3f\n", t }
+        else if (t ~ /m$/) { sub(/m$/, "", t); printf "%.3f\n", t * 60000 }
+        else if (t ~ /s$/) { sub(/s$/, "", t); printf "%.3f\n", t * 1000 }
+        else print "nan" }'
+}
+
+# run_wrk NAME URL REP PID: one measured wrk run (after a warm-up); appends to the NAME arrays.
+declare -A RPS P50 P99 CPU_US BAD LOADS
+run_wrk() {
+    local name=$1 url=$2 rep=$3 pid=${4:-} out="$TMP/wrk-$1-$3.txt" load cpu0 cpu1 perf_pid=""
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_WARMUP" -s "$LUA" "$url" >"$TMP/wrk-$name-$rep-warmup.txt" 2>&1 ||
+        die "wrk failed against $name ($url): $(tail -3 "$TMP/wrk-$name-$rep-warmup.txt")"
+    load=$(load1)
+    [[ -n $pid ]] && cpu0=$(cpu_seconds "$pid")
+    if [[ $PERF == 1 && $name == coalescer && $rep == 1 ]]; then
+        perf record -g -o "$TMP/perf.data" -p "$pid" >"$TMP/perf.log" 2>&1 &
+        perf_pid=$!
+        sleep 0.2
+    fi
+    wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency -s "$LUA" "$url" >"$out" 2>&1 ||
+        die "wrk failed against $name ($url): $(tail -3 "$out")"
+    if [[ -n $perf_pid ]]; then
+        kill -INT "$perf_pid" 2>/dev/null || true
+        wait "$perf_pid" 2>/dev/null || true
+    fi
+    [[ -n $pid ]] && cpu1=$(cpu_seconds "$pid")
+    local rps p50 p99 requests non2xx sockerr
+    rps=$(awk '/^Requests\/sec:/ { print $2 }' "$out")
+    p50=$(to_ms "$(awk '$1 == "50%" { print $2 }' "$out")")
+    p99=$(to_ms "$(awk '$1 == "99%" { print $2 }' "$out")")
+    requests=$(awk '/requests in/ { print $1 }' "$out")
+    non2xx=$(awk -F': ' '/Non-2xx/ { print $2 }' "$out")
+    sockerr=$(awk '/Socket errors/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) s += $i; print s + 0 }' "$out")
+    [[ -n $rps && -n $requests ]] || die "cannot read wrk's output for $name: $(cat "$out")"
+    RPS[$name]+="$rps "
+    P50[$name]+="$p50 "
+    P99[$name]+="$p99 "
+    BAD[$name]=$(( ${BAD[$name]:-0} + ${non2xx:-0} + ${sockerr:-0} ))
+    LOADS[$name]+="${LOADS[$name]:+/}$load"
+    if [[ -n $pid ]]; then
+        # CPU of the proxy alone (not wrk's, not the upstream's) per request served.
+        CPU_US[$name]+="$(awk -v a="$cpu0" -v b="$cpu1" -v n="$requests" 'BEGIN { printf "%.1f", (b - a) * 1e6 / n }') "
+    fi
+    log "  a. $name run $rep: $rps req/s, p50 $p50 ms, p99 $p99 ms (load $load)"
+}
+
+pass_through() {
+    local up_port nginx_port co_port admin_port up_dir=$TMP/upstream px_dir=$TMP/nginx-proxy
+    up_port=$(free_port) nginx_port=$(free_port) co_port=$(free_port) admin_port=$(free_port)
+    mkdir -p "$up_dir" "$px_dir"
+
+    { nginx_common "$up_dir" "$UPSTREAM_WORKERS"; cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$up_dir")
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    server {
+        listen 127.0.0.1:$up_port backlog=4096;
+        location / {
+            default_type application/json;
+            return 200 '$UPSTREAM_BODY';
+        }
+    }
+}
+EOF
+    } >"$up_dir/nginx.conf"
+
+    { nginx_common "$px_dir" "$WORKERS"; cat <<EOF
+http {
+    access_log off;
+$(nginx_temp_paths "$px_dir")
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+    upstream fast {
+        server 127.0.0.1:$up_port;
+        keepalive 256;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$nginx_port backlog=4096;
+        location / {
+            proxy_pass http://fast;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+    } >"$px_dir/nginx.conf"
+
+    local max_concurrent=$((WRK_CONNECTIONS > 64 ? WRK_CONNECTIONS : 64))
+    cat >"$TMP/coalescer.yaml" <<EOF
+# Generated by tests/bench/run-bench.sh: pass-through to the "return 200" nginx, no access log.
+workers: $WORKERS
+listen: {address: 127.0.0.1, port: $co_port}
+admin: {address: 127.0.0.1, port: $admin_port}
+upstreams:
+  - name: fast
+    url: http://127.0.0.1:$up_port
+    max_concurrent: $max_concurrent
+routes:
+  - {prefix: /, upstream: fast, coalesce: false}
+log: {level: warn}
+EOF
+    "$COALESCER" --check-config "$TMP/coalescer.yaml" >&2 || die "coalescer rejects $TMP/coalescer.yaml"
+
+    local nginx_pid co_pid
+    start_nginx "$up_dir"
+    start_nginx "$px_dir"
+    nginx_pid=$NGINX_PID
+    "$COALESCER" --config "$TMP/coalescer.yaml" >"$TMP/coalescer.stdout.log" 2>"$TMP/coalescer.stderr.log" &
+    co_pid=$!
+    PIDS+=("$co_pid")
+    wait_http "http://127.0.0.1:$up_port/" || die "the upstream nginx did not start: $(cat "$up_dir/error.log")"
+    wait_http "http://127.0.0.1:$nginx_port/" || die "the proxy nginx did not start: $(cat "$px_dir/error.log")"
+    wait_http "http://127.0.0.1:$admin_port/readyz" || die "coalescer did not start: $(cat "$TMP/coalescer.stderr.log")"
+    # The same request through each path must get the upstream's body (and coalescer must say "pass").
+    local got
+    for url in "http://127.0.0.1:$up_port" "http://127.0.0.1:$nginx_port" "http://127.0.0.1:$co_port"; do
+        got=$(curl -s -m 5 -X POST -H 'Content-Type: application/json' -d '{"model":"sonar"}' "$url/chat/completions")
+        [[ $got == "$UPSTREAM_BODY" ]] || die "unexpected answer from $url: $got"
+    done
+    curl -s -m 5 -D - -o /dev/null -X POST -d '{}' "http://127.0.0.1:$co_port/chat/completions" | grep -qi '^x-coalesce: pass' ||
+        die "coalescer did not answer x-coalesce: pass"
+
+    local rep
+    for rep in $(seq "$REPEAT"); do
+        run_wrk direct "http://127.0.0.1:$up_port/chat/completions" "$rep"
+        run_wrk nginx "http://127.0.0.1:$nginx_port/chat/completions" "$rep" "$nginx_pid"
+        run_wrk coalescer "http://127.0.0.1:$co_port/chat/completions" "$rep" "$co_pid"
+    done
+    if [[ -s $TMP/coalescer.stdout.log ]]; then
+        log "  (coalescer printed $(wc -l <"$TMP/coalescer.stdout.log") stdout lines: expected none at level warn)"
+    fi
+}
+
+# ------------------------------------------------------------------------------------------------
+# b, c, d: the C++ benchmark programs
+
+BURST_OUT=$TMP/burst.txt
+burst() {
+    log "  b. burst_bench --requests $BURST_REQUESTS --latency-ms $BURST_LATENCY_MS --runs $REPEAT --workers $WORKERS"
+    "$BUILD/tests/bench/burst_bench" --requests "$BURST_REQUESTS" --latency-ms "$BURST_LATENCY_MS" --runs "$REPEAT" \
+        --workers "$WORKERS" >"$BURST_OUT" 2>&1 || die "burst_bench failed: $(tail -5 "$BURST_OUT")"
+}
+
+declare -a FAN_P99=() FAN_COMPLETE=() FAN_N=() FAN_CALLS=() FAN_KIB=() FAN_LOADS=()
+fanout() {
+    local rep out row
+    for rep in $(seq "$REPEAT"); do
+        out=$TMP/fanout-$rep.txt
+        FAN_LOADS+=("$(load1)")
+        log "  c. fanout_bench --subscribers $FANOUT_SUBSCRIBERS --workers $WORKERS (run $rep, load ${FAN_LOADS[-1]})"
+        "$BUILD/tests/bench/fanout_bench" --subscribers "$FANOUT_SUBSCRIBERS" --workers "$WORKERS" >"$out" 2>&1 ||
+            die "fanout_bench failed: $(tail -5 "$out")"
+        # The table row of the largest N: N calls complete bytes p50 p99 max wall KiB/sub client sidecar.
+        row=$(awk '/^ *N +calls/ { t = 1; next } t && NF == 11 && $1 ~ /^[0-9]+\*?$/ { print }' "$out" | sort -k1,1g | tail -1)
+        [[ -n $row ]] || die "cannot read fanout_bench's table: $(tail -5 "$out")"
+        read -r n calls complete _ _ p99 _ _ _ _ sidecar <<<"$row"
+        FAN_N+=("$n") FAN_CALLS+=("$calls") FAN_COMPLETE+=("$complete") FAN_P99+=("$p99") FAN_KIB+=("$sidecar")
+    done
+}
+
+declare -a KEY_1K=() KEY_32K=() KEY_1M=() KEY_LOADS=()
+keycost() {
+    local rep out
+    for rep in $(seq "$REPEAT"); do
+        out=$TMP/key-$rep.txt
+        KEY_LOADS+=("$(load1)")
+        log "  d. key_bench $KEY_SECONDS (run $rep, load ${KEY_LOADS[-1]})"
+        "$BUILD/tests/bench/key_bench" "$KEY_SECONDS" >"$out" 2>&1 || die "key_bench failed: $(tail -5 "$out")"
+        KEY_1K+=("$(awk -F'|' '/^1 KiB/ { split($2, a, " "); print a[1] }' "$out")")
+        KEY_32K+=("$(awk -F'|' '/^32 KiB/ { split($2, a, " "); print a[1] }' "$out")")
+        KEY_1M+=("$(awk -F'|' '/^1 MiB/ { split($2, a, " "); print a[1] }' "$out")")
+    done
+}
+
+log "run-bench: temporary directory $TMP; sections: $SECTIONS; $REPEAT run(s) each"
+want a && pass_through
+want b && burst
+want c && fanout
+want d && keycost
+
+# ------------------------------------------------------------------------------------------------
+# The table
+
+verdict() { if [[ $1 == 1 ]]; then echo "met"; else echo "NOT MET"; fi; }
+fmt() { awk -v x="$1" -v f="$2" 'BEGIN { if (x == "nan" || x == "") print "-"; else printf f, x }'; }
+
+echo
+echo "coalescer benchmark suite: $START_DATE; $HOST_LINE"
+echo "load average (1/5/15 min) at start: $START_LOAD; at end: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "every figure is the median of $REPEAT runs; [load] = 1-minute load average before each run"
+echo
+
+TARGET_LINES=()
+if want a; then
+    echo "a. pass-through: wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION --latency (after a $WRK_WARMUP warm-up), POST"
+    echo "   /chat/completions with a ${#UPSTREAM_BODY}-byte JSON answer from nginx 'return 200'; non-coalescing route;"
+    echo "   coalescer workers: $WORKERS, nginx proxy worker_processes: $WORKERS, upstream nginx: $UPSTREAM_WORKERS;"
+    echo "   no access log on either proxy (nginx access_log off; coalescer log level warn)"
+    printf '   %-12s %10s %9s %9s %11s %7s  %s\n' path "req/s" "p50 ms" "p99 ms" "CPU us/req" errors "[load per run]"
+    for name in direct nginx coalescer; do
+        # shellcheck disable=SC2086
+        printf '   %-12s %10s %9s %9s %11s %7s  [%s]\n' "$name" \
+            "$(fmt "$(median ${RPS[$name]})" '%.0f')" "$(fmt "$(median ${P50[$name]})" '%.3f')" \
+            "$(fmt "$(median ${P99[$name]})" '%.3f')" "$(fmt "$(median ${CPU_US[$name]:-nan})" '%.1f')" \
+            "${BAD[$name]}" "${LOADS[$name]}"
+    done
+    read -r -a co_rps <<<"${RPS[coalescer]}"
+    read -r -a ng_rps <<<"${RPS[nginx]}"
+    read -r -a co_p99 <<<"${P99[coalescer]}"
+    read -r -a ng_p99 <<<"${P99[nginx]}"
+    ratios=() p99_ratios=()
+    for i in "${!co_rps[@]}"; do
+        ratios+=("$(awk -v a="${co_rps[$i]}" -v b="${ng_rps[$i]}" 'BEGIN { printf "%.3f", a / b }')")
+        p99_ratios+=("$(awk -v a="${co_p99[$i]}" -v b="${ng_p99[$i]}" 'BEGIN { printf "%.3f", a / b }')")
+    done
+    ratio=$(median "${ratios[@]}")
+    p99_ratio=$(median "${p99_ratios[@]}")
+    echo "   coalescer/nginx, per run then median: throughput $(fmt "$ratio" '%.2f') x (runs: ${ratios[*]}),"
+    echo "   p99 $(fmt "$p99_ratio" '%.2f') x (runs: ${p99_ratios[*]})"
+    echo
+    ok=$(awk -v r="$ratio" -v p="$p99_ratio" 'BEGIN { print (r >= 1.0 && p <= 1.0) ? 1 : 0 }')
+    TARGET_LINES+=("(a) pass-through throughput >= 1.0 x nginx with equal workers and p99 no worse: $(verdict "$ok") ($(fmt "$ratio" '%.2f') x nginx's req/s, p99 $(fmt "$p99_ratio" '%.2f') x nginx's)")
+fi
+
+if want b; then
+    summary=$(grep '^summary:' "$BURST_OUT")
+    get() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$summary"; }
+    echo "b. coalesced burst: burst_bench, $BURST_REQUESTS identical concurrent requests on a coalescing route,"
+    echo "   mock provider answering after $BURST_LATENCY_MS ms, $WORKERS sidecar workers, all in one process"
+    printf '   %9s %15s %10s %9s %9s %9s  %s\n' requests "upstream calls" "total ms" "p50 ms" "p99 ms" "max ms" "[load per run]"
+    printf '   %9s %15s %10s %9s %9s %9s  [%s]\n' "$(get requests)" "$(get calls_min)..$(get calls_max)" "$(get total_ms)" \
+        "$(get p50_ms)" "$(get p99_ms)" "$(get max_ms)" \
+        "$(awk '$1 ~ /^[0-9]+$/ && NF >= 12 { printf "%s%s", sep, $(NF - 2); sep = "/" }' "$BURST_OUT")"
+    echo "   per run:"
+    sed -n '/^ *run /,/^median/p' "$BURST_OUT" | grep -v '^median' | sed 's/^/     /'
+    echo
+    TARGET_LINES+=("(b) burst: exactly 1 upstream call and p99 <= $BURST_LATENCY_MS + 20 ms: $(verdict "$(get met)") (calls $(get calls_min)..$(get calls_max), p99 $(get p99_ms) ms, all answered 200: $([[ $(get all_ok) == 1 ]] && echo yes || echo NO))")
+fi
+
+if want c; then
+    n=$(median "${FAN_N[@]//\*/}")
+    calls=$(printf '%s\n' "${FAN_CALLS[@]}" | sort -u | tr '\n' ' ')
+    echo "c. fan-out: fanout_bench --subscribers $FANOUT_SUBSCRIBERS --workers $WORKERS (20 SSE events, 50 ms apart); largest N per run:"
+    printf '   %8s %7s %16s %11s %16s  %s\n' N calls "complete (runs)" "p99 ms" "sidecar KiB/sub" "[load per run]"
+    printf '   %8s %7s %16s %11s %16s  [%s]\n' "${FAN_N[0]}" "$calls" "$(IFS=/; echo "${FAN_COMPLETE[*]}")" \
+        "$(fmt "$(median "${FAN_P99[@]}")" '%.2f')" "$(fmt "$(median "${FAN_KIB[@]}")" '%.2f')" "$(IFS=/; echo "${FAN_LOADS[*]}")"
+    echo "   last run's table (fanout_bench's own output):"
+    sed -n '/^ *N  *calls/,/^RSS <=/p' "$TMP/fanout-$REPEAT.txt" | sed 's/^/     /'
+    echo
+    all_complete=1
+    for i in "${!FAN_N[@]}"; do
+        [[ ${FAN_COMPLETE[$i]} == "${FAN_N[$i]//\*/}" && ${FAN_CALLS[$i]} == 1 ]] || all_complete=0
+    done
+    [[ ${FAN_N[0]} == *\** || ${n%.*} -lt 10000 ]] && capped=1 || capped=0
+    p99_ok=$(awk -v p="$(median "${FAN_P99[@]}")" 'BEGIN { print p <= 50 ? 1 : 0 }')
+    kib_ok=$(awk -v k="$(median "${FAN_KIB[@]}")" 'BEGIN { print k <= 20 ? 1 : 0 }')
+    ok=$(( all_complete && p99_ok && kib_ok && !capped ))
+    TARGET_LINES+=("(c) fan-out: 10000 subscribers all complete, p99 chunk delay <= 50 ms, <= 20 KiB RSS per subscriber: $(verdict "$ok") (N=${FAN_N[0]}$([[ $capped == 1 ]] && echo ', capped by RLIMIT_NOFILE: 10000 not measured'); all complete: $([[ $all_complete == 1 ]] && echo yes || echo NO); p99 $(fmt "$(median "${FAN_P99[@]}")" '%.2f') ms: $(verdict "$p99_ok"); $(fmt "$(median "${FAN_KIB[@]}")" '%.2f') KiB/sub: $(verdict "$kib_ok"))")
+fi
+
+if want d; then
+    echo "d. key cost: key_bench $KEY_SECONDS (canonical JSON + SHA-256 of realistic chat bodies, one core), key MB/s:"
+    printf '   %10s %10s %10s  %s\n' "1 KiB" "32 KiB" "1 MiB" "[load per run]"
+    printf '   %10s %10s %10s  [%s]\n' "$(fmt "$(median "${KEY_1K[@]}")" '%.1f')" "$(fmt "$(median "${KEY_32K[@]}")" '%.1f')" \
+        "$(fmt "$(median "${KEY_1M[@]}")" '%.1f')" "$(IFS=/; echo "${KEY_LOADS[*]}")"
+    echo
+    ok=$(awk -v m="$(median "${KEY_32K[@]}")" 'BEGIN { print m >= 300 ? 1 : 0 }')
+    TARGET_LINES+=("(d) key cost >= 300 MB/s on 32 KiB bodies: $(verdict "$ok") ($(fmt "$(median "${KEY_32K[@]}")" '%.1f') MB/s)")
+fi
+
+echo "targets:"
+for line in "${TARGET_LINES[@]}"; do
+    echo "  $line"
+done
+if [[ $PERF == 1 ]]; then
+    echo
+    echo "perf profile of coalescer's first measured pass-through run: perf report -i $TMP/perf.data --stdio --no-children"
+fi
+exit 0
