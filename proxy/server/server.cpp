@@ -108,12 +108,15 @@ void server::drain() {
     if (context_->draining.exchange(true)) {
         return;
     }
-    const auto& shutdown = context_->config->shutdown;
-    auto timer = std::make_shared<asio::steady_timer>(workers_.front()->io);
-    timer->expires_after(shutdown.drain_delay);
-    timer->async_wait([this, timer, timeout = shutdown.drain_timeout](error_code) {
-        begin_refusing();
-        check_drained(timer, std::chrono::steady_clock::now() + timeout);
+    // Called from the signal thread: the timers belong to worker 0, so set them up there.
+    asio::post(workers_.front()->io, [this] {
+        const auto& shutdown = context_->config->shutdown;
+        auto timer = std::make_shared<asio::steady_timer>(workers_.front()->io);
+        timer->expires_after(shutdown.drain_delay);
+        timer->async_wait([this, timer, timeout = shutdown.drain_timeout](error_code) {
+            begin_refusing();
+            check_drained(timer, std::chrono::steady_clock::now() + timeout);
+        });
     });
 }
 
