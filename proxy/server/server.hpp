@@ -8,6 +8,7 @@
 
 #include <boost/asio/steady_timer.hpp>
 
+#include <atomic>
 #include <condition_variable>
 #include <memory>
 #include <mutex>
@@ -52,7 +53,7 @@ private:
     std::condition_variable stopped_cv_;
     bool stopping_ = false;
     bool finished_ = false;
-    bool ready_ = false;
+    std::atomic<bool> ready_{false};  // read by the admin handler on a worker thread
 };
 
 }  // namespace coalescer::server
