@@ -1,5 +1,7 @@
 #include "ops/admin_server.hpp"
 
+#include "http/acceptor.hpp"
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -26,32 +28,14 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 admin_server::admin_server(asio::io_context& io, const std::string& address, std::uint16_t port,
                            admin_handlers handlers)
     : acceptor_(io), handlers_(std::move(handlers)) {
-    error_code ec;
-    const auto ip = asio::ip::make_address(address == "localhost" ? "127.0.0.1" : address, ec);
-    if (ec) {
-        throw std::runtime_error("admin.address " + address + ": not an IP address");
-    }
-    const tcp::endpoint endpoint(ip, port);
-    acceptor_.open(endpoint.protocol());
-    acceptor_.set_option(tcp::acceptor::reuse_address(true));
-    acceptor_.bind(endpoint, ec);
-    if (ec) {
-        throw std::runtime_error("cannot listen on admin " + address + ":" + std::to_string(port) + ": " +
-                                 ec.message());
-    }
-    acceptor_.listen();
+    http_rules::bind_and_listen(acceptor_, address, port, "admin");
 }
 
 std::uint16_t admin_server::port() const { return acceptor_.local_endpoint().port(); }
 
 void admin_server::start() { asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached); }
 
-void admin_server::stop() {
-    asio::post(acceptor_.get_executor(), [this] {
-        error_code ignored;
-        acceptor_.close(ignored);
-    });
-}
+void admin_server::stop() { http_rules::close_on_executor(acceptor_); }
 
 asio::awaitable<void> admin_server::accept_loop() {
     asio::steady_timer pause(acceptor_.get_executor());

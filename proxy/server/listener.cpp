@@ -1,5 +1,6 @@
 #include "server/listener.hpp"
 
+#include "http/acceptor.hpp"
 #include "ops/errors.hpp"
 #include "server/session.hpp"
 
@@ -63,20 +64,7 @@ asio::awaitable<void> refuse_busy(tcp::socket socket) {
 listener::listener(asio::io_context& io, const ops::listen_config& cfg, std::vector<std::unique_ptr<worker>>& workers,
                    proxy_context& context)
     : acceptor_(io), workers_(workers), context_(context) {
-    error_code ec;
-    const auto address = asio::ip::make_address(cfg.address == "localhost" ? "127.0.0.1" : cfg.address, ec);
-    if (ec) {
-        throw std::runtime_error("listen.address " + cfg.address + ": not an IP address");
-    }
-    const tcp::endpoint endpoint(address, cfg.port);
-    acceptor_.open(endpoint.protocol());
-    acceptor_.set_option(tcp::acceptor::reuse_address(true));
-    acceptor_.bind(endpoint, ec);
-    if (ec) {
-        throw std::runtime_error("cannot listen on " + cfg.address + ":" + std::to_string(cfg.port) + ": " +
-                                 ec.message());
-    }
-    acceptor_.listen(asio::socket_base::max_listen_connections);
+    http_rules::bind_and_listen(acceptor_, cfg.address, cfg.port, "");
     if (cfg.tls) {
         tls_ = make_server_tls_context(*cfg.tls);
     }
@@ -86,12 +74,7 @@ std::uint16_t listener::port() const { return acceptor_.local_endpoint().port();
 
 void listener::start() { asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached); }
 
-void listener::stop() {
-    asio::post(acceptor_.get_executor(), [this] {
-        error_code ignored;
-        acceptor_.close(ignored);
-    });
-}
+void listener::stop() { http_rules::close_on_executor(acceptor_); }
 
 asio::awaitable<void> listener::accept_loop() {
     asio::steady_timer pause(acceptor_.get_executor());
