@@ -34,10 +34,9 @@ std::string_view level_name(log_level l) {
     return "info";
 }
 
-void emit(std::FILE* out, const std::string& line) {
-    std::fwrite(line.data(), 1, line.size(), out);  // one call per line: lines never interleave
-    std::fflush(out);
-}
+// One fwrite per line: stdio locks the stream per call, so lines from different workers never
+// interleave. stdout is block-buffered (see main) and flushed by a timer, not per request.
+void emit(std::FILE* out, const std::string& line) { std::fwrite(line.data(), 1, line.size(), out); }
 
 }  // namespace
 
@@ -78,6 +77,9 @@ void access_log::message(log_level level, std::string_view text) const {
         line = timestamp() + " " + std::string(level_name(level)) + " " + std::string(text) + "\n";
     }
     emit(stderr, line);
+    std::fflush(stderr);
 }
+
+void access_log::flush() const { std::fflush(stdout); }
 
 }  // namespace coalescer::ops

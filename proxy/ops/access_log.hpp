@@ -32,6 +32,7 @@ public:
     void request(const access_record& r) const;
     void message(log_level level, std::string_view text) const;
     bool enabled(log_level level) const noexcept { return level >= config_.level; }
+    void flush() const;  // the access log is block-buffered: the server calls this periodically
 
 private:
     log_config config_;

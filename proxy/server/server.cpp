@@ -96,10 +96,11 @@ void server::start() {
 }
 
 void server::schedule_sweep() {
-    sweep_timer_->expires_after(std::chrono::seconds(1));
+    sweep_timer_->expires_after(std::chrono::milliseconds(500));
     sweep_timer_->async_wait([this](error_code ec) {
         if (ec) return;
         context_->flights.sweep();
+        context_->log.flush();
         schedule_sweep();
     });
 }
@@ -143,6 +144,7 @@ void server::check_drained(std::shared_ptr<asio::steady_timer> timer, std::chron
 }
 
 void server::stop() {
+    context_->log.flush();
     std::unique_lock lock(mutex_);
     if (stopping_) {
         stopped_cv_.wait(lock, [this] { return finished_; });
