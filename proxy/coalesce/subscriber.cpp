@@ -25,7 +25,10 @@ using boost::system::error_code;
 namespace {
 
 constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
+// One write carries at most this much, so write_timeout measures a client's progress rather
+// than how long it takes to swallow a whole replayed body.
 constexpr std::size_t max_chunks_per_write = 128;
+constexpr std::size_t max_bytes_per_write = 256 * 1024;
 
 // Notices a client that hangs up while it waits for bytes, without consuming anything it sent
 // (a pipelined next request stays in the socket for the session to read).
@@ -147,7 +150,12 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
                 buffers.push_back(asio::buffer(head_text));
             }
         }
-        const std::size_t take = std::min(r.chunks.size(), max_chunks_per_write);
+        std::size_t take = 0;
+        for (std::size_t bytes = 0; take < r.chunks.size() && take < max_chunks_per_write &&
+                                    (take == 0 || bytes + r.chunks[take].size() <= max_bytes_per_write);
+             ++take) {
+            bytes += r.chunks[take].size();
+        }
         if (has_body && (head_sent || r.head != nullptr)) {
             chunk_sizes.resize(take);
             for (std::size_t i = 0; i < take; ++i) {

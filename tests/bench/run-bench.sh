@@ -26,8 +26,11 @@
 #   BENCH_SECTIONS="a b c d"       which parts to run
 #   BENCH_SKIP_BUILD=1             use the binaries already in build/release
 #   BENCH_KEEP=1                   keep the temporary directory (configs, logs, raw outputs)
-#   BENCH_PERF=1                   record `perf record -g` of coalescer during its first wrk run
-#                                  (perf.data in the temporary directory, implies BENCH_KEEP=1)
+#   BENCH_PERF=1                   after the measurements, one more (unmeasured) wrk run against
+#                                  coalescer under `perf record $BENCH_PERF_ARGS` (default -g; the
+#                                  release build has no frame pointers, so user-space stacks are
+#                                  short: BENCH_PERF_ARGS="--call-graph dwarf,16384 -F 999" for
+#                                  full ones); perf.data in the kept temporary directory
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -48,6 +51,7 @@ KEY_SECONDS=${BENCH_KEY_SECONDS:-1}
 SECTIONS=${BENCH_SECTIONS:-a b c d}
 SKIP_BUILD=${BENCH_SKIP_BUILD:-0}
 PERF=${BENCH_PERF:-0}
+PERF_ARGS=${BENCH_PERF_ARGS:--g}
 KEEP=${BENCH_KEEP:-0}
 [[ $PERF == 1 ]] && KEEP=1
 
@@ -77,6 +81,9 @@ install_packages() {
 }
 
 install_packages
+if [[ $PERF == 1 ]] && ! command -v perf >/dev/null; then
+    die "BENCH_PERF=1 needs perf (Debian: apt-get install linux-perf)"
+fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 if [[ $SKIP_BUILD != 1 ]]; then
@@ -211,10 +218,11 @@ run_wrk() {
         die "wrk failed against $name ($url): $(tail -3 "$TMP/wrk-$name-$rep-warmup.txt")"
     load=$(load1)
     [[ -n $pid ]] && cpu0=$(cpu_seconds "$pid")
-    if [[ $PERF == 1 && $name == coalescer && $rep == 1 ]]; then
-        perf record -g -o "$TMP/perf.data" -p "$pid" >"$TMP/perf.log" 2>&1 &
+    if [[ $rep == perf ]]; then
+        # shellcheck disable=SC2086  # PERF_ARGS is a list of options
+        perf record $PERF_ARGS -o "$TMP/perf.data" -p "$pid" >"$TMP/perf.log" 2>&1 &
         perf_pid=$!
-        sleep 0.2
+        sleep 0.5
     fi
     wrk -t"$WRK_THREADS" -c"$WRK_CONNECTIONS" -d"$WRK_DURATION" --latency -s "$LUA" "$url" >"$out" 2>&1 ||
         die "wrk failed against $name ($url): $(tail -3 "$out")"
@@ -231,6 +239,10 @@ run_wrk() {
     non2xx=$(awk -F': ' '/Non-2xx/ { print $2 }' "$out")
     sockerr=$(awk '/Socket errors/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) s += $i; print s + 0 }' "$out")
     [[ -n $rps && -n $requests ]] || die "cannot read wrk's output for $name: $(cat "$out")"
+    if [[ $rep == perf ]]; then
+        log "  a. $name under perf record $PERF_ARGS (not in the table): $rps req/s"
+        return 0
+    fi
     RPS[$name]+="$rps "
     P50[$name]+="$p50 "
     P99[$name]+="$p99 "
@@ -329,6 +341,9 @@ EOF
         run_wrk nginx "http://127.0.0.1:$nginx_port/chat/completions" "$rep" "$nginx_pid"
         run_wrk coalescer "http://127.0.0.1:$co_port/chat/completions" "$rep" "$co_pid"
     done
+    if [[ $PERF == 1 ]]; then
+        run_wrk coalescer "http://127.0.0.1:$co_port/chat/completions" perf "$co_pid"
+    fi
     if [[ -s $TMP/coalescer.stdout.log ]]; then
         log "  (coalescer printed $(wc -l <"$TMP/coalescer.stdout.log") stdout lines: expected none at level warn)"
     fi
@@ -483,6 +498,7 @@ for line in "${TARGET_LINES[@]}"; do
 done
 if [[ $PERF == 1 ]]; then
     echo
-    echo "perf profile of coalescer's first measured pass-through run: perf report -i $TMP/perf.data --stdio --no-children"
+    echo "perf profile of coalescer under the same wrk load (an extra run, not in the table):"
+    echo "  perf report -i $TMP/perf.data --stdio --no-children | head -80"
 fi
 exit 0

@@ -188,6 +188,7 @@ TEST_CASE("SIGTERM drains: readyz turns 503, a live stream completes intact, new
                                 "shutdown: {drain_delay: 300ms, drain_timeout: 10s}\nlog: {level: info}\n"));
     child run({COALESCER_BINARY, "--config", path}, "drain");
     const auto [port, admin] = run.ports();
+    INFO("sidecar stderr: " << run.err());  // evaluated only when a check fails
     CHECK(request(admin, "GET", "/readyz", "").status == 200);
 
     client stream(port);

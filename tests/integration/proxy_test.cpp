@@ -94,7 +94,7 @@ TEST_CASE("an SSE stream reaches the client event by event, before the provider 
     CHECK(env.mock->stats().completed == 1);
 }
 
-TEST_CASE("routes: strip_prefix and the upstream base path shape the upstream target; no route is 404") {
+TEST_CASE("routes: strip_prefix and the upstream base path shape the upstream target, and no route is 404") {
     mock::mock_server mock({});
     mock.start();
     const std::string routes =
@@ -187,7 +187,7 @@ TEST_CASE("upstream failures after the head cut the client's response instead of
     }
 }
 
-TEST_CASE("HTTPS upstream: a valid certificate works; a wrong host name or an untrusted CA gives 502") {
+TEST_CASE("HTTPS upstream: a valid certificate works, and a wrong host name or an untrusted CA gives 502") {
     const auto certs = certs_dir();
     auto run = [&](const std::string& leaf) {
         mock::mock_options options;

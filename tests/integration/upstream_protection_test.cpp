@@ -59,7 +59,7 @@ TEST_CASE("a Retry-After longer than max_delay is not waited out: the clients ge
     CHECK(env.mock->stats().calls == 1);
 }
 
-TEST_CASE("retry-after-ms is honoured before Retry-After; 503 is retried too") {
+TEST_CASE("retry-after-ms is honoured before Retry-After, and 503 is retried too") {
     mock_and_proxy env;
     const auto body = chat_body("ms hint", false, R"({"status":503,"retry_after_ms":150,"retry_after":"60","fail_times":1})");
     const auto r = request(env.proxy->port(), "POST", "/chat/completions", body);

@@ -431,7 +431,7 @@ TEST_CASE("server options: no [DONE], object, chunks") {
     CHECK(s.events[1].at("object").as_string() == "chat.completion");
 }
 
-TEST_CASE("same body twice: same content, different ids; different bodies differ") {
+TEST_CASE("same body twice: same content, different ids, and different bodies differ") {
     auto mock = start_mock();
     const std::string body = chat_body("same question");
     const auto a = one_call(mock->port(), body).json_body().as_object();

@@ -478,7 +478,7 @@ TEST_CASE("config error: out-of-range ports, workers and counts") {
                        "t.yaml:1: upstreams[0].rate_limit.requests_per_second: required");
 }
 
-TEST_CASE("config error: zero timeouts and sizes; zero where it means none") {
+TEST_CASE("config error: zero timeouts and sizes, and zero where it means none") {
     CHECK(error_of(R"(upstreams:
   - name: a
     url: http://h
