@@ -40,7 +40,7 @@ struct proxy_context {
 // An io_context whose handlers can be destroyed before the context itself, so that objects
 // that cross workers (a flight holds subscribers' timers) never outlive their loop.
 struct event_loop : boost::asio::io_context {
-    event_loop() : boost::asio::io_context(1) {}  // one thread: no locking inside a worker
+    event_loop() : boost::asio::io_context(1) {}  // one thread: what a worker owns needs no locks of ours
     using boost::asio::io_context::shutdown;
 };
 

@@ -99,15 +99,23 @@ options parse_args(int argc, char** argv) {
             o.stream = true;
             continue;
         }
+        int* target = flag == "--requests"         ? &o.requests
+                      : flag == "--latency-ms"     ? &o.latency_ms
+                      : flag == "--runs"           ? &o.runs
+                      : flag == "--client-threads" ? &o.client_threads
+                      : flag == "--workers"        ? &o.workers
+                      : flag == "--timeout-s"      ? &o.timeout_s
+                                                   : nullptr;
+        if (target == nullptr) throw std::runtime_error("unknown flag " + flag);
         if (i + 1 >= argc) throw std::runtime_error("missing value after " + flag);
-        const int value = std::stoi(argv[++i]);
-        if (flag == "--requests") o.requests = value;
-        else if (flag == "--latency-ms") o.latency_ms = value;
-        else if (flag == "--runs") o.runs = value;
-        else if (flag == "--client-threads") o.client_threads = value;
-        else if (flag == "--workers") o.workers = value;
-        else if (flag == "--timeout-s") o.timeout_s = value;
-        else throw std::runtime_error("unknown flag " + flag);
+        const std::string text = argv[++i];
+        std::size_t used = 0;
+        try {
+            *target = std::stoi(text, &used);
+        } catch (const std::exception&) {
+            used = 0;
+        }
+        if (used == 0 || used != text.size()) throw std::runtime_error("not a number after " + flag + ": " + text);
     }
     if (o.requests < 1 || o.latency_ms < 0 || o.runs < 1 || o.client_threads < 1 || o.workers < 1 ||
         o.timeout_s < 1) {
@@ -442,8 +450,7 @@ run_result run_once(const options& o) {
         threads.emplace_back([&, &l = *loop] {
             pthread_setname_np(pthread_self(), "bench-client");
             ++ready;
-            while (!go.load(std::memory_order_acquire)) {
-            }
+            while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
             l.run(request, deadline);
         });
     }

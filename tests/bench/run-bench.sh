@@ -463,7 +463,7 @@ if want c; then
     printf '   %8s %7s %16s %11s %16s  [%s]\n' "${FAN_N[0]}" "$calls" "$(IFS=/; echo "${FAN_COMPLETE[*]}")" \
         "$(fmt "$(median "${FAN_P99[@]}")" '%.2f')" "$(fmt "$(median "${FAN_KIB[@]}")" '%.2f')" "$(IFS=/; echo "${FAN_LOADS[*]}")"
     echo "   last run's table (fanout_bench's own output):"
-    sed -n '/^ *N  *calls/,/^RSS <=/p' "$TMP/fanout-$REPEAT.txt" | sed 's/^/     /'
+    sed -n '/^ *N  *calls/,/^RSS <=/p' "$TMP/fanout-$REPEAT.txt" | sed -e '/^ *$/d' -e 's/^/     /'
     echo
     all_complete=1
     for i in "${!FAN_N[@]}"; do
