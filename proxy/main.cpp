@@ -19,8 +19,7 @@
 
 namespace {
 
-constexpr const char* usage =
-    "usage: coalescer --config FILE | --check-config FILE | --version\n";
+constexpr const char* usage = "usage: coalescer --config FILE | --check-config FILE | --version\n";
 
 int check_config(const std::string& path) {
     try {
@@ -52,23 +51,26 @@ int run(const std::string& path) {
         boost::asio::io_context signals_io(1);
         boost::asio::signal_set signals(signals_io, SIGINT, SIGTERM);
         int received = 0;
-        std::function<void(boost::system::error_code, int)> on_signal = [&](boost::system::error_code ec, int signo) {
-            if (ec) return;
-            if (++received > 1) {
-                std::fprintf(stderr, "coalescer: second signal, exiting now\n");
-                std::_Exit(128 + signo);
-            }
-            proxy.context().log.message(coalescer::ops::log_level::info, "draining");
-            proxy.drain();
-            signals.async_wait(on_signal);
-        };
+        std::function<void(boost::system::error_code, int)> on_signal =
+            [&](boost::system::error_code ec, int signo) {
+                if (ec)
+                    return;
+                if (++received > 1) {
+                    std::fprintf(stderr, "coalescer: second signal, exiting now\n");
+                    std::_Exit(128 + signo);
+                }
+                proxy.context().log.message(coalescer::ops::log_level::info, "draining");
+                proxy.drain();
+                signals.async_wait(on_signal);
+            };
         signals.async_wait(on_signal);
         proxy.start();
-        proxy.context().log.message(
-            coalescer::ops::log_level::info,
-            "coalescer " COALESCER_VERSION " listening on " + std::string(cfg->listen.tls ? "https://" : "http://") +
-                cfg->listen.address + ":" + std::to_string(proxy.port()) + ", admin on http://" + cfg->admin.address +
-                ":" + std::to_string(proxy.admin_port()));
+        proxy.context().log.message(coalescer::ops::log_level::info,
+                                    "coalescer " COALESCER_VERSION " listening on " +
+                                        std::string(cfg->listen.tls ? "https://" : "http://") +
+                                        cfg->listen.address + ":" + std::to_string(proxy.port()) +
+                                        ", admin on http://" + cfg->admin.address + ":" +
+                                        std::to_string(proxy.admin_port()));
         std::thread waiter([&] {
             proxy.wait();
             signals_io.stop();

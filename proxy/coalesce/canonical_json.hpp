@@ -45,7 +45,7 @@ class canonical_parser;
 // A compiled list of RFC 6901 pointers naming members (or array elements) to remove before
 // canonicalising, e.g. "/user", "/metadata/trace_id", "/messages/0", "/a~1b" (member "a/b").
 class ignore_list {
-public:
+  public:
     ignore_list();
     // Throws std::invalid_argument for a malformed pointer (see is_valid_pointer).
     explicit ignore_list(const std::vector<std::string>& pointers);
@@ -59,7 +59,7 @@ public:
     // JSON body share one key.
     static bool is_valid_pointer(std::string_view pointer) noexcept;
 
-private:
+  private:
     friend class detail::canonical_parser;
 
     struct node {
@@ -76,7 +76,7 @@ private:
 // Reusable canonicaliser: keeps its scratch buffers between calls, so steady-state use does not
 // allocate. Not thread-safe; use one per thread (canonicalize_json does).
 class json_canonicalizer {
-public:
+  public:
     json_canonicalizer();
     ~json_canonicalizer();
     json_canonicalizer(const json_canonicalizer&) = delete;
@@ -87,7 +87,7 @@ public:
     bool run(std::string_view text, const ignore_list& ignore);
     std::string_view result() const noexcept;
 
-private:
+  private:
     struct impl;
     std::unique_ptr<impl> impl_;
 };

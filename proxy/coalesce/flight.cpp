@@ -20,11 +20,16 @@ bool finished(flight_state s) noexcept {
 
 std::string_view to_string(role r) noexcept {
     switch (r) {
-        case role::leader: return "leader";
-        case role::follower: return "follower";
-        case role::hit: return "hit";
-        case role::bypass: return "bypass";
-        case role::pass: return "pass";
+        case role::leader:
+            return "leader";
+        case role::follower:
+            return "follower";
+        case role::hit:
+            return "hit";
+        case role::bypass:
+            return "bypass";
+        case role::pass:
+            return "pass";
     }
     return "unknown";
 }

@@ -14,14 +14,14 @@
 
 #include <atomic>
 #include <chrono>
-#include <deque>
-#include <string_view>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -38,9 +38,10 @@ struct response_head {
     unsigned status = 0;
     std::string reason;
     std::vector<std::pair<std::string, std::string>> headers;
-    std::optional<std::uint64_t> content_length;  // nullopt: upstream streamed (chunked or until close)
-    bool no_store = false;                        // upstream said Cache-Control: no-store/private
-    bool has_body = true;                         // false for HEAD, 1xx, 204, 304
+    std::optional<std::uint64_t>
+        content_length;     // nullopt: upstream streamed (chunked or until close)
+    bool no_store = false;  // upstream said Cache-Control: no-store/private
+    bool has_body = true;   // false for HEAD, 1xx, 204, 304
 };
 
 enum class flight_state { pending, streaming, complete, failed };
@@ -60,7 +61,7 @@ struct waiter {
 // What a subscriber gets from one read of the log.
 struct log_read {
     flight_state state = flight_state::pending;
-    std::shared_ptr<const response_head> head;     // set once the head arrived
+    std::shared_ptr<const response_head> head;  // set once the head arrived
     // From the cursor on. The bytes stay valid while the reader holds the flight and has not
     // read past them: chunks are freed only below every subscriber's cursor.
     std::vector<std::string_view> chunks;
@@ -72,7 +73,7 @@ struct log_read {
 class registry;
 
 class flight : public std::enable_shared_from_this<flight> {
-public:
+  public:
     struct limits {
         std::size_t max_response_bytes;
         std::size_t max_subscribers;
@@ -114,8 +115,8 @@ public:
 
     // --- Accounting ---
     bool shared() const noexcept { return limits_.shared; }
-    std::size_t joined_while_live() const;   // leader + followers
-    std::atomic<int> attempts{0};            // upstream attempts made for this flight
+    std::size_t joined_while_live() const;  // leader + followers
+    std::atomic<int> attempts{0};           // upstream attempts made for this flight
     // Token usage of the upstream response, set by the producer before complete().
     void set_usage(ops::token_counter* counter, std::uint64_t tokens);
     // The whole body, or nullopt when part of it was already freed (past max_response_bytes).
@@ -128,7 +129,7 @@ public:
     clock::time_point completed_at() const;
     std::atomic<clock::rep> last_used{0};
 
-private:
+  private:
     void wake_all(std::unique_lock<std::mutex>& lock);
     void release_read_chunks();
 
@@ -149,7 +150,7 @@ private:
     std::size_t subscribers_ = 0;
     std::vector<std::size_t> cursors_;  // by slot; npos = slot free
     std::vector<std::size_t> free_slots_;
-    std::size_t released_upto_ = 0;     // chunks below this index were freed
+    std::size_t released_upto_ = 0;  // chunks below this index were freed
     std::vector<std::shared_ptr<waiter>> parked_;
     std::function<void()> canceller_;
     clock::time_point completed_at_{};

@@ -34,22 +34,26 @@ const EVP_MD* sha256_md() {
 }
 
 class digest_ctx {
-public:
+  public:
     digest_ctx() : ctx_(EVP_MD_CTX_new()) {
-        if (ctx_ == nullptr) crypto_failure("EVP_MD_CTX_new");
+        if (ctx_ == nullptr)
+            crypto_failure("EVP_MD_CTX_new");
     }
     ~digest_ctx() { EVP_MD_CTX_free(ctx_); }
     digest_ctx(const digest_ctx&) = delete;
     digest_ctx& operator=(const digest_ctx&) = delete;
 
     void init() {
-        if (EVP_DigestInit_ex2(ctx_, sha256_md(), nullptr) != 1) crypto_failure("EVP_DigestInit_ex2");
+        if (EVP_DigestInit_ex2(ctx_, sha256_md(), nullptr) != 1)
+            crypto_failure("EVP_DigestInit_ex2");
     }
     void copy_from(const digest_ctx& other) {
-        if (EVP_MD_CTX_copy_ex(ctx_, other.ctx_) != 1) crypto_failure("EVP_MD_CTX_copy_ex");
+        if (EVP_MD_CTX_copy_ex(ctx_, other.ctx_) != 1)
+            crypto_failure("EVP_MD_CTX_copy_ex");
     }
     void update(const void* data, std::size_t size) {
-        if (size != 0 && EVP_DigestUpdate(ctx_, data, size) != 1) crypto_failure("EVP_DigestUpdate");
+        if (size != 0 && EVP_DigestUpdate(ctx_, data, size) != 1)
+            crypto_failure("EVP_DigestUpdate");
     }
     void update(std::string_view s) { update(s.data(), s.size()); }
     void final(unsigned char* out) {
@@ -58,13 +62,13 @@ public:
             crypto_failure("EVP_DigestFinal_ex");
     }
 
-private:
+  private:
     EVP_MD_CTX* ctx_;
 };
 
 // HMAC-SHA256 (RFC 2104) with the key's inner and outer pads absorbed once.
 class keyed_hmac {
-public:
+  public:
     explicit keyed_hmac(std::string_view key) {
         unsigned char block[sha256_block] = {};
         if (key.size() > sha256_block) {
@@ -76,10 +80,12 @@ public:
             std::memcpy(block, key.data(), key.size());
         }
         unsigned char pad[sha256_block];
-        for (std::size_t i = 0; i < sha256_block; ++i) pad[i] = block[i] ^ 0x36;
+        for (std::size_t i = 0; i < sha256_block; ++i)
+            pad[i] = block[i] ^ 0x36;
         inner_.init();
         inner_.update(pad, sizeof pad);
-        for (std::size_t i = 0; i < sha256_block; ++i) pad[i] = block[i] ^ 0x5c;
+        for (std::size_t i = 0; i < sha256_block; ++i)
+            pad[i] = block[i] ^ 0x5c;
         outer_.init();
         outer_.update(pad, sizeof pad);
     }
@@ -94,7 +100,7 @@ public:
         work_.final(out);
     }
 
-private:
+  private:
     digest_ctx inner_;
     digest_ctx outer_;
     digest_ctx work_;
@@ -114,8 +120,8 @@ const std::array<unsigned char, 32>& process_secret() {
 
 // Per-thread scratch: contexts and buffers reused by every make() on the thread.
 struct thread_state {
-    keyed_hmac credential_mac{std::string_view(reinterpret_cast<const char*>(process_secret().data()),
-                                               process_secret().size())};
+    keyed_hmac credential_mac{std::string_view(
+        reinterpret_cast<const char*>(process_secret().data()), process_secret().size())};
     digest_ctx digest;
     json_canonicalizer canonicalizer;
     std::string fields;  // everything before the body
@@ -128,7 +134,8 @@ thread_state& local_state() {
 
 void append_length(std::string& out, std::uint64_t n) {
     char bytes[8];
-    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+    for (int i = 0; i < 8; ++i)
+        bytes[i] = static_cast<char>((n >> (8 * i)) & 0xff);
     out.append(bytes, sizeof bytes);
 }
 
@@ -137,19 +144,24 @@ void append_field(std::string& out, std::string_view bytes) {
     out.append(bytes);
 }
 
-char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) noexcept {
+    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 std::string to_lower(std::string_view s) {
     std::string out(s);
-    for (char& c : out) c = lower(c);
+    for (char& c : out)
+        c = lower(c);
     return out;
 }
 
 // `lowered` is already lower case.
 bool name_equals(std::string_view name, std::string_view lowered) noexcept {
-    if (name.size() != lowered.size()) return false;
+    if (name.size() != lowered.size())
+        return false;
     for (std::size_t i = 0; i < name.size(); ++i)
-        if (lower(name[i]) != lowered[i]) return false;
+        if (lower(name[i]) != lowered[i])
+            return false;
     return true;
 }
 
@@ -158,12 +170,14 @@ using header_list = std::vector<std::pair<std::string_view, std::string_view>>;
 constexpr std::string_view absent_marker("\x00", 1);
 constexpr std::string_view present_marker("\x01", 1);
 
-void append_identity(std::string& out, keyed_hmac& mac, const header_list* headers, std::string_view name) {
+void append_identity(std::string& out, keyed_hmac& mac, const header_list* headers,
+                     std::string_view name) {
     append_field(out, name);
     bool found = false;
     if (headers != nullptr) {
         for (const auto& [n, value] : *headers) {
-            if (!name_equals(n, name)) continue;
+            if (!name_equals(n, name))
+                continue;
             if (!found) {
                 mac.begin();
                 found = true;
@@ -188,7 +202,8 @@ void append_vary(std::string& out, const header_list* headers, std::string_view 
     std::size_t count = 0, total = 0;
     if (headers != nullptr) {
         for (const auto& [n, value] : *headers) {
-            if (!name_equals(n, name)) continue;
+            if (!name_equals(n, name))
+                continue;
             total += value.size() + (count == 0 ? 0 : 1);
             ++count;
         }
@@ -201,8 +216,10 @@ void append_vary(std::string& out, const header_list* headers, std::string_view 
     append_length(out, total);
     bool first = true;
     for (const auto& [n, value] : *headers) {
-        if (!name_equals(n, name)) continue;
-        if (!first) out.push_back('\n');
+        if (!name_equals(n, name))
+            continue;
+        if (!first)
+            out.push_back('\n');
         first = false;
         out.append(value);
     }
@@ -222,7 +239,9 @@ std::string flight_key::hex() const {
     return out;
 }
 
-std::string flight_key::prefix() const { return hex().substr(0, 12); }
+std::string flight_key::prefix() const {
+    return hex().substr(0, 12);
+}
 
 std::size_t flight_key_hash::operator()(const flight_key& key) const noexcept {
     std::size_t h = 0;
@@ -230,14 +249,18 @@ std::size_t flight_key_hash::operator()(const flight_key& key) const noexcept {
     return h;
 }
 
-flight_key_builder::flight_key_builder(const ops::coalesce_config& cfg) : ignore_(cfg.ignore_fields) {
+flight_key_builder::flight_key_builder(const ops::coalesce_config& cfg)
+    : ignore_(cfg.ignore_fields) {
     process_secret();  // make it now, where failing may throw
     identity_headers_.reserve(cfg.identity_headers.size());
-    for (const auto& name : cfg.identity_headers) identity_headers_.push_back(to_lower(name));
+    for (const auto& name : cfg.identity_headers)
+        identity_headers_.push_back(to_lower(name));
     vary_headers_.reserve(cfg.vary_headers.size());
-    for (const auto& name : cfg.vary_headers) vary_headers_.push_back(to_lower(name));
+    for (const auto& name : cfg.vary_headers)
+        vary_headers_.push_back(to_lower(name));
     std::string pointers;
-    for (const auto& pointer : ignore_.pointers()) append_field(pointers, pointer);
+    for (const auto& pointer : ignore_.pointers())
+        append_field(pointers, pointer);
     append_field(fingerprint_, pointers);
 }
 
@@ -255,8 +278,10 @@ flight_key flight_key_builder::make(const key_request& request, body_kind& kind)
     append_field(fields, request.upstream);
     append_field(fields, request.method);
     append_field(fields, request.target);
-    for (const auto& name : identity_headers_) append_identity(fields, st.credential_mac, request.headers, name);
-    for (const auto& name : vary_headers_) append_vary(fields, request.headers, name);
+    for (const auto& name : identity_headers_)
+        append_identity(fields, st.credential_mac, request.headers, name);
+    for (const auto& name : vary_headers_)
+        append_vary(fields, request.headers, name);
 
     std::string_view body = request.body;
     if (!body.empty() && st.canonicalizer.run(body, ignore_)) {
@@ -274,7 +299,8 @@ flight_key flight_key_builder::make(const key_request& request, body_kind& kind)
     st.digest.update(fields);
     st.digest.update(body);
     st.digest.final(key.digest.data());
-    if (fields.capacity() > 64 * 1024) std::string().swap(fields);  // huge header values: don't pin
+    if (fields.capacity() > 64 * 1024)
+        std::string().swap(fields);  // huge header values: don't pin
     return key;
 }
 

@@ -50,7 +50,7 @@ struct key_request {
 enum class body_kind { json, raw };
 
 class flight_key_builder {
-public:
+  public:
     // Copies what it needs. Throws std::invalid_argument for a malformed ignore_fields pointer and
     // std::runtime_error when the process secret cannot be made (start-up only).
     explicit flight_key_builder(const ops::coalesce_config& cfg);
@@ -59,7 +59,7 @@ public:
     // The same, also telling which body path was taken (for metrics).
     flight_key make(const key_request& request, body_kind& kind) const;
 
-private:
+  private:
     std::vector<std::string> identity_headers_;  // lower case
     std::vector<std::string> vary_headers_;      // lower case
     ignore_list ignore_;

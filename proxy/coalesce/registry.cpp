@@ -16,7 +16,8 @@ registry::registry(const ops::coalesce_config& cfg)
     unsigned char random[4] = {};
     RAND_bytes(random, sizeof random);
     char text[9];
-    std::snprintf(text, sizeof text, "%02x%02x%02x%02x", random[0], random[1], random[2], random[3]);
+    std::snprintf(text, sizeof text, "%02x%02x%02x%02x", random[0], random[1], random[2],
+                  random[3]);
     id_prefix_ = text;
 }
 
@@ -26,8 +27,9 @@ registry::shard& registry::shard_for(const flight_key& key) {
 
 std::string registry::next_id() {
     char text[32];
-    std::snprintf(text, sizeof text, "%s-%llx", id_prefix_.c_str(),
-                  static_cast<unsigned long long>(next_id_.fetch_add(1, std::memory_order_relaxed)));
+    std::snprintf(
+        text, sizeof text, "%s-%llx", id_prefix_.c_str(),
+        static_cast<unsigned long long>(next_id_.fetch_add(1, std::memory_order_relaxed)));
     return text;
 }
 
@@ -46,7 +48,8 @@ join_outcome registry::join_or_create(const flight_key& key) {
             std::size_t slot = 0;
             switch (e.flight->join(joined_complete, slot)) {
                 case flight::join_result::joined:
-                    e.flight->last_used.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+                    e.flight->last_used.store(now.time_since_epoch().count(),
+                                              std::memory_order_relaxed);
                     return {e.flight, joined_complete ? role::hit : role::follower, slot, false};
                 case flight::join_result::full:
                     return {nullptr, role::follower, 0, true};
@@ -70,7 +73,8 @@ join_outcome registry::make_private(role r) {
     // Private flights never enter the table: nobody can join them, the orphan policy is always
     // "cancel" (R-11: a client that hangs up takes its upstream call with it) and there is no
     // retention, so the size bound only frees bytes as they are delivered.
-    auto f = std::make_shared<flight>(flight_key{}, next_id(), flight::limits{0, 1, true, false}, this);
+    auto f =
+        std::make_shared<flight>(flight_key{}, next_id(), flight::limits{0, 1, true, false}, this);
     bool unused = false;
     std::size_t slot = 0;
     f->join(unused, slot);
@@ -105,7 +109,9 @@ void registry::on_finished(const std::shared_ptr<flight>& f) {
     evict_past_budget();
 }
 
-void registry::forget(const flight& f) { erase_if_current(f.key(), &f); }
+void registry::forget(const flight& f) {
+    erase_if_current(f.key(), &f);
+}
 
 bool registry::erase_if_current(const flight_key& key, const flight* f) {
     shard& s = shard_for(key);
@@ -120,13 +126,14 @@ bool registry::erase_if_current(const flight_key& key, const flight* f) {
 
 void registry::evict_past_budget() {
     while (retained_bytes_ > max_cache_bytes_ && !retained_.empty()) {
-        auto victim = std::min_element(retained_.begin(), retained_.end(), [](const auto& a, const auto& b) {
-            auto fa = a.flight.lock();
-            auto fb = b.flight.lock();
-            const auto ua = fa ? fa->last_used.load(std::memory_order_relaxed) : 0;
-            const auto ub = fb ? fb->last_used.load(std::memory_order_relaxed) : 0;
-            return ua < ub;
-        });
+        auto victim =
+            std::min_element(retained_.begin(), retained_.end(), [](const auto& a, const auto& b) {
+                auto fa = a.flight.lock();
+                auto fb = b.flight.lock();
+                const auto ua = fa ? fa->last_used.load(std::memory_order_relaxed) : 0;
+                const auto ub = fb ? fb->last_used.load(std::memory_order_relaxed) : 0;
+                return ua < ub;
+            });
         if (auto f = victim->flight.lock()) {
             erase_if_current(victim->key, f.get());
         }

@@ -7,8 +7,8 @@
 #include "ops/config.hpp"
 
 #include <array>
-#include <functional>
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
@@ -24,7 +24,7 @@ struct join_outcome {
 };
 
 class registry {
-public:
+  public:
     explicit registry(const ops::coalesce_config& cfg);
     registry(const registry&) = delete;
     registry& operator=(const registry&) = delete;
@@ -44,14 +44,16 @@ public:
     void sweep();
 
     // Told, for each shared flight that ends, how many clients joined it while it ran.
-    void on_flight_end(std::function<void(std::size_t subscribers)> observer) { observer_ = std::move(observer); }
+    void on_flight_end(std::function<void(std::size_t subscribers)> observer) {
+        observer_ = std::move(observer);
+    }
 
     std::size_t live_flights() const noexcept { return live_.load(std::memory_order_relaxed); }
     std::size_t retained_entries() const;
     std::size_t retained_bytes() const;
     std::uint64_t evictions() const noexcept { return evictions_.load(std::memory_order_relaxed); }
 
-private:
+  private:
     struct entry {
         std::shared_ptr<coalesce::flight> flight;
         bool retained = false;

@@ -45,25 +45,26 @@ struct hangup_watch : std::enable_shared_from_this<hangup_watch> {
         }
         armed = true;
         const int fd = socket.native_handle();
-        socket.async_wait(asio::ip::tcp::socket::wait_read, [self = shared_from_this(), fd](error_code ec) {
-            self->armed = false;
-            if (ec) {
-                return;  // cancelled: the delivery ended
-            }
-            char probe = 0;
-            const auto n = ::recv(fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-                self->gone = true;
-                self->parked->timer.cancel();
-            } else if (n > 0) {
-                self->disabled = true;  // pipelining or TLS records: stop watching
-            }
-        });
+        socket.async_wait(
+            asio::ip::tcp::socket::wait_read, [self = shared_from_this(), fd](error_code ec) {
+                self->armed = false;
+                if (ec) {
+                    return;  // cancelled: the delivery ended
+                }
+                char probe = 0;
+                const auto n = ::recv(fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
+                    self->gone = true;
+                    self->parked->timer.cancel();
+                } else if (n > 0) {
+                    self->disabled = true;  // pipelining or TLS records: stop watching
+                }
+            });
     }
 };
 
-std::string serialize_head(const response_head& head, const flight& f, const delivery_options& options,
-                           bool chunked) {
+std::string serialize_head(const response_head& head, const flight& f,
+                           const delivery_options& options, bool chunked) {
     std::string out;
     out.reserve(256 + head.headers.size() * 48);
     out += "HTTP/1.1 ";
@@ -90,7 +91,8 @@ std::string serialize_head(const response_head& head, const flight& f, const del
     out += f.id();
     out += "\r\n";
     if (options.role == role::hit) {
-        const auto age = std::chrono::duration_cast<std::chrono::seconds>(clock::now() - f.completed_at());
+        const auto age =
+            std::chrono::duration_cast<std::chrono::seconds>(clock::now() - f.completed_at());
         out += "Age: " + std::to_string(age.count()) + "\r\n";
     }
     if (head.content_length) {
@@ -113,7 +115,8 @@ asio::ip::tcp::socket& socket_of(Stream& stream) {
 }  // namespace
 
 template <class Stream>
-asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t slot, delivery_options options) {
+asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t slot,
+                                         delivery_options options) {
     delivery_result result;
     auto parked = std::make_shared<waiter>(co_await asio::this_coro::executor);
     auto watch = std::make_shared<hangup_watch>(parked);
@@ -151,8 +154,9 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
             }
         }
         std::size_t take = 0;
-        for (std::size_t bytes = 0; take < r.chunks.size() && take < max_chunks_per_write &&
-                                    (take == 0 || bytes + r.chunks[take].size() <= max_bytes_per_write);
+        for (std::size_t bytes = 0;
+             take < r.chunks.size() && take < max_chunks_per_write &&
+             (take == 0 || bytes + r.chunks[take].size() <= max_bytes_per_write);
              ++take) {
             bytes += r.chunks[take].size();
         }
@@ -161,8 +165,10 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
             for (std::size_t i = 0; i < take; ++i) {
                 const auto chunk = r.chunks[i];
                 if (chunked) {
-                    const int n = std::snprintf(chunk_sizes[i].data(), chunk_sizes[i].size(), "%zx\r\n", chunk.size());
-                    buffers.push_back(asio::buffer(chunk_sizes[i].data(), static_cast<std::size_t>(n)));
+                    const int n = std::snprintf(chunk_sizes[i].data(), chunk_sizes[i].size(),
+                                                "%zx\r\n", chunk.size());
+                    buffers.push_back(
+                        asio::buffer(chunk_sizes[i].data(), static_cast<std::size_t>(n)));
                 }
                 buffers.push_back(asio::buffer(chunk));
                 if (chunked) {
@@ -172,11 +178,13 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
             }
         }
         const bool caught_up = take == r.chunks.size();
-        const bool ends_now = caught_up && r.state == flight_state::complete && (head_sent || r.head != nullptr);
+        const bool ends_now =
+            caught_up && r.state == flight_state::complete && (head_sent || r.head != nullptr);
         if (ends_now && chunked) {
             buffers.push_back(asio::buffer("0\r\n\r\n", 5));
         }
-        const bool failed_early = !head_sent && r.head == nullptr && r.state == flight_state::failed;
+        const bool failed_early =
+            !head_sent && r.head == nullptr && r.state == flight_state::failed;
 
         if (!buffers.empty()) {
             beast::get_lowest_layer(stream).expires_after(options.write_timeout);
@@ -238,8 +246,9 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
     co_return result;
 }
 
-template asio::awaitable<delivery_result> deliver(beast::tcp_stream&, flight&, std::size_t, delivery_options);
-template asio::awaitable<delivery_result> deliver(beast::ssl_stream<beast::tcp_stream>&, flight&, std::size_t,
+template asio::awaitable<delivery_result> deliver(beast::tcp_stream&, flight&, std::size_t,
                                                   delivery_options);
+template asio::awaitable<delivery_result> deliver(beast::ssl_stream<beast::tcp_stream>&, flight&,
+                                                  std::size_t, delivery_options);
 
 }  // namespace coalescer::coalesce

@@ -17,17 +17,17 @@ struct delivery_options {
     coalesce::role role = coalesce::role::leader;
     std::chrono::milliseconds write_timeout{30000};
     std::chrono::milliseconds max_wait{600000};  // safety net for a flight that never moves
-    bool keep_alive = true;                       // what the client asked for and we allow
-    bool client_http11 = true;                    // false: HTTP/1.0, no chunked framing
+    bool keep_alive = true;                      // what the client asked for and we allow
+    bool client_http11 = true;                   // false: HTTP/1.0, no chunked framing
 };
 
 struct delivery_result {
-    unsigned status = 0;          // what the client was sent (0: nothing)
+    unsigned status = 0;  // what the client was sent (0: nothing)
     std::uint64_t body_bytes = 0;
-    bool reusable = false;        // the response ended cleanly and keep-alive holds
+    bool reusable = false;  // the response ended cleanly and keep-alive holds
     bool client_gone = false;
-    bool dropped_slow = false;    // its writes timed out: cut so nobody else waits
-    bool complete = false;        // the whole response reached the client's socket
+    bool dropped_slow = false;  // its writes timed out: cut so nobody else waits
+    bool complete = false;      // the whole response reached the client's socket
     std::optional<clock::time_point> first_byte;
 };
 

@@ -8,7 +8,8 @@ namespace coalescer::http_rules {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
-void bind_and_listen(tcp::acceptor& acceptor, const std::string& address, std::uint16_t port, const std::string& what) {
+void bind_and_listen(tcp::acceptor& acceptor, const std::string& address, std::uint16_t port,
+                     const std::string& what) {
     boost::system::error_code ec;
     const auto ip = asio::ip::make_address(address == "localhost" ? "127.0.0.1" : address, ec);
     if (ec) {
@@ -22,8 +23,8 @@ void bind_and_listen(tcp::acceptor& acceptor, const std::string& address, std::u
         acceptor.listen(asio::socket_base::max_listen_connections, ec);
     }
     if (ec) {
-        throw std::runtime_error("cannot listen on " + (what.empty() ? "" : what + " ") + address + ":" +
-                                 std::to_string(port) + ": " + ec.message());
+        throw std::runtime_error("cannot listen on " + (what.empty() ? "" : what + " ") + address +
+                                 ":" + std::to_string(port) + ": " + ec.message());
     }
 }
 

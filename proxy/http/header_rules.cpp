@@ -6,14 +6,20 @@
 namespace coalescer::http_rules {
 namespace {
 
-constexpr char lower(char c) noexcept { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c; }
+constexpr char lower(char c) noexcept {
+    return (c >= 'A' && c <= 'Z') ? static_cast<char>(c + 32) : c;
+}
 
 constexpr std::array<bool, 256> make_tchar_table() {
     std::array<bool, 256> t{};
-    for (int c = '0'; c <= '9'; ++c) t[c] = true;
-    for (int c = 'a'; c <= 'z'; ++c) t[c] = true;
-    for (int c = 'A'; c <= 'Z'; ++c) t[c] = true;
-    for (char c : std::string_view("!#$%&'*+-.^_`|~")) t[static_cast<unsigned char>(c)] = true;
+    for (int c = '0'; c <= '9'; ++c)
+        t[c] = true;
+    for (int c = 'a'; c <= 'z'; ++c)
+        t[c] = true;
+    for (int c = 'A'; c <= 'Z'; ++c)
+        t[c] = true;
+    for (char c : std::string_view("!#$%&'*+-.^_`|~"))
+        t[static_cast<unsigned char>(c)] = true;
     return t;
 }
 constexpr auto tchar = make_tchar_table();
@@ -21,15 +27,17 @@ constexpr auto tchar = make_tchar_table();
 }  // namespace
 
 bool iequals(std::string_view a, std::string_view b) noexcept {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return lower(x) == lower(y); });
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(),
+                                              [](char x, char y) { return lower(x) == lower(y); });
 }
 
 bool is_hop_by_hop(std::string_view name) noexcept {
     static constexpr std::array<std::string_view, 9> names{
-        "connection", "keep-alive", "te",  "trailer", "transfer-encoding",
-        "upgrade",    "proxy-connection", "proxy-authorization", "proxy-authenticate"};
-    return std::any_of(names.begin(), names.end(), [&](std::string_view n) { return iequals(n, name); });
+        "connection",       "keep-alive",          "te",
+        "trailer",          "transfer-encoding",   "upgrade",
+        "proxy-connection", "proxy-authorization", "proxy-authenticate"};
+    return std::any_of(names.begin(), names.end(),
+                       [&](std::string_view n) { return iequals(n, name); });
 }
 
 bool is_token(std::string_view text) noexcept {
@@ -46,8 +54,10 @@ bool is_safe_value(std::string_view value) noexcept {
 }
 
 std::string_view trim(std::string_view text) noexcept {
-    while (!text.empty() && (text.front() == ' ' || text.front() == '\t')) text.remove_prefix(1);
-    while (!text.empty() && (text.back() == ' ' || text.back() == '\t')) text.remove_suffix(1);
+    while (!text.empty() && (text.front() == ' ' || text.front() == '\t'))
+        text.remove_prefix(1);
+    while (!text.empty() && (text.back() == ' ' || text.back() == '\t'))
+        text.remove_suffix(1);
     return text;
 }
 

@@ -13,30 +13,41 @@ namespace {
 std::string timestamp() {
     const auto now = std::chrono::system_clock::now();
     const auto t = std::chrono::system_clock::to_time_t(now);
-    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() %
+        1000;
     std::tm tm{};
     gmtime_r(&t, &tm);
     char text[40];
-    std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                  tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, static_cast<int>(ms));
+    std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  static_cast<int>(ms));
     return text;
 }
 
-std::string quoted(std::string_view v) { return boost::json::serialize(boost::json::string(v)); }
+std::string quoted(std::string_view v) {
+    return boost::json::serialize(boost::json::string(v));
+}
 
 std::string_view level_name(log_level l) {
     switch (l) {
-        case log_level::debug: return "debug";
-        case log_level::info: return "info";
-        case log_level::warn: return "warn";
-        case log_level::error: return "error";
+        case log_level::debug:
+            return "debug";
+        case log_level::info:
+            return "info";
+        case log_level::warn:
+            return "warn";
+        case log_level::error:
+            return "error";
     }
     return "info";
 }
 
 // One fwrite per line: stdio locks the stream per call, so lines from different workers never
 // interleave. stdout is block-buffered (see main) and flushed by a timer, not per request.
-void emit(std::FILE* out, const std::string& line) { std::fwrite(line.data(), 1, line.size(), out); }
+void emit(std::FILE* out, const std::string& line) {
+    std::fwrite(line.data(), 1, line.size(), out);
+}
 
 }  // namespace
 
@@ -49,10 +60,13 @@ void access_log::request(const access_record& r) const {
     std::string line;
     if (config_.format == log_format::json) {
         std::snprintf(numbers, sizeof numbers,
-                      ",\"status\":%u,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"ttfb_ms\":%.3f,\"upstream_attempts\":%d",
-                      r.status, static_cast<unsigned long long>(r.bytes_out), r.duration_ms, r.ttfb_ms, r.attempts);
-        line = "{\"time\":\"" + timestamp() + "\",\"route\":" + quoted(r.route) + ",\"method\":" + quoted(r.method) +
-               ",\"path\":" + quoted(path) + numbers + ",\"role\":\"" + std::string(coalesce::to_string(r.role)) +
+                      ",\"status\":%u,\"bytes_out\":%llu,\"duration_ms\":%.3f,\"ttfb_ms\":%.3f,"
+                      "\"upstream_attempts\":%d",
+                      r.status, static_cast<unsigned long long>(r.bytes_out), r.duration_ms,
+                      r.ttfb_ms, r.attempts);
+        line = "{\"time\":\"" + timestamp() + "\",\"route\":" + quoted(r.route) +
+               ",\"method\":" + quoted(r.method) + ",\"path\":" + quoted(path) + numbers +
+               ",\"role\":\"" + std::string(coalesce::to_string(r.role)) +
                "\",\"flight\":" + quoted(r.flight) + ",\"key\":" + quoted(r.key_prefix) +
                ",\"outcome\":" + quoted(r.outcome) + "}\n";
     } else {
@@ -80,6 +94,8 @@ void access_log::message(log_level level, std::string_view text) const {
     std::fflush(stderr);
 }
 
-void access_log::flush() const { std::fflush(stdout); }
+void access_log::flush() const {
+    std::fflush(stdout);
+}
 
 }  // namespace coalescer::ops

@@ -22,19 +22,19 @@ struct access_record {
     std::uint64_t bytes_out = 0;
     double duration_ms = 0;
     double ttfb_ms = 0;
-    int attempts = 0;  // upstream attempts of the flight this client was served from
+    int attempts = 0;          // upstream attempts of the flight this client was served from
     std::string_view outcome;  // "ok", "cut", "client_gone", or an error code
 };
 
 class access_log {
-public:
+  public:
     explicit access_log(const log_config& cfg) : config_(cfg) {}
     void request(const access_record& r) const;
     void message(log_level level, std::string_view text) const;
     bool enabled(log_level level) const noexcept { return level >= config_.level; }
     void flush() const;  // the access log is block-buffered: the server calls this periodically
 
-private:
+  private:
     log_config config_;
 };
 

@@ -31,11 +31,17 @@ admin_server::admin_server(asio::io_context& io, const std::string& address, std
     http_rules::bind_and_listen(acceptor_, address, port, "admin");
 }
 
-std::uint16_t admin_server::port() const { return acceptor_.local_endpoint().port(); }
+std::uint16_t admin_server::port() const {
+    return acceptor_.local_endpoint().port();
+}
 
-void admin_server::start() { asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached); }
+void admin_server::start() {
+    asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached);
+}
 
-void admin_server::stop() { http_rules::close_on_executor(acceptor_); }
+void admin_server::stop() {
+    http_rules::close_on_executor(acceptor_);
+}
 
 asio::awaitable<void> admin_server::accept_loop() {
     asio::steady_timer pause(acceptor_.get_executor());

@@ -17,14 +17,15 @@ struct admin_handlers {
 };
 
 class admin_server {
-public:
+  public:
     // Binds at once; throws with a clear message when the port is taken.
-    admin_server(boost::asio::io_context& io, const std::string& address, std::uint16_t port, admin_handlers handlers);
+    admin_server(boost::asio::io_context& io, const std::string& address, std::uint16_t port,
+                 admin_handlers handlers);
     std::uint16_t port() const;
     void start();
     void stop();
 
-private:
+  private:
     boost::asio::awaitable<void> accept_loop();
     boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket);
 

@@ -41,10 +41,10 @@ struct upstream_tls_config {
 };
 
 struct upstream_timeouts {
-    duration connect = 5s;    // TCP connect + TLS handshake
-    duration head = 120s;     // request written → response head received
-    duration idle = 60s;      // between two body reads
-    duration total = 10min;   // the whole exchange
+    duration connect = 5s;   // TCP connect + TLS handshake
+    duration head = 120s;    // request written → response head received
+    duration idle = 60s;     // between two body reads
+    duration total = 10min;  // the whole exchange
 };
 
 struct retry_config {
@@ -120,7 +120,7 @@ struct log_config {
 };
 
 struct config {
-    std::string source;  // the file it was loaded from
+    std::string source;    // the file it was loaded from
     unsigned workers = 0;  // 0 = one per core
     listen_config listen;
     admin_config admin;
@@ -134,7 +134,7 @@ struct config {
 
 // Thrown by the loader: what() is one line, "FILE:LINE: KEY: problem".
 class config_error : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 

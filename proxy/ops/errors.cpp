@@ -1,8 +1,8 @@
 #include "ops/errors.hpp"
 
+#include <boost/beast/http/status.hpp>
 #include <boost/json/serialize.hpp>
 #include <boost/json/string.hpp>
-#include <boost/beast/http/status.hpp>
 
 #include <array>
 
@@ -52,7 +52,7 @@ const errc_info& info(int value) noexcept {
 }
 
 class category final : public boost::system::error_category {
-public:
+  public:
     const char* name() const noexcept override { return "coalescer"; }
     std::string message(int value) const override { return info(value).message; }
 };
@@ -82,11 +82,12 @@ std::string error_body(std::string_view message, std::string_view code) {
 
 std::string error_response(boost::system::error_code ec, bool keep_alive) {
     const local_reply reply = reply_for(ec);
-    const std::string body = error_body(
-        ec.category() == proxy_category() ? info(ec.value()).message : "internal error",
-        reply.code);
+    const std::string body =
+        error_body(ec.category() == proxy_category() ? info(ec.value()).message : "internal error",
+                   reply.code);
     std::string out = "HTTP/1.1 " + std::to_string(reply.status) + " ";
-    out += boost::beast::http::obsolete_reason(static_cast<boost::beast::http::status>(reply.status));
+    out +=
+        boost::beast::http::obsolete_reason(static_cast<boost::beast::http::status>(reply.status));
     out += "\r\nContent-Type: application/json\r\nContent-Length: ";
     out += std::to_string(body.size());
     out += "\r\nx-coalesce-error: ";

@@ -34,10 +34,10 @@ enum class proxy_errc {
     upstream_closed,           // 502: closed before a complete head
     upstream_resolve_failed,   // 502
     // The coalescing layer.
-    flight_full,         // 503 + Retry-After: max_subscribers_per_flight reached
-    queue_timeout,       // 503 + Retry-After
-    flight_cancelled,    // 502: the flight was cancelled (orphan: cancel, shutdown)
-    shutting_down,       // 503
+    flight_full,       // 503 + Retry-After: max_subscribers_per_flight reached
+    queue_timeout,     // 503 + Retry-After
+    flight_cancelled,  // 502: the flight was cancelled (orphan: cancel, shutdown)
+    shutting_down,     // 503
 };
 
 const boost::system::error_category& proxy_category() noexcept;
@@ -49,14 +49,15 @@ inline boost::system::error_code make_error_code(proxy_errc e) noexcept {
 // What a client is told when the sidecar answers by itself.
 struct local_reply {
     unsigned status;
-    std::string_view code;  // machine-readable, also the metrics/log label
-    bool close_connection;  // framing errors: the connection can't be trusted any more
+    std::string_view code;         // machine-readable, also the metrics/log label
+    bool close_connection;         // framing errors: the connection can't be trusted any more
     unsigned retry_after_seconds;  // 0 = no Retry-After header
 };
 
 local_reply reply_for(boost::system::error_code ec) noexcept;
 
-// {"error":{"message":…,"type":"coalescer_error","code":…}} — the provider error shape SDKs display.
+// {"error":{"message":…,"type":"coalescer_error","code":…}} — the provider error shape SDKs
+// display.
 std::string error_body(std::string_view message, std::string_view code);
 
 // The complete HTTP/1.1 response for a local error, ready to write.

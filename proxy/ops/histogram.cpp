@@ -7,7 +7,8 @@
 namespace coalescer::ops {
 
 histogram::histogram(std::vector<double> upper_bounds)
-    : bounds_(std::move(upper_bounds)), buckets_(std::make_unique<std::atomic<std::uint64_t>[]>(bounds_.size() + 1)) {}
+    : bounds_(std::move(upper_bounds)),
+      buckets_(std::make_unique<std::atomic<std::uint64_t>[]>(bounds_.size() + 1)) {}
 
 void histogram::observe(double value) noexcept {
     const auto at = std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();
@@ -42,15 +43,19 @@ void histogram::render(std::string& out, std::string_view name, std::string_view
         out += '\n';
     }
     const std::string label_set = labels.empty() ? "" : "{" + std::string(labels) + "}";
-    out += std::string(name) + "_sum" + label_set + " " + number(sum_.load(std::memory_order_relaxed)) + "\n";
+    out += std::string(name) + "_sum" + label_set + " " +
+           number(sum_.load(std::memory_order_relaxed)) + "\n";
     // _count equals the +Inf bucket as read above, so a scrape is always self-consistent.
     out += std::string(name) + "_count" + label_set + " " + std::to_string(cumulative) + "\n";
 }
 
 std::vector<double> histogram::latency_seconds() {
-    return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600};
+    return {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+            1,     2.5,    5,     10,   30,    60,   120, 300,  600};
 }
 
-std::vector<double> histogram::counts() { return {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000}; }
+std::vector<double> histogram::counts() {
+    return {1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000};
+}
 
 }  // namespace coalescer::ops

@@ -3,9 +3,9 @@
 #pragma once
 
 #include <array>
-#include <memory>
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -13,7 +13,7 @@
 namespace coalescer::ops {
 
 class histogram {
-public:
+  public:
     explicit histogram(std::vector<double> upper_bounds);
     histogram(const histogram&) = delete;
     histogram& operator=(const histogram&) = delete;
@@ -26,7 +26,7 @@ public:
     static std::vector<double> latency_seconds();  // 1 ms … 10 min
     static std::vector<double> counts();           // 1 … 10000
 
-private:
+  private:
     std::vector<double> bounds_;
     std::unique_ptr<std::atomic<std::uint64_t>[]> buckets_;  // one per bound, plus +Inf
     std::atomic<double> sum_{0};

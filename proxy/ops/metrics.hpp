@@ -37,7 +37,7 @@ struct gauges {
 };
 
 class metrics {
-public:
+  public:
     explicit metrics(const config& cfg);
 
     // route == cfg.routes.size() means "no route matched".
@@ -49,18 +49,22 @@ public:
     void upstream_retry(std::size_t upstream) noexcept;
     void pacer_wait(std::size_t upstream, double seconds) noexcept;
     void flight_finished(std::size_t subscribers) noexcept;
-    void slow_subscriber_dropped() noexcept { slow_dropped_.fetch_add(1, std::memory_order_relaxed); }
+    void slow_subscriber_dropped() noexcept {
+        slow_dropped_.fetch_add(1, std::memory_order_relaxed);
+    }
     // Takes a lock: call once per upstream call, keep the reference for the flight's life.
     token_counter& tokens(std::size_t upstream, const std::string& model);
 
     void connection_opened() noexcept { open_connections_.fetch_add(1, std::memory_order_relaxed); }
     void connection_closed() noexcept { open_connections_.fetch_sub(1, std::memory_order_relaxed); }
-    std::int64_t open_connections() const noexcept { return open_connections_.load(std::memory_order_relaxed); }
+    std::int64_t open_connections() const noexcept {
+        return open_connections_.load(std::memory_order_relaxed);
+    }
 
     // Prometheus text exposition format 0.0.4.
     std::string render(const gauges& now) const;
 
-private:
+  private:
     struct per_route {
         per_route() : duration(histogram::latency_seconds()), ttfb(histogram::latency_seconds()) {}
         histogram duration;
@@ -68,9 +72,11 @@ private:
     };
     struct per_upstream {
         per_upstream()
-            : ttfb(histogram::latency_seconds()), duration(histogram::latency_seconds()),
+            : ttfb(histogram::latency_seconds()),
+              duration(histogram::latency_seconds()),
               pacer_wait(histogram::latency_seconds()) {}
-        std::unique_ptr<std::atomic<std::uint64_t>[]> calls = std::make_unique<std::atomic<std::uint64_t>[]>(600);
+        std::unique_ptr<std::atomic<std::uint64_t>[]> calls =
+            std::make_unique<std::atomic<std::uint64_t>[]>(600);
         std::atomic<std::uint64_t> retries{0};
         histogram ttfb;
         histogram duration;

@@ -10,9 +10,12 @@ namespace {
 
 std::uint64_t field(const json::object& usage, std::string_view name) {
     const auto* v = usage.if_contains(name);
-    if (v == nullptr) return 0;
-    if (v->is_uint64()) return v->as_uint64();
-    if (v->is_int64() && v->as_int64() > 0) return static_cast<std::uint64_t>(v->as_int64());
+    if (v == nullptr)
+        return 0;
+    if (v->is_uint64())
+        return v->as_uint64();
+    if (v->is_int64() && v->as_int64() > 0)
+        return static_cast<std::uint64_t>(v->as_int64());
     return 0;
 }
 
@@ -42,16 +45,20 @@ void take(const json::object& object, partial& p) {
 }
 
 std::optional<token_usage> finish(const partial& p) {
-    if (!p.found) return std::nullopt;
-    const std::uint64_t tokens = p.total != 0 ? p.total : (p.prompt + p.completion != 0 ? p.prompt + p.completion
-                                                                                        : p.input + p.output);
+    if (!p.found)
+        return std::nullopt;
+    const std::uint64_t tokens =
+        p.total != 0
+            ? p.total
+            : (p.prompt + p.completion != 0 ? p.prompt + p.completion : p.input + p.output);
     return token_usage{p.model.empty() ? "unknown" : p.model, tokens};
 }
 
 std::optional<json::object> parse_object(std::string_view text) {
     boost::system::error_code ec;
     auto v = json::parse(text, ec);
-    if (ec || !v.is_object()) return std::nullopt;
+    if (ec || !v.is_object())
+        return std::nullopt;
     return std::move(v.as_object());
 }
 
@@ -61,13 +68,17 @@ std::vector<std::string_view> data_payloads(std::string_view stream) {
     std::size_t pos = 0;
     while (pos < stream.size()) {
         auto end = stream.find('\n', pos);
-        if (end == std::string_view::npos) end = stream.size();
+        if (end == std::string_view::npos)
+            end = stream.size();
         auto line = stream.substr(pos, end - pos);
-        if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+        if (!line.empty() && line.back() == '\r')
+            line.remove_suffix(1);
         if (line.starts_with("data:")) {
             line.remove_prefix(5);
-            if (!line.empty() && line.front() == ' ') line.remove_prefix(1);
-            if (!line.starts_with("[DONE]")) out.push_back(line);
+            if (!line.empty() && line.front() == ' ')
+                line.remove_prefix(1);
+            if (!line.starts_with("[DONE]"))
+                out.push_back(line);
         }
         pos = end + 1;
     }
@@ -76,31 +87,36 @@ std::vector<std::string_view> data_payloads(std::string_view stream) {
 
 }  // namespace
 
-std::optional<token_usage> extract_usage(std::string_view content_type, const std::vector<std::string_view>& body) {
+std::optional<token_usage> extract_usage(std::string_view content_type,
+                                         const std::vector<std::string_view>& body) {
     std::string text;
     for (const auto chunk : body) {
         text += chunk;
     }
     partial p;
     if (content_type.find("event-stream") == std::string_view::npos) {
-        if (auto object = parse_object(text)) take(*object, p);
+        if (auto object = parse_object(text))
+            take(*object, p);
         return finish(p);
     }
     const auto payloads = data_payloads(text);
     for (auto it = payloads.rbegin(); it != payloads.rend() && !p.found; ++it) {
-        if (auto object = parse_object(*it)) take(*object, p);
+        if (auto object = parse_object(*it))
+            take(*object, p);
     }
     if (p.found && p.total == 0 && p.prompt == 0 && p.input == 0) {
         // Anthropic: the input tokens and the model are in message_start.
         for (const auto payload : payloads) {
             auto object = parse_object(payload);
-            if (!object) continue;
+            if (!object)
+                continue;
             const auto* message = object->if_contains("message");
             if (message != nullptr && message->is_object()) {
                 partial start;
                 take(message->as_object(), start);
                 p.input = start.input;
-                if (p.model.empty()) p.model = start.model;
+                if (p.model.empty())
+                    p.model = start.model;
                 break;
             }
         }

@@ -17,6 +17,7 @@ struct token_usage {
     std::uint64_t tokens = 0;  // total_tokens, else prompt + completion, else input + output
 };
 
-std::optional<token_usage> extract_usage(std::string_view content_type, const std::vector<std::string_view>& body);
+std::optional<token_usage> extract_usage(std::string_view content_type,
+                                         const std::vector<std::string_view>& body);
 
 }  // namespace coalescer::ops

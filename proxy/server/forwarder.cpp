@@ -55,8 +55,9 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
     for (const auto& field : request) {
         const auto name = field.name_string();
         if (http_rules::is_hop_by_hop(name) || http_rules::iequals(name, "host") ||
-            http_rules::iequals(name, "content-length") || http_rules::iequals(name, "accept-encoding") ||
-            http_rules::iequals(name, "expect") || http_rules::iequals(name, cfg.coalesce.bypass_header) ||
+            http_rules::iequals(name, "content-length") ||
+            http_rules::iequals(name, "accept-encoding") || http_rules::iequals(name, "expect") ||
+            http_rules::iequals(name, cfg.coalesce.bypass_header) ||
             listed_in_connection(request, name)) {
             continue;
         }
@@ -87,21 +88,23 @@ bool wants_bypass(const client_request& request, const ops::config& cfg) {
     for (auto it = request.find(http::field::cache_control);
          it != request.end() && it->name() == http::field::cache_control; ++it) {
         http_rules::for_each_list_item(it->value(), [&](std::string_view d) {
-            no_cache = no_cache || http_rules::iequals(d, "no-cache") || http_rules::iequals(d, "no-store");
+            no_cache = no_cache || http_rules::iequals(d, "no-cache") ||
+                       http_rules::iequals(d, "no-store");
         });
     }
     return no_cache;
 }
 
-coalesce::flight_key key_of(const client_request& request, const route_match& match, const ops::config& cfg,
-                            const coalesce::flight_key_builder& keys) {
+coalesce::flight_key key_of(const client_request& request, const route_match& match,
+                            const ops::config& cfg, const coalesce::flight_key_builder& keys) {
     std::vector<std::pair<std::string_view, std::string_view>> headers;
     headers.reserve(16);
     for (const auto& field : request) {
         headers.emplace_back(field.name_string(), field.value());
     }
-    coalesce::key_request k{cfg.upstreams[match.route->upstream_index].name, request.method_string(),
-                            match.upstream_target, &headers, request.body()};
+    coalesce::key_request k{cfg.upstreams[match.route->upstream_index].name,
+                            request.method_string(), match.upstream_target, &headers,
+                            request.body()};
     return keys.make(k);
 }
 
@@ -111,8 +114,9 @@ double ms_between(clock::time_point a, clock::time_point b) {
 
 // The sidecar answers by itself (no route, flight full): write, count, log.
 template <class Stream>
-asio::awaitable<bool> answer_locally(Stream& stream, error_code ec, bool keep_alive, std::size_t route_index,
-                                     ops::access_record& record, proxy_context& context, clock::time_point started) {
+asio::awaitable<bool> answer_locally(Stream& stream, error_code ec, bool keep_alive,
+                                     std::size_t route_index, ops::access_record& record,
+                                     proxy_context& context, clock::time_point started) {
     const auto text = ops::error_response(ec, keep_alive);
     beast::get_lowest_layer(stream).expires_after(context.config->limits.write_timeout);
     auto [wec, n] = co_await asio::async_write(stream, asio::buffer(text), use_tuple);
@@ -120,14 +124,15 @@ asio::awaitable<bool> answer_locally(Stream& stream, error_code ec, bool keep_al
     record.status = reply.status;
     record.outcome = reply.code;
     record.duration_ms = ms_between(started, clock::now());
-    context.metrics.client_request(route_index, record.role, reply.status, record.duration_ms / 1000, std::nullopt);
+    context.metrics.client_request(route_index, record.role, reply.status,
+                                   record.duration_ms / 1000, std::nullopt);
     context.log.request(record);
     co_return !wec && keep_alive && !reply.close_connection;
 }
 
 // pass and bypass get a flight of their own; everything else joins or creates the shared one.
-coalesce::join_outcome join_flight(const client_request& request, const route_match& match, proxy_context& context,
-                                   std::string& key_prefix) {
+coalesce::join_outcome join_flight(const client_request& request, const route_match& match,
+                                   proxy_context& context, std::string& key_prefix) {
     if (!match.route->coalesce) {
         return context.flights.make_private(role::pass);
     }
@@ -140,18 +145,21 @@ coalesce::join_outcome join_flight(const client_request& request, const route_ma
 }
 
 // The flight's upstream exchange runs on this worker, detached from the client that started it.
-void start_fetch(const std::shared_ptr<coalesce::flight>& flight, client_request& request, const route_match& match,
-                 worker& self, proxy_context& context) {
+void start_fetch(const std::shared_ptr<coalesce::flight>& flight, client_request& request,
+                 const route_match& match, worker& self, proxy_context& context) {
     const auto& cfg = *context.config;
     const auto index = match.route->upstream_index;
-    upstream::exchange_context exchange{cfg.upstreams[index],    context.upstream_tls[index].get(), self.pools[index],
-                                        *context.pacers[index], context.metrics,                   index};
-    auto fetch = upstream::fetch(flight, make_upstream_request(request, match, cfg), std::move(exchange));
+    upstream::exchange_context exchange{cfg.upstreams[index], context.upstream_tls[index].get(),
+                                        self.pools[index],    *context.pacers[index],
+                                        context.metrics,      index};
+    auto fetch =
+        upstream::fetch(flight, make_upstream_request(request, match, cfg), std::move(exchange));
     asio::co_spawn(self.io, std::move(fetch), asio::detached);
 }
 
-void account(const coalesce::delivery_result& delivered, coalesce::flight& flight, std::size_t route_index,
-             ops::access_record& record, proxy_context& context, clock::time_point started) {
+void account(const coalesce::delivery_result& delivered, coalesce::flight& flight,
+             std::size_t route_index, ops::access_record& record, proxy_context& context,
+             clock::time_point started) {
     record.status = delivered.status;
     record.flight = flight.id();
     record.bytes_out = delivered.body_bytes;
@@ -164,14 +172,17 @@ void account(const coalesce::delivery_result& delivered, coalesce::flight& fligh
                                               : "cut";
     context.log.request(record);
     std::optional<double> ttfb;
-    if (delivered.first_byte) ttfb = record.ttfb_ms / 1000;
-    context.metrics.client_request(route_index, record.role, delivered.status, record.duration_ms / 1000, ttfb);
+    if (delivered.first_byte)
+        ttfb = record.ttfb_ms / 1000;
+    context.metrics.client_request(route_index, record.role, delivered.status,
+                                   record.duration_ms / 1000, ttfb);
     if (delivered.dropped_slow) {
         context.metrics.slow_subscriber_dropped();
     }
     if (delivered.complete && (record.role == role::follower || record.role == role::hit)) {
         if (const auto [counter, tokens] = flight.usage(); counter != nullptr) {
-            counter->saved.fetch_add(tokens, std::memory_order_relaxed);  // what this client got for free
+            counter->saved.fetch_add(tokens,
+                                     std::memory_order_relaxed);  // what this client got for free
         }
     }
 }
@@ -179,16 +190,17 @@ void account(const coalesce::delivery_result& delivered, coalesce::flight& fligh
 }  // namespace
 
 template <class Stream>
-asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep_alive, worker& self,
-                              proxy_context& context, clock::time_point started) {
+asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep_alive,
+                              worker& self, proxy_context& context, clock::time_point started) {
     const auto& cfg = *context.config;
     const std::string target(request.target());
     const std::string method(request.method_string());
-    ops::access_record record{.route = "none", .method = method, .target = target, .role = role::pass};
+    ops::access_record record{
+        .route = "none", .method = method, .target = target, .role = role::pass};
     const auto match = context.routes.match(target);
     if (!match) {
-        co_return co_await answer_locally(stream, ops::proxy_errc::no_route, keep_alive, cfg.routes.size(), record,
-                                          context, started);
+        co_return co_await answer_locally(stream, ops::proxy_errc::no_route, keep_alive,
+                                          cfg.routes.size(), record, context, started);
     }
     record.route = match->route->prefix;
     std::string key_prefix;
@@ -196,8 +208,8 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
     record.key_prefix = key_prefix;
     record.role = joined.role;
     if (joined.full) {
-        co_return co_await answer_locally(stream, ops::proxy_errc::flight_full, keep_alive, match->route_index,
-                                          record, context, started);
+        co_return co_await answer_locally(stream, ops::proxy_errc::flight_full, keep_alive,
+                                          match->route_index, record, context, started);
     }
     if (joined.role == role::leader || joined.role == role::bypass || joined.role == role::pass) {
         start_fetch(joined.flight, request, *match, self, context);
@@ -216,9 +228,9 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
     co_return delivered.reusable;
 }
 
-template asio::awaitable<bool> forward(beast::tcp_stream&, client_request&, bool, worker&, proxy_context&,
-                                       clock::time_point);
-template asio::awaitable<bool> forward(beast::ssl_stream<beast::tcp_stream>&, client_request&, bool, worker&,
+template asio::awaitable<bool> forward(beast::tcp_stream&, client_request&, bool, worker&,
                                        proxy_context&, clock::time_point);
+template asio::awaitable<bool> forward(beast::ssl_stream<beast::tcp_stream>&, client_request&, bool,
+                                       worker&, proxy_context&, clock::time_point);
 
 }  // namespace coalescer::server

@@ -40,7 +40,8 @@ asio::awaitable<void> plain_session(tcp::socket socket, worker& self, proxy_cont
     co_await run_session(stream, self, context);
 }
 
-asio::awaitable<void> tls_session(tcp::socket socket, asio::ssl::context& tls, worker& self, proxy_context& context) {
+asio::awaitable<void> tls_session(tcp::socket socket, asio::ssl::context& tls, worker& self,
+                                  proxy_context& context) {
     connection_count counted(context.metrics);
     beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), tls);
     // A client that never finishes its handshake is dropped at the header timeout (T-09).
@@ -61,8 +62,8 @@ asio::awaitable<void> refuse_busy(tcp::socket socket) {
 
 }  // namespace
 
-listener::listener(asio::io_context& io, const ops::listen_config& cfg, std::vector<std::unique_ptr<worker>>& workers,
-                   proxy_context& context)
+listener::listener(asio::io_context& io, const ops::listen_config& cfg,
+                   std::vector<std::unique_ptr<worker>>& workers, proxy_context& context)
     : acceptor_(io), workers_(workers), context_(context) {
     http_rules::bind_and_listen(acceptor_, cfg.address, cfg.port, "");
     if (cfg.tls) {
@@ -70,11 +71,17 @@ listener::listener(asio::io_context& io, const ops::listen_config& cfg, std::vec
     }
 }
 
-std::uint16_t listener::port() const { return acceptor_.local_endpoint().port(); }
+std::uint16_t listener::port() const {
+    return acceptor_.local_endpoint().port();
+}
 
-void listener::start() { asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached); }
+void listener::start() {
+    asio::co_spawn(acceptor_.get_executor(), accept_loop(), asio::detached);
+}
 
-void listener::stop() { http_rules::close_on_executor(acceptor_); }
+void listener::stop() {
+    http_rules::close_on_executor(acceptor_);
+}
 
 asio::awaitable<void> listener::accept_loop() {
     asio::steady_timer pause(acceptor_.get_executor());
@@ -97,9 +104,11 @@ asio::awaitable<void> listener::accept_loop() {
             continue;
         }
         if (tls_) {
-            asio::co_spawn(target.io, tls_session(std::move(socket), *tls_, target, context_), asio::detached);
+            asio::co_spawn(target.io, tls_session(std::move(socket), *tls_, target, context_),
+                           asio::detached);
         } else {
-            asio::co_spawn(target.io, plain_session(std::move(socket), target, context_), asio::detached);
+            asio::co_spawn(target.io, plain_session(std::move(socket), target, context_),
+                           asio::detached);
         }
     }
 }
@@ -107,8 +116,9 @@ asio::awaitable<void> listener::accept_loop() {
 std::unique_ptr<asio::ssl::context> make_server_tls_context(const ops::tls_files& files) {
     auto ctx = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
     ctx->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_sslv2 |
-                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1 |
-                     asio::ssl::context::no_compression | asio::ssl::context::single_dh_use);
+                     asio::ssl::context::no_sslv3 | asio::ssl::context::no_tlsv1 |
+                     asio::ssl::context::no_tlsv1_1 | asio::ssl::context::no_compression |
+                     asio::ssl::context::single_dh_use);
     SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
     SSL_CTX_set_options(ctx->native_handle(), SSL_OP_NO_RENEGOTIATION);
     error_code ec;

@@ -15,15 +15,15 @@
 namespace coalescer::server {
 
 class listener {
-public:
+  public:
     // Binds at once (start-up errors throw with a clear message).
-    listener(boost::asio::io_context& io, const ops::listen_config& cfg, std::vector<std::unique_ptr<worker>>& workers,
-             proxy_context& context);
+    listener(boost::asio::io_context& io, const ops::listen_config& cfg,
+             std::vector<std::unique_ptr<worker>>& workers, proxy_context& context);
     std::uint16_t port() const;
     void start();
     void stop();  // stops accepting; open connections carry on
 
-private:
+  private:
     boost::asio::awaitable<void> accept_loop();
 
     boost::asio::ip::tcp::acceptor acceptor_;

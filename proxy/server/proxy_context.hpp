@@ -17,8 +17,8 @@
 #include <boost/asio/ip/tcp.hpp>
 
 #include <atomic>
-#include <unordered_set>
 #include <memory>
+#include <unordered_set>
 #include <vector>
 
 namespace coalescer::server {
@@ -30,8 +30,9 @@ struct proxy_context {
     router routes;
     coalesce::flight_key_builder keys;
     coalesce::registry flights;
-    std::vector<std::unique_ptr<boost::asio::ssl::context>> upstream_tls;  // by upstream; null for http
-    std::vector<std::unique_ptr<upstream::pacer>> pacers;                  // by upstream
+    std::vector<std::unique_ptr<boost::asio::ssl::context>>
+        upstream_tls;                                      // by upstream; null for http
+    std::vector<std::unique_ptr<upstream::pacer>> pacers;  // by upstream
     ops::metrics metrics;
     ops::access_log log;
     std::atomic<bool> draining{false};
@@ -40,7 +41,8 @@ struct proxy_context {
 // An io_context whose handlers can be destroyed before the context itself, so that objects
 // that cross workers (a flight holds subscribers' timers) never outlive their loop.
 struct event_loop : boost::asio::io_context {
-    event_loop() : boost::asio::io_context(1) {}  // one thread: what a worker owns needs no locks of ours
+    event_loop()
+        : boost::asio::io_context(1) {}  // one thread: what a worker owns needs no locks of ours
     using boost::asio::io_context::shutdown;
 };
 

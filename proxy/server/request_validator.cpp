@@ -10,8 +10,8 @@
 namespace coalescer::server {
 namespace http = boost::beast::http;
 using boost::system::error_code;
-using ops::proxy_errc;
 using http_rules::iequals;
+using ops::proxy_errc;
 
 namespace {
 
@@ -39,12 +39,10 @@ error_code check_transfer_encoding(const request_header& h) {
     if (codings.size() == 1 && iequals(codings.front(), "chunked")) {
         return {};
     }
-    const bool has_chunked = std::any_of(codings.begin(), codings.end(), [](auto c) {
-        return iequals(c, "chunked");
-    });
-    const bool all_tokens = std::all_of(codings.begin(), codings.end(), [](auto c) {
-        return http_rules::is_token(c);
-    });
+    const bool has_chunked =
+        std::any_of(codings.begin(), codings.end(), [](auto c) { return iequals(c, "chunked"); });
+    const bool all_tokens =
+        std::all_of(codings.begin(), codings.end(), [](auto c) { return http_rules::is_token(c); });
     if (has_chunked || !all_tokens || codings.empty()) {
         return proxy_errc::bad_request;  // chunked not alone/last, or garbage
     }
@@ -86,8 +84,8 @@ error_code check_host(const request_header& h) {
     }
     const auto host = h[http::field::host];
     const bool valid = std::all_of(host.begin(), host.end(), [](char c) {
-        return std::isalnum(static_cast<unsigned char>(c)) || std::string_view("-._~:[]%!$&'()*+,;=").find(c) !=
-                                                                  std::string_view::npos;
+        return std::isalnum(static_cast<unsigned char>(c)) ||
+               std::string_view("-._~:[]%!$&'()*+,;=").find(c) != std::string_view::npos;
     });
     return valid ? error_code{} : error_code(proxy_errc::bad_request);
 }
@@ -95,14 +93,17 @@ error_code check_host(const request_header& h) {
 // H-15: `Connection: x-api-key` would make a hop-by-hop header of a credential or of framing.
 error_code check_connection_tokens(const request_header& h, const ops::config& cfg) {
     error_code result;
-    for (auto it = h.find(http::field::connection); it != h.end() && it->name() == http::field::connection; ++it) {
+    for (auto it = h.find(http::field::connection);
+         it != h.end() && it->name() == http::field::connection; ++it) {
         http_rules::for_each_list_item(it->value(), [&](std::string_view token) {
             static constexpr std::string_view protected_names[] = {
                 "authorization", "x-api-key", "host", "content-length", "content-type"};
             bool bad = std::any_of(std::begin(protected_names), std::end(protected_names),
                                    [&](auto n) { return iequals(n, token); });
-            for (const auto& id : cfg.coalesce.identity_headers) bad = bad || iequals(id, token);
-            if (bad) result = proxy_errc::bad_request;
+            for (const auto& id : cfg.coalesce.identity_headers)
+                bad = bad || iequals(id, token);
+            if (bad)
+                result = proxy_errc::bad_request;
         });
     }
     return result;
@@ -110,7 +111,8 @@ error_code check_connection_tokens(const request_header& h, const ops::config& c
 
 std::string_view bearer_token(std::string_view authorization) {
     constexpr std::string_view scheme = "bearer ";
-    if (authorization.size() > scheme.size() && iequals(authorization.substr(0, scheme.size()), scheme)) {
+    if (authorization.size() > scheme.size() &&
+        iequals(authorization.substr(0, scheme.size()), scheme)) {
         return http_rules::trim(authorization.substr(scheme.size()));
     }
     return authorization;
@@ -125,7 +127,8 @@ error_code check_credentials(const request_header& h, const ops::config& cfg) {
     }
     const auto auth = h.find(http::field::authorization);
     const auto key = h.find("x-api-key");
-    if (auth != h.end() && key != h.end() && bearer_token(auth->value()) != http_rules::trim(key->value())) {
+    if (auth != h.end() && key != h.end() &&
+        bearer_token(auth->value()) != http_rules::trim(key->value())) {
         return proxy_errc::ambiguous_credentials;
     }
     return {};
@@ -143,8 +146,9 @@ error_code check_raw_head(std::string_view head) {
     const auto line = head.substr(0, line_end);
     if (const auto sp = line.rfind(' '); sp != std::string_view::npos) {
         const auto version = line.substr(sp + 1);
-        if (version.size() == 8 && version.starts_with("HTTP/") && std::isdigit(static_cast<unsigned char>(version[5])) &&
-            version[6] == '.' && std::isdigit(static_cast<unsigned char>(version[7])) && version != "HTTP/1.0" &&
+        if (version.size() == 8 && version.starts_with("HTTP/") &&
+            std::isdigit(static_cast<unsigned char>(version[5])) && version[6] == '.' &&
+            std::isdigit(static_cast<unsigned char>(version[7])) && version != "HTTP/1.0" &&
             version != "HTTP/1.1") {
             return proxy_errc::unsupported_version;
         }
@@ -183,14 +187,21 @@ error_code check_request(const request_header& h, const ops::config& cfg) {
             return proxy_errc::bad_request;  // H-16
         }
     }
-    if (auto ec = check_target(h)) return ec;
-    if (auto ec = check_host(h)) return ec;
-    if (auto ec = check_transfer_encoding(h)) return ec;
-    if (auto ec = check_content_length(h)) return ec;
-    if (auto ec = check_connection_tokens(h, cfg)) return ec;
-    if (auto ec = check_credentials(h, cfg)) return ec;
+    if (auto ec = check_target(h))
+        return ec;
+    if (auto ec = check_host(h))
+        return ec;
+    if (auto ec = check_transfer_encoding(h))
+        return ec;
+    if (auto ec = check_content_length(h))
+        return ec;
+    if (auto ec = check_connection_tokens(h, cfg))
+        return ec;
+    if (auto ec = check_credentials(h, cfg))
+        return ec;
     if (const auto expect = h.find(http::field::expect); expect != h.end()) {
-        if (count(h, http::field::expect) > 1 || !iequals(http_rules::trim(expect->value()), "100-continue")) {
+        if (count(h, http::field::expect) > 1 ||
+            !iequals(http_rules::trim(expect->value()), "100-continue")) {
             return proxy_errc::expectation_failed;
         }
     }

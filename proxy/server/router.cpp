@@ -5,7 +5,8 @@ namespace coalescer::server {
 std::optional<route_match> router::match(std::string_view target) const {
     const auto query_at = target.find('?');
     const auto path = target.substr(0, query_at);
-    const auto query = query_at == std::string_view::npos ? std::string_view{} : target.substr(query_at);
+    const auto query =
+        query_at == std::string_view::npos ? std::string_view{} : target.substr(query_at);
     const auto& routes = config_->routes;
     for (std::size_t i = 0; i < routes.size(); ++i) {
         const auto& r = routes[i];

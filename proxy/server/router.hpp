@@ -17,11 +17,11 @@ struct route_match {
 };
 
 class router {
-public:
+  public:
     explicit router(std::shared_ptr<const ops::config> cfg) : config_(std::move(cfg)) {}
     std::optional<route_match> match(std::string_view target) const;
 
-private:
+  private:
     std::shared_ptr<const ops::config> config_;
 };
 

@@ -4,21 +4,28 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 
+#include <boost/asio/post.hpp>
 #include <cstdlib>
 #include <fstream>
 #include <string>
-#include <boost/asio/post.hpp>
 
 namespace coalescer::server {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
 proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg)
-    : config(cfg), routes(cfg), keys(cfg->coalesce), flights(cfg->coalesce), metrics(*cfg), log(cfg->log) {
-    flights.on_flight_end([this](std::size_t subscribers) { metrics.flight_finished(subscribers); });
+    : config(cfg),
+      routes(cfg),
+      keys(cfg->coalesce),
+      flights(cfg->coalesce),
+      metrics(*cfg),
+      log(cfg->log) {
+    flights.on_flight_end(
+        [this](std::size_t subscribers) { metrics.flight_finished(subscribers); });
     for (const auto& up : cfg->upstreams) {
-        upstream_tls.push_back(up.https ? std::make_unique<asio::ssl::context>(upstream::make_client_tls_context(up))
-                                        : nullptr);
+        upstream_tls.push_back(
+            up.https ? std::make_unique<asio::ssl::context>(upstream::make_client_tls_context(up))
+                     : nullptr);
         pacers.push_back(std::make_unique<upstream::pacer>(up.max_concurrent, up.rate_limit));
     }
 }
@@ -35,7 +42,8 @@ unsigned available_cores() {
     if (in >> quota >> period && quota != "max" && period > 0) {
         const long q = std::atol(quota.c_str());
         if (q > 0) {
-            cores = std::min<unsigned>(cores, static_cast<unsigned>(std::max(1L, (q + period - 1) / period)));
+            cores = std::min<unsigned>(
+                cores, static_cast<unsigned>(std::max(1L, (q + period - 1) / period)));
         }
     }
     return cores;
@@ -43,7 +51,8 @@ unsigned available_cores() {
 
 }  // namespace
 
-server::server(std::shared_ptr<const ops::config> cfg) : context_(std::make_unique<proxy_context>(cfg)) {
+server::server(std::shared_ptr<const ops::config> cfg)
+    : context_(std::make_unique<proxy_context>(cfg)) {
     const unsigned n = cfg->workers != 0 ? cfg->workers : available_cores();
     for (unsigned i = 0; i < n; ++i) {
         workers_.push_back(std::make_unique<worker>(cfg->upstreams.size()));
@@ -98,7 +107,8 @@ void server::start() {
 void server::schedule_sweep() {
     sweep_timer_->expires_after(std::chrono::milliseconds(500));
     sweep_timer_->async_wait([this](error_code ec) {
-        if (ec) return;
+        if (ec)
+            return;
         context_->flights.sweep();
         context_->log.flush();
         schedule_sweep();
@@ -133,8 +143,10 @@ void server::begin_refusing() {
     }
 }
 
-void server::check_drained(std::shared_ptr<asio::steady_timer> timer, std::chrono::steady_clock::time_point give_up) {
-    const bool idle = context_->metrics.open_connections() == 0 && context_->flights.live_flights() == 0;
+void server::check_drained(std::shared_ptr<asio::steady_timer> timer,
+                           std::chrono::steady_clock::time_point give_up) {
+    const bool idle =
+        context_->metrics.open_connections() == 0 && context_->flights.live_flights() == 0;
     if (idle || std::chrono::steady_clock::now() >= give_up) {
         std::thread([this] { stop(); }).detach();
         return;

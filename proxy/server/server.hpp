@@ -18,7 +18,7 @@
 namespace coalescer::server {
 
 class server {
-public:
+  public:
     // Binds every port and loads every certificate now: start-up errors throw here, one line each.
     explicit server(std::shared_ptr<const ops::config> cfg);
     ~server();
@@ -33,10 +33,10 @@ public:
     // Graceful drain: /readyz 503 at once; after drain_delay stop accepting and close idle
     // connections; let flights and streams finish for up to drain_timeout; then stop.
     void drain();
-    void stop();   // immediate
-    void wait();   // until stopped
+    void stop();  // immediate
+    void wait();  // until stopped
 
-private:
+  private:
     void begin_refusing();
     void check_drained(std::shared_ptr<boost::asio::steady_timer> timer,
                        std::chrono::steady_clock::time_point give_up);

@@ -57,7 +57,9 @@ struct deadline_state {
 };
 
 template <class Stream, class Op>
-asio::awaitable<std::tuple<error_code, std::size_t>> with_deadline(Stream& stream, clock::time_point deadline, Op op) {
+asio::awaitable<std::tuple<error_code, std::size_t>> with_deadline(Stream& stream,
+                                                                   clock::time_point deadline,
+                                                                   Op op) {
     auto& tcp = beast::get_lowest_layer(stream);
     tcp.expires_never();
     auto state = std::make_shared<deadline_state>();
@@ -81,8 +83,10 @@ asio::awaitable<std::tuple<error_code, std::size_t>> with_deadline(Stream& strea
 
 // Registers a connection as idle (between requests) for as long as it waits for a first byte.
 class idle_registration {
-public:
-    idle_registration(worker& w, asio::ip::tcp::socket& s) : worker_(w), socket_(&s) { worker_.idle.insert(socket_); }
+  public:
+    idle_registration(worker& w, asio::ip::tcp::socket& s) : worker_(w), socket_(&s) {
+        worker_.idle.insert(socket_);
+    }
     ~idle_registration() { release(); }
     void release() {
         if (socket_ != nullptr) {
@@ -91,14 +95,15 @@ public:
         }
     }
 
-private:
+  private:
     worker& worker_;
     asio::ip::tcp::socket* socket_;
 };
 
 template <class Stream>
-asio::awaitable<error_code> read_head(Stream& stream, beast::flat_buffer& buffer, const ops::limits_config& limits,
-                                      worker& self, const std::atomic<bool>& draining, std::size_t& head_size) {
+asio::awaitable<error_code> read_head(Stream& stream, beast::flat_buffer& buffer,
+                                      const ops::limits_config& limits, worker& self,
+                                      const std::atomic<bool>& draining, std::size_t& head_size) {
     auto& tcp = beast::get_lowest_layer(stream);
     if (buffer.size() == 0 && draining.load(std::memory_order_relaxed)) {
         co_return quiet_close;
@@ -114,13 +119,15 @@ asio::awaitable<error_code> read_head(Stream& stream, beast::flat_buffer& buffer
         if (buffer.size() != 0) {
             if (const auto end = find_head_end(view(buffer), scanned)) {
                 head_size = end;
-                co_return end > limits.max_header_bytes ? error_code(proxy_errc::headers_too_large) : error_code{};
+                co_return end > limits.max_header_bytes ? error_code(proxy_errc::headers_too_large)
+                                                        : error_code{};
             }
             scanned = buffer.size();
             if (buffer.size() > limits.max_header_bytes) {
                 const bool line_done = view(buffer).find('\n') != std::string_view::npos;
-                co_return line_done || buffer.size() <= max_request_line ? proxy_errc::headers_too_large
-                                                                          : proxy_errc::uri_too_long;
+                co_return line_done || buffer.size() <= max_request_line
+                    ? proxy_errc::headers_too_large
+                    : proxy_errc::uri_too_long;
             }
         }
         auto read = [&] { return stream.async_read_some(buffer.prepare(read_size), use_tuple); };
@@ -141,9 +148,12 @@ asio::awaitable<error_code> read_head(Stream& stream, beast::flat_buffer& buffer
 }
 
 error_code parse_error_to_proxy(error_code ec) {
-    if (ec == http::error::header_limit) return proxy_errc::headers_too_large;
-    if (ec == http::error::body_limit) return proxy_errc::body_too_large;
-    if (ec == beast::error::timeout) return proxy_errc::body_timeout;
+    if (ec == http::error::header_limit)
+        return proxy_errc::headers_too_large;
+    if (ec == http::error::body_limit)
+        return proxy_errc::body_too_large;
+    if (ec == beast::error::timeout)
+        return proxy_errc::body_timeout;
     return proxy_errc::bad_request;
 }
 
@@ -160,7 +170,8 @@ asio::awaitable<void> linger_and_close(Stream& stream) {
     tcp.expires_after(std::chrono::seconds(2));
     while (drained < 1024 * 1024) {
         auto [ec, n] = co_await tcp.async_read_some(asio::buffer(sink), use_tuple);
-        if (ec) break;
+        if (ec)
+            break;
         drained += n;
     }
     tcp.socket().close(ignored);
@@ -182,7 +193,8 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
     beast::flat_buffer buffer;
     for (;;) {
         std::size_t head_size = 0;
-        error_code ec = co_await read_head(stream, buffer, limits, self, context.draining, head_size);
+        error_code ec =
+            co_await read_head(stream, buffer, limits, self, context.draining, head_size);
         const auto started = clock::now();
         if (ec == quiet_close) {
             break;
@@ -192,12 +204,14 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
         }
         http::request_parser<http::string_body> parser;
         if (!ec) {
-            parser.header_limit(static_cast<std::uint32_t>(std::max<std::size_t>(limits.max_header_bytes, head_size)));
+            parser.header_limit(static_cast<std::uint32_t>(
+                std::max<std::size_t>(limits.max_header_bytes, head_size)));
             parser.body_limit(limits.max_request_body);
             error_code pec;
             parser.put(asio::buffer(buffer.data().data(), head_size), pec);
             if (pec || !parser.is_header_done()) {
-                ec = pec && pec != http::error::need_more ? parse_error_to_proxy(pec) : error_code(proxy_errc::bad_request);
+                ec = pec && pec != http::error::need_more ? parse_error_to_proxy(pec)
+                                                          : error_code(proxy_errc::bad_request);
             } else {
                 buffer.consume(head_size);
                 ec = check_request(parser.get().base(), cfg);
@@ -210,12 +224,15 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
             constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
             beast::get_lowest_layer(stream).expires_after(limits.write_timeout);
             auto [wec, n] = co_await asio::async_write(stream, asio::buffer(go_on), use_tuple);
-            if (wec) break;
+            if (wec)
+                break;
         }
         if (!ec && !parser.is_done()) {
             auto read = [&] { return http::async_read(stream, buffer, parser, use_tuple); };
-            auto [rec, n] = co_await with_deadline(stream, clock::now() + limits.idle_timeout, read);
-            if (rec == http::error::end_of_stream || rec == asio::error::eof || rec == asio::error::connection_reset) {
+            auto [rec, n] =
+                co_await with_deadline(stream, clock::now() + limits.idle_timeout, read);
+            if (rec == http::error::end_of_stream || rec == asio::error::eof ||
+                rec == asio::error::connection_reset) {
                 break;  // the client left mid-body: nothing to answer, nothing forwarded
             }
             if (rec) {
@@ -224,13 +241,14 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
         }
         if (ec) {
             const double seconds = std::chrono::duration<double>(clock::now() - started).count();
-            context.metrics.client_request(cfg.routes.size(), coalesce::role::pass, ops::reply_for(ec).status, seconds,
-                                           std::nullopt);
+            context.metrics.client_request(cfg.routes.size(), coalesce::role::pass,
+                                           ops::reply_for(ec).status, seconds, std::nullopt);
             co_await answer_error(stream, ec);
             co_await linger_and_close(stream);
             co_return;
         }
-        const bool keep_alive = parser.keep_alive() && !context.draining.load(std::memory_order_relaxed);
+        const bool keep_alive =
+            parser.keep_alive() && !context.draining.load(std::memory_order_relaxed);
         auto request = parser.release();
         if (!co_await forward(stream, request, keep_alive, self, context, started)) {
             break;
@@ -243,6 +261,7 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
 }
 
 template asio::awaitable<void> run_session(beast::tcp_stream&, worker&, proxy_context&);
-template asio::awaitable<void> run_session(beast::ssl_stream<beast::tcp_stream>&, worker&, proxy_context&);
+template asio::awaitable<void> run_session(beast::ssl_stream<beast::tcp_stream>&, worker&,
+                                           proxy_context&);
 
 }  // namespace coalescer::server

@@ -21,8 +21,8 @@
 namespace coalescer::upstream {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-using boost::system::error_code;
 using asio::ip::tcp;
+using boost::system::error_code;
 using ops::proxy_errc;
 
 namespace {
@@ -68,7 +68,8 @@ asio::awaitable<error_code> connection::connect(const ops::upstream_config& upst
         endpoints.emplace_back(address, upstream.port);
     } else {
         tcp::resolver resolver(executor_);
-        auto [rec, results] = co_await resolver.async_resolve(upstream.host, std::to_string(upstream.port), use_tuple);
+        auto [rec, results] = co_await resolver.async_resolve(
+            upstream.host, std::to_string(upstream.port), use_tuple);
         if (rec) {
             co_return proxy_errc::upstream_resolve_failed;
         }
@@ -96,7 +97,8 @@ asio::awaitable<error_code> connection::connect(const ops::upstream_config& upst
     co_return error_code{};
 }
 
-asio::awaitable<error_code> connection::write(const std::vector<asio::const_buffer>& buffers, deadline by) {
+asio::awaitable<error_code> connection::write(const std::vector<asio::const_buffer>& buffers,
+                                              deadline by) {
     tcp().expires_at(by);
     if (tls_) {
         auto [ec, n] = co_await asio::async_write(*tls_, buffers, use_tuple);
@@ -148,7 +150,8 @@ bool system_store_present() {
     const std::filesystem::path cert_file = file != nullptr ? file : X509_get_default_cert_file();
     const std::filesystem::path cert_dir = dir != nullptr ? dir : X509_get_default_cert_dir();
     std::error_code ec;
-    if (std::filesystem::is_regular_file(cert_file, ec) && std::filesystem::file_size(cert_file, ec) > 0) {
+    if (std::filesystem::is_regular_file(cert_file, ec) &&
+        std::filesystem::file_size(cert_file, ec) > 0) {
         return true;
     }
     return std::filesystem::is_directory(cert_dir, ec) && !std::filesystem::is_empty(cert_dir, ec);
@@ -170,9 +173,10 @@ asio::ssl::context make_client_tls_context(const ops::upstream_config& upstream)
     if (upstream.tls.ca_file.empty()) {
         if (upstream.tls.verify && !system_store_present()) {
             // Starting anyway would answer every call with 502 while /readyz says ready.
-            throw std::runtime_error("upstream " + upstream.name + ": no system CA certificates found (" +
-                                     X509_get_default_cert_file() + ", " + X509_get_default_cert_dir() +
-                                     "); install ca-certificates, set SSL_CERT_FILE, or set tls.ca_file");
+            throw std::runtime_error(
+                "upstream " + upstream.name + ": no system CA certificates found (" +
+                X509_get_default_cert_file() + ", " + X509_get_default_cert_dir() +
+                "); install ca-certificates, set SSL_CERT_FILE, or set tls.ca_file");
         }
         ctx.set_default_verify_paths();
     } else {

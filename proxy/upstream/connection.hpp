@@ -22,7 +22,7 @@ using response_parser = boost::beast::http::response_parser<boost::beast::http::
 using deadline = std::chrono::steady_clock::time_point;
 
 class connection {
-public:
+  public:
     explicit connection(boost::asio::any_io_executor ex);
 
     // Resolves, connects and (for https) handshakes, all before `by`. Errors are proxy_errc.
@@ -31,8 +31,10 @@ public:
                                                               deadline by);
     boost::asio::awaitable<boost::system::error_code> write(
         const std::vector<boost::asio::const_buffer>& buffers, deadline by);
-    boost::asio::awaitable<boost::system::error_code> read_header(response_parser& parser, deadline by);
-    boost::asio::awaitable<boost::system::error_code> read_some(response_parser& parser, deadline by);
+    boost::asio::awaitable<boost::system::error_code> read_header(response_parser& parser,
+                                                                  deadline by);
+    boost::asio::awaitable<boost::system::error_code> read_some(response_parser& parser,
+                                                                deadline by);
 
     void close() noexcept;
     // True when an idle pooled connection has been closed by the peer (or has unread junk).
@@ -42,7 +44,7 @@ public:
     bool reused = false;
     std::chrono::steady_clock::time_point idle_since{};
 
-private:
+  private:
     boost::beast::tcp_stream& tcp() noexcept;
 
     std::optional<boost::beast::tcp_stream> plain_;

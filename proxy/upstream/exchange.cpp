@@ -37,23 +37,28 @@ struct cancel_state {
     asio::steady_timer* sleeping = nullptr;
 };
 
-deadline earliest(deadline a, deadline b) { return std::min(a, b); }
+deadline earliest(deadline a, deadline b) {
+    return std::min(a, b);
+}
 
 bool closed_by_peer(error_code ec) {
-    return ec == http::error::end_of_stream || ec == asio::error::eof || ec == asio::error::connection_reset ||
-           ec == asio::error::broken_pipe || ec == asio::ssl::error::stream_truncated;
+    return ec == http::error::end_of_stream || ec == asio::error::eof ||
+           ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+           ec == asio::ssl::error::stream_truncated;
 }
 
 // Maps a failed write or head read to what clients are told.
 error_code head_error(error_code ec, deadline total) {
     if (ec == beast::error::timeout) {
-        return clock::now() >= total ? proxy_errc::upstream_total_timeout : proxy_errc::upstream_head_timeout;
+        return clock::now() >= total ? proxy_errc::upstream_total_timeout
+                                     : proxy_errc::upstream_head_timeout;
     }
     if (closed_by_peer(ec)) {
         return proxy_errc::upstream_closed;
     }
     const bool malformed = ec.category() == make_error_code(http::error::header_limit).category();
-    return malformed ? error_code(proxy_errc::upstream_protocol_error) : error_code(proxy_errc::upstream_closed);
+    return malformed ? error_code(proxy_errc::upstream_protocol_error)
+                     : error_code(proxy_errc::upstream_closed);
 }
 
 bool token_listed(std::string_view list, std::string_view token) {
@@ -67,7 +72,8 @@ bool token_listed(std::string_view list, std::string_view token) {
 }
 
 // The head as subscribers see it, or an error for framing a proxy must not relay (H-20).
-error_code make_head(const response_parser& parser, bool head_method, coalesce::response_head& out) {
+error_code make_head(const response_parser& parser, bool head_method,
+                     coalesce::response_head& out) {
     const auto& msg = parser.get();
     const bool has_te = msg.find(http::field::transfer_encoding) != msg.end();
     const bool has_cl = msg.find(http::field::content_length) != msg.end();
@@ -110,7 +116,8 @@ struct attempt {
 asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_request& request,
                                                std::unique_ptr<response_parser>& parser,
                                                const ops::upstream_config& up, deadline total) {
-    const std::vector<asio::const_buffer> buffers{asio::buffer(request.head), asio::buffer(request.body)};
+    const std::vector<asio::const_buffer> buffers{asio::buffer(request.head),
+                                                  asio::buffer(request.body)};
     if (auto ec = co_await conn.write(buffers, earliest(clock::now() + up.timeouts.head, total))) {
         co_return ec;
     }
@@ -121,7 +128,8 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
         if (request.head_method) {
             parser->skip(true);
         }
-        if (auto ec = co_await conn.read_header(*parser, earliest(clock::now() + up.timeouts.head, total))) {
+        if (auto ec = co_await conn.read_header(*parser,
+                                                earliest(clock::now() + up.timeouts.head, total))) {
             co_return ec;
         }
         const unsigned status = parser->get().result_int();
@@ -134,8 +142,8 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
 // Connects (or reuses a pooled connection), sends the request and reads the head. A pooled
 // connection the upstream closed just as we reused it fails before any response byte; the
 // request could not have been processed, so it is sent once more on a new connection.
-asio::awaitable<attempt> try_once(const upstream_request& request, exchange_context& context, deadline total,
-                                  const std::shared_ptr<cancel_state>& cancel) {
+asio::awaitable<attempt> try_once(const upstream_request& request, exchange_context& context,
+                                  deadline total, const std::shared_ptr<cancel_state>& cancel) {
     const auto& up = context.upstream;
     const auto executor = co_await asio::this_coro::executor;
     attempt a;
@@ -144,7 +152,8 @@ asio::awaitable<attempt> try_once(const upstream_request& request, exchange_cont
         if (!a.conn) {
             a.conn = std::make_unique<connection>(executor);
             cancel->current = a.conn.get();
-            a.ec = co_await a.conn->connect(up, context.tls, earliest(clock::now() + up.timeouts.connect, total));
+            a.ec = co_await a.conn->connect(up, context.tls,
+                                            earliest(clock::now() + up.timeouts.connect, total));
             if (a.ec) {
                 break;
             }
@@ -164,8 +173,9 @@ asio::awaitable<attempt> try_once(const upstream_request& request, exchange_cont
     co_return a;
 }
 
-asio::awaitable<error_code> stream_body(connection& conn, response_parser& parser, coalesce::flight& f,
-                                        const ops::upstream_config& up, deadline total,
+asio::awaitable<error_code> stream_body(connection& conn, response_parser& parser,
+                                        coalesce::flight& f, const ops::upstream_config& up,
+                                        deadline total,
                                         const std::shared_ptr<cancel_state>& cancel) {
     // One read buffer for the whole body; each piece is stored at its own size (a 16 KiB string
     // shrunk with resize() would keep its capacity: wasted memory, miscounted cache bytes).
@@ -185,9 +195,11 @@ asio::awaitable<error_code> stream_body(connection& conn, response_parser& parse
         if (cancel->cancelled) {
             ec = proxy_errc::flight_cancelled;
         } else if (ec == beast::error::timeout) {
-            ec = clock::now() >= total ? proxy_errc::upstream_total_timeout : proxy_errc::upstream_idle_timeout;
+            ec = clock::now() >= total ? proxy_errc::upstream_total_timeout
+                                       : proxy_errc::upstream_idle_timeout;
         } else if (ec) {
-            ec = closed_by_peer(ec) ? proxy_errc::upstream_closed : proxy_errc::upstream_protocol_error;
+            ec = closed_by_peer(ec) ? proxy_errc::upstream_closed
+                                    : proxy_errc::upstream_protocol_error;
         }
         if (ec) {
             cancel->current = nullptr;
@@ -200,27 +212,32 @@ asio::awaitable<error_code> stream_body(connection& conn, response_parser& parse
 
 // How long to wait before the next attempt after a 429/503, or nullopt when the answer goes
 // to the clients as it is (no retries left, or a hint longer than max_delay).
-std::optional<std::chrono::milliseconds> retry_delay(const response_parser& parser, const ops::retry_config& cfg,
+std::optional<std::chrono::milliseconds> retry_delay(const response_parser& parser,
+                                                     const ops::retry_config& cfg,
                                                      int attempt_number, double unit) {
     const auto& msg = parser.get();
     if (!retryable_status(msg.result_int()) || attempt_number >= cfg.max_attempts) {
         return std::nullopt;
     }
-    const auto hint = retry_hint(msg["retry-after-ms"], msg[http::field::retry_after], std::chrono::system_clock::now());
+    const auto hint = retry_hint(msg["retry-after-ms"], msg[http::field::retry_after],
+                                 std::chrono::system_clock::now());
     if (hint && *hint > cfg.max_delay) {
         return std::nullopt;
     }
     return hint ? *hint : backoff(cfg, attempt_number, unit);
 }
 
-asio::awaitable<void> sleep_for(std::chrono::milliseconds delay, const std::shared_ptr<cancel_state>& cancel) {
+asio::awaitable<void> sleep_for(std::chrono::milliseconds delay,
+                                const std::shared_ptr<cancel_state>& cancel) {
     asio::steady_timer timer(co_await asio::this_coro::executor, delay);
     cancel->sleeping = &timer;
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
     cancel->sleeping = nullptr;
 }
 
-double seconds_since(clock::time_point t) { return std::chrono::duration<double>(clock::now() - t).count(); }
+double seconds_since(clock::time_point t) {
+    return std::chrono::duration<double>(clock::now() - t).count();
+}
 
 // Tokens the provider billed for this call, read from the response's own `usage`.
 void count_tokens(coalesce::flight& f, std::string_view content_type, exchange_context& context) {
@@ -251,8 +268,10 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
     flight->set_canceller([executor, cancel] {
         asio::post(executor, [cancel] {
             cancel->cancelled = true;
-            if (cancel->current != nullptr) cancel->current->close();
-            if (cancel->sleeping != nullptr) cancel->sleeping->cancel();
+            if (cancel->current != nullptr)
+                cancel->current->close();
+            if (cancel->sleeping != nullptr)
+                cancel->sleeping->cancel();
         });
     });
 
@@ -272,7 +291,8 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
         const auto sent_at = clock::now();
         flight->attempts.fetch_add(1, std::memory_order_relaxed);
         attempt a = co_await try_once(request, context, total, cancel);
-        context.metrics.upstream_call(context.upstream_index, a.ec ? 0 : a.parser->get().result_int());
+        context.metrics.upstream_call(context.upstream_index,
+                                      a.ec ? 0 : a.parser->get().result_int());
         const double ttfb = seconds_since(sent_at);
         std::optional<std::chrono::milliseconds> delay;
         if (a.ec && retryable_failure(a.ec) && number < up.retries.max_attempts) {

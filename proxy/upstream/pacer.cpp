@@ -72,13 +72,15 @@ void pacer::release() {
 
 pacer::clock::time_point pacer::reserve_token(clock::time_point now) {
     const double rate = rate_->requests_per_second;
-    tokens_ = std::min<double>(rate_->burst, tokens_ + std::chrono::duration<double>(now - refilled_).count() * rate);
+    tokens_ = std::min<double>(
+        rate_->burst, tokens_ + std::chrono::duration<double>(now - refilled_).count() * rate);
     refilled_ = now;
     tokens_ -= 1;  // may go negative: later callers queue behind the debt
     if (tokens_ >= 0) {
         return now;
     }
-    return now + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(-tokens_ / rate));
+    return now + std::chrono::duration_cast<clock::duration>(
+                     std::chrono::duration<double>(-tokens_ / rate));
 }
 
 std::size_t pacer::queued() const {

@@ -18,7 +18,7 @@
 namespace coalescer::upstream {
 
 class pacer {
-public:
+  public:
     using clock = std::chrono::steady_clock;
 
     pacer(int max_concurrent, std::optional<ops::rate_limit_config> rate);
@@ -30,7 +30,7 @@ public:
     std::size_t queued() const;
     int in_use() const;
 
-private:
+  private:
     struct ticket {
         explicit ticket(boost::asio::any_io_executor ex) : executor(ex), timer(ex) {}
         boost::asio::any_io_executor executor;
@@ -51,7 +51,7 @@ private:
 
 // A slot that is given back however the holder leaves.
 class pacer_slot {
-public:
+  public:
     pacer_slot() = default;
     explicit pacer_slot(pacer& p) : pacer_(&p) {}
     pacer_slot(pacer_slot&& other) noexcept : pacer_(std::exchange(other.pacer_, nullptr)) {}
@@ -67,7 +67,7 @@ public:
         }
     }
 
-private:
+  private:
     pacer* pacer_ = nullptr;
 };
 

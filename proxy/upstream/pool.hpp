@@ -11,7 +11,7 @@
 namespace coalescer::upstream {
 
 class pool {
-public:
+  public:
     // Idle connections older than this are closed instead of reused: below the usual provider
     // keep-alive timeouts, so we rarely reuse a socket the other side is about to close.
     static constexpr std::chrono::seconds max_idle{30};
@@ -23,7 +23,7 @@ public:
     std::size_t idle() const noexcept { return idle_.size(); }
     void clear() noexcept { idle_.clear(); }
 
-private:
+  private:
     std::vector<std::unique_ptr<connection>> idle_;  // most recently used last
 };
 

@@ -16,17 +16,23 @@ bool retryable_failure(boost::system::error_code ec) noexcept {
            ec == proxy_errc::upstream_connect_timeout || ec == proxy_errc::upstream_resolve_failed;
 }
 
-bool retryable_status(unsigned status) noexcept { return status == 429 || status == 503; }
+bool retryable_status(unsigned status) noexcept {
+    return status == 429 || status == 503;
+}
 
 namespace {
 
 std::optional<double> number(std::string_view text) {
-    while (!text.empty() && text.front() == ' ') text.remove_prefix(1);
-    while (!text.empty() && text.back() == ' ') text.remove_suffix(1);
-    if (text.empty()) return std::nullopt;
+    while (!text.empty() && text.front() == ' ')
+        text.remove_prefix(1);
+    while (!text.empty() && text.back() == ' ')
+        text.remove_suffix(1);
+    if (text.empty())
+        return std::nullopt;
     double value = 0;
     const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc{} || end != text.data() + text.size() || !std::isfinite(value) || value < 0) {
+    if (ec != std::errc{} || end != text.data() + text.size() || !std::isfinite(value) ||
+        value < 0) {
         return std::nullopt;
     }
     return value;
@@ -37,13 +43,15 @@ std::optional<std::chrono::system_clock::time_point> http_date(std::string_view 
     std::tm tm{};
     const std::string copy(text);
     const char* end = ::strptime(copy.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (end == nullptr || *end != '\0') return std::nullopt;
+    if (end == nullptr || *end != '\0')
+        return std::nullopt;
     return std::chrono::system_clock::from_time_t(::timegm(&tm));
 }
 
 }  // namespace
 
-std::optional<std::chrono::milliseconds> retry_hint(std::string_view retry_after_ms, std::string_view retry_after,
+std::optional<std::chrono::milliseconds> retry_hint(std::string_view retry_after_ms,
+                                                    std::string_view retry_after,
                                                     std::chrono::system_clock::time_point now) {
     using std::chrono::milliseconds;
     if (const auto ms = number(retry_after_ms)) {

@@ -18,7 +18,8 @@ bool retryable_status(unsigned status) noexcept;
 
 // The server's own hint: `retry-after-ms` first, then `Retry-After` (delta seconds or an
 // HTTP-date, relative to `now`). nullopt when absent or unreadable.
-std::optional<std::chrono::milliseconds> retry_hint(std::string_view retry_after_ms, std::string_view retry_after,
+std::optional<std::chrono::milliseconds> retry_hint(std::string_view retry_after_ms,
+                                                    std::string_view retry_after,
                                                     std::chrono::system_clock::time_point now);
 
 // Capped exponential backoff with jitter: attempt 1 waits around base_delay, doubling up to

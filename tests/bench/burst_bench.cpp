@@ -60,10 +60,13 @@ using boost::system::error_code;
 using steady = std::chrono::steady_clock;
 
 std::int64_t now_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(steady::now().time_since_epoch()).count();
+    return std::chrono::duration_cast<std::chrono::microseconds>(steady::now().time_since_epoch())
+        .count();
 }
 
-double ms(std::int64_t us) { return static_cast<double>(us) / 1000.0; }
+double ms(std::int64_t us) {
+    return static_cast<double>(us) / 1000.0;
+}
 
 // ---------------------------------------------------------------------------------------------
 // Command line
@@ -79,12 +82,16 @@ struct options {
 };
 
 void usage(std::FILE* to) {
-    std::fputs("usage: burst_bench [--requests N (1000)] [--latency-ms L (500)] [--runs R (3)]\n"
-               "                   [--client-threads T (2)] [--workers W (2)] [--timeout-s S (30)] [--stream]\n"
-               "N identical concurrent requests through the sidecar (coalescing route) to the mock provider\n"
-               "answering after L ms; prints upstream calls, total time, p50/p99/max latency per run, their\n"
-               "median, and the target: exactly 1 upstream call and p99 <= L + 20 ms.\n",
-               to);
+    std::fputs(
+        "usage: burst_bench [--requests N (1000)] [--latency-ms L (500)] [--runs R (3)]\n"
+        "                   [--client-threads T (2)] [--workers W (2)] [--timeout-s S (30)] "
+        "[--stream]\n"
+        "N identical concurrent requests through the sidecar (coalescing route) to the mock "
+        "provider\n"
+        "answering after L ms; prints upstream calls, total time, p50/p99/max latency per run, "
+        "their\n"
+        "median, and the target: exactly 1 upstream call and p99 <= L + 20 ms.\n",
+        to);
 }
 
 options parse_args(int argc, char** argv) {
@@ -106,8 +113,10 @@ options parse_args(int argc, char** argv) {
                       : flag == "--workers"        ? &o.workers
                       : flag == "--timeout-s"      ? &o.timeout_s
                                                    : nullptr;
-        if (target == nullptr) throw std::runtime_error("unknown flag " + flag);
-        if (i + 1 >= argc) throw std::runtime_error("missing value after " + flag);
+        if (target == nullptr)
+            throw std::runtime_error("unknown flag " + flag);
+        if (i + 1 >= argc)
+            throw std::runtime_error("missing value after " + flag);
         const std::string text = argv[++i];
         std::size_t used = 0;
         try {
@@ -115,7 +124,8 @@ options parse_args(int argc, char** argv) {
         } catch (const std::exception&) {
             used = 0;
         }
-        if (used == 0 || used != text.size()) throw std::runtime_error("not a number after " + flag + ": " + text);
+        if (used == 0 || used != text.size())
+            throw std::runtime_error("not a number after " + flag + ": " + text);
     }
     if (o.requests < 1 || o.latency_ms < 0 || o.runs < 1 || o.client_threads < 1 || o.workers < 1 ||
         o.timeout_s < 1) {
@@ -129,7 +139,8 @@ options parse_args(int argc, char** argv) {
 
 rlim_t raise_fd_limit() {
     rlimit lim{};
-    if (getrlimit(RLIMIT_NOFILE, &lim) != 0) return 1024;
+    if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
+        return 1024;
     if (lim.rlim_cur < lim.rlim_max) {
         lim.rlim_cur = lim.rlim_max;
         setrlimit(RLIMIT_NOFILE, &lim);
@@ -148,7 +159,9 @@ std::string load_average() {
 double process_cpu_s() {
     rusage u{};
     getrusage(RUSAGE_SELF, &u);
-    const auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+    const auto s = [](const timeval& t) {
+        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+    };
     return s(u.ru_utime) + s(u.ru_stime);
 }
 
@@ -159,20 +172,31 @@ double process_cpu_s() {
 enum class role : std::uint8_t { none, leader, follower, hit, other };
 
 class response_reader {
-public:
+  public:
     // Returns true once the response is complete.
     bool feed(const char* p, std::size_t n);
     bool done() const { return state_ == state::done; }
     bool failed() const { return state_ == state::failed; }
     bool close_delimited() const { return state_ == state::until_close; }
     void closed() {
-        if (state_ == state::until_close) state_ = state::done;
+        if (state_ == state::until_close)
+            state_ = state::done;
     }
     unsigned status() const { return status_; }
     role who() const { return role_; }
 
-private:
-    enum class state : std::uint8_t { head, length, chunk_size, chunk_data, chunk_crlf, trailer, until_close, done, failed };
+  private:
+    enum class state : std::uint8_t {
+        head,
+        length,
+        chunk_size,
+        chunk_data,
+        chunk_crlf,
+        trailer,
+        until_close,
+        done,
+        failed
+    };
     void on_head();
     std::size_t feed_chunked(const char* p, std::size_t n);
 
@@ -193,7 +217,8 @@ bool response_reader::feed(const char* p, std::size_t n) {
                 head_.append(p + i, n - i);
                 const auto end = head_.find("\r\n\r\n", before >= 3 ? before - 3 : 0);
                 if (end == std::string::npos) {
-                    if (head_.size() > 64 * 1024) state_ = state::failed;
+                    if (head_.size() > 64 * 1024)
+                        state_ = state::failed;
                     return false;
                 }
                 i += end + 4 - before;
@@ -205,7 +230,8 @@ bool response_reader::feed(const char* p, std::size_t n) {
                 const auto take = static_cast<std::size_t>(std::min<std::uint64_t>(left_, n - i));
                 i += take;
                 left_ -= take;
-                if (left_ == 0) state_ = state::done;
+                if (left_ == 0)
+                    state_ = state::done;
                 break;
             }
             case state::until_close:
@@ -215,23 +241,30 @@ bool response_reader::feed(const char* p, std::size_t n) {
                 break;
         }
     }
-    if (state_ == state::length && left_ == 0) state_ = state::done;
+    if (state_ == state::length && left_ == 0)
+        state_ = state::done;
     return state_ == state::done;
 }
 
 void response_reader::on_head() {
     std::string h = head_;
-    std::transform(h.begin(), h.end(), h.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-    if (h.rfind("http/1.", 0) == 0 && h.size() > 12) status_ = static_cast<unsigned>(std::atoi(h.c_str() + 9));
+    std::transform(h.begin(), h.end(), h.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (h.rfind("http/1.", 0) == 0 && h.size() > 12)
+        status_ = static_cast<unsigned>(std::atoi(h.c_str() + 9));
     const auto field = [&](std::string_view name) -> std::string {
         const auto at = h.find("\r\n" + std::string(name) + ":");
-        if (at == std::string::npos) return {};
+        if (at == std::string::npos)
+            return {};
         const auto from = h.find_first_not_of(" \t", at + 3 + name.size());
         return h.substr(from, h.find("\r\n", from) - from);
     };
     const std::string r = field("x-coalesce");
-    role_ = r == "leader" ? role::leader : r == "follower" ? role::follower : r == "hit" ? role::hit
-          : r.empty() ? role::none : role::other;
+    role_ = r == "leader"     ? role::leader
+            : r == "follower" ? role::follower
+            : r == "hit"      ? role::hit
+            : r.empty()       ? role::none
+                              : role::other;
     head_.clear();
     head_.shrink_to_fit();
     if (field("transfer-encoding").find("chunked") != std::string::npos) {
@@ -253,13 +286,16 @@ std::size_t response_reader::feed_chunked(const char* p, std::size_t n) {
             const auto take = static_cast<std::size_t>(std::min<std::uint64_t>(left_, n - i));
             i += take;
             left_ -= take;
-            if (left_ == 0) state_ = state::chunk_crlf;
+            if (left_ == 0)
+                state_ = state::chunk_crlf;
             continue;
         }
         const char c = p[i++];
         if (c != '\n') {
-            if (c != '\r') line_.push_back(c);
-            if (line_.size() > 4096) state_ = state::failed;
+            if (c != '\r')
+                line_.push_back(c);
+            if (line_.size() > 4096)
+                state_ = state::failed;
             continue;
         }
         // A whole line.
@@ -288,16 +324,17 @@ struct connection {
 };
 
 class client_loop {
-public:
+  public:
     asio::io_context& io() { return io_; }
     void adopt(std::unique_ptr<connection> c) { conns_.push_back(std::move(c)); }
     const std::vector<std::unique_ptr<connection>>& conns() const { return conns_; }
 
-    // Writes the request on every connection, then reads every response (or gives up at the deadline).
+    // Writes the request on every connection, then reads every response (or gives up at the
+    // deadline).
     void run(const std::string& request, steady::time_point deadline);
     std::int64_t first_sent_us = 0, last_sent_us = 0;
 
-private:
+  private:
     void arm(connection& c);
     void on_readable(connection& c, error_code ec);
     void finish(connection& c, bool ok);
@@ -312,7 +349,8 @@ private:
 void client_loop::run(const std::string& request, steady::time_point deadline) {
     deadline_.emplace(io_, deadline);
     deadline_->async_wait([this](error_code ec) {
-        if (!ec) io_.stop();  // whatever has not finished counts as not completed
+        if (!ec)
+            io_.stop();  // whatever has not finished counts as not completed
     });
     first_sent_us = now_us();
     for (auto& c : conns_) {
@@ -326,13 +364,15 @@ void client_loop::run(const std::string& request, steady::time_point deadline) {
         if (n < request.size()) {  // never seen with a few hundred bytes, but be correct
             asio::async_write(c->socket, asio::buffer(request.data() + n, request.size() - n),
                               [this, &c = *c](error_code wec, std::size_t) {
-                                  if (wec) finish(c, false);
+                                  if (wec)
+                                      finish(c, false);
                               });
         }
         arm(*c);
     }
     last_sent_us = now_us();
-    if (finished_ == conns_.size()) deadline_->cancel();
+    if (finished_ == conns_.size())
+        deadline_->cancel();
     io_.run();
 }
 
@@ -342,28 +382,36 @@ void client_loop::arm(connection& c) {
 
 // Drain on readiness; a read that returns less than the buffer has emptied the receive queue.
 void client_loop::on_readable(connection& c, error_code ec) {
-    if (c.finished) return;
-    if (ec) return finish(c, false);
+    if (c.finished)
+        return;
+    if (ec)
+        return finish(c, false);
     for (;;) {
         const std::size_t n = c.socket.read_some(asio::buffer(buf_), ec);
-        if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+        if (ec == asio::error::would_block || ec == asio::error::try_again)
+            break;
         if (ec) {  // closed: complete only if the body was delimited by the close
             c.reader.closed();
             return finish(c, c.reader.done());
         }
-        if (c.reader.feed(buf_.data(), n)) return finish(c, true);
-        if (c.reader.failed()) return finish(c, false);
-        if (n < buf_.size()) break;
+        if (c.reader.feed(buf_.data(), n))
+            return finish(c, true);
+        if (c.reader.failed())
+            return finish(c, false);
+        if (n < buf_.size())
+            break;
     }
     arm(c);
 }
 
 void client_loop::finish(connection& c, bool ok) {
-    if (c.finished) return;
+    if (c.finished)
+        return;
     c.finished = true;
     c.ok = ok;
     c.done_us = now_us();
-    if (++finished_ == conns_.size() && deadline_) deadline_->cancel();
+    if (++finished_ == conns_.size() && deadline_)
+        deadline_->cancel();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,17 +421,21 @@ struct run_result {
     int n = 0;
     std::uint64_t upstream_calls = 0;
     std::size_t completed = 0, ok_200 = 0, leader = 0, follower = 0, hit = 0, other_role = 0;
-    double total_ms = 0, send_ms = 0, first_ms = 0, call_start_ms = -1, call_end_ms = -1, p50_ms = 0, p99_ms = 0, max_ms = 0, cpu_s = 0;
+    double total_ms = 0, send_ms = 0, first_ms = 0, call_start_ms = -1, call_end_ms = -1,
+           p50_ms = 0, p99_ms = 0, max_ms = 0, cpu_s = 0;
     std::string load_before, load_after;
 };
 
 std::string yaml_for(std::uint16_t mock_port, int workers) {
-    return "workers: " + std::to_string(workers) + "\n"
+    return "workers: " + std::to_string(workers) +
+           "\n"
            "listen: {address: 127.0.0.1, port: 0}\n"
            "admin: {address: 127.0.0.1, port: 0}\n"
            "upstreams:\n"
            "  - name: mock\n"
-           "    url: http://127.0.0.1:" + std::to_string(mock_port) + "\n"
+           "    url: http://127.0.0.1:" +
+           std::to_string(mock_port) +
+           "\n"
            "    timeouts: {connect: 2s, head: 30s, idle: 30s, total: 60s}\n"
            "routes:\n"
            "  - {prefix: /chat/completions, upstream: mock, coalesce: true}\n"
@@ -393,10 +445,12 @@ std::string yaml_for(std::uint16_t mock_port, int workers) {
 }
 
 std::string request_for(const options& o) {
-    const std::string body = std::string(R"({"model":"sonar","messages":[{"role":"user","content":"burst bench: )") +
-                             std::to_string(o.requests) + R"( identical requests"}],"stream":)" +
-                             (o.stream ? "true" : "false") + "}";
-    return "POST /chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer burst-bench\r\n"
+    const std::string body =
+        std::string(R"({"model":"sonar","messages":[{"role":"user","content":"burst bench: )") +
+        std::to_string(o.requests) + R"( identical requests"}],"stream":)" +
+        (o.stream ? "true" : "false") + "}";
+    return "POST /chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+           "burst-bench\r\n"
            "Content-Type: application/json\r\nAccept: " +
            std::string(o.stream ? "text/event-stream" : "application/json") +
            "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
@@ -404,7 +458,8 @@ std::string request_for(const options& o) {
 
 // Nearest rank: the smallest value with at least q of the values at or below it.
 double percentile(std::vector<std::int64_t> v, double q) {
-    if (v.empty()) return 0;
+    if (v.empty())
+        return 0;
     std::sort(v.begin(), v.end());
     auto rank = static_cast<std::size_t>(q * static_cast<double>(v.size()) + 0.999999);
     rank = std::clamp<std::size_t>(rank, 1, v.size());
@@ -422,17 +477,21 @@ run_result run_once(const options& o) {
     sidecar->start();
 
     std::vector<std::unique_ptr<client_loop>> loops;
-    for (int i = 0; i < o.client_threads; ++i) loops.push_back(std::make_unique<client_loop>());
+    for (int i = 0; i < o.client_threads; ++i)
+        loops.push_back(std::make_unique<client_loop>());
     const tcp::endpoint to(asio::ip::make_address("127.0.0.1"), sidecar->port());
     for (int i = 0; i < o.requests; ++i) {
         auto& loop = *loops[static_cast<std::size_t>(i) % loops.size()];
         auto c = std::make_unique<connection>(loop.io());
         error_code ec;
         c->socket.connect(to, ec);
-        if (!ec) c->socket.set_option(tcp::no_delay(true), ec);
-        if (!ec) c->socket.non_blocking(true, ec);
+        if (!ec)
+            c->socket.set_option(tcp::no_delay(true), ec);
+        if (!ec)
+            c->socket.non_blocking(true, ec);
         if (ec) {
-            std::fprintf(stderr, "  connect %d failed: %s; continuing with %d\n", i, ec.message().c_str(), i);
+            std::fprintf(stderr, "  connect %d failed: %s; continuing with %d\n", i,
+                         ec.message().c_str(), i);
             break;
         }
         loop.adopt(std::move(c));
@@ -450,11 +509,13 @@ run_result run_once(const options& o) {
         threads.emplace_back([&, &l = *loop] {
             pthread_setname_np(pthread_self(), "bench-client");
             ++ready;
-            while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
+            while (!go.load(std::memory_order_acquire))
+                std::this_thread::yield();
             l.run(request, deadline);
         });
     }
-    while (ready.load() != static_cast<int>(loops.size())) std::this_thread::yield();
+    while (ready.load() != static_cast<int>(loops.size()))
+        std::this_thread::yield();
     go.store(true, std::memory_order_release);
     // When the mock sees the call and when it has answered it, relative to the first request
     // written: splits the overhead into before the upstream call and after it (fan-out). Polled
@@ -465,13 +526,17 @@ run_result run_once(const options& o) {
         while (!clients_done.load()) {
             const auto s = provider->stats();
             const std::int64_t t = now_us();
-            if (call_start_us == 0 && s.calls > 0) call_start_us = t;
-            if (call_end_us == 0 && s.completed > 0) call_end_us = t;
-            if (call_end_us != 0) break;
+            if (call_start_us == 0 && s.calls > 0)
+                call_start_us = t;
+            if (call_end_us == 0 && s.completed > 0)
+                call_end_us = t;
+            if (call_end_us != 0)
+                break;
             std::this_thread::sleep_for(std::chrono::microseconds(200));
         }
     });
-    for (auto& t : threads) t.join();
+    for (auto& t : threads)
+        t.join();
     clients_done = true;
     watcher.join();
     r.cpu_s = process_cpu_s() - cpu_before;
@@ -485,10 +550,15 @@ run_result run_once(const options& o) {
         last_sent = std::max(last_sent, loop->last_sent_us);
         for (auto& c : loop->conns()) {
             const role w = c->reader.who();
-            ++(w == role::leader ? r.leader : w == role::follower ? r.follower : w == role::hit ? r.hit : r.other_role);
-            if (!c->ok) continue;
+            ++(w == role::leader     ? r.leader
+               : w == role::follower ? r.follower
+               : w == role::hit      ? r.hit
+                                     : r.other_role);
+            if (!c->ok)
+                continue;
             ++r.completed;
-            if (c->reader.status() == 200) ++r.ok_200;
+            if (c->reader.status() == 200)
+                ++r.ok_200;
             latencies.push_back(c->done_us - c->sent_us);
             first_done = std::min(first_done, c->done_us);
             last_done = std::max(last_done, c->done_us);
@@ -497,8 +567,10 @@ run_result run_once(const options& o) {
     r.send_ms = ms(last_sent - first_sent);
     r.total_ms = latencies.empty() ? 0 : ms(last_done - first_sent);
     r.first_ms = latencies.empty() ? 0 : ms(first_done - first_sent);
-    if (call_start_us != 0) r.call_start_ms = ms(call_start_us - first_sent);
-    if (call_end_us != 0) r.call_end_ms = ms(call_end_us - first_sent);
+    if (call_start_us != 0)
+        r.call_start_ms = ms(call_start_us - first_sent);
+    if (call_end_us != 0)
+        r.call_end_ms = ms(call_end_us - first_sent);
     r.p50_ms = percentile(latencies, 0.50);
     r.p99_ms = percentile(latencies, 0.99);
     r.max_ms = latencies.empty() ? 0 : ms(*std::max_element(latencies.begin(), latencies.end()));
@@ -511,7 +583,9 @@ run_result run_once(const options& o) {
 
 double median(std::vector<double> v) {
     std::sort(v.begin(), v.end());
-    return v.empty() ? 0 : v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+    return v.empty()      ? 0
+           : v.size() % 2 ? v[v.size() / 2]
+                          : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
 }
 
 }  // namespace
@@ -528,16 +602,20 @@ int main(int argc, char** argv) {
     }
     const rlim_t fd_limit = raise_fd_limit();
     if (static_cast<rlim_t>(2 * o.requests + 64) > fd_limit) {
-        std::fprintf(stderr, "burst_bench: %d requests need about %d descriptors; RLIMIT_NOFILE is %ld\n", o.requests,
-                     2 * o.requests + 64, static_cast<long>(fd_limit));
+        std::fprintf(stderr,
+                     "burst_bench: %d requests need about %d descriptors; RLIMIT_NOFILE is %ld\n",
+                     o.requests, 2 * o.requests + 64, static_cast<long>(fd_limit));
         return 2;
     }
-    std::printf("burst_bench: %d identical %s requests, upstream latency %d ms, %d run(s); sidecar workers %d; "
-                "client threads %d; %u CPUs shared by client, mock and sidecar\n",
-                o.requests, o.stream ? "streaming" : "non-streaming", o.latency_ms, o.runs, o.workers,
-                o.client_threads, std::thread::hardware_concurrency());
-    std::printf("%4s %6s %6s %9s %9s %9s %9s %9s %9s %8s  %-26s %s\n", "run", "calls", "ok", "total ms", "send ms",
-                "first ms", "p50 ms", "p99 ms", "max ms", "cpu s", "roles lead/foll/hit/other", "load");
+    std::printf(
+        "burst_bench: %d identical %s requests, upstream latency %d ms, %d run(s); sidecar workers "
+        "%d; "
+        "client threads %d; %u CPUs shared by client, mock and sidecar\n",
+        o.requests, o.stream ? "streaming" : "non-streaming", o.latency_ms, o.runs, o.workers,
+        o.client_threads, std::thread::hardware_concurrency());
+    std::printf("%4s %6s %6s %9s %9s %9s %9s %9s %9s %8s  %-26s %s\n", "run", "calls", "ok",
+                "total ms", "send ms", "first ms", "p50 ms", "p99 ms", "max ms", "cpu s",
+                "roles lead/foll/hit/other", "load");
     std::vector<run_result> runs;
     for (int i = 0; i < o.runs; ++i) {
         try {
@@ -548,16 +626,21 @@ int main(int argc, char** argv) {
         }
         const auto& r = runs.back();
         char roles[64];
-        std::snprintf(roles, sizeof roles, "%zu/%zu/%zu/%zu", r.leader, r.follower, r.hit, r.other_role);
-        std::printf("%4d %5llu%s %6zu %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %8.2f  %-26s %s -> %s\n", i + 1,
-                    static_cast<unsigned long long>(r.upstream_calls), r.upstream_calls == 1 ? " " : "!", r.ok_200,
-                    r.total_ms, r.send_ms, r.first_ms, r.p50_ms, r.p99_ms, r.max_ms, r.cpu_s, roles, r.load_before.c_str(),
+        std::snprintf(roles, sizeof roles, "%zu/%zu/%zu/%zu", r.leader, r.follower, r.hit,
+                      r.other_role);
+        std::printf("%4d %5llu%s %6zu %9.1f %9.1f %9.1f %9.1f %9.1f %9.1f %8.2f  %-26s %s -> %s\n",
+                    i + 1, static_cast<unsigned long long>(r.upstream_calls),
+                    r.upstream_calls == 1 ? " " : "!", r.ok_200, r.total_ms, r.send_ms, r.first_ms,
+                    r.p50_ms, r.p99_ms, r.max_ms, r.cpu_s, roles, r.load_before.c_str(),
                     r.load_after.c_str());
-        std::printf("       upstream call seen by the mock at +%.1f ms, answered at +%.1f ms; responses read from +%.1f to +%.1f ms\n",
-                    r.call_start_ms, r.call_end_ms, r.first_ms, r.total_ms);
+        std::printf(
+            "       upstream call seen by the mock at +%.1f ms, answered at +%.1f ms; responses "
+            "read from +%.1f to +%.1f ms\n",
+            r.call_start_ms, r.call_end_ms, r.first_ms, r.total_ms);
         std::fflush(stdout);
     }
-    if (runs.empty()) return 1;
+    if (runs.empty())
+        return 1;
 
     std::vector<double> total, p50, p99, max;
     std::uint64_t max_calls = 0, min_calls = UINT64_MAX;
@@ -574,21 +657,29 @@ int main(int argc, char** argv) {
     const double limit = o.latency_ms + 20.0;
     const bool one_call = min_calls == 1 && max_calls == 1;
     const bool met = one_call && all_ok && median(p99) <= limit;
-    std::printf("median of %zu: total %.1f ms, p50 %.1f ms, p99 %.1f ms, max %.1f ms; upstream calls per run %llu..%llu; "
-                "%s\n",
-                runs.size(), median(total), median(p50), median(p99), median(max),
-                static_cast<unsigned long long>(min_calls), static_cast<unsigned long long>(max_calls),
-                all_ok ? "every request answered 200" : "NOT every request answered 200");
-    std::printf("  (! = not exactly one upstream call; latency = response read - own request written; total = first "
-                "request written -> last response read; send = time to write all N requests; "
-                "first = first request written -> first response read)\n");
-    std::printf("target: exactly 1 upstream call and p99 <= %d + 20 ms: %s (calls %llu..%llu, p99 %.1f ms)\n",
-                o.latency_ms, met ? "met" : "not met", static_cast<unsigned long long>(min_calls),
-                static_cast<unsigned long long>(max_calls), median(p99));
-    std::printf("summary: requests=%d latency_ms=%d runs=%zu calls_min=%llu calls_max=%llu all_ok=%d total_ms=%.1f "
-                "p50_ms=%.1f p99_ms=%.1f max_ms=%.1f met=%d\n",
-                o.requests, o.latency_ms, runs.size(), static_cast<unsigned long long>(min_calls),
-                static_cast<unsigned long long>(max_calls), all_ok ? 1 : 0, median(total), median(p50), median(p99),
-                median(max), met ? 1 : 0);
+    std::printf(
+        "median of %zu: total %.1f ms, p50 %.1f ms, p99 %.1f ms, max %.1f ms; upstream calls per "
+        "run %llu..%llu; "
+        "%s\n",
+        runs.size(), median(total), median(p50), median(p99), median(max),
+        static_cast<unsigned long long>(min_calls), static_cast<unsigned long long>(max_calls),
+        all_ok ? "every request answered 200" : "NOT every request answered 200");
+    std::printf(
+        "  (! = not exactly one upstream call; latency = response read - own request written; "
+        "total = first "
+        "request written -> last response read; send = time to write all N requests; "
+        "first = first request written -> first response read)\n");
+    std::printf(
+        "target: exactly 1 upstream call and p99 <= %d + 20 ms: %s (calls %llu..%llu, p99 %.1f "
+        "ms)\n",
+        o.latency_ms, met ? "met" : "not met", static_cast<unsigned long long>(min_calls),
+        static_cast<unsigned long long>(max_calls), median(p99));
+    std::printf(
+        "summary: requests=%d latency_ms=%d runs=%zu calls_min=%llu calls_max=%llu all_ok=%d "
+        "total_ms=%.1f "
+        "p50_ms=%.1f p99_ms=%.1f max_ms=%.1f met=%d\n",
+        o.requests, o.latency_ms, runs.size(), static_cast<unsigned long long>(min_calls),
+        static_cast<unsigned long long>(max_calls), all_ok ? 1 : 0, median(total), median(p50),
+        median(p99), median(max), met ? 1 : 0);
     return 0;
 }

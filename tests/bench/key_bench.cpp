@@ -35,12 +35,61 @@ struct rng {
 };
 
 const char* const words[] = {
-    "the", "model", "request", "response", "token", "stream", "function", "value", "server", "cache",
-    "latency", "upstream", "please", "explain", "summarise", "following", "document", "carefully", "and",
-    "of", "to", "in", "a", "is", "that", "for", "with", "as", "on", "this", "be", "are", "by", "it",
-    "configuration", "deployment", "kubernetes", "retry", "timeout", "answer", "question", "example",
-    "caf\xc3\xa9", "na\xc3\xafve", "\xe2\x80\x9cquoted\xe2\x80\x9d", "\\\"escaped\\\"", "\\u2019s",
-    "\\u00e9t\\u00e9", "\xf0\x9f\x99\x82", "C:\\\\path\\\\file", "x=1;", "{json}", "[list]", "42", "3.14",
+    "the",
+    "model",
+    "request",
+    "response",
+    "token",
+    "stream",
+    "function",
+    "value",
+    "server",
+    "cache",
+    "latency",
+    "upstream",
+    "please",
+    "explain",
+    "summarise",
+    "following",
+    "document",
+    "carefully",
+    "and",
+    "of",
+    "to",
+    "in",
+    "a",
+    "is",
+    "that",
+    "for",
+    "with",
+    "as",
+    "on",
+    "this",
+    "be",
+    "are",
+    "by",
+    "it",
+    "configuration",
+    "deployment",
+    "kubernetes",
+    "retry",
+    "timeout",
+    "answer",
+    "question",
+    "example",
+    "caf\xc3\xa9",
+    "na\xc3\xafve",
+    "\xe2\x80\x9cquoted\xe2\x80\x9d",
+    "\\\"escaped\\\"",
+    "\\u2019s",
+    "\\u00e9t\\u00e9",
+    "\xf0\x9f\x99\x82",
+    "C:\\\\path\\\\file",
+    "x=1;",
+    "{json}",
+    "[list]",
+    "42",
+    "3.14",
 };
 
 std::string prose(rng& r, std::size_t bytes) {
@@ -52,7 +101,8 @@ std::string prose(rng& r, std::size_t bytes) {
         line += std::char_traits<char>::length(w) + 1;
         if (line > 60 + r.below(60)) {
             out += r.below(8) == 0 ? "\\n\\n" : "\\n";
-            if (r.below(20) == 0) out += "\\t";
+            if (r.below(20) == 0)
+                out += "\\t";
             line = 0;
         } else {
             out += r.below(12) == 0 ? ". " : " ";
@@ -61,22 +111,27 @@ std::string prose(rng& r, std::size_t bytes) {
     return out;
 }
 
-const char* const tools = R"("tools":[{"type":"function","function":{"name":"get_weather","description":"Get the current weather for a location.","parameters":{"type":"object","properties":{"location":{"type":"string","description":"City and country, e.g. Paris, France"},"unit":{"type":"string","enum":["celsius","fahrenheit"]}},"required":["location"],"additionalProperties":false},"strict":true}},{"type":"function","function":{"name":"search_docs","description":"Search the internal documentation.","parameters":{"type":"object","properties":{"query":{"type":"string"},"top_k":{"type":"integer","minimum":1,"maximum":50}},"required":["query"]}}}])";
+const char* const tools =
+    R"("tools":[{"type":"function","function":{"name":"get_weather","description":"Get the current weather for a location.","parameters":{"type":"object","properties":{"location":{"type":"string","description":"City and country, e.g. Paris, France"},"unit":{"type":"string","enum":["celsius","fahrenheit"]}},"required":["location"],"additionalProperties":false},"strict":true}},{"type":"function","function":{"name":"search_docs","description":"Search the internal documentation.","parameters":{"type":"object","properties":{"query":{"type":"string"},"top_k":{"type":"integer","minimum":1,"maximum":50}},"required":["query"]}}}])";
 
 std::string chat_body(std::size_t target, std::uint64_t seed) {
     rng r{seed};
     std::string body = "{\"model\":\"gpt-4o-2024-08-06\",\"messages\":[";
-    const std::string tail = std::string("],\"temperature\":0.7,\"top_p\":1,\"max_tokens\":1024,\"presence_penalty\":0,"
-                                         "\"frequency_penalty\":0.0,\"seed\":1234567890123,\"stream\":true,"
-                                         "\"stream_options\":{\"include_usage\":true},\"user\":\"user-8f14e45f\",") +
-                             (target > 4096 ? tools : "\"tool_choice\":\"auto\"") + "}";
-    const std::size_t budget = target > body.size() + tail.size() + 64 ? target - body.size() - tail.size() : 64;
+    const std::string tail =
+        std::string(
+            "],\"temperature\":0.7,\"top_p\":1,\"max_tokens\":1024,\"presence_penalty\":0,"
+            "\"frequency_penalty\":0.0,\"seed\":1234567890123,\"stream\":true,"
+            "\"stream_options\":{\"include_usage\":true},\"user\":\"user-8f14e45f\",") +
+        (target > 4096 ? tools : "\"tool_choice\":\"auto\"") + "}";
+    const std::size_t budget =
+        target > body.size() + tail.size() + 64 ? target - body.size() - tail.size() : 64;
     std::size_t used = 0;
     bool first = true;
     int turn = 0;
     while (used < budget) {
         const char* role = turn == 0 ? "system" : (turn % 2 == 1 ? "user" : "assistant");
-        std::string message = std::string(first ? "" : ",") + "{\"role\":\"" + role + "\",\"content\":\"";
+        std::string message =
+            std::string(first ? "" : ",") + "{\"role\":\"" + role + "\",\"content\":\"";
         const std::size_t overhead = message.size() + 2;
         const std::size_t left = budget - used > overhead ? budget - used - overhead : 16;
         const std::size_t want = std::min<std::size_t>(left, 200 + r.below(target / 6 + 1));
@@ -97,16 +152,19 @@ struct measurement {
 template <class F>
 measurement measure(std::size_t bytes, double seconds, F&& call) {
     using clock = std::chrono::steady_clock;
-    for (int i = 0; i < 3; ++i) call();  // warm the caches and the thread-local buffers
+    for (int i = 0; i < 3; ++i)
+        call();  // warm the caches and the thread-local buffers
     std::uint64_t calls = 0;
     const auto start = clock::now();
     auto now = start;
     std::uint64_t batch = 1;
     while (std::chrono::duration<double>(now - start).count() < seconds) {
-        for (std::uint64_t i = 0; i < batch; ++i) call();
+        for (std::uint64_t i = 0; i < batch; ++i)
+            call();
         calls += batch;
         now = clock::now();
-        if (batch < 1024) batch *= 2;
+        if (batch < 1024)
+            batch *= 2;
     }
     const double elapsed = std::chrono::duration<double>(now - start).count();
     return {static_cast<double>(bytes) * static_cast<double>(calls) / elapsed / 1e6,
@@ -140,21 +198,26 @@ int main(int argc, char** argv) {
         {"Accept", "application/json"},
     };
 
-    std::printf("key = canonicalise + SHA-256 (what the proxy pays); canon and sha256 alone for comparison\n");
-    std::printf("%-8s %9s | %9s %11s | %10s %11s | %11s\n", "body", "bytes", "key MB/s", "key ns/call",
-                "canon MB/s", "canon ns", "sha256 MB/s");
+    std::printf(
+        "key = canonicalise + SHA-256 (what the proxy pays); canon and sha256 alone for "
+        "comparison\n");
+    std::printf("%-8s %9s | %9s %11s | %10s %11s | %11s\n", "body", "bytes", "key MB/s",
+                "key ns/call", "canon MB/s", "canon ns", "sha256 MB/s");
     double mb_32k = 0;
-    const std::pair<const char*, std::size_t> sizes[] = {{"1 KiB", 1024}, {"32 KiB", 32 * 1024}, {"1 MiB", 1024 * 1024}};
+    const std::pair<const char*, std::size_t> sizes[] = {
+        {"1 KiB", 1024}, {"32 KiB", 32 * 1024}, {"1 MiB", 1024 * 1024}};
     for (const auto& [label, size] : sizes) {
         const std::string body = chat_body(size, 42 + size);
         const key_request request{"openai", "POST", "/v1/chat/completions", &headers, body};
         body_kind kind = body_kind::raw;
         builder.make(request, kind);
         if (kind != body_kind::json || !canonicalizer.run(body, ignore)) {
-            std::fprintf(stderr, "key_bench: generated %s body is not canonicalisable JSON\n", label);
+            std::fprintf(stderr, "key_bench: generated %s body is not canonicalisable JSON\n",
+                         label);
             return 1;
         }
-        const measurement key = measure(body.size(), seconds, [&] { sink = builder.make(request).digest[0]; });
+        const measurement key =
+            measure(body.size(), seconds, [&] { sink = builder.make(request).digest[0]; });
         const measurement canon = measure(body.size(), seconds / 2, [&] {
             canonicalizer.run(body, ignore);
             sink = static_cast<unsigned char>(canonicalizer.result().size());
@@ -165,10 +228,12 @@ int main(int argc, char** argv) {
             EVP_Digest(body.data(), body.size(), digest, &n, EVP_sha256(), nullptr);
             sink = digest[0];
         });
-        std::printf("%-8s %9zu | %9.1f %11.0f | %10.1f %11.0f | %11.1f\n", label, body.size(), key.mb_per_s,
-                    key.ns_per_call, canon.mb_per_s, canon.ns_per_call, sha.mb_per_s);
-        if (size == 32 * 1024) mb_32k = key.mb_per_s;
+        std::printf("%-8s %9zu | %9.1f %11.0f | %10.1f %11.0f | %11.1f\n", label, body.size(),
+                    key.mb_per_s, key.ns_per_call, canon.mb_per_s, canon.ns_per_call, sha.mb_per_s);
+        if (size == 32 * 1024)
+            mb_32k = key.mb_per_s;
     }
-    std::printf("target >= 300 MB/s on 32 KiB: %s (%.1f MB/s)\n", mb_32k >= 300 ? "met" : "not met", mb_32k);
+    std::printf("target >= 300 MB/s on 32 KiB: %s (%.1f MB/s)\n", mb_32k >= 300 ? "met" : "not met",
+                mb_32k);
     return 0;
 }

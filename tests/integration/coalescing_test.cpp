@@ -27,12 +27,14 @@ std::vector<response> burst(std::uint16_t port, std::size_t n, const std::string
         threads.emplace_back([&, i] {
             client c(port);
             ++ready;
-            while (ready.load() < n) std::this_thread::yield();  // all connected: now race
+            while (ready.load() < n)
+                std::this_thread::yield();  // all connected: now race
             c.send("POST", "/chat/completions", body, headers);
             out[i] = c.read(read_timeout);
         });
     }
-    for (auto& t : threads) t.join();
+    for (auto& t : threads)
+        t.join();
     return out;
 }
 
@@ -55,7 +57,8 @@ template <class Pred>
 bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
     const auto until = std::chrono::steady_clock::now() + limit;
     while (std::chrono::steady_clock::now() < until) {
-        if (pred()) return true;
+        if (pred())
+            return true;
         std::this_thread::sleep_for(10ms);
     }
     return pred();
@@ -72,7 +75,8 @@ TEST_CASE("200 concurrent identical JSON requests make one upstream call and get
     CHECK(env.mock->stats().calls == 1);
 }
 
-TEST_CASE("200 concurrent identical SSE requests make one upstream call and get identical streams") {
+TEST_CASE(
+    "200 concurrent identical SSE requests make one upstream call and get identical streams") {
     mock::mock_options options;
     options.latency_ms = 100;
     options.chunks = 8;
@@ -84,7 +88,8 @@ TEST_CASE("200 concurrent identical SSE requests make one upstream call and get 
     CHECK(env.mock->stats().calls == 1);
 }
 
-TEST_CASE("the original load test: 50 requests from 10 client loops, 2 s upstream → 50/50 and one call") {
+TEST_CASE(
+    "the original load test: 50 requests from 10 client loops, 2 s upstream → 50/50 and one call") {
     mock::mock_options options;
     options.latency_ms = 2000;
     mock_and_proxy env(options);
@@ -98,16 +103,19 @@ TEST_CASE("the original load test: 50 requests from 10 client loops, 2 s upstrea
             while (sent.fetch_add(1) < 50) {
                 c.send("POST", "/chat/completions", body);
                 const auto r = c.read(30s);
-                if (r.status == 200 && r.complete) ++ok;
+                if (r.status == 200 && r.complete)
+                    ++ok;
             }
         });
     }
-    for (auto& t : loops) t.join();
+    for (auto& t : loops)
+        t.join();
     CHECK(ok.load() == 50);
     CHECK(env.mock->stats().calls == 1);
 }
 
-TEST_CASE("joining before the head, after the first event, before the last event and after completion") {
+TEST_CASE(
+    "joining before the head, after the first event, before the last event and after completion") {
     mock::mock_options options;
     options.latency_ms = 200;
     options.chunks = 6;
@@ -180,8 +188,12 @@ TEST_CASE("tenants never share: different API keys make one call each, the same 
     mock_and_proxy env(options);
     const auto body = chat_body("tenant isolation");
     std::vector<response> a, b, a2;
-    std::thread ta([&] { a = burst(env.proxy->port(), 20, body, {{"Authorization", "Bearer tenant-a"}}); });
-    std::thread tb([&] { b = burst(env.proxy->port(), 20, body, {{"Authorization", "Bearer tenant-b"}}); });
+    std::thread ta([&] {
+        a = burst(env.proxy->port(), 20, body, {{"Authorization", "Bearer tenant-a"}});
+    });
+    std::thread tb([&] {
+        b = burst(env.proxy->port(), 20, body, {{"Authorization", "Bearer tenant-b"}});
+    });
     ta.join();
     tb.join();
     check_identical(a, 200);
@@ -189,40 +201,51 @@ TEST_CASE("tenants never share: different API keys make one call each, the same 
     CHECK(a.front().body != b.front().body);  // each tenant's own marker
     CHECK(a.front().header("x-coalesce-flight") != b.front().header("x-coalesce-flight"));
     CHECK(env.mock->stats().calls == 2);
-    const auto x = request(env.proxy->port(), "POST", "/chat/completions", body, {{"x-api-key", "tenant-c"}});
+    const auto x =
+        request(env.proxy->port(), "POST", "/chat/completions", body, {{"x-api-key", "tenant-c"}});
     CHECK(x.status == 200);
     CHECK(env.mock->stats().calls == 3);
-    const auto again = request(env.proxy->port(), "POST", "/chat/completions", body, {{"Authorization", "Bearer tenant-a"}});
+    const auto again = request(env.proxy->port(), "POST", "/chat/completions", body,
+                               {{"Authorization", "Bearer tenant-a"}});
     CHECK(again.body == a.front().body);
     CHECK(env.mock->stats().calls == 3);
 }
 
-TEST_CASE("JSON-aware keys: order, whitespace and escapes share, and a one-byte or big-number difference does not") {
+TEST_CASE(
+    "JSON-aware keys: order, whitespace and escapes share, and a one-byte or big-number difference "
+    "does not") {
     mock_and_proxy env;
     auto send = [&](const std::string& body) {
         return request(env.proxy->port(), "POST", "/chat/completions", body);
     };
-    const auto base = send(R"({"model":"sonar","messages":[{"role":"user","content":"AB"}],"max_tokens":100})");
+    const auto base =
+        send(R"({"model":"sonar","messages":[{"role":"user","content":"AB"}],"max_tokens":100})");
     CHECK(env.mock->stats().calls == 1);
-    const auto reordered =
-        send("{ \"max_tokens\" : 100 ,\n \"messages\":[{\"content\":\"\\u0041B\",\"role\":\"user\"}], \"model\":\"sonar\"}");
+    const auto reordered = send(
+        "{ \"max_tokens\" : 100 ,\n \"messages\":[{\"content\":\"\\u0041B\",\"role\":\"user\"}], "
+        "\"model\":\"sonar\"}");
     CHECK(reordered.header("x-coalesce") == "hit");
     CHECK(reordered.body == base.body);
     CHECK(env.mock->stats().calls == 1);
     send(R"({"model":"sonar","messages":[{"role":"user","content":"AC"}],"max_tokens":100})");
     CHECK(env.mock->stats().calls == 2);
-    send(R"({"model":"sonar","messages":[{"role":"user","content":"AB"}],"max_tokens":1234567890123456789012345})");
-    send(R"({"model":"sonar","messages":[{"role":"user","content":"AB"}],"max_tokens":1234567890123456789012346})");
+    send(
+        R"({"model":"sonar","messages":[{"role":"user","content":"AB"}],"max_tokens":1234567890123456789012345})");
+    send(
+        R"({"model":"sonar","messages":[{"role":"user","content":"AB"}],"max_tokens":1234567890123456789012346})");
     CHECK(env.mock->stats().calls == 4);
 }
 
-TEST_CASE("upstream 429 and 500 reach every waiting client, and the next request goes upstream again") {
+TEST_CASE(
+    "upstream 429 and 500 reach every waiting client, and the next request goes upstream again") {
     for (const int status : {429, 500}) {
         CAPTURE(status);
         // No sidecar retries here: what is under test is the failure reaching every subscriber.
-        mock_and_proxy env({}, "", "    retries: {max_attempts: 1, base_delay: 100ms, max_delay: 1s}\n");
-        const auto body = chat_body("failing " + std::to_string(status), false,
-                                    R"({"status":)" + std::to_string(status) + R"(,"latency_ms":300,"retry_after":"3"})");
+        mock_and_proxy env({}, "",
+                           "    retries: {max_attempts: 1, base_delay: 100ms, max_delay: 1s}\n");
+        const auto body = chat_body(
+            "failing " + std::to_string(status), false,
+            R"({"status":)" + std::to_string(status) + R"(,"latency_ms":300,"retry_after":"3"})");
         const auto responses = burst(env.proxy->port(), 30, body);
         for (const auto& r : responses) {
             CHECK(r.status == status);
@@ -255,22 +278,29 @@ TEST_CASE("a connection dropped mid-stream cuts every subscriber, and nothing is
 TEST_CASE("result_ttl expiry starts a new call, and bypass and no-cache requests go alone") {
     mock_and_proxy env({}, "coalesce: {result_ttl: 300ms}\n");
     const auto body = chat_body("ttl");
-    CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") == "leader");
-    CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") == "hit");
+    CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") ==
+          "leader");
+    CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") ==
+          "hit");
     CHECK(env.mock->stats().calls == 1);
     std::this_thread::sleep_for(400ms);
-    CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") == "leader");
+    CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") ==
+          "leader");
     CHECK(env.mock->stats().calls == 2);
-    const auto bypass = request(env.proxy->port(), "POST", "/chat/completions", body, {{"x-coalesce-bypass", "1"}});
+    const auto bypass =
+        request(env.proxy->port(), "POST", "/chat/completions", body, {{"x-coalesce-bypass", "1"}});
     CHECK(bypass.header("x-coalesce") == "bypass");
-    const auto no_cache = request(env.proxy->port(), "POST", "/chat/completions", body, {{"Cache-Control", "no-cache"}});
+    const auto no_cache = request(env.proxy->port(), "POST", "/chat/completions", body,
+                                  {{"Cache-Control", "no-cache"}});
     CHECK(no_cache.header("x-coalesce") == "bypass");
     CHECK(env.mock->stats().calls == 4);
     CHECK(env.mock->calls().back().headers.count("x-coalesce-bypass") == 0);
 }
 
 TEST_CASE("a follower that stops reading is dropped alone at its write timeout") {
-    mock_and_proxy env({}, "limits: {write_timeout: 3s}\ncoalesce: {max_response_bytes: 64MiB, max_cache_bytes: 256MiB}\n");
+    mock_and_proxy env({},
+                       "limits: {write_timeout: 3s}\ncoalesce: {max_response_bytes: 64MiB, "
+                       "max_cache_bytes: 256MiB}\n");
     const auto body = chat_body("big", false, R"({"body_bytes":24000000,"latency_ms":200})");
     client stuck(env.proxy->port());
     stuck.send("POST", "/chat/completions", body);  // and never reads
@@ -288,7 +318,8 @@ TEST_CASE("a follower that stops reading is dropped alone at its write timeout")
     CHECK(env.mock->stats().calls == 1);
 }
 
-TEST_CASE("orphans: finish keeps the call and retains the result, and cancel aborts the upstream call") {
+TEST_CASE(
+    "orphans: finish keeps the call and retains the result, and cancel aborts the upstream call") {
     SUBCASE("finish") {
         mock::mock_options options;
         options.latency_ms = 500;
@@ -301,7 +332,8 @@ TEST_CASE("orphans: finish keeps the call and retains the result, and cancel abo
         }
         CHECK(eventually([&] { return env.mock->stats().completed == 1; }));
         CHECK(env.mock->stats().aborted == 0);
-        CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") == "hit");
+        CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") ==
+              "hit");
         CHECK(env.mock->stats().calls == 1);
     }
     SUBCASE("cancel") {
@@ -329,7 +361,8 @@ TEST_CASE("max_subscribers_per_flight answers 503 with Retry-After and never mak
     int ok = 0;
     int refused = 0;
     for (const auto& r : responses) {
-        if (r.status == 200) ++ok;
+        if (r.status == 200)
+            ++ok;
         if (r.status == 503) {
             ++refused;
             CHECK(r.header("retry-after") == "1");

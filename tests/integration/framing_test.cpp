@@ -25,25 +25,35 @@ const std::string post_head = "POST /chat/completions HTTP/1.1\r\nHost: localhos
 std::vector<framing_case> cases() {
     const std::string long_name(9000, 'a');
     std::string many_fields;
-    for (int i = 0; i < 101; ++i) many_fields += "x-f" + std::to_string(i) + ": v\r\n";
+    for (int i = 0; i < 101; ++i)
+        many_fields += "x-f" + std::to_string(i) + ": v\r\n";
     return {
-        {"CL and TE chunked", post_head + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
-        {"TE gzip then CL (Beast gap)", post_head + "Transfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello", 400},
+        {"CL and TE chunked",
+         post_head + "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+        {"TE gzip then CL (Beast gap)",
+         post_head + "Transfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello", 400},
         {"TE gzip alone", post_head + "Transfer-Encoding: gzip\r\n\r\n", 501},
         {"TE identity", post_head + "Transfer-Encoding: identity\r\n\r\n", 501},
         {"TE chunked not last", post_head + "Transfer-Encoding: chunked, gzip\r\n\r\n", 400},
         {"TE chunked twice", post_head + "Transfer-Encoding: chunked, chunked\r\n\r\n", 400},
-        {"two TE lines", post_head + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
+        {"two TE lines",
+         post_head + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+         400},
         {"TE xchunked", post_head + "Transfer-Encoding: xchunked\r\n\r\n", 501},
-        {"HTTP/1.0 chunked", "POST /chat/completions HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400},
-        {"two different CL", post_head + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400},
+        {"HTTP/1.0 chunked",
+         "POST /chat/completions HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: "
+         "chunked\r\n\r\n0\r\n\r\n",
+         400},
+        {"two different CL", post_head + "Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+         400},
         {"two equal CL", post_head + "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", 400},
         {"CL list", post_head + "Content-Length: 5, 5\r\n\r\nhello", 400},
         {"CL plus sign", post_head + "Content-Length: +5\r\n\r\nhello", 400},
         {"CL negative", post_head + "Content-Length: -1\r\n\r\n", 400},
         {"CL hex", post_head + "Content-Length: 0x10\r\n\r\n", 400},
         {"CL overflow", post_head + "Content-Length: 123456789012345678901\r\n\r\n", 400},
-        {"bad chunk size", post_head + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n", 400},
+        {"bad chunk size", post_head + "Transfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+         400},
         {"obs-fold", post_head + "X-A: one\r\n two\r\nContent-Length: 0\r\n\r\n", 400},
         {"bare LF lines", "GET /models HTTP/1.1\nHost: x\n\n", 400},
         {"bare CR", "GET /models HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", 400},
@@ -55,16 +65,27 @@ std::vector<framing_case> cases() {
         {"absolute form", "GET http://evil.example/models HTTP/1.1\r\nHost: x\r\n\r\n", 400},
         {"CONNECT", "CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n", 405},
         {"asterisk form", "OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 400},
-        {"two Authorization", "GET /models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n", 400},
-        {"Authorization vs x-api-key", "GET /models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nx-api-key: b\r\n\r\n", 400},
-        {"Connection names a credential", "GET /models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nConnection: authorization\r\n\r\n", 400},
+        {"two Authorization",
+         "GET /models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nAuthorization: Bearer "
+         "b\r\n\r\n",
+         400},
+        {"Authorization vs x-api-key",
+         "GET /models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nx-api-key: b\r\n\r\n", 400},
+        {"Connection names a credential",
+         "GET /models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer a\r\nConnection: "
+         "authorization\r\n\r\n",
+         400},
         {"unknown expectation", post_head + "Expect: teapot\r\nContent-Length: 2\r\n\r\n{}", 417},
-        {"header line too long", "GET /models HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'b') + "\r\n\r\n", 431},
+        {"header line too long",
+         "GET /models HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'b') + "\r\n\r\n", 431},
         {"101 fields", "GET /models HTTP/1.1\r\nHost: x\r\n" + many_fields + "\r\n", 431},
         {"request line too long", "GET /" + long_name + " HTTP/1.1\r\nHost: x\r\n\r\n", 414},
         {"garbage", std::string("\x16\x03\x01\x02\x00hello\r\n\r\n", 14), 400},
         {"body over the limit (CL)", post_head + "Content-Length: 5000\r\n\r\n", 413},
-        {"body over the limit (chunked)", post_head + "Transfer-Encoding: chunked\r\n\r\n800\r\n" + std::string(2048, 'x') + "\r\n0\r\n\r\n", 413},
+        {"body over the limit (chunked)",
+         post_head + "Transfer-Encoding: chunked\r\n\r\n800\r\n" + std::string(2048, 'x') +
+             "\r\n0\r\n\r\n",
+         413},
     };
 }
 
@@ -108,7 +129,8 @@ TEST_CASE("Expect: 100-continue gets 100 then the answer") {
     mock_and_proxy env;
     client conn(env.proxy->port());
     const auto body = chat_body("continue");
-    conn.send_raw(post_head + "Expect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: " +
+    conn.send_raw(post_head +
+                  "Expect: 100-continue\r\nContent-Type: application/json\r\nContent-Length: " +
                   std::to_string(body.size()) + "\r\n\r\n");
     const auto interim = conn.read();
     CHECK(interim.status == 100);
@@ -139,14 +161,16 @@ TEST_CASE("an idle keep-alive connection is closed quietly at idle_timeout") {
     CHECK(rest.empty());  // no 408 for a connection that sent nothing
 }
 
-TEST_CASE("pipelined requests are answered in order, and bytes after an error are never forwarded") {
+TEST_CASE(
+    "pipelined requests are answered in order, and bytes after an error are never forwarded") {
     mock_and_proxy env;
     client conn(env.proxy->port());
     const auto a = chat_body("first");
     const auto b = chat_body("second");
-    conn.send_raw(post_head + "Content-Type: application/json\r\nContent-Length: " + std::to_string(a.size()) +
-                  "\r\n\r\n" + a + post_head + "Content-Type: application/json\r\nContent-Length: " +
-                  std::to_string(b.size()) + "\r\n\r\n" + b);
+    conn.send_raw(post_head + "Content-Type: application/json\r\nContent-Length: " +
+                  std::to_string(a.size()) + "\r\n\r\n" + a + post_head +
+                  "Content-Type: application/json\r\nContent-Length: " + std::to_string(b.size()) +
+                  "\r\n\r\n" + b);
     const auto first = conn.read();
     const auto second = conn.read();
     CHECK(first.status == 200);

@@ -14,20 +14,20 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 using boost::system::error_code;
 
-std::string proxy_yaml(const std::string& upstream_url, const std::string& extra, const std::string& upstream_extra,
-                       const std::string& routes) {
+std::string proxy_yaml(const std::string& upstream_url, const std::string& extra,
+                       const std::string& upstream_extra, const std::string& routes) {
     std::string yaml =
         "workers: 2\n"
         "listen: {address: 127.0.0.1, port: 0}\n"
         "admin: {address: 127.0.0.1, port: 0}\n"
         "upstreams:\n"
         "  - name: mock\n"
-        "    url: " + upstream_url + "\n" +
+        "    url: " +
+        upstream_url + "\n" +
         (upstream_extra.find("timeouts:") == std::string::npos
              ? "    timeouts: {connect: 2s, head: 10s, idle: 10s, total: 60s}\n"
              : "") +
-        upstream_extra +
-        "routes:\n" +
+        upstream_extra + "routes:\n" +
         (routes.empty() ? "  - {prefix: /chat/completions, upstream: mock, coalesce: true}\n"
                           "  - {prefix: /, upstream: mock, coalesce: false}\n"
                         : routes) +
@@ -43,16 +43,20 @@ running_proxy::running_proxy(const std::string& yaml)
     server->start();
 }
 
-running_proxy::~running_proxy() { server.reset(); }
+running_proxy::~running_proxy() {
+    server.reset();
+}
 
-mock_and_proxy::mock_and_proxy(mock::mock_options options, const std::string& extra, const std::string& upstream_extra,
-                               const std::string& routes)
+mock_and_proxy::mock_and_proxy(mock::mock_options options, const std::string& extra,
+                               const std::string& upstream_extra, const std::string& routes)
     : mock(std::make_unique<mock::mock_server>(std::move(options))) {
     mock->start();
     proxy = std::make_unique<running_proxy>(proxy_yaml(mock_url(), extra, upstream_extra, routes));
 }
 
-std::string mock_and_proxy::mock_url() const { return "http://127.0.0.1:" + std::to_string(mock->port()); }
+std::string mock_and_proxy::mock_url() const {
+    return "http://127.0.0.1:" + std::to_string(mock->port());
+}
 
 std::string response::header(const std::string& name) const {
     auto it = headers.find(name);
@@ -81,14 +85,19 @@ struct client::impl {
 
     template <class Op>
     error_code with_stream(Op op, std::chrono::milliseconds timeout) {
-        return run([&](auto handler) {
-            if (tls) op(*tls, handler);
-            else op(*plain, handler);
-        }, timeout);
+        return run(
+            [&](auto handler) {
+                if (tls)
+                    op(*tls, handler);
+                else
+                    op(*plain, handler);
+            },
+            timeout);
     }
 };
 
-client::client(std::uint16_t port, asio::ssl::context* tls, const std::string& sni) : impl_(std::make_unique<impl>()) {
+client::client(std::uint16_t port, asio::ssl::context* tls, const std::string& sni)
+    : impl_(std::make_unique<impl>()) {
     const asio::ip::tcp::endpoint endpoint(asio::ip::make_address("127.0.0.1"), port);
     if (tls != nullptr) {
         impl_->tls.emplace(impl_->io, *tls);
@@ -97,21 +106,27 @@ client::client(std::uint16_t port, asio::ssl::context* tls, const std::string& s
     } else {
         impl_->plain.emplace(impl_->io);
     }
-    auto ec = impl_->run([&](auto h) { impl_->tcp().async_connect(endpoint, h); }, std::chrono::seconds(5));
-    if (ec) throw std::runtime_error("connect: " + ec.message());
+    auto ec = impl_->run([&](auto h) { impl_->tcp().async_connect(endpoint, h); },
+                         std::chrono::seconds(5));
+    if (ec)
+        throw std::runtime_error("connect: " + ec.message());
     if (impl_->tls) {
-        ec = impl_->run([&](auto h) { impl_->tls->async_handshake(asio::ssl::stream_base::client, h); },
-                        std::chrono::seconds(5));
-        if (ec) throw std::runtime_error("handshake: " + ec.message());
+        ec = impl_->run(
+            [&](auto h) { impl_->tls->async_handshake(asio::ssl::stream_base::client, h); },
+            std::chrono::seconds(5));
+        if (ec)
+            throw std::runtime_error("handshake: " + ec.message());
     }
 }
 
 client::~client() = default;
 
 void client::send_raw(const std::string& bytes) {
-    auto ec = impl_->with_stream([&](auto& s, auto h) { asio::async_write(s, asio::buffer(bytes), h); },
-                                 std::chrono::seconds(10));
-    if (ec) throw std::runtime_error("send: " + ec.message());
+    auto ec =
+        impl_->with_stream([&](auto& s, auto h) { asio::async_write(s, asio::buffer(bytes), h); },
+                           std::chrono::seconds(10));
+    if (ec)
+        throw std::runtime_error("send: " + ec.message());
 }
 
 void client::send(const std::string& method, const std::string& target, const std::string& body,
@@ -122,8 +137,10 @@ void client::send(const std::string& method, const std::string& target, const st
         text += n + ": " + v + "\r\n";
         has_type = has_type || n == "Content-Type";
     }
-    if (!body.empty() && !has_type) text += "Content-Type: application/json\r\n";
-    if (!body.empty() || method == "POST") text += "Content-Length: " + std::to_string(body.size()) + "\r\n";
+    if (!body.empty() && !has_type)
+        text += "Content-Type: application/json\r\n";
+    if (!body.empty() || method == "POST")
+        text += "Content-Length: " + std::to_string(body.size()) + "\r\n";
     text += "\r\n" + body;
     send_raw(text);
 }
@@ -137,14 +154,16 @@ response from_parser(http::response_parser<http::string_body>& parser, error_cod
         r.status = msg.result_int();
         for (const auto& f : msg) {
             std::string name(f.name_string());
-            std::transform(name.begin(), name.end(), name.begin(), [](unsigned char c) { return std::tolower(c); });
+            std::transform(name.begin(), name.end(), name.begin(),
+                           [](unsigned char c) { return std::tolower(c); });
             auto& slot = r.headers[name];
             slot = slot.empty() ? std::string(f.value()) : slot + ", " + std::string(f.value());
         }
         r.body = msg.body();
     }
     r.complete = !ec && parser.is_done();
-    if (ec) r.error = ec.message();
+    if (ec)
+        r.error = ec.message();
     return r;
 }
 
@@ -153,23 +172,28 @@ response from_parser(http::response_parser<http::string_body>& parser, error_cod
 response client::read(std::chrono::milliseconds timeout) {
     auto& p = impl_->parser.emplace();
     p.body_limit(boost::none);
-    auto ec = impl_->with_stream([&](auto& s, auto h) { http::async_read(s, impl_->buffer, p, h); }, timeout);
+    auto ec = impl_->with_stream([&](auto& s, auto h) { http::async_read(s, impl_->buffer, p, h); },
+                                 timeout);
     return from_parser(p, ec);
 }
 
 response client::read_until(const std::string& needle, std::chrono::milliseconds timeout) {
-    const bool resume = impl_->parser && impl_->parser->is_header_done() && !impl_->parser->is_done();
+    const bool resume =
+        impl_->parser && impl_->parser->is_header_done() && !impl_->parser->is_done();
     auto& p = resume ? *impl_->parser : impl_->parser.emplace();
     p.body_limit(boost::none);
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     error_code ec;
     if (!resume) {
-        ec = impl_->with_stream([&](auto& s, auto h) { http::async_read_header(s, impl_->buffer, p, h); }, timeout);
+        ec = impl_->with_stream(
+            [&](auto& s, auto h) { http::async_read_header(s, impl_->buffer, p, h); }, timeout);
     }
     while (!ec && !p.is_done() && p.get().body().find(needle) == std::string::npos) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        ec = impl_->with_stream([&](auto& s, auto h) { http::async_read_some(s, impl_->buffer, p, h); },
-                                std::max(left, std::chrono::milliseconds(1)));
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        ec = impl_->with_stream(
+            [&](auto& s, auto h) { http::async_read_some(s, impl_->buffer, p, h); },
+            std::max(left, std::chrono::milliseconds(1)));
     }
     auto r = from_parser(p, ec);
     r.complete = !ec && p.is_done();
@@ -180,7 +204,8 @@ response client::read_rest(response, std::chrono::milliseconds timeout) {
     auto& p = *impl_->parser;
     error_code ec;
     if (!p.is_done()) {
-        ec = impl_->with_stream([&](auto& s, auto h) { http::async_read(s, impl_->buffer, p, h); }, timeout);
+        ec = impl_->with_stream([&](auto& s, auto h) { http::async_read(s, impl_->buffer, p, h); },
+                                timeout);
     }
     return from_parser(p, ec);
 }
@@ -192,8 +217,10 @@ std::string client::read_all_raw(std::chrono::milliseconds timeout) {
     for (;;) {
         char chunk[4096];
         std::size_t got = 0;
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) break;
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0)
+            break;
         auto ec = impl_->with_stream(
             [&](auto& s, auto h) {
                 s.async_read_some(asio::buffer(chunk), [&, h](error_code e, std::size_t n) {
@@ -203,14 +230,16 @@ std::string client::read_all_raw(std::chrono::milliseconds timeout) {
             },
             left);
         out.append(chunk, got);
-        if (ec) break;
+        if (ec)
+            break;
     }
     return out;
 }
 
 bool client::closed_by_peer(std::chrono::milliseconds timeout) {
     char byte;
-    auto ec = impl_->with_stream([&](auto& s, auto h) { s.async_read_some(asio::buffer(&byte, 1), h); }, timeout);
+    auto ec = impl_->with_stream(
+        [&](auto& s, auto h) { s.async_read_some(asio::buffer(&byte, 1), h); }, timeout);
     return ec && ec != beast::error::timeout && ec != asio::error::timed_out;
 }
 
@@ -220,7 +249,8 @@ void client::close() {
     impl_->tcp().socket().close(ignored);
 }
 
-response request(std::uint16_t port, const std::string& method, const std::string& target, const std::string& body,
+response request(std::uint16_t port, const std::string& method, const std::string& target,
+                 const std::string& body,
                  const std::vector<std::pair<std::string, std::string>>& headers) {
     client c(port);
     c.send(method, target, body, headers);
@@ -228,13 +258,18 @@ response request(std::uint16_t port, const std::string& method, const std::strin
 }
 
 std::string chat_body(const std::string& prompt, bool stream, const std::string& mock) {
-    std::string body = R"({"model":"sonar","messages":[{"role":"user","content":")" + prompt + R"("}])";
-    if (stream) body += R"(,"stream":true)";
-    if (!mock.empty()) body += R"(,"mock":)" + mock;
+    std::string body =
+        R"({"model":"sonar","messages":[{"role":"user","content":")" + prompt + R"("}])";
+    if (stream)
+        body += R"(,"stream":true)";
+    if (!mock.empty())
+        body += R"(,"mock":)" + mock;
     body += "}";
     return body;
 }
 
-std::string certs_dir() { return COALESCER_TEST_CERTS; }
+std::string certs_dir() {
+    return COALESCER_TEST_CERTS;
+}
 
 }  // namespace coalescer::test

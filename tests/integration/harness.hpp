@@ -54,8 +54,9 @@ struct response {
 
 // One HTTP/1.1 client connection (keep-alive), plain or TLS.
 class client {
-public:
-    explicit client(std::uint16_t port, boost::asio::ssl::context* tls = nullptr, const std::string& sni = "localhost");
+  public:
+    explicit client(std::uint16_t port, boost::asio::ssl::context* tls = nullptr,
+                    const std::string& sni = "localhost");
     ~client();
     void send_raw(const std::string& bytes);
     void send(const std::string& method, const std::string& target, const std::string& body,
@@ -64,21 +65,24 @@ public:
     response read(std::chrono::milliseconds timeout = std::chrono::seconds(20));
     // Reads the head, then body bytes until `body` contains `needle` (streaming checks); called
     // again on an unfinished response, it reads on.
-    response read_until(const std::string& needle, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+    response read_until(const std::string& needle,
+                        std::chrono::milliseconds timeout = std::chrono::seconds(20));
     // Continues a response started by read_until.
-    response read_rest(response partial, std::chrono::milliseconds timeout = std::chrono::seconds(20));
+    response read_rest(response partial,
+                       std::chrono::milliseconds timeout = std::chrono::seconds(20));
     // Everything the server sends until it closes (raw bytes, for framing tests).
     std::string read_all_raw(std::chrono::milliseconds timeout = std::chrono::seconds(20));
     bool closed_by_peer(std::chrono::milliseconds timeout = std::chrono::seconds(5));
     void close();
 
-private:
+  private:
     struct impl;
     std::unique_ptr<impl> impl_;
 };
 
 // A request and its complete response on a fresh connection.
-response request(std::uint16_t port, const std::string& method, const std::string& target, const std::string& body,
+response request(std::uint16_t port, const std::string& method, const std::string& target,
+                 const std::string& body,
                  const std::vector<std::pair<std::string, std::string>>& headers = {});
 
 // A chat-completions body for the mock; `mock` is a JSON object text of per-request overrides.

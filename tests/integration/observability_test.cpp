@@ -32,7 +32,8 @@ std::map<std::string, double> parse_exposition(const std::string& text) {
     static const std::regex sample_line(
         R"(^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*"(,[a-zA-Z_][a-zA-Z0-9_]*="(\\.|[^"\\])*")*)\})? (-?[0-9.eE+-]+|\+Inf|NaN)$)");
     static const std::regex help_line(R"(^# HELP ([a-zA-Z_:][a-zA-Z0-9_:]*) .+$)");
-    static const std::regex type_line(R"(^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$)");
+    static const std::regex type_line(
+        R"(^# TYPE ([a-zA-Z_:][a-zA-Z0-9_:]*) (counter|gauge|histogram|summary|untyped)$)");
     std::map<std::string, std::string> types;
     std::set<std::string> helped;
     std::map<std::string, double> samples;
@@ -51,11 +52,13 @@ std::map<std::string, double> parse_exposition(const std::string& text) {
             types[m[1]] = m[2];
             continue;
         }
-        REQUIRE_MESSAGE(std::regex_match(line, m, sample_line), "not a valid sample line: " << line);
+        REQUIRE_MESSAGE(std::regex_match(line, m, sample_line),
+                        "not a valid sample line: " << line);
         std::string name = m[1];
         std::string family = name;
         for (const char* suffix : {"_bucket", "_sum", "_count"}) {
-            if (types.count(family) == 0 && name.size() > std::strlen(suffix) && name.ends_with(suffix)) {
+            if (types.count(family) == 0 && name.size() > std::strlen(suffix) &&
+                name.ends_with(suffix)) {
                 family = name.substr(0, name.size() - std::strlen(suffix));
             }
         }
@@ -64,7 +67,8 @@ std::map<std::string, double> parse_exposition(const std::string& text) {
         samples[name + (m[2].matched ? std::string(m[2]) : "")] = value;
         if (name.ends_with("_bucket")) {
             std::string labels = m[3];
-            const auto series = name + "{" + std::regex_replace(labels, std::regex(R"(,?le="[^"]*")"), "") + "}";
+            const auto series =
+                name + "{" + std::regex_replace(labels, std::regex(R"(,?le="[^"]*")"), "") + "}";
             CHECK_MESSAGE(value >= last_bucket[series], "buckets not cumulative: " << line);
             last_bucket[series] = value;
         }
@@ -86,7 +90,8 @@ std::uint64_t total_tokens(const response& r) {
 TEST_CASE("a scripted scenario leaves exactly the expected numbers in /metrics") {
     mock::mock_options options;
     options.latency_ms = 300;
-    mock_and_proxy env(options, "", "    retries: {max_attempts: 1, base_delay: 100ms, max_delay: 1s}\n");
+    mock_and_proxy env(options, "",
+                       "    retries: {max_attempts: 1, base_delay: 100ms, max_delay: 1s}\n");
     const auto port = env.proxy->port();
 
     // 20 identical requests at once: 1 leader, 19 followers.
@@ -99,18 +104,24 @@ TEST_CASE("a scripted scenario leaves exactly the expected numbers in /metrics")
             threads.emplace_back([&, i] {
                 client c(port);
                 ++ready;
-                while (ready.load() < 20) std::this_thread::yield();
+                while (ready.load() < 20)
+                    std::this_thread::yield();
                 c.send("POST", "/chat/completions", burst_body);
                 burst[i] = c.read();
             });
         }
-        for (auto& t : threads) t.join();
+        for (auto& t : threads)
+            t.join();
     }
     std::vector<response> distinct;
-    for (int i = 0; i < 3; ++i) distinct.push_back(request(port, "POST", "/chat/completions", chat_body("distinct " + std::to_string(i))));
+    for (int i = 0; i < 3; ++i)
+        distinct.push_back(
+            request(port, "POST", "/chat/completions", chat_body("distinct " + std::to_string(i))));
     const auto hit = request(port, "POST", "/chat/completions", chat_body("distinct 0"));
-    const auto bypass = request(port, "POST", "/chat/completions", burst_body, {{"x-coalesce-bypass", "1"}});
-    const auto limited = request(port, "POST", "/chat/completions", chat_body("limited", false, R"({"status":429})"));
+    const auto bypass =
+        request(port, "POST", "/chat/completions", burst_body, {{"x-coalesce-bypass", "1"}});
+    const auto limited = request(port, "POST", "/chat/completions",
+                                 chat_body("limited", false, R"({"status":429})"));
 
     std::map<std::string, int> roles;
     for (const auto& r : burst) {
@@ -126,11 +137,16 @@ TEST_CASE("a scripted scenario leaves exactly the expected numbers in /metrics")
 
     const auto m = parse_exposition(request(env.proxy->admin_port(), "GET", "/metrics", "").body);
     const std::string route = R"(route="/chat/completions")";
-    CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="leader",status_class="2xx"})") == 4);
-    CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="follower",status_class="2xx"})") == 19);
-    CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="hit",status_class="2xx"})") == 1);
-    CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="bypass",status_class="2xx"})") == 1);
-    CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="leader",status_class="4xx"})") == 1);
+    CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="leader",status_class="2xx"})") ==
+          4);
+    CHECK(value(m, "coalescer_requests_total{" + route +
+                       R"(,role="follower",status_class="2xx"})") == 19);
+    CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="hit",status_class="2xx"})") ==
+          1);
+    CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="bypass",status_class="2xx"})") ==
+          1);
+    CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="leader",status_class="4xx"})") ==
+          1);
     CHECK(value(m, R"(coalescer_upstream_calls_total{upstream="mock",status="200"})") == 5);
     CHECK(value(m, R"(coalescer_upstream_calls_total{upstream="mock",status="429"})") == 1);
     CHECK(value(m, R"(coalescer_upstream_retries_total{upstream="mock"})") == 0);
@@ -144,10 +160,13 @@ TEST_CASE("a scripted scenario leaves exactly the expected numbers in /metrics")
 
     const auto burst_tokens = total_tokens(burst.front());
     std::uint64_t spent = 2 * burst_tokens;  // the burst's call and the bypass call
-    for (const auto& r : distinct) spent += total_tokens(r);
+    for (const auto& r : distinct)
+        spent += total_tokens(r);
     const std::uint64_t saved = 19 * burst_tokens + total_tokens(hit);
-    CHECK(value(m, R"(coalescer_tokens_spent_total{upstream="mock",model="sonar"})") == static_cast<double>(spent));
-    CHECK(value(m, R"(coalescer_tokens_saved_total{upstream="mock",model="sonar"})") == static_cast<double>(saved));
+    CHECK(value(m, R"(coalescer_tokens_spent_total{upstream="mock",model="sonar"})") ==
+          static_cast<double>(spent));
+    CHECK(value(m, R"(coalescer_tokens_saved_total{upstream="mock",model="sonar"})") ==
+          static_cast<double>(saved));
 }
 
 TEST_CASE("streamed usage is counted once, from the last event") {
@@ -159,7 +178,8 @@ TEST_CASE("streamed usage is counted once, from the last event") {
     // The last data event carrying usage holds the final, cumulative figure.
     const auto last = r.body.rfind("data: {");
     const auto event = r.body.substr(last + 6, r.body.find('\n', last) - last - 6);
-    const auto tokens = boost::json::parse(event).at("usage").at("total_tokens").to_number<double>();
+    const auto tokens =
+        boost::json::parse(event).at("usage").at("total_tokens").to_number<double>();
     const auto m = parse_exposition(request(env.proxy->admin_port(), "GET", "/metrics", "").body);
     CHECK(value(m, R"(coalescer_tokens_spent_total{upstream="mock",model="sonar"})") == tokens);
 }
@@ -179,8 +199,8 @@ TEST_CASE("a planted API key appears nowhere the process prints or serves") {
     const std::string dead =
         "  - name: dead\n    url: http://127.0.0.1:" + std::to_string(dead_port) +
         "\n    retries: {max_attempts: 1, base_delay: 100ms, max_delay: 1s}\n";
-    std::string yaml = proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()), "log: {level: debug, format: json}\n",
-                                  dead, routes);
+    std::string yaml = proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()),
+                                  "log: {level: debug, format: json}\n", dead, routes);
     // Capture everything the sidecar writes to stdout and stderr while it runs.
     std::fflush(stdout);
     std::fflush(stderr);
@@ -194,16 +214,23 @@ TEST_CASE("a planted API key appears nowhere the process prints or serves") {
     {
         running_proxy proxy(yaml);
         const auto port = proxy.port();
-        const std::vector<std::pair<std::string, std::string>> auth{{"Authorization", "Bearer " + sentinel}};
-        served += request(port, "POST", "/chat/completions?api_key=" + sentinel, chat_body("secret"), auth).body;
-        served += request(port, "POST", "/chat/completions", chat_body("secret 429", false, R"({"status":429})"), auth).body;
-        served += request(port, "POST", "/dead/chat/completions", chat_body("secret dead"), auth).body;
+        const std::vector<std::pair<std::string, std::string>> auth{
+            {"Authorization", "Bearer " + sentinel}};
+        served += request(port, "POST", "/chat/completions?api_key=" + sentinel,
+                          chat_body("secret"), auth)
+                      .body;
+        served += request(port, "POST", "/chat/completions",
+                          chat_body("secret 429", false, R"({"status":429})"), auth)
+                      .body;
+        served +=
+            request(port, "POST", "/dead/chat/completions", chat_body("secret dead"), auth).body;
         served += request(port, "POST", "/chat/completions", chat_body("secret two"),
-                          {{"Authorization", "Bearer " + sentinel}, {"x-api-key", "other"}}).body;
+                          {{"Authorization", "Bearer " + sentinel}, {"x-api-key", "other"}})
+                      .body;
         served += request(port, "GET", "/models", "", {{"x-api-key", sentinel}}).body;
         client raw(port);
-        raw.send_raw("POST /chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + sentinel +
-                     "\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!");
+        raw.send_raw("POST /chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                     sentinel + "\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!");
         served += raw.read().body;
         served += request(proxy.admin_port(), "GET", "/metrics", "").body;
     }
@@ -221,5 +248,6 @@ TEST_CASE("a planted API key appears nowhere the process prints or serves") {
     CHECK(printed.str().find("\"route\"") != std::string::npos);  // the access log did run
     CHECK(printed.str().find(sentinel) == std::string::npos);
     CHECK(served.find(sentinel) == std::string::npos);
-    CHECK(mock.calls().front().headers.at("authorization") == "Bearer " + sentinel);  // it was forwarded
+    CHECK(mock.calls().front().headers.at("authorization") ==
+          "Bearer " + sentinel);  // it was forwarded
 }

@@ -34,18 +34,24 @@ std::string read_file(const std::string& path) {
     return s.str();
 }
 
-void write_file(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+void write_file(const std::string& path, const std::string& text) {
+    std::ofstream(path) << text;
+}
 
 // A child process with stdout and stderr sent to files.
 class child {
-public:
-    explicit child(std::vector<std::string> args, const std::string& tag) : out_(temp_path(tag + ".out")), err_(temp_path(tag + ".err")) {
+  public:
+    explicit child(std::vector<std::string> args, const std::string& tag)
+        : out_(temp_path(tag + ".out")), err_(temp_path(tag + ".err")) {
         posix_spawn_file_actions_t actions;
         posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-        posix_spawn_file_actions_addopen(&actions, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        posix_spawn_file_actions_addopen(&actions, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                         0600);
+        posix_spawn_file_actions_addopen(&actions, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                         0600);
         std::vector<char*> argv;
-        for (auto& a : args) argv.push_back(a.data());
+        for (auto& a : args)
+            argv.push_back(a.data());
         argv.push_back(nullptr);
         REQUIRE(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) == 0);
         posix_spawn_file_actions_destroy(&actions);
@@ -76,12 +82,14 @@ public:
     std::string err() const { return read_file(err_); }
     // Waits for "listening on http://127.0.0.1:PORT, admin on http://127.0.0.1:PORT" on stderr.
     std::pair<std::uint16_t, std::uint16_t> ports() const {
-        const std::regex pattern(R"(listening on https?://[^:]+:(\d+), admin on http://[^:]+:(\d+))");
+        const std::regex pattern(
+            R"(listening on https?://[^:]+:(\d+), admin on http://[^:]+:(\d+))");
         for (int i = 0; i < 500; ++i) {
             std::smatch m;
             const auto text = err();
             if (std::regex_search(text, m, pattern)) {
-                return {static_cast<std::uint16_t>(std::stoi(m[1])), static_cast<std::uint16_t>(std::stoi(m[2]))};
+                return {static_cast<std::uint16_t>(std::stoi(m[1])),
+                        static_cast<std::uint16_t>(std::stoi(m[2]))};
             }
             std::this_thread::sleep_for(10ms);
         }
@@ -89,14 +97,15 @@ public:
         return {0, 0};
     }
 
-private:
+  private:
     pid_t pid_ = 0;
     std::string out_, err_;
 };
 
 std::size_t lines(const std::string& text) {
     std::size_t n = 0;
-    for (char c : text) n += c == '\n';
+    for (char c : text)
+        n += c == '\n';
     return n;
 }
 
@@ -108,7 +117,9 @@ TEST_CASE("--version and --check-config on the shipped configs") {
     CHECK(version.out().rfind("coalescer ", 0) == 0);
     for (const char* name : {"coalescer.yaml", "multi-provider.yaml", "mock.yaml"}) {
         CAPTURE(name);
-        child check({COALESCER_BINARY, "--check-config", std::string(COALESCER_SOURCE_DIR) + "/config/" + name}, "check");
+        child check({COALESCER_BINARY, "--check-config",
+                     std::string(COALESCER_SOURCE_DIR) + "/config/" + name},
+                    "check");
         CHECK(check.wait_exit(5s) == 0);
     }
 }
@@ -145,20 +156,24 @@ TEST_CASE("a port already taken stops start-up with one clear line and a non-zer
     const auto path = temp_path("taken.yaml");
     write_file(path, "listen: {address: 127.0.0.1, port: " + std::to_string(port) +
                          "}\nadmin: {address: 127.0.0.1, port: 0}\n"
-                         "upstreams: [{name: m, url: 'http://127.0.0.1:1'}]\nroutes: [{prefix: /, upstream: m}]\n");
+                         "upstreams: [{name: m, url: 'http://127.0.0.1:1'}]\nroutes: [{prefix: /, "
+                         "upstream: m}]\n");
     child run({COALESCER_BINARY, "--config", path}, "taken");
     CHECK(run.wait_exit(5s) == 1);
     CHECK(lines(run.err()) == 1);
-    CHECK(run.err().find("cannot listen on 127.0.0.1:" + std::to_string(port)) != std::string::npos);
+    CHECK(run.err().find("cannot listen on 127.0.0.1:" + std::to_string(port)) !=
+          std::string::npos);
     ::unlink(path.c_str());
 }
 
 TEST_CASE("an unreadable certificate stops start-up with one clear line") {
     const auto path = temp_path("nocert.yaml");
-    write_file(path,
-               "listen: {address: 127.0.0.1, port: 0, tls: {cert_file: /nonexistent/cert.pem, key_file: /nonexistent/key.pem}}\n"
-               "admin: {address: 127.0.0.1, port: 0}\n"
-               "upstreams: [{name: m, url: 'http://127.0.0.1:1'}]\nroutes: [{prefix: /, upstream: m}]\n");
+    write_file(
+        path,
+        "listen: {address: 127.0.0.1, port: 0, tls: {cert_file: /nonexistent/cert.pem, key_file: "
+        "/nonexistent/key.pem}}\n"
+        "admin: {address: 127.0.0.1, port: 0}\n"
+        "upstreams: [{name: m, url: 'http://127.0.0.1:1'}]\nroutes: [{prefix: /, upstream: m}]\n");
     child run({COALESCER_BINARY, "--config", path}, "nocert");
     CHECK(run.wait_exit(5s) == 1);
     CHECK(lines(run.err()) == 1);
@@ -169,7 +184,9 @@ TEST_CASE("an unreadable certificate stops start-up with one clear line") {
 TEST_CASE("an empty system CA store stops start-up instead of failing every HTTPS call later") {
     ::setenv("SSL_CERT_FILE", "/nonexistent/ca.pem", 1);
     ::setenv("SSL_CERT_DIR", "/nonexistent/certs", 1);
-    child run({COALESCER_BINARY, "--config", std::string(COALESCER_SOURCE_DIR) + "/config/coalescer.yaml"}, "noca");
+    child run({COALESCER_BINARY, "--config",
+               std::string(COALESCER_SOURCE_DIR) + "/config/coalescer.yaml"},
+              "noca");
     ::unsetenv("SSL_CERT_FILE");
     ::unsetenv("SSL_CERT_DIR");
     CHECK(run.wait_exit(5s) == 1);
@@ -177,15 +194,19 @@ TEST_CASE("an empty system CA store stops start-up instead of failing every HTTP
     CHECK(run.err().find("no system CA certificates") != std::string::npos);
 }
 
-TEST_CASE("SIGTERM drains: readyz turns 503, a live stream completes intact, new connections are refused, exit 0") {
+TEST_CASE(
+    "SIGTERM drains: readyz turns 503, a live stream completes intact, new connections are "
+    "refused, exit 0") {
     mock::mock_options options;
     options.chunks = 15;
     options.chunk_interval_ms = 100;
     mock::mock_server mock(options);
     mock.start();
     const auto path = temp_path("drain.yaml");
-    write_file(path, proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()),
-                                "shutdown: {drain_delay: 300ms, drain_timeout: 10s}\nlog: {level: info}\n"));
+    write_file(
+        path,
+        proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()),
+                   "shutdown: {drain_delay: 300ms, drain_timeout: 10s}\nlog: {level: info}\n"));
     child run({COALESCER_BINARY, "--config", path}, "drain");
     const auto [port, admin] = run.ports();
     INFO("sidecar stderr: " << run.err());  // evaluated only when a check fails

@@ -31,7 +31,8 @@ std::string sha256_hex(const std::string& data) {
 
 std::size_t count_of(const std::string& text, const std::string& needle) {
     std::size_t n = 0;
-    for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1)) ++n;
+    for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
+        ++n;
     return n;
 }
 
@@ -40,7 +41,8 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
 TEST_CASE("a JSON chat completion is relayed, with the request forwarded byte for byte") {
     mock_and_proxy env;
     // Odd spacing on purpose: the provider must receive exactly these bytes.
-    const std::string body = "{ \"model\" : \"sonar\", \"messages\":[{\"role\":\"user\",\"content\":\"hi\"}] }";
+    const std::string body =
+        "{ \"model\" : \"sonar\", \"messages\":[{\"role\":\"user\",\"content\":\"hi\"}] }";
     const auto r = request(env.proxy->port(), "POST", "/chat/completions", body,
                            {{"Authorization", "Bearer pplx-test"},
                             {"Connection", "keep-alive, x-private"},
@@ -65,7 +67,7 @@ TEST_CASE("a JSON chat completion is relayed, with the request forwarded byte fo
     CHECK(call.headers.at("authorization") == "Bearer pplx-test");
     CHECK(call.headers.at("accept-encoding") == "identity");
     CHECK(call.headers.at("x-stainless-retry-count") == "0");
-    CHECK(call.headers.count("x-private") == 0);   // named in Connection: hop-by-hop
+    CHECK(call.headers.count("x-private") == 0);  // named in Connection: hop-by-hop
     CHECK(call.headers.count("keep-alive") == 0);
     CHECK(call.headers.count("connection") == 0);
 }
@@ -94,14 +96,19 @@ TEST_CASE("an SSE stream reaches the client event by event, before the provider 
     CHECK(env.mock->stats().completed == 1);
 }
 
-TEST_CASE("routes: strip_prefix and the upstream base path shape the upstream target, and no route is 404") {
+TEST_CASE(
+    "routes: strip_prefix and the upstream base path shape the upstream target, and no route is "
+    "404") {
     mock::mock_server mock({});
     mock.start();
     const std::string routes =
-        "  - {prefix: /perplexity/chat/completions, upstream: mock, strip_prefix: /perplexity, coalesce: true}\n"
+        "  - {prefix: /perplexity/chat/completions, upstream: mock, strip_prefix: /perplexity, "
+        "coalesce: true}\n"
         "  - {prefix: /perplexity/, upstream: mock, strip_prefix: /perplexity, coalesce: false}\n";
-    running_proxy proxy(proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()) + "/v1", "", "", routes));
-    const auto r = request(proxy.port(), "POST", "/perplexity/chat/completions?x=1", chat_body("routed"));
+    running_proxy proxy(
+        proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()) + "/v1", "", "", routes));
+    const auto r =
+        request(proxy.port(), "POST", "/perplexity/chat/completions?x=1", chat_body("routed"));
     CHECK(r.status == 200);
     CHECK(mock.calls().at(0).target == "/v1/chat/completions?x=1");
     const auto models = request(proxy.port(), "GET", "/perplexity/models", "");
@@ -147,12 +154,14 @@ TEST_CASE("upstream failures before the head: refused → 502, slow head → 504
     SUBCASE("head timeout") {
         mock::mock_server mock({});
         mock.start();
-        running_proxy proxy(proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()), "",
-                                       "    timeouts: {connect: 2s, head: 300ms, idle: 10s, total: 60s}\n"));
+        running_proxy proxy(
+            proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()), "",
+                       "    timeouts: {connect: 2s, head: 300ms, idle: 10s, total: 60s}\n"));
         const auto r = request(proxy.port(), "POST", "/chat/completions",
                                chat_body("slow", false, R"({"latency_ms":2000})"));
         CHECK(r.status == 504);
-        CHECK(boost::json::parse(r.body).at("error").at("code").as_string() == "upstream_head_timeout");
+        CHECK(boost::json::parse(r.body).at("error").at("code").as_string() ==
+              "upstream_head_timeout");
     }
     SUBCASE("closed without a response") {
         mock_and_proxy env;
@@ -166,7 +175,8 @@ TEST_CASE("upstream failures after the head cut the client's response instead of
     SUBCASE("connection dropped mid-stream") {
         mock_and_proxy env;
         client c(env.proxy->port());
-        c.send("POST", "/chat/completions", chat_body("cut", true, R"({"chunks":6,"drop_after":2})"));
+        c.send("POST", "/chat/completions",
+               chat_body("cut", true, R"({"chunks":6,"drop_after":2})"));
         const auto r = c.read();
         CHECK(r.status == 200);
         CHECK_FALSE(r.complete);
@@ -176,8 +186,9 @@ TEST_CASE("upstream failures after the head cut the client's response instead of
     SUBCASE("stall longer than the idle timeout") {
         mock::mock_server mock({});
         mock.start();
-        running_proxy proxy(proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()), "",
-                                       "    timeouts: {connect: 2s, head: 5s, idle: 300ms, total: 60s}\n"));
+        running_proxy proxy(
+            proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()), "",
+                       "    timeouts: {connect: 2s, head: 5s, idle: 300ms, total: 60s}\n"));
         client c(proxy.port());
         c.send("POST", "/chat/completions",
                chat_body("stall", true, R"({"chunks":4,"stall_after":1,"stall_ms":3000})"));
@@ -187,7 +198,9 @@ TEST_CASE("upstream failures after the head cut the client's response instead of
     }
 }
 
-TEST_CASE("HTTPS upstream: a valid certificate works, and a wrong host name or an untrusted CA gives 502") {
+TEST_CASE(
+    "HTTPS upstream: a valid certificate works, and a wrong host name or an untrusted CA gives "
+    "502") {
     const auto certs = certs_dir();
     auto run = [&](const std::string& leaf) {
         mock::mock_options options;
@@ -205,7 +218,8 @@ TEST_CASE("HTTPS upstream: a valid certificate works, and a wrong host name or a
     CHECK(good_calls == 1);
     const auto [wrong_host, wrong_calls] = run("other");
     CHECK(wrong_host.status == 502);
-    CHECK(boost::json::parse(wrong_host.body).at("error").at("code").as_string() == "upstream_tls_failed");
+    CHECK(boost::json::parse(wrong_host.body).at("error").at("code").as_string() ==
+          "upstream_tls_failed");
     CHECK(wrong_calls == 0);
     const auto [rogue, rogue_calls] = run("rogue");
     CHECK(rogue.status == 502);
@@ -219,8 +233,8 @@ TEST_CASE("the TLS listener serves clients that trust its certificate") {
     std::string yaml = proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()));
     const std::string plain_listen = "listen: {address: 127.0.0.1, port: 0}";
     yaml.replace(yaml.find(plain_listen), plain_listen.size(),
-                 "listen: {address: 127.0.0.1, port: 0, tls: {cert_file: " + certs + "/localhost.pem, key_file: " +
-                     certs + "/localhost.key}}");
+                 "listen: {address: 127.0.0.1, port: 0, tls: {cert_file: " + certs +
+                     "/localhost.pem, key_file: " + certs + "/localhost.key}}");
     running_proxy proxy(yaml);
     boost::asio::ssl::context tls(boost::asio::ssl::context::tls_client);
     tls.load_verify_file(certs + "/ca.pem");
@@ -237,16 +251,19 @@ TEST_CASE("the TLS listener serves clients that trust its certificate") {
 
 TEST_CASE("admin endpoints: healthz, readyz and metrics with request and upstream counters") {
     mock_and_proxy env;
-    CHECK(request(env.proxy->port(), "POST", "/chat/completions", chat_body("count me")).status == 200);
+    CHECK(request(env.proxy->port(), "POST", "/chat/completions", chat_body("count me")).status ==
+          200);
     CHECK(request(env.proxy->admin_port(), "GET", "/healthz", "").status == 200);
     CHECK(request(env.proxy->admin_port(), "GET", "/readyz", "").status == 200);
     const auto m = request(env.proxy->admin_port(), "GET", "/metrics", "");
     CHECK(m.status == 200);
     CHECK(m.header("content-type").find("text/plain") == 0);
     CHECK(m.body.find("# TYPE coalescer_requests_total counter") != std::string::npos);
-    CHECK(m.body.find("coalescer_requests_total{route=\"/chat/completions\",role=\"leader\",status_class=\"2xx\"} 1") !=
+    CHECK(m.body.find("coalescer_requests_total{route=\"/chat/"
+                      "completions\",role=\"leader\",status_class=\"2xx\"} 1") !=
           std::string::npos);
-    CHECK(m.body.find("coalescer_upstream_calls_total{upstream=\"mock\",status=\"200\"} 1") != std::string::npos);
+    CHECK(m.body.find("coalescer_upstream_calls_total{upstream=\"mock\",status=\"200\"} 1") !=
+          std::string::npos);
     CHECK(request(env.proxy->admin_port(), "GET", "/nope", "").status == 404);
 }
 
@@ -254,8 +271,10 @@ TEST_CASE("an HTTP/1.0 client gets a streamed body without chunked framing, ende
     mock_and_proxy env;
     client c(env.proxy->port());
     const auto body = chat_body("old client", true);
-    c.send_raw("POST /chat/completions HTTP/1.0\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: " +
-               std::to_string(body.size()) + "\r\n\r\n" + body);
+    c.send_raw(
+        "POST /chat/completions HTTP/1.0\r\nHost: localhost\r\nContent-Type: "
+        "application/json\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body);
     const auto raw = c.read_all_raw(std::chrono::seconds(10));
     CHECK(raw.rfind("HTTP/1.1 200", 0) == 0);
     const auto head = raw.substr(0, raw.find("\r\n\r\n"));

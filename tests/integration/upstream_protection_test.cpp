@@ -19,16 +19,19 @@ std::vector<response> burst(std::uint16_t port, const std::vector<std::string>& 
     std::vector<response> out(bodies.size());
     std::vector<std::thread> threads;
     for (std::size_t i = 0; i < bodies.size(); ++i) {
-        threads.emplace_back([&, i] { out[i] = request(port, "POST", "/chat/completions", bodies[i]); });
+        threads.emplace_back(
+            [&, i] { out[i] = request(port, "POST", "/chat/completions", bodies[i]); });
     }
-    for (auto& t : threads) t.join();
+    for (auto& t : threads)
+        t.join();
     return out;
 }
 
 std::string metric(std::uint16_t admin, const std::string& line_prefix) {
     const auto body = request(admin, "GET", "/metrics", "").body;
     const auto at = body.find(line_prefix);
-    if (at == std::string::npos) return "";
+    if (at == std::string::npos)
+        return "";
     const auto end = body.find('\n', at);
     return body.substr(at + line_prefix.size(), end - at - line_prefix.size());
 }
@@ -37,7 +40,8 @@ std::string metric(std::uint16_t admin, const std::string& line_prefix) {
 
 TEST_CASE("429 with Retry-After: 1 twice, then 200: every client gets the 200 after 3 calls") {
     mock_and_proxy env;
-    const auto body = chat_body("retry me", false, R"({"status":429,"retry_after":"1","fail_times":2})");
+    const auto body =
+        chat_body("retry me", false, R"({"status":429,"retry_after":"1","fail_times":2})");
     const auto started = steady::now();
     const auto responses = burst(env.proxy->port(), std::vector<std::string>(10, body));
     const auto elapsed = steady::now() - started;
@@ -47,11 +51,13 @@ TEST_CASE("429 with Retry-After: 1 twice, then 200: every client gets the 200 af
     }
     CHECK(env.mock->stats().calls == 3);
     CHECK(elapsed >= 2s);
-    CHECK(metric(env.proxy->admin_port(), "coalescer_upstream_retries_total{upstream=\"mock\"} ") == "2");
+    CHECK(metric(env.proxy->admin_port(), "coalescer_upstream_retries_total{upstream=\"mock\"} ") ==
+          "2");
 }
 
 TEST_CASE("a Retry-After longer than max_delay is not waited out: the clients get that 429") {
-    mock_and_proxy env({}, "", "    retries: {max_attempts: 3, base_delay: 100ms, max_delay: 2s}\n");
+    mock_and_proxy env({}, "",
+                       "    retries: {max_attempts: 3, base_delay: 100ms, max_delay: 2s}\n");
     const auto body = chat_body("too long", false, R"({"status":429,"retry_after":"30"})");
     const auto r = request(env.proxy->port(), "POST", "/chat/completions", body);
     CHECK(r.status == 429);
@@ -61,7 +67,9 @@ TEST_CASE("a Retry-After longer than max_delay is not waited out: the clients ge
 
 TEST_CASE("retry-after-ms is honoured before Retry-After, and 503 is retried too") {
     mock_and_proxy env;
-    const auto body = chat_body("ms hint", false, R"({"status":503,"retry_after_ms":150,"retry_after":"60","fail_times":1})");
+    const auto body =
+        chat_body("ms hint", false,
+                  R"({"status":503,"retry_after_ms":150,"retry_after":"60","fail_times":1})");
     const auto r = request(env.proxy->port(), "POST", "/chat/completions", body);
     CHECK(r.status == 200);
     CHECK(env.mock->stats().calls == 2);
@@ -85,13 +93,15 @@ TEST_CASE("a refused connection is retried with backoff, then 502") {
     boost::asio::ip::tcp::acceptor probe(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
     const auto dead_port = probe.local_endpoint().port();
     probe.close();
-    running_proxy proxy(proxy_yaml("http://127.0.0.1:" + std::to_string(dead_port), "",
-                                   "    retries: {max_attempts: 3, base_delay: 100ms, max_delay: 1s}\n"));
+    running_proxy proxy(
+        proxy_yaml("http://127.0.0.1:" + std::to_string(dead_port), "",
+                   "    retries: {max_attempts: 3, base_delay: 100ms, max_delay: 1s}\n"));
     const auto started = steady::now();
     const auto r = request(proxy.port(), "POST", "/chat/completions", chat_body("refused"));
     CHECK(r.status == 502);
     CHECK(steady::now() - started >= 200ms);  // two backoffs of at least base_delay
-    CHECK(metric(proxy.admin_port(), "coalescer_upstream_retries_total{upstream=\"mock\"} ") == "2");
+    CHECK(metric(proxy.admin_port(), "coalescer_upstream_retries_total{upstream=\"mock\"} ") ==
+          "2");
 }
 
 TEST_CASE("max_concurrent: 2 keeps the provider at 2 calls at once, the rest queue in order") {
@@ -99,9 +109,11 @@ TEST_CASE("max_concurrent: 2 keeps the provider at 2 calls at once, the rest que
     options.latency_ms = 300;
     mock_and_proxy env(options, "", "    max_concurrent: 2\n");
     std::vector<std::string> bodies;
-    for (int i = 0; i < 10; ++i) bodies.push_back(chat_body("distinct " + std::to_string(i)));
+    for (int i = 0; i < 10; ++i)
+        bodies.push_back(chat_body("distinct " + std::to_string(i)));
     const auto responses = burst(env.proxy->port(), bodies);
-    for (const auto& r : responses) CHECK(r.status == 200);
+    for (const auto& r : responses)
+        CHECK(r.status == 200);
     const auto stats = env.mock->stats();
     CHECK(stats.calls == 10);
     CHECK(stats.max_concurrency == 2);
@@ -110,7 +122,8 @@ TEST_CASE("max_concurrent: 2 keeps the provider at 2 calls at once, the rest que
 TEST_CASE("waiting longer than queue_timeout for a slot gives 503 with Retry-After") {
     mock_and_proxy env({}, "", "    max_concurrent: 1\n    queue_timeout: 300ms\n");
     std::thread slow([&] {
-        request(env.proxy->port(), "POST", "/chat/completions", chat_body("hog", false, R"({"latency_ms":2000})"));
+        request(env.proxy->port(), "POST", "/chat/completions",
+                chat_body("hog", false, R"({"latency_ms":2000})"));
     });
     std::this_thread::sleep_for(100ms);
     const auto r = request(env.proxy->port(), "POST", "/chat/completions", chat_body("queued"));
@@ -120,7 +133,8 @@ TEST_CASE("waiting longer than queue_timeout for a slot gives 503 with Retry-Aft
     CHECK(r.body.find("queue_timeout") != std::string::npos);
 }
 
-TEST_CASE("100 identical requests take one slot: a distinct request alongside them is not starved") {
+TEST_CASE(
+    "100 identical requests take one slot: a distinct request alongside them is not starved") {
     mock::mock_options options;
     options.latency_ms = 1000;
     mock_and_proxy env(options, "", "    max_concurrent: 1\n");
@@ -129,11 +143,13 @@ TEST_CASE("100 identical requests take one slot: a distinct request alongside th
     std::thread crowd([&] { same = burst(env.proxy->port(), bodies); });
     std::this_thread::sleep_for(100ms);
     const auto started = steady::now();
-    const auto other = request(env.proxy->port(), "POST", "/chat/completions", chat_body("another question"));
+    const auto other =
+        request(env.proxy->port(), "POST", "/chat/completions", chat_body("another question"));
     const auto waited = steady::now() - started;
     crowd.join();
     CHECK(other.status == 200);
-    for (const auto& r : same) CHECK(r.status == 200);
+    for (const auto& r : same)
+        CHECK(r.status == 200);
     CHECK(env.mock->stats().calls == 2);
     // One call's time (~1 s) ahead of it in the queue, plus its own: never 100 calls' worth.
     CHECK(waited < 10s);

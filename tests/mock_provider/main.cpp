@@ -139,8 +139,8 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
 
     const bool tls = !o.tls_cert_file.empty();
-    const std::string host = o.address.find(':') != std::string::npos ? "[" + o.address + "]"
-                                                                       : o.address;
+    const std::string host =
+        o.address.find(':') != std::string::npos ? "[" + o.address + "]" : o.address;
     coalescer::mock::mock_server server(o);
     try {
         server.start();

@@ -11,13 +11,13 @@
 // calls whose raw body has the same SHA-256.
 #include "mock_server.hpp"
 
+#include <openssl/evp.h>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <array>
@@ -53,11 +53,11 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // Bounds. The mock is a test tool: generous, but every one is finite.
 constexpr std::uint32_t header_limit = 64 * 1024;
 constexpr std::uint64_t body_limit = 128ull << 20;
-constexpr auto idle_timeout = 300s;      // waiting for the next request head
-constexpr auto body_timeout = 60s;       // reading one request body
-constexpr auto write_timeout = 60s;      // one write
-constexpr auto handshake_timeout = 10s;  // TLS handshake
-constexpr auto close_timeout = 1s;       // TLS close_notify / lingering close
+constexpr auto idle_timeout = 300s;             // waiting for the next request head
+constexpr auto body_timeout = 60s;              // reading one request body
+constexpr auto write_timeout = 60s;             // one write
+constexpr auto handshake_timeout = 10s;         // TLS handshake
+constexpr auto close_timeout = 1s;              // TLS close_notify / lingering close
 constexpr std::size_t watch_limit = 64 * 1024;  // read-ahead while watching for a hang-up
 constexpr std::size_t max_records = 100'000;    // call records kept (oldest dropped first)
 constexpr std::int64_t max_delay_ms = 600'000;
@@ -99,14 +99,14 @@ std::uint64_t splitmix64(std::uint64_t& state) {
 }
 
 constexpr std::array<std::string_view, 64> word_list = {
-    "alpha",  "bridge", "cobalt",  "delta",  "ember",  "falcon", "garnet", "harbor",
-    "indigo", "jasper", "kernel",  "lantern", "meadow", "nectar", "orbit",  "pepper",
-    "quartz", "raven",  "saffron", "timber", "umber",  "velvet", "willow", "xenon",
-    "yarrow", "zephyr", "amber",   "basalt", "cedar",  "dune",   "echo",   "fjord",
-    "glacier", "heron", "iris",    "juniper", "kelp",  "lagoon", "maple",  "nimbus",
-    "onyx",   "prairie", "quill",  "ridge",  "sierra", "tundra", "upland", "vertex",
-    "walnut", "yonder", "zenith",  "acorn",  "birch",  "canyon", "drift",  "estuary",
-    "fern",   "grove",  "hollow",  "islet",  "jetty",  "knoll",  "ledge",  "marsh"};
+    "alpha",   "bridge",  "cobalt",  "delta",   "ember",  "falcon", "garnet", "harbor",
+    "indigo",  "jasper",  "kernel",  "lantern", "meadow", "nectar", "orbit",  "pepper",
+    "quartz",  "raven",   "saffron", "timber",  "umber",  "velvet", "willow", "xenon",
+    "yarrow",  "zephyr",  "amber",   "basalt",  "cedar",  "dune",   "echo",   "fjord",
+    "glacier", "heron",   "iris",    "juniper", "kelp",   "lagoon", "maple",  "nimbus",
+    "onyx",    "prairie", "quill",   "ridge",   "sierra", "tundra", "upland", "vertex",
+    "walnut",  "yonder",  "zenith",  "acorn",   "birch",  "canyon", "drift",  "estuary",
+    "fern",    "grove",   "hollow",  "islet",   "jetty",  "knoll",  "ledge",  "marsh"};
 
 std::uint64_t count_words(std::string_view s) {
     std::uint64_t n = 0;
@@ -123,7 +123,8 @@ std::uint64_t count_words(std::string_view s) {
 
 // The answer text, split into `chunks` pieces. Deterministic per (body, tenant, chunks); the
 // first piece names the body hash and the tenant so tests can prove where an answer came from.
-std::vector<std::string> make_pieces(std::string_view body_hex, std::string_view tenant, int chunks) {
+std::vector<std::string> make_pieces(std::string_view body_hex, std::string_view tenant,
+                                     int chunks) {
     std::uint64_t state = seed_from_hex(body_hex);
     std::vector<std::string> pieces;
     pieces.reserve(static_cast<std::size_t>(chunks));
@@ -207,7 +208,8 @@ struct overrides {
     std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
 };
 
-bool read_int(const json::value& v, std::int64_t lo, std::int64_t hi, std::optional<std::int64_t>& out) {
+bool read_int(const json::value& v, std::int64_t lo, std::int64_t hi,
+              std::optional<std::int64_t>& out) {
     std::int64_t x = 0;
     if (v.is_int64()) {
         x = v.get_int64();
@@ -348,8 +350,7 @@ json::object usage_json(std::uint64_t prompt, std::uint64_t completion) {
 }
 
 json::object completion_json(const answer& a, std::string_view object, const std::string& message,
-                             const std::string& delta, std::uint64_t completion_tokens,
-                             bool last) {
+                             const std::string& delta, std::uint64_t completion_tokens, bool last) {
     json::object o;
     o["id"] = a.id;
     o["model"] = a.model;
@@ -453,10 +454,10 @@ namespace detail {
 
 // A connection that stop() can interrupt. Touched only on its worker's thread.
 class live_session {
-public:
+  public:
     virtual void shutdown() = 0;
 
-protected:
+  protected:
     ~live_session() = default;
 };
 
@@ -473,7 +474,7 @@ struct server_state {
 
     // One call from head to last byte. Not copyable; finishes as aborted if never finished.
     class call_ticket {
-    public:
+      public:
         call_ticket() = default;
         call_ticket(const call_ticket&) = delete;
         call_ticket& operator=(const call_ticket&) = delete;
@@ -511,7 +512,7 @@ struct server_state {
         void add_bytes(std::uint64_t n) { bytes_ += n; }
         std::uint64_t seq() const { return seq_; }
 
-    private:
+      private:
         friend struct server_state;
         server_state* owner_ = nullptr;
         std::uint64_t seq_ = 0, epoch_ = 0, bytes_ = 0;
@@ -697,7 +698,7 @@ using ssl_stream = beast::ssl_stream<beast::tcp_stream>;
 // close_notify from data.
 template <class Stream>
 class connection final : public live_session {
-public:
+  public:
     connection(impl& owner, Stream stream, std::uint64_t id)
         : owner_(owner),
           stream_(std::move(stream)),
@@ -743,8 +744,7 @@ public:
             if (version == 11 && beast::iequals(head[http::field::expect], "100-continue")) {
                 static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
                 lowest().expires_after(write_timeout);
-                auto [wec, wn] =
-                    co_await asio::async_write(stream_, asio::buffer(cont), use_tuple);
+                auto [wec, wn] = co_await asio::async_write(stream_, asio::buffer(cont), use_tuple);
                 if (wec) {
                     peer_gone_ = true;
                     break;
@@ -777,7 +777,7 @@ public:
         co_await close_gracefully();
     }
 
-private:
+  private:
     // --- reading -----------------------------------------------------------------------------
     static std::string bad_framing(const http::request_parser<http::string_body>& p) {
         const auto& h = p.get();
@@ -799,7 +799,8 @@ private:
 
     // A failed read: garbage gets an answer (400/413/431) and a close, a hang-up just ends.
     asio::awaitable<void> on_read_error(error_code ec, call_ticket* ticket, unsigned version) {
-        const bool http_error = ec.category() == http::make_error_code(http::error::end_of_stream).category();
+        const bool http_error =
+            ec.category() == http::make_error_code(http::error::end_of_stream).category();
         if (!http_error || ec == http::error::end_of_stream || ec == http::error::partial_message) {
             peer_gone_ = true;  // EOF, reset, timeout, TLS truncation, stop()
             if (ticket != nullptr) {
@@ -928,7 +929,7 @@ private:
         res.keep_alive(keep);
         res.prepare_payload();
         const bool ok = co_await write_response(res, ticket);
-        co_return ok && keep;
+        co_return ok&& keep;
     }
 
     // Waits; false when the client went away or stop() was called meanwhile.
@@ -1074,8 +1075,10 @@ private:
         }
         const auto& obj = body.get_object();
         const auto* stream_flag = obj.if_contains("stream");
-        const bool stream = stream_flag != nullptr && stream_flag->is_bool() && stream_flag->get_bool();
-        const bool fault = !ov.fail_times || same_body <= static_cast<std::uint64_t>(*ov.fail_times);
+        const bool stream =
+            stream_flag != nullptr && stream_flag->is_bool() && stream_flag->get_bool();
+        const bool fault =
+            !ov.fail_times || same_body <= static_cast<std::uint64_t>(*ov.fail_times);
 
         if (fault && ov.drop_before_head.value_or(false)) {
             drop(ov.drop_rst.value_or(false));
@@ -1111,7 +1114,7 @@ private:
             res.keep_alive(keep);
             res.prepare_payload();
             const bool ok = co_await write_response(res, &ticket);
-            co_return ok && keep;
+            co_return ok&& keep;
         }
 
         std::string tenant = "none";
@@ -1120,7 +1123,8 @@ private:
         } else if (const auto key = req.find("x-api-key"); key != req.end()) {
             tenant = sha256_hex(key->value()).substr(0, 8);
         }
-        const int chunks = static_cast<int>(ov.chunks.value_or(std::max(1, owner_.options_.chunks)));
+        const int chunks =
+            static_cast<int>(ov.chunks.value_or(std::max(1, owner_.options_.chunks)));
         const auto pieces = make_pieces(body_hex, tenant, chunks);
         if (stream) {
             co_return co_await answer_stream(req, a, ov, pieces, fault, ticket, keep);
@@ -1136,8 +1140,8 @@ private:
             content += p;
         }
         const std::string object = ov.object.value_or("chat.completion");
-        std::string body = json::serialize(
-            completion_json(a, object, content, "", count_words(content), true));
+        std::string body =
+            json::serialize(completion_json(a, object, content, "", count_words(content), true));
         if (ov.body_bytes && static_cast<std::uint64_t>(*ov.body_bytes) > body.size() + 1) {
             // Pad the answer so the body is about body_bytes long (for size-limit tests).
             std::size_t need = static_cast<std::size_t>(*ov.body_bytes) - body.size();
@@ -1166,7 +1170,7 @@ private:
         res.keep_alive(keep);
         res.prepare_payload();
         const bool ok = co_await write_response(res, &ticket);
-        co_return ok && keep;
+        co_return ok&& keep;
     }
 
     // One SSE event, flushed at once as its own HTTP chunk (or raw bytes for HTTP/1.0).
@@ -1239,8 +1243,7 @@ private:
             }
             if (error_after && *error_after == i) {
                 const std::string ev =
-                    "data: " + error_body("mock injected stream error", "mock_error", 500) +
-                    "\n\n";
+                    "data: " + error_body("mock injected stream error", "mock_error", 500) + "\n\n";
                 gone = !co_await write_event(ev, chunked, ticket);
                 errored = true;
                 break;
@@ -1308,7 +1311,7 @@ private:
 // Registers a connection with its worker so stop() can reach it.
 template <class Conn>
 class session_registration {
-public:
+  public:
     session_registration(impl& owner, worker& w, Conn& c) : owner_(owner), worker_(w), conn_(c) {
         owner_.session_started(worker_, &conn_);
     }
@@ -1316,7 +1319,7 @@ public:
     session_registration(const session_registration&) = delete;
     session_registration& operator=(const session_registration&) = delete;
 
-private:
+  private:
     impl& owner_;
     worker& worker_;
     Conn& conn_;
@@ -1334,8 +1337,8 @@ asio::awaitable<void> run_session(impl& owner, worker& w, tcp::socket socket) {
         co_await conn.run();
         co_return;
     }
-    connection<ssl_stream> conn(owner, ssl_stream(beast::tcp_stream(std::move(socket)), *owner.tls_),
-                                id);
+    connection<ssl_stream> conn(owner,
+                                ssl_stream(beast::tcp_stream(std::move(socket)), *owner.tls_), id);
     session_registration reg(owner, w, conn);
     conn.lowest().expires_after(handshake_timeout);
     auto [ec] = co_await conn.stream().async_handshake(ssl::stream_base::server, use_tuple);
@@ -1387,10 +1390,11 @@ struct mock_server::impl : detail::server_state {
     using server_state::server_state;
 };
 
-using detail::worker;
 using detail::live_session;
+using detail::worker;
 
-mock_server::mock_server(mock_options options) : impl_(std::make_unique<impl>(std::move(options))) {}
+mock_server::mock_server(mock_options options)
+    : impl_(std::make_unique<impl>(std::move(options))) {}
 
 mock_server::~mock_server() {
     stop();
@@ -1408,7 +1412,8 @@ void mock_server::start() {
     o.chunks = std::clamp(o.chunks, 1, 100'000);
     o.threads = std::clamp(o.threads, 1u, 256u);
     if (o.tls_cert_file.empty() != o.tls_key_file.empty()) {
-        throw std::invalid_argument("mock_server: set both tls_cert_file and tls_key_file, or neither");
+        throw std::invalid_argument(
+            "mock_server: set both tls_cert_file and tls_key_file, or neither");
     }
     try {
         if (!o.tls_cert_file.empty()) {

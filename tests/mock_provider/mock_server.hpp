@@ -56,7 +56,7 @@ struct mock_stats {
 };
 
 class mock_server {
-public:
+  public:
     explicit mock_server(mock_options options);
     ~mock_server();  // stops
     mock_server(const mock_server&) = delete;
@@ -75,7 +75,7 @@ public:
     // progress (it is a gauge); max_concurrency restarts from it.
     void reset();
 
-private:
+  private:
     struct impl;
     std::unique_ptr<impl> impl_;
 };

@@ -1,14 +1,14 @@
 // Tests of the mock provider itself: real sockets on 127.0.0.1, port 0, a tiny blocking client.
 #include "mock_server.hpp"
 
+#include <doctest/doctest.h>
+#include <openssl/evp.h>
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
-#include <doctest/doctest.h>
-#include <openssl/evp.h>
 
 #include <chrono>
 #include <cstdio>
@@ -71,7 +71,7 @@ struct header_list : std::vector<std::pair<std::string, std::string>> {
 // A blocking HTTP/1.x client over one connection (plain or TLS). Each call runs the io_context
 // until the operation is done; every operation has a deadline.
 class client {
-public:
+  public:
     explicit client(std::uint16_t port, ssl::context* tls = nullptr) : port_(port) {
         if (tls != nullptr) {
             tls_.emplace(ioc_, *tls);
@@ -96,7 +96,8 @@ public:
         return run(exchange(*tcp_, std::move(req), true));
     }
 
-    response post(const std::string& body, header_list headers = {{"authorization", "Bearer key-a"}},
+    response post(const std::string& body,
+                  header_list headers = {{"authorization", "Bearer key-a"}},
                   unsigned version = 11) {
         return request(http::verb::post, "/chat/completions", body, std::move(headers), version);
     }
@@ -131,7 +132,7 @@ public:
         }
     }
 
-private:
+  private:
     template <class T>
     T run(asio::awaitable<T> op) {
         auto result = asio::co_spawn(ioc_, std::move(op), asio::use_future);
@@ -180,8 +181,7 @@ private:
     }
 
     template <class Stream>
-    asio::awaitable<response> exchange(Stream& s, http::request<http::string_body> req,
-                                       bool read) {
+    asio::awaitable<response> exchange(Stream& s, http::request<http::string_body> req, bool read) {
         beast::get_lowest_layer(s).expires_after(op_timeout);
         auto [ec, n] = co_await http::async_write(s, req, use_tuple);
         if (ec) {
@@ -262,8 +262,8 @@ response one_call(std::uint16_t port, const std::string& body,
 
 std::string chat_body(const std::string& prompt, bool stream = false,
                       const std::string& mock = {}) {
-    std::string body = R"({"model":"sonar","messages":[{"role":"user","content":")" + prompt +
-                       R"("}])";
+    std::string body =
+        R"({"model":"sonar","messages":[{"role":"user","content":")" + prompt + R"("}])";
     if (stream) {
         body += R"(,"stream":true)";
     }
@@ -275,7 +275,7 @@ std::string chat_body(const std::string& prompt, bool stream = false,
 
 struct sse {
     std::vector<json::object> events;  // parsed JSON payloads, in order
-    int done = 0;                       // how many `data: [DONE]`
+    int done = 0;                      // how many `data: [DONE]`
 };
 
 sse parse_sse(const std::string& body) {
@@ -301,9 +301,14 @@ sse parse_sse(const std::string& body) {
 }
 
 std::string content_of(const json::object& completion) {
-    return std::string(
-        completion.at("choices").as_array().at(0).as_object().at("message").as_object().at(
-            "content").as_string());
+    return std::string(completion.at("choices")
+                           .as_array()
+                           .at(0)
+                           .as_object()
+                           .at("message")
+                           .as_object()
+                           .at("content")
+                           .as_string());
 }
 
 std::string tenant_of(const std::string& auth) {
@@ -403,8 +408,9 @@ TEST_CASE("sse call: events, cumulative usage and message, [DONE]") {
     SUBCASE("no [DONE], other object, other chunk count, timestamps") {
         const auto r2 = one_call(
             mock->port(),
-            chat_body("stream me", true,
-                      R"({"done":false,"chunks":3,"object":"chat.completion","timestamps":true,"chunk_interval_ms":0})"));
+            chat_body(
+                "stream me", true,
+                R"({"done":false,"chunks":3,"object":"chat.completion","timestamps":true,"chunk_interval_ms":0})"));
         REQUIRE(r2.status == 200);
         const auto s2 = parse_sse(r2.body);
         CHECK(s2.events.size() == 3);
@@ -450,10 +456,10 @@ TEST_CASE("same body twice: same content, different ids, and different bodies di
 TEST_CASE("tenants: Authorization and x-api-key give different markers") {
     auto mock = start_mock();
     const std::string body = chat_body("tenant test");
-    const auto a = content_of(one_call(mock->port(), body, {{"authorization", "Bearer A"}})
-                                  .json_body().as_object());
-    const auto b = content_of(one_call(mock->port(), body, {{"authorization", "Bearer B"}})
-                                  .json_body().as_object());
+    const auto a = content_of(
+        one_call(mock->port(), body, {{"authorization", "Bearer A"}}).json_body().as_object());
+    const auto b = content_of(
+        one_call(mock->port(), body, {{"authorization", "Bearer B"}}).json_body().as_object());
     const auto k = content_of(
         one_call(mock->port(), body, {{"x-api-key", "sk-ant-1"}}).json_body().as_object());
     const auto none = content_of(one_call(mock->port(), body, {}).json_body().as_object());
@@ -471,7 +477,8 @@ TEST_CASE("tenants: Authorization and x-api-key give different markers") {
 TEST_CASE("fail_times: 429 twice, then 200") {
     auto mock = start_mock();
     const std::string body =
-        chat_body("rate me", false, R"({"status":429,"retry_after":"1","retry_after_ms":250,"fail_times":2})");
+        chat_body("rate me", false,
+                  R"({"status":429,"retry_after":"1","retry_after_ms":250,"fail_times":2})");
     client c(mock->port());
     REQUIRE(c.connect());
     for (int i = 0; i < 2; ++i) {
@@ -492,7 +499,8 @@ TEST_CASE("fail_times: 429 twice, then 200") {
     CHECK(mock->stats().connections == 1);
 
     SUBCASE("without fail_times the status always applies, also to streams") {
-        const auto r = c.post(chat_body("down", true, R"({"status":503,"headers":{"x-should-retry":"false"}})"));
+        const auto r = c.post(
+            chat_body("down", true, R"({"status":503,"headers":{"x-should-retry":"false"}})"));
         CHECK(r.status == 503);
         CHECK(r.header("x-should-retry") == "false");
         CHECK(c.post(chat_body("down", true, R"({"status":503})")).status == 503);
@@ -501,7 +509,8 @@ TEST_CASE("fail_times: 429 twice, then 200") {
 
 TEST_CASE("drop_after: the client sees a truncated chunked body") {
     auto mock = start_mock();
-    const auto r = one_call(mock->port(), chat_body("cut", true, R"({"drop_after":2,"chunk_interval_ms":5})"));
+    const auto r =
+        one_call(mock->port(), chat_body("cut", true, R"({"drop_after":2,"chunk_interval_ms":5})"));
     CHECK(r.status == 200);
     CHECK(r.ec == http::error::partial_message);
     const auto s = parse_sse(r.body);
@@ -521,13 +530,15 @@ TEST_CASE("drop_after: the client sees a truncated chunked body") {
 TEST_CASE("drop_before_head, error_after, stall") {
     auto mock = start_mock();
     SUBCASE("drop_before_head: no response at all") {
-        const auto r = one_call(mock->port(), chat_body("gone", false, R"({"drop_before_head":true})"));
+        const auto r =
+            one_call(mock->port(), chat_body("gone", false, R"({"drop_before_head":true})"));
         CHECK(r.status == 0);
         CHECK(r.ec);
         CHECK(mock->stats().calls == 1);
     }
     SUBCASE("error_after: an error event inside a 200 stream") {
-        const auto r = one_call(mock->port(), chat_body("err", true, R"({"error_after":1,"chunk_interval_ms":0})"));
+        const auto r = one_call(
+            mock->port(), chat_body("err", true, R"({"error_after":1,"chunk_interval_ms":0})"));
         CHECK(r.status == 200);
         CHECK(!r.ec);
         const auto s = parse_sse(r.body);
@@ -537,8 +548,10 @@ TEST_CASE("drop_before_head, error_after, stall") {
     }
     SUBCASE("stall_after: a pause in the middle of the stream") {
         const auto t0 = std::chrono::steady_clock::now();
-        const auto r = one_call(mock->port(),
-                                chat_body("stall", true, R"({"chunks":3,"chunk_interval_ms":0,"stall_after":1,"stall_ms":300})"));
+        const auto r = one_call(
+            mock->port(),
+            chat_body("stall", true,
+                      R"({"chunks":3,"chunk_interval_ms":0,"stall_after":1,"stall_ms":300})"));
         const auto took = std::chrono::steady_clock::now() - t0;
         CHECK(r.status == 200);
         CHECK(parse_sse(r.body).events.size() == 3);
@@ -583,8 +596,10 @@ TEST_CASE("pipelined requests and Expect: 100-continue") {
     {
         client c(mock->port());
         REQUIRE(c.connect());
-        c.write_raw("POST /chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-                    "Content-Length: " + std::to_string(b2.size()) + "\r\n\r\n");
+        c.write_raw(
+            "POST /chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            "Content-Length: " +
+            std::to_string(b2.size()) + "\r\n\r\n");
         const auto interim = c.read_response();
         CHECK(interim.status == 100);
         c.write_raw(b2);
@@ -606,8 +621,9 @@ TEST_CASE("abort: a client that hangs up during latency is seen at once") {
     c.close();
     REQUIRE(wait_for([&] { return mock->stats().aborted == 1; }, 500ms));
     const auto took = std::chrono::steady_clock::now() - t0;
-    MESSAGE("abort seen after "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+    MESSAGE(
+        "abort seen after " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count()
+                            << " ms");
     CHECK(took < 100ms);
     const auto st = mock->stats();
     CHECK(st.in_flight == 0);
@@ -623,7 +639,8 @@ TEST_CASE("abort: a client that hangs up mid-stream") {
     client c(mock->port());
     REQUIRE(c.connect());
     c.send(chat_body("long", true, R"({"chunks":100,"chunk_interval_ms":50})"));
-    REQUIRE(wait_for([&] { return mock->calls().size() == 1 && mock->calls()[0].status == 200; }, 1000ms));
+    REQUIRE(wait_for([&] { return mock->calls().size() == 1 && mock->calls()[0].status == 200; },
+                     1000ms));
     std::this_thread::sleep_for(120ms);
     c.close();
     REQUIRE(wait_for([&] { return mock->stats().aborted == 1; }, 500ms));
@@ -732,8 +749,9 @@ TEST_CASE("errors: bad JSON and missing fields are 400 calls, unknown path 404, 
 
     client both(mock->port());
     REQUIRE(both.connect());
-    both.write_raw("POST /chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
-                   "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    both.write_raw(
+        "POST /chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
     CHECK(both.read_until_close().rfind("HTTP/1.1 400", 0) == 0);
 
     client huge(mock->port());
@@ -816,9 +834,10 @@ TEST_CASE("https with a self-signed certificate") {
     const char* dir = mkdtemp(dir_template);
     REQUIRE(dir != nullptr);
     const std::string d(dir);
-    const std::string cmd = "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
-                            "-days 1 -subj /CN=localhost -keyout " + d + "/key.pem -out " + d +
-                            "/cert.pem >/dev/null 2>&1";
+    const std::string cmd =
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        "-days 1 -subj /CN=localhost -keyout " +
+        d + "/key.pem -out " + d + "/cert.pem >/dev/null 2>&1";
     REQUIRE(std::system(cmd.c_str()) == 0);
 
     mock_options o;

@@ -1,7 +1,7 @@
 #include "coalesce/canonical_json.hpp"
 
-#include <boost/json/basic_parser_impl.hpp>
 #include <doctest/doctest.h>
+#include <boost/json/basic_parser_impl.hpp>
 
 #include <cstdint>
 #include <set>
@@ -59,25 +59,40 @@ std::string u_escape(std::uint32_t unit, bool upper) {
     static const char* upper_digits = "0123456789ABCDEF";
     const char* d = upper ? upper_digits : lower_digits;
     std::string s = "\\u";
-    for (int shift = 12; shift >= 0; shift -= 4) s.push_back(d[(unit >> shift) & 0xf]);
+    for (int shift = 12; shift >= 0; shift -= 4)
+        s.push_back(d[(unit >> shift) & 0xf]);
     return s;
 }
 
 // The canonical spelling of one code point, written independently of the implementation.
 void append_canonical(std::string& out, std::uint32_t cp) {
     switch (cp) {
-    case '"': out += "\\\""; return;
-    case '\\': out += "\\\\"; return;
-    case '\b': out += "\\b"; return;
-    case '\f': out += "\\f"; return;
-    case '\n': out += "\\n"; return;
-    case '\r': out += "\\r"; return;
-    case '\t': out += "\\t"; return;
-    default:
-        if (cp < 0x20)
-            out += u_escape(cp, false);
-        else
-            append_utf8(out, cp);
+        case '"':
+            out += "\\\"";
+            return;
+        case '\\':
+            out += "\\\\";
+            return;
+        case '\b':
+            out += "\\b";
+            return;
+        case '\f':
+            out += "\\f";
+            return;
+        case '\n':
+            out += "\\n";
+            return;
+        case '\r':
+            out += "\\r";
+            return;
+        case '\t':
+            out += "\\t";
+            return;
+        default:
+            if (cp < 0x20)
+                out += u_escape(cp, false);
+            else
+                append_utf8(out, cp);
     }
 }
 
@@ -90,7 +105,12 @@ void append_random_spelling(std::string& out, std::uint32_t cp, rng& r) {
     } else if (choice == 1 && (cp == '"' || cp == '\\' || cp == '/' || cp == '\b' || cp == '\f' ||
                                cp == '\n' || cp == '\r' || cp == '\t')) {
         out.push_back('\\');
-        out.push_back(cp == '\b' ? 'b' : cp == '\f' ? 'f' : cp == '\n' ? 'n' : cp == '\r' ? 'r' : cp == '\t' ? 't' : static_cast<char>(cp));
+        out.push_back(cp == '\b'   ? 'b'
+                      : cp == '\f' ? 'f'
+                      : cp == '\n' ? 'n'
+                      : cp == '\r' ? 'r'
+                      : cp == '\t' ? 't'
+                                   : static_cast<char>(cp));
     } else if (cp >= 0x10000) {
         const std::uint32_t v = cp - 0x10000;
         out += u_escape(0xd800 + (v >> 10), r.below(2) == 0);
@@ -102,15 +122,20 @@ void append_random_spelling(std::string& out, std::uint32_t cp, rng& r) {
 
 std::uint32_t random_code_point(rng& r) {
     switch (r.below(8)) {
-    case 0: return static_cast<std::uint32_t>(r.below(0x20));  // control
-    case 1: return "\"\\/"[r.below(3)];
-    case 2: return 0x80 + static_cast<std::uint32_t>(r.below(0x780));  // 2-byte UTF-8
-    case 3: {
-        std::uint32_t cp = 0x800 + static_cast<std::uint32_t>(r.below(0xf800));
-        return (cp >= 0xd800 && cp <= 0xdfff) ? 0xe9 : cp;  // 3-byte, no surrogates
-    }
-    case 4: return 0x10000 + static_cast<std::uint32_t>(r.below(0x100000));  // 4-byte
-    default: return 0x20 + static_cast<std::uint32_t>(r.below(0x5f));  // printable ASCII
+        case 0:
+            return static_cast<std::uint32_t>(r.below(0x20));  // control
+        case 1:
+            return "\"\\/"[r.below(3)];
+        case 2:
+            return 0x80 + static_cast<std::uint32_t>(r.below(0x780));  // 2-byte UTF-8
+        case 3: {
+            std::uint32_t cp = 0x800 + static_cast<std::uint32_t>(r.below(0xf800));
+            return (cp >= 0xd800 && cp <= 0xdfff) ? 0xe9 : cp;  // 3-byte, no surrogates
+        }
+        case 4:
+            return 0x10000 + static_cast<std::uint32_t>(r.below(0x100000));  // 4-byte
+        default:
+            return 0x20 + static_cast<std::uint32_t>(r.below(0x5f));  // printable ASCII
     }
 }
 
@@ -119,7 +144,8 @@ std::uint32_t random_code_point(rng& r) {
 TEST_CASE("canonical json: exact output for a few inputs") {
     CHECK(canon(R"({"b":1,"a":[true,false,null],"c":{"z":"x","y":-2.50}})") ==
           R"({"a":[true,false,null],"b":1,"c":{"y":-2.5,"z":"x"}})");
-    CHECK(canon(" \t\r\n{ \"model\" : \"gpt-4o\" ,\n \"messages\" : [ { \"role\" : \"user\" , \"content\" : "
+    CHECK(canon(" \t\r\n{ \"model\" : \"gpt-4o\" ,\n \"messages\" : [ { \"role\" : \"user\" , "
+                "\"content\" : "
                 "\"Hi\\u0021\\n\" } ] , \"temperature\" : 0.70 }\n") ==
           R"({"messages":[{"content":"Hi!\n","role":"user"}],"model":"gpt-4o","temperature":0.7})");
     CHECK(canon("{}") == "{}");
@@ -141,7 +167,7 @@ TEST_CASE("canonical json: member order does not matter, array order does") {
     CHECK(canon(R"([{"a":1},{"b":2}])") != canon(R"([{"b":2},{"a":1}])"));
     // Sorted by the UTF-8 bytes of the unescaped name.
     CHECK(canon(R"({"b":1,"a":2,"ab":3,"":4})") == R"({"":4,"a":2,"ab":3,"b":1})");
-    CHECK(canon(R"({"A":1,"\n":2})") == R"({"\n":2,"A":1})");       // 0x0a < 0x41, though "\\" > "A"
+    CHECK(canon(R"({"A":1,"\n":2})") == R"({"\n":2,"A":1})");  // 0x0a < 0x41, though "\\" > "A"
     CHECK(canon(R"({"\u00e9":1,"z":2,"\u00e0":3})") == "{\"z\":2,\"\xc3\xa0\":3,\"\xc3\xa9\":1}");
     CHECK(canon("{\"\xef\xbf\xbd\":1,\"\\ud83d\\ude00\":2}") ==  // U+FFFD (EF..) < U+1F600 (F0..)
           "{\"\xef\xbf\xbd\":1,\"\xf0\x9f\x98\x80\":2}");
@@ -184,12 +210,8 @@ TEST_CASE("canonical json: escape spellings that mean the same string") {
         CHECK(canon(p.a) == canon(p.b));
     }
     const pair different[] = {
-        {R"("a")", R"("b")"},
-        {R"("\u0041")", R"("a")"},
-        {R"("\n")", R"("\r")"},
-        {R"("\u0000")", R"("")"},
-        {"\"\\ufffd\"", "\"\\u00fd\""},
-        {R"("a\\b")", R"("a/b")"},
+        {R"("a")", R"("b")"},         {R"("\u0041")", R"("a")"},      {R"("\n")", R"("\r")"},
+        {R"("\u0000")", R"("")"},     {"\"\\ufffd\"", "\"\\u00fd\""}, {R"("a\\b")", R"("a/b")"},
         {R"({"a":1})", R"({"A":1})"},
     };
     for (const auto& p : different) {
@@ -209,7 +231,9 @@ TEST_CASE("canonical json: property — random spellings of random strings canon
         std::string input = "\"", expected = "\"";
         for (std::size_t i = 0; i < length; ++i) {
             // Mostly plain runs, so the 16-byte fast path meets specials at every offset.
-            const std::uint32_t cp = r.below(4) == 0 ? random_code_point(r) : 'a' + static_cast<std::uint32_t>(r.below(26));
+            const std::uint32_t cp = r.below(4) == 0
+                                         ? random_code_point(r)
+                                         : 'a' + static_cast<std::uint32_t>(r.below(26));
             append_random_spelling(input, cp, r);
             append_canonical(expected, cp);
         }
@@ -251,7 +275,7 @@ TEST_CASE("canonical json: numbers keep their exact decimal value") {
         {"0.000001", "1e-6"},
         {"1e-7", "0.0000001"},
         {"18446744073709551616", "1.8446744073709551616e19"},  // 2^64: past uint64
-        {"9223372036854775807", "9.223372036854775807e18"},   // int64 max through two paths
+        {"9223372036854775807", "9.223372036854775807e18"},    // int64 max through two paths
         {"-9223372036854775808", "-92233720368547758080e-1"},
     };
     for (const auto& p : equal) {
@@ -320,7 +344,8 @@ TEST_CASE("canonical json: the number normal form") {
     }
 }
 
-TEST_CASE("canonical json: property — spellings of one decimal value agree, different values differ") {
+TEST_CASE(
+    "canonical json: property — spellings of one decimal value agree, different values differ") {
     rng r{777};
     auto spell = [&](const std::string& digits, long long q) {
         // digits × 10^q, spelled with the point moved, padding zeros and an adjusted exponent
@@ -331,19 +356,24 @@ TEST_CASE("canonical json: property — spellings of one decimal value agree, di
         e -= static_cast<long long>(pad);
         const std::size_t point = r.below(d.size() + 1);  // digits after the point
         std::string mantissa = d.substr(0, d.size() - point);
-        if (mantissa.empty()) mantissa = "0";
+        if (mantissa.empty())
+            mantissa = "0";
         std::string text = mantissa;
-        if (point != 0) text += "." + d.substr(d.size() - point);
+        if (point != 0)
+            text += "." + d.substr(d.size() - point);
         e += static_cast<long long>(point);
-        if (e != 0 || r.below(2) == 0) text += (r.below(2) ? "e" : "E") + std::to_string(e);
+        if (e != 0 || r.below(2) == 0)
+            text += (r.below(2) ? "e" : "E") + std::to_string(e);
         return text;
     };
     std::string previous;
     for (int round = 0; round < 3000; ++round) {
         std::string digits = std::to_string(1 + r.below(9));
         const std::size_t more = r.below(30);
-        for (std::size_t i = 0; i < more; ++i) digits.push_back(static_cast<char>('0' + r.below(10)));
-        while (digits.size() > 1 && digits.back() == '0') digits.pop_back();
+        for (std::size_t i = 0; i < more; ++i)
+            digits.push_back(static_cast<char>('0' + r.below(10)));
+        while (digits.size() > 1 && digits.back() == '0')
+            digits.pop_back();
         const long long q = static_cast<long long>(r.below(900)) - 450;
         const std::string a = spell(digits, q), b = spell(digits, q);
         CAPTURE(a);
@@ -373,21 +403,23 @@ TEST_CASE("canonical json: nested arrays and objects") {
 TEST_CASE("canonical json: ignore list removes members and elements") {
     SUBCASE("top level") {
         CHECK(canon(R"({"model":"m","user":"alice"})", {"/user"}) == R"({"model":"m"})");
-        CHECK(canon(R"({"user":"bob","model":"m"})", {"/user"}) == canon(R"({"model":"m","user":"alice"})", {"/user"}));
+        CHECK(canon(R"({"user":"bob","model":"m"})", {"/user"}) ==
+              canon(R"({"model":"m","user":"alice"})", {"/user"}));
         CHECK(canon(R"({"user":{"deep":[1,2,{"x":1}]}})", {"/user"}) == "{}");
         CHECK(canon(R"({"user":"a"})") == R"({"user":"a"})");  // only when configured
     }
     SUBCASE("nested") {
-        CHECK(canon(R"({"metadata":{"trace_id":"t1","app":"x"},"trace_id":1})", {"/metadata/trace_id"}) ==
-              R"({"metadata":{"app":"x"},"trace_id":1})");
+        CHECK(canon(R"({"metadata":{"trace_id":"t1","app":"x"},"trace_id":1})",
+                    {"/metadata/trace_id"}) == R"({"metadata":{"app":"x"},"trace_id":1})");
     }
     SUBCASE("array index, resolved against the original document") {
         CHECK(canon(R"({"m":[10,11,12]})", {"/m/0"}) == R"({"m":[11,12]})");
         CHECK(canon(R"({"m":[10,11,12]})", {"/m/0", "/m/1"}) == R"({"m":[12]})");
-        CHECK(canon(R"({"m":[{"a":1,"b":2},{"a":3,"b":4}]})", {"/m/1/a"}) == R"({"m":[{"a":1,"b":2},{"b":4}]})");
+        CHECK(canon(R"({"m":[{"a":1,"b":2},{"a":3,"b":4}]})", {"/m/1/a"}) ==
+              R"({"m":[{"a":1,"b":2},{"b":4}]})");
         CHECK(canon(R"([1,2,3])", {"/2"}) == "[1,2]");
-        CHECK(canon(R"({"m":[10,11]})", {"/m/-"}) == R"({"m":[10,11]})");   // past the end
-        CHECK(canon(R"({"m":[10,11]})", {"/m/01"}) == R"({"m":[10,11]})");  // not an index
+        CHECK(canon(R"({"m":[10,11]})", {"/m/-"}) == R"({"m":[10,11]})");        // past the end
+        CHECK(canon(R"({"m":[10,11]})", {"/m/01"}) == R"({"m":[10,11]})");       // not an index
         CHECK(canon(R"({"m":{"0":1,"1":2}})", {"/m/0"}) == R"({"m":{"1":2}})");  // member named "0"
     }
     SUBCASE("~0 and ~1 escapes") {
@@ -433,7 +465,7 @@ TEST_CASE("canonical json: what is not acceptable JSON") {
         "NaN",
         "[NaN]",
         "Infinity",
-        "1e10000000000000000",     // exponent beyond ±10^15
+        "1e10000000000000000",  // exponent beyond ±10^15
         "-Infinity",
         "[1e]",
         "-",
@@ -454,19 +486,20 @@ TEST_CASE("canonical json: what is not acceptable JSON") {
         "{} x",
         "/* c */ 1",
         "1 // c",
-        "\f1",                    // only space, \t, \n, \r are whitespace
+        "\f1",  // only space, \t, \n, \r are whitespace
         "[1\v]",
-        "\xc2\xa0" "1",
+        "\xc2\xa0"
+        "1",
         "tru",
         "nul",
         "True",
         "\"\xff\"",
-        "\"\xc3\"",                // truncated sequence
-        "\"\xc0\xaf\"",            // overlong
-        "\"\xed\xa0\x80\"",        // a surrogate encoded in UTF-8
-        "\"\xf4\x90\x80\x80\"",    // beyond U+10FFFF
-        "\"\\n\xff\"",             // invalid byte after an escape
-        "{\"\xff\":1}",            // in a name
+        "\"\xc3\"",              // truncated sequence
+        "\"\xc0\xaf\"",          // overlong
+        "\"\xed\xa0\x80\"",      // a surrogate encoded in UTF-8
+        "\"\xf4\x90\x80\x80\"",  // beyond U+10FFFF
+        "\"\\n\xff\"",           // invalid byte after an escape
+        "{\"\xff\":1}",          // in a name
         R"("\ud800")",
         R"("\udc00")",
         R"("\ud800x")",
@@ -476,7 +509,7 @@ TEST_CASE("canonical json: what is not acceptable JSON") {
         R"("\x")",
         R"("\u12")",
         R"("\u12g4")",
-        "\"a\x01b\"",              // raw control character
+        "\"a\x01b\"",  // raw control character
         "\"a\nb\"",
         R"({"a":1,"a":2})",
         R"({"a":1,"\u0061":2})",
@@ -490,16 +523,20 @@ TEST_CASE("canonical json: what is not acceptable JSON") {
     }
     CHECK(canon(std::string_view("1\0", 2)) == invalid);
     CHECK(canon(std::string_view("\"a\0\"", 4)) == invalid);
-    CHECK(canon(R"({"a":1,"b":1})") != invalid);  // sanity: the same shapes are fine without the fault
+    CHECK(canon(R"({"a":1,"b":1})") !=
+          invalid);  // sanity: the same shapes are fine without the fault
 }
 
 TEST_CASE("canonical json: nesting deeper than 64 is refused") {
-    auto arrays = [](std::size_t depth) { return std::string(depth, '[') + std::string(depth, ']'); };
+    auto arrays = [](std::size_t depth) {
+        return std::string(depth, '[') + std::string(depth, ']');
+    };
     CHECK(max_json_depth == 64);
     CHECK(canon(arrays(64)) == arrays(64));
     CHECK(canon(arrays(65)) == invalid);
     std::string objects;
-    for (int i = 0; i < 64; ++i) objects += "{\"a\":";
+    for (int i = 0; i < 64; ++i)
+        objects += "{\"a\":";
     objects += "1" + std::string(64, '}');
     CHECK(canon(objects) == objects);
     CHECK(canon("[" + objects + "]") == invalid);
@@ -508,7 +545,8 @@ TEST_CASE("canonical json: nesting deeper than 64 is refused") {
 
 TEST_CASE("canonical json: long strings, escapes across parser buffers, reuse") {
     std::string text(100000, 'x');
-    for (std::size_t i = 3; i < text.size(); i += 997) text[i] = '\n';
+    for (std::size_t i = 3; i < text.size(); i += 997)
+        text[i] = '\n';
     std::string escaped, expected;
     for (char c : text) {
         escaped += c == '\n' ? std::string("\\u000A") : std::string(1, c);
@@ -534,7 +572,7 @@ namespace {
 // The oracle for the differential test: Boost.JSON's strict parser, plus the two rules Boost does
 // not have (no duplicate names, depth at most 64 — the latter through its options).
 class oracle_handler {
-public:
+  public:
     static constexpr std::size_t max_object_size = std::size_t(-1);
     static constexpr std::size_t max_array_size = std::size_t(-1);
     static constexpr std::size_t max_key_size = std::size_t(-1);
@@ -562,7 +600,8 @@ public:
         key_.append(s.data(), s.size());
         const bool fresh = names_.back().insert(key_).second;
         key_.clear();
-        if (!fresh) ec = boost::json::error::syntax;
+        if (!fresh)
+            ec = boost::json::error::syntax;
         return fresh;
     }
     bool on_string_part(sv, std::size_t, ec_t&) { return true; }
@@ -576,7 +615,7 @@ public:
     bool on_comment_part(sv, ec_t&) { return true; }
     bool on_comment(sv, ec_t&) { return true; }
 
-private:
+  private:
     std::vector<std::set<std::string>> names_;
     std::string key_;
 };
@@ -589,24 +628,28 @@ bool oracle_accepts(std::string_view text) {
     const std::size_t used = parser.write_some(false, text.data(), text.size(), ec);
     // Boost refuses exponents beyond 2^31 (it computes a double); the canonical form keeps them
     // exactly, so for this comparison they count as accepted.
-    if (ec == boost::json::error::exponent_overflow) return canonicalize_json(text, ignore_list()).has_value();
+    if (ec == boost::json::error::exponent_overflow)
+        return canonicalize_json(text, ignore_list()).has_value();
     return !ec && used == text.size() && parser.done();
 }
 
 }  // namespace
 
-TEST_CASE("canonical json: differential — accepts exactly what Boost.JSON accepts (plus no duplicates)") {
+TEST_CASE(
+    "canonical json: differential — accepts exactly what Boost.JSON accepts (plus no duplicates)") {
     const std::vector<std::string> seeds = {
         R"({"model":"gpt-4o","messages":[{"role":"user","content":"Hi \"there\"\n\u00e9\ud83d\ude00\/"}],)"
         R"("temperature":0.7,"n":1,"stop":null,"stream":false,"x":[1e5,-0.5E-3,true,0,-0]})",
         R"([1,2,[3,[4]],{"a":{},"b":[]}, "", "\\", 12345678901234567890123])",
-        "{\"a\":\"\xc3\xa9\",\"b\":\"\xe2\x82\xac\xf0\x9f\x98\x80\",\"\xc3\xa9\":\"\\t\\b\\f\\r\\u001F\"}",
+        "{\"a\":\"\xc3\xa9\",\"b\":\"\xe2\x82\xac\xf0\x9f\x98\x80\",\"\xc3\xa9\":"
+        "\"\\t\\b\\f\\r\\u001F\"}",
         R"("\u0041\/\\\"")",
         "-12.5e+10",
         R"({"k1":{"k2":{"k3":[null,false,{"k4":"v"}]}},"k5":0.000001})",
     };
     const std::string alphabet = "{}[]\",:\\/ 0123456789eE.-+tfnrulsabu\n\t";
-    const unsigned char odd_bytes[] = {0x00, 0x01, 0x1f, 0x7f, 0x80, 0xbf, 0xc0, 0xc3, 0xe0, 0xed, 0xf0, 0xf4, 0xf5, 0xff};
+    const unsigned char odd_bytes[] = {0x00, 0x01, 0x1f, 0x7f, 0x80, 0xbf, 0xc0,
+                                       0xc3, 0xe0, 0xed, 0xf0, 0xf4, 0xf5, 0xff};
     rng r{4242};
     int accepted = 0, rejected = 0;
     for (int round = 0; round < 40000; ++round) {
@@ -619,11 +662,21 @@ TEST_CASE("canonical json: differential — accepts exactly what Boost.JSON acce
                                        : alphabet[r.below(alphabet.size())];
             };
             switch (r.below(5)) {
-            case 0: text.erase(at, 1); break;
-            case 1: text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), random_byte()); break;
-            case 2: text[at] = random_byte(); break;
-            case 3: text.insert(at, text.substr(r.below(text.size()), r.below(8))); break;
-            default: text.resize(at); break;
+                case 0:
+                    text.erase(at, 1);
+                    break;
+                case 1:
+                    text.insert(text.begin() + static_cast<std::ptrdiff_t>(at), random_byte());
+                    break;
+                case 2:
+                    text[at] = random_byte();
+                    break;
+                case 3:
+                    text.insert(at, text.substr(r.below(text.size()), r.below(8)));
+                    break;
+                default:
+                    text.resize(at);
+                    break;
             }
         }
         const bool expected = oracle_accepts(text);

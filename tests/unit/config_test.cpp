@@ -22,7 +22,9 @@ routes:
   - {prefix: /, upstream: mock}
 )";
 
-std::shared_ptr<const config> load(const std::string& yaml) { return load_config_text(yaml, "t.yaml"); }
+std::shared_ptr<const config> load(const std::string& yaml) {
+    return load_config_text(yaml, "t.yaml");
+}
 
 std::string error_of(const std::string& yaml) {
     try {
@@ -43,13 +45,13 @@ std::string file_error_of(const std::string& path) {
 }
 
 // The message names FILE:LINE: KEY: (`prefix`) and is one line.
-#define CHECK_CONFIG_ERROR(yaml, prefix)                      \
-    do {                                                      \
-        const std::string message_ = error_of(yaml);          \
-        CAPTURE(message_);                                    \
-        CHECK(message_.starts_with(prefix));                  \
-        CHECK(message_.find('\n') == std::string::npos);      \
-        CHECK(message_.find('\r') == std::string::npos);      \
+#define CHECK_CONFIG_ERROR(yaml, prefix)                 \
+    do {                                                 \
+        const std::string message_ = error_of(yaml);     \
+        CAPTURE(message_);                               \
+        CHECK(message_.starts_with(prefix));             \
+        CHECK(message_.find('\n') == std::string::npos); \
+        CHECK(message_.find('\r') == std::string::npos); \
     } while (false)
 
 // A scratch directory for files the loader must (or must not) be able to read.
@@ -68,7 +70,9 @@ struct scratch_dir {
     }
 };
 
-std::string source_file(const std::string& relative) { return std::string(COALESCER_SOURCE_DIR "/") + relative; }
+std::string source_file(const std::string& relative) {
+    return std::string(COALESCER_SOURCE_DIR "/") + relative;
+}
 
 }  // namespace
 
@@ -151,10 +155,12 @@ TEST_CASE("config: config/multi-provider.yaml routes three providers by prefix")
         CHECK(c->routes[i].strip_prefix == expected[i].strip);
         CHECK(c->routes[i].coalesce == expected[i].coalesce);
     }
-    // What the OpenAI SDK sends (base URL http://127.0.0.1:8080/openai) reaches /v1/chat/completions.
+    // What the OpenAI SDK sends (base URL http://127.0.0.1:8080/openai) reaches
+    // /v1/chat/completions.
     const auto& r = c->routes[2];
     std::string upstream_path =
-        c->upstreams[r.upstream_index].base_path + std::string("/openai/chat/completions").substr(r.strip_prefix.size());
+        c->upstreams[r.upstream_index].base_path +
+        std::string("/openai/chat/completions").substr(r.strip_prefix.size());
     CHECK(upstream_path == "/v1/chat/completions");
 }
 
@@ -220,8 +226,8 @@ TEST_CASE("config: only upstreams and routes given, everything else is DESIGN.md
     CHECK(k.max_response_bytes == 8 * 1024 * 1024);
     CHECK(k.max_cache_bytes == 256 * 1024 * 1024);
     CHECK(k.identity_headers == std::vector<std::string>{"authorization", "x-api-key"});
-    CHECK(k.vary_headers ==
-          std::vector<std::string>{"openai-organization", "openai-project", "anthropic-version", "anthropic-beta"});
+    CHECK(k.vary_headers == std::vector<std::string>{"openai-organization", "openai-project",
+                                                     "anthropic-version", "anthropic-beta"});
     CHECK(k.ignore_fields.empty());
     CHECK(k.bypass_header == "x-coalesce-bypass");
     CHECK(k.orphan == orphan_policy::finish);
@@ -244,34 +250,38 @@ TEST_CASE("config: every section written out is read") {
     std::string ca = dir.write("ca.pem", "ca");
     std::string cert = dir.write("cert.pem", "cert");
     std::string key = dir.write("key.pem", "key");
-    auto c = load("workers: 4\n"
-                  "listen: {address: '::1', port: 0, tls: {cert_file: " + cert + ", key_file: " + key + "}}\n" +
-                  "admin: {address: localhost, port: 0}\n"
-                  "upstreams:\n"
-                  "  - name: a.b_c-1\n"
-                  "    url: HTTPS://[::1]:8443/api/v2/\n"
-                  "    tls: {verify: false, ca_file: " + ca + "}\n" +
-                  "    max_concurrent: 5\n"
-                  "    queue_timeout: 1h\n"
-                  "    timeouts: {connect: 250ms, head: 1s, idle: 2s, total: 3m}\n"
-                  "    retries: {max_attempts: 1, base_delay: 0, max_delay: 0s}\n"
-                  "    rate_limit: {requests_per_second: 2.5, burst: 10}\n"
-                  "routes:\n"
-                  "  - {prefix: /x/y, upstream: a.b_c-1, strip_prefix: /x, coalesce: false}\n"
-                  "coalesce:\n"
-                  "  result_ttl: 0\n"
-                  "  max_response_bytes: 1MB\n"
-                  "  max_cache_bytes: 0\n"
-                  "  identity_headers: [X-Org-Id]\n"
-                  "  vary_headers: []\n"
-                  "  ignore_fields: [/user, /metadata/a~1b, /x~0y]\n"
-                  "  bypass_header: X-No-Coalesce\n"
-                  "  orphan: cancel\n"
-                  "  max_subscribers_per_flight: 1\n"
-                  "limits: {max_request_body: 1, max_header_bytes: 1KiB, header_timeout: 1ms, idle_timeout: 2ms,\n"
-                  "         write_timeout: 3ms, max_connections: 1}\n"
-                  "shutdown: {drain_delay: 0, drain_timeout: 1s}\n"
-                  "log: {level: debug, format: text}\n");
+    auto c = load(
+        "workers: 4\n"
+        "listen: {address: '::1', port: 0, tls: {cert_file: " +
+        cert + ", key_file: " + key + "}}\n" +
+        "admin: {address: localhost, port: 0}\n"
+        "upstreams:\n"
+        "  - name: a.b_c-1\n"
+        "    url: HTTPS://[::1]:8443/api/v2/\n"
+        "    tls: {verify: false, ca_file: " +
+        ca + "}\n" +
+        "    max_concurrent: 5\n"
+        "    queue_timeout: 1h\n"
+        "    timeouts: {connect: 250ms, head: 1s, idle: 2s, total: 3m}\n"
+        "    retries: {max_attempts: 1, base_delay: 0, max_delay: 0s}\n"
+        "    rate_limit: {requests_per_second: 2.5, burst: 10}\n"
+        "routes:\n"
+        "  - {prefix: /x/y, upstream: a.b_c-1, strip_prefix: /x, coalesce: false}\n"
+        "coalesce:\n"
+        "  result_ttl: 0\n"
+        "  max_response_bytes: 1MB\n"
+        "  max_cache_bytes: 0\n"
+        "  identity_headers: [X-Org-Id]\n"
+        "  vary_headers: []\n"
+        "  ignore_fields: [/user, /metadata/a~1b, /x~0y]\n"
+        "  bypass_header: X-No-Coalesce\n"
+        "  orphan: cancel\n"
+        "  max_subscribers_per_flight: 1\n"
+        "limits: {max_request_body: 1, max_header_bytes: 1KiB, header_timeout: 1ms, idle_timeout: "
+        "2ms,\n"
+        "         write_timeout: 3ms, max_connections: 1}\n"
+        "shutdown: {drain_delay: 0, drain_timeout: 1s}\n"
+        "log: {level: debug, format: text}\n");
     CHECK(c->workers == 4);
     CHECK(c->listen.address == "::1");
     CHECK(c->listen.port == 0);
@@ -301,9 +311,11 @@ TEST_CASE("config: every section written out is read") {
     CHECK(c->coalesce.max_response_bytes == 1000000);
     CHECK(c->coalesce.max_cache_bytes == 0);
     // Header names are stored lower case; the credentials always stay in the key.
-    CHECK(c->coalesce.identity_headers == std::vector<std::string>{"x-org-id", "authorization", "x-api-key"});
+    CHECK(c->coalesce.identity_headers ==
+          std::vector<std::string>{"x-org-id", "authorization", "x-api-key"});
     CHECK(c->coalesce.vary_headers.empty());
-    CHECK(c->coalesce.ignore_fields == std::vector<std::string>{"/user", "/metadata/a~1b", "/x~0y"});
+    CHECK(c->coalesce.ignore_fields ==
+          std::vector<std::string>{"/user", "/metadata/a~1b", "/x~0y"});
     CHECK(c->coalesce.bypass_header == "x-no-coalesce");
     CHECK(c->coalesce.orphan == orphan_policy::cancel);
     CHECK(c->coalesce.max_subscribers_per_flight == 1);
@@ -336,7 +348,8 @@ TEST_CASE("config: upstream URLs are split into scheme, host, port and base path
     };
     for (const auto& r : rows) {
         CAPTURE(r.url);
-        auto c = load(std::string("upstreams: [{name: u, url: '") + r.url + "'}]\nroutes: [{prefix: /, upstream: u}]\n");
+        auto c = load(std::string("upstreams: [{name: u, url: '") + r.url +
+                      "'}]\nroutes: [{prefix: /, upstream: u}]\n");
         const auto& u = c->upstreams.at(0);
         CHECK(u.url == r.url);
         CHECK(u.https == r.https);
@@ -344,12 +357,14 @@ TEST_CASE("config: upstream URLs are split into scheme, host, port and base path
         CHECK(u.port == r.port);
         CHECK(u.base_path == r.base_path);
     }
-    const char* bad[] = {"api.openai.com/v1", "ftp://h", "https://", "https://:443", "http://h:0", "http://h:65536",
-                         "http://h:x", "http://h:", "http://h/a?b=1", "http://h/#f", "http://h?q", "http://h o",
-                         "http://[::1", "http://[zz]:1", "http://h/a b", "http://h/%zz"};
+    const char* bad[] = {"api.openai.com/v1", "ftp://h",        "https://",     "https://:443",
+                         "http://h:0",        "http://h:65536", "http://h:x",   "http://h:",
+                         "http://h/a?b=1",    "http://h/#f",    "http://h?q",   "http://h o",
+                         "http://[::1",       "http://[zz]:1",  "http://h/a b", "http://h/%zz"};
     for (const char* url : bad) {
         CAPTURE(url);
-        CHECK_CONFIG_ERROR(std::string("upstreams: [{name: u, url: '") + url + "'}]\nroutes: [{prefix: /, upstream: u}]\n",
+        CHECK_CONFIG_ERROR(std::string("upstreams: [{name: u, url: '") + url +
+                               "'}]\nroutes: [{prefix: /, upstream: u}]\n",
                            "t.yaml:1: upstreams[0].url: ");
     }
 }
@@ -369,8 +384,26 @@ TEST_CASE("config: parse_duration") {
     CHECK(parse_duration("007s") == seconds(7));
     CHECK(parse_duration("876000h") == hours(876000));  // a hundred years: the longest
 
-    for (const char* bad : {"", "10", "5", "s", "ms", "-1s", "+1s", "1.5s", "1 s", " 1s", "1s ", "10S", "1d", "1sec",
-                            "1m30s", "fast", "0x10s", "1e3ms", "876001h", "99999999999999999999ms",
+    for (const char* bad : {"",
+                            "10",
+                            "5",
+                            "s",
+                            "ms",
+                            "-1s",
+                            "+1s",
+                            "1.5s",
+                            "1 s",
+                            " 1s",
+                            "1s ",
+                            "10S",
+                            "1d",
+                            "1sec",
+                            "1m30s",
+                            "fast",
+                            "0x10s",
+                            "1e3ms",
+                            "876001h",
+                            "99999999999999999999ms",
                             "18446744073709551615h"}) {
         CAPTURE(bad);
         CHECK_FALSE(parse_duration(bad).has_value());
@@ -389,8 +422,9 @@ TEST_CASE("config: parse_size") {
     CHECK(parse_size("18446744073709551615") == 18446744073709551615u);
     CHECK(parse_size("17179869183GiB") == 17179869183ull << 30);
 
-    for (const char* bad : {"", "KiB", "-1", "+1", "1.5MiB", "1 KiB", "1kib", "1KIB", "1k", "1K", "1Ki", "1B", "1TiB",
-                            "big", "0x10", "18446744073709551616", "17179869184GiB", "18446744073709552KB"}) {
+    for (const char* bad :
+         {"", "KiB", "-1", "+1", "1.5MiB", "1 KiB", "1kib", "1KIB", "1k", "1K", "1Ki", "1B", "1TiB",
+          "big", "0x10", "18446744073709551616", "17179869184GiB", "18446744073709552KB"}) {
         CAPTURE(bad);
         CHECK_FALSE(parse_size(bad).has_value());
     }
@@ -401,7 +435,8 @@ TEST_CASE("config: parse_size") {
 
 TEST_CASE("config error: unknown keys, at the top level and nested") {
     CHECK(error_of("listne: {port: 1}\n" + minimal) == "t.yaml:1: listne: unknown key");
-    CHECK(error_of("listen:\n  address: 127.0.0.1\n  prot: 8080\n" + minimal) == "t.yaml:3: listen.prot: unknown key");
+    CHECK(error_of("listen:\n  address: 127.0.0.1\n  prot: 8080\n" + minimal) ==
+          "t.yaml:3: listen.prot: unknown key");
     CHECK_CONFIG_ERROR(R"(upstreams:
   - name: mock
     url: http://127.0.0.1:8081
@@ -413,69 +448,112 @@ routes:
   - {prefix: /, upstream: mock}
 )",
                        "t.yaml:7: upstreams[1].timeouts.conect: unknown key");
-    CHECK_CONFIG_ERROR(minimal + "  - {prefix: /a, upstream: mock, strip: /a}\n", "t.yaml:6: routes[1].strip: unknown key");
+    CHECK_CONFIG_ERROR(minimal + "  - {prefix: /a, upstream: mock, strip: /a}\n",
+                       "t.yaml:6: routes[1].strip: unknown key");
     CHECK_CONFIG_ERROR(minimal + "coalesce: {ttl: 1s}\n", "t.yaml:6: coalesce.ttl: unknown key");
-    CHECK_CONFIG_ERROR(minimal + "listen: {tls: {cert: a}}\n", "t.yaml:6: listen.tls.cert: unknown key");
-    CHECK_CONFIG_ERROR(minimal + "log:\n  level: info\n  level: debug\n", "t.yaml:8: log.level: duplicate key");
+    CHECK_CONFIG_ERROR(minimal + "listen: {tls: {cert: a}}\n",
+                       "t.yaml:6: listen.tls.cert: unknown key");
+    CHECK_CONFIG_ERROR(minimal + "log:\n  level: info\n  level: debug\n",
+                       "t.yaml:8: log.level: duplicate key");
     CHECK_CONFIG_ERROR(minimal + "? [a]\n: 1\n", "t.yaml:6: ?: keys must be plain strings");
 }
 
 TEST_CASE("config error: wrong types") {
-    CHECK_CONFIG_ERROR("listen: {port: \"8080\"}\n" + minimal, "t.yaml:1: listen.port: expected an integer, got the string");
-    CHECK_CONFIG_ERROR("listen: {port: [8080]}\n" + minimal, "t.yaml:1: listen.port: expected an integer, got a sequence");
-    CHECK_CONFIG_ERROR("listen: {port: }\n" + minimal, "t.yaml:1: listen.port: expected an integer, got an empty value");
-    CHECK_CONFIG_ERROR("listen:\n  port:\n" + minimal, "t.yaml:2: listen.port: expected an integer, got an empty value");
-    CHECK_CONFIG_ERROR("workers: 1.5\n" + minimal, "t.yaml:1: workers: expected a whole number, got 1.5");
+    CHECK_CONFIG_ERROR("listen: {port: \"8080\"}\n" + minimal,
+                       "t.yaml:1: listen.port: expected an integer, got the string");
+    CHECK_CONFIG_ERROR("listen: {port: [8080]}\n" + minimal,
+                       "t.yaml:1: listen.port: expected an integer, got a sequence");
+    CHECK_CONFIG_ERROR("listen: {port: }\n" + minimal,
+                       "t.yaml:1: listen.port: expected an integer, got an empty value");
+    CHECK_CONFIG_ERROR("listen:\n  port:\n" + minimal,
+                       "t.yaml:2: listen.port: expected an integer, got an empty value");
+    CHECK_CONFIG_ERROR("workers: 1.5\n" + minimal,
+                       "t.yaml:1: workers: expected a whole number, got 1.5");
     CHECK_CONFIG_ERROR("workers: -1\n" + minimal, "t.yaml:1: workers: must not be negative");
-    CHECK_CONFIG_ERROR("workers: four\n" + minimal, "t.yaml:1: workers: expected an integer, got \"four\"");
-    CHECK_CONFIG_ERROR("workers: +4\n" + minimal, "t.yaml:1: workers: expected an integer, got \"+4\"");
-    CHECK_CONFIG_ERROR("workers: 0x10\n" + minimal, "t.yaml:1: workers: expected an integer, got \"0x10\"");
-    CHECK_CONFIG_ERROR("workers: 99999999999999999999999\n" + minimal, "t.yaml:1: workers: is too large");
-    CHECK_CONFIG_ERROR("workers: {n: 1}\n" + minimal, "t.yaml:1: workers: expected an integer, got a mapping");
-    CHECK_CONFIG_ERROR("listen: [127.0.0.1, 8080]\n" + minimal, "t.yaml:1: listen: expected a mapping, got a sequence");
-    CHECK_CONFIG_ERROR("listen: {address: {ip: 1}}\n" + minimal, "t.yaml:1: listen.address: expected a string, got a mapping");
-    CHECK_CONFIG_ERROR(minimal + "  - {prefix: /a, upstream: mock, coalesce: \"true\"}\n",
-                       "t.yaml:6: routes[1].coalesce: expected true or false, got the string \"true\"");
+    CHECK_CONFIG_ERROR("workers: four\n" + minimal,
+                       "t.yaml:1: workers: expected an integer, got \"four\"");
+    CHECK_CONFIG_ERROR("workers: +4\n" + minimal,
+                       "t.yaml:1: workers: expected an integer, got \"+4\"");
+    CHECK_CONFIG_ERROR("workers: 0x10\n" + minimal,
+                       "t.yaml:1: workers: expected an integer, got \"0x10\"");
+    CHECK_CONFIG_ERROR("workers: 99999999999999999999999\n" + minimal,
+                       "t.yaml:1: workers: is too large");
+    CHECK_CONFIG_ERROR("workers: {n: 1}\n" + minimal,
+                       "t.yaml:1: workers: expected an integer, got a mapping");
+    CHECK_CONFIG_ERROR("listen: [127.0.0.1, 8080]\n" + minimal,
+                       "t.yaml:1: listen: expected a mapping, got a sequence");
+    CHECK_CONFIG_ERROR("listen: {address: {ip: 1}}\n" + minimal,
+                       "t.yaml:1: listen.address: expected a string, got a mapping");
+    CHECK_CONFIG_ERROR(
+        minimal + "  - {prefix: /a, upstream: mock, coalesce: \"true\"}\n",
+        "t.yaml:6: routes[1].coalesce: expected true or false, got the string \"true\"");
     CHECK_CONFIG_ERROR(minimal + "  - {prefix: /a, upstream: mock, coalesce: yes}\n",
                        "t.yaml:6: routes[1].coalesce: expected true or false");
-    CHECK_CONFIG_ERROR(minimal + "coalesce: {identity_headers: authorization}\n",
-                       "t.yaml:6: coalesce.identity_headers: expected a sequence, got \"authorization\"");
+    CHECK_CONFIG_ERROR(
+        minimal + "coalesce: {identity_headers: authorization}\n",
+        "t.yaml:6: coalesce.identity_headers: expected a sequence, got \"authorization\"");
     CHECK_CONFIG_ERROR(minimal + "coalesce: {max_response_bytes: 1.5MiB}\n",
-                       "t.yaml:6: coalesce.max_response_bytes: expected a size such as 512, 64KiB or 8MiB, got \"1.5MiB\"");
-    CHECK_CONFIG_ERROR(minimal + "limits: {max_request_body: -1}\n", "t.yaml:6: limits.max_request_body: expected a size");
-    CHECK_CONFIG_ERROR(minimal + "limits: {max_connections: 1e9}\n", "t.yaml:6: limits.max_connections: expected a whole number");
-    CHECK(error_of("upstreams:\n  - name: a\n    url: http://h\n    timeouts: {connect: fast}\nroutes: [{prefix: /, upstream: a}]\n") ==
-          "t.yaml:4: upstreams[0].timeouts.connect: expected a duration such as 250ms, 10s or 2m, got \"fast\"");
-    CHECK_CONFIG_ERROR(minimal + "shutdown: {drain_delay: 10}\n", "t.yaml:6: shutdown.drain_delay: expected a duration");
-    CHECK_CONFIG_ERROR(minimal + "log: {level: verbose}\n",
-                       "t.yaml:6: log.level: expected one of debug, info, warn, error, got \"verbose\"");
-    CHECK_CONFIG_ERROR(minimal + "log: {format: xml}\n", "t.yaml:6: log.format: expected one of json, text");
-    CHECK_CONFIG_ERROR("upstreams: {name: a}\nroutes: []\n", "t.yaml:1: upstreams: expected a sequence, got a mapping");
+                       "t.yaml:6: coalesce.max_response_bytes: expected a size such as 512, 64KiB "
+                       "or 8MiB, got \"1.5MiB\"");
+    CHECK_CONFIG_ERROR(minimal + "limits: {max_request_body: -1}\n",
+                       "t.yaml:6: limits.max_request_body: expected a size");
+    CHECK_CONFIG_ERROR(minimal + "limits: {max_connections: 1e9}\n",
+                       "t.yaml:6: limits.max_connections: expected a whole number");
+    CHECK(error_of("upstreams:\n  - name: a\n    url: http://h\n    timeouts: {connect: "
+                   "fast}\nroutes: [{prefix: /, upstream: a}]\n") ==
+          "t.yaml:4: upstreams[0].timeouts.connect: expected a duration such as 250ms, 10s or 2m, "
+          "got \"fast\"");
+    CHECK_CONFIG_ERROR(minimal + "shutdown: {drain_delay: 10}\n",
+                       "t.yaml:6: shutdown.drain_delay: expected a duration");
+    CHECK_CONFIG_ERROR(
+        minimal + "log: {level: verbose}\n",
+        "t.yaml:6: log.level: expected one of debug, info, warn, error, got \"verbose\"");
+    CHECK_CONFIG_ERROR(minimal + "log: {format: xml}\n",
+                       "t.yaml:6: log.format: expected one of json, text");
+    CHECK_CONFIG_ERROR("upstreams: {name: a}\nroutes: []\n",
+                       "t.yaml:1: upstreams: expected a sequence, got a mapping");
 }
 
 TEST_CASE("config error: out-of-range ports, workers and counts") {
-    CHECK(error_of("listen: {port: 65536}\n" + minimal) == "t.yaml:1: listen.port: must be at most 65535, got 65536");
-    CHECK_CONFIG_ERROR(minimal + "admin:\n  port: 100000\n", "t.yaml:7: admin.port: must be at most 65535");
+    CHECK(error_of("listen: {port: 65536}\n" + minimal) ==
+          "t.yaml:1: listen.port: must be at most 65535, got 65536");
+    CHECK_CONFIG_ERROR(minimal + "admin:\n  port: 100000\n",
+                       "t.yaml:7: admin.port: must be at most 65535");
     CHECK_CONFIG_ERROR("workers: 1025\n" + minimal, "t.yaml:1: workers: must be at most 1024");
     CHECK(load("workers: 1024\n" + minimal)->workers == 1024);
     CHECK(load("listen: {port: 65535}\n" + minimal)->listen.port == 65535);
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h', max_concurrent: 0}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].max_concurrent: must be at least 1");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h', retries: {max_attempts: 0}}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].retries.max_attempts: must be at least 1");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h', max_concurrent: 0}]\nroutes: [{prefix: /, "
+        "upstream: a}]\n",
+        "t.yaml:1: upstreams[0].max_concurrent: must be at least 1");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h', retries: {max_attempts: 0}}]\nroutes: [{prefix: /, "
+        "upstream: a}]\n",
+        "t.yaml:1: upstreams[0].retries.max_attempts: must be at least 1");
     CHECK_CONFIG_ERROR(minimal + "coalesce: {max_subscribers_per_flight: 0}\n",
                        "t.yaml:6: coalesce.max_subscribers_per_flight: must be at least 1");
-    CHECK_CONFIG_ERROR(minimal + "limits: {max_connections: 0}\n", "t.yaml:6: limits.max_connections: must be at least 1");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h', rate_limit: {requests_per_second: 0}}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].rate_limit.requests_per_second: must be greater than 0");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h', rate_limit: {requests_per_second: -3}}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].rate_limit.requests_per_second: must be greater than 0");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h', rate_limit: {requests_per_second: .nan}}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].rate_limit.requests_per_second: expected a number");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h', rate_limit: {requests_per_second: 5, burst: 0}}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].rate_limit.burst: must be at least 1");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h', rate_limit: {burst: 2}}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].rate_limit.requests_per_second: required");
+    CHECK_CONFIG_ERROR(minimal + "limits: {max_connections: 0}\n",
+                       "t.yaml:6: limits.max_connections: must be at least 1");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h', rate_limit: {requests_per_second: 0}}]\nroutes: "
+        "[{prefix: /, upstream: a}]\n",
+        "t.yaml:1: upstreams[0].rate_limit.requests_per_second: must be greater than 0");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h', rate_limit: {requests_per_second: -3}}]\nroutes: "
+        "[{prefix: /, upstream: a}]\n",
+        "t.yaml:1: upstreams[0].rate_limit.requests_per_second: must be greater than 0");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h', rate_limit: {requests_per_second: .nan}}]\nroutes: "
+        "[{prefix: /, upstream: a}]\n",
+        "t.yaml:1: upstreams[0].rate_limit.requests_per_second: expected a number");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h', rate_limit: {requests_per_second: 5, burst: "
+        "0}}]\nroutes: [{prefix: /, upstream: a}]\n",
+        "t.yaml:1: upstreams[0].rate_limit.burst: must be at least 1");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h', rate_limit: {burst: 2}}]\nroutes: [{prefix: /, "
+        "upstream: a}]\n",
+        "t.yaml:1: upstreams[0].rate_limit.requests_per_second: required");
 }
 
 TEST_CASE("config error: zero timeouts and sizes, and zero where it means none") {
@@ -487,19 +565,27 @@ TEST_CASE("config error: zero timeouts and sizes, and zero where it means none")
       connect: 0s
 routes: [{prefix: /, upstream: a}]
 )") == "t.yaml:6: upstreams[0].timeouts.connect: must be greater than 0");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h', queue_timeout: 0}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].queue_timeout: must be greater than 0");
-    CHECK_CONFIG_ERROR(minimal + "limits: {header_timeout: 0ms}\n", "t.yaml:6: limits.header_timeout: must be greater than 0");
-    CHECK_CONFIG_ERROR(minimal + "limits: {idle_timeout: 0}\n", "t.yaml:6: limits.idle_timeout: must be greater than 0");
-    CHECK_CONFIG_ERROR(minimal + "limits: {write_timeout: 0s}\n", "t.yaml:6: limits.write_timeout: must be greater than 0");
-    CHECK_CONFIG_ERROR(minimal + "shutdown: {drain_timeout: 0s}\n", "t.yaml:6: shutdown.drain_timeout: must be greater than 0");
-    CHECK_CONFIG_ERROR(minimal + "limits: {max_request_body: 0}\n", "t.yaml:6: limits.max_request_body: must be greater than 0");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h', queue_timeout: 0}]\nroutes: [{prefix: /, upstream: "
+        "a}]\n",
+        "t.yaml:1: upstreams[0].queue_timeout: must be greater than 0");
+    CHECK_CONFIG_ERROR(minimal + "limits: {header_timeout: 0ms}\n",
+                       "t.yaml:6: limits.header_timeout: must be greater than 0");
+    CHECK_CONFIG_ERROR(minimal + "limits: {idle_timeout: 0}\n",
+                       "t.yaml:6: limits.idle_timeout: must be greater than 0");
+    CHECK_CONFIG_ERROR(minimal + "limits: {write_timeout: 0s}\n",
+                       "t.yaml:6: limits.write_timeout: must be greater than 0");
+    CHECK_CONFIG_ERROR(minimal + "shutdown: {drain_timeout: 0s}\n",
+                       "t.yaml:6: shutdown.drain_timeout: must be greater than 0");
+    CHECK_CONFIG_ERROR(minimal + "limits: {max_request_body: 0}\n",
+                       "t.yaml:6: limits.max_request_body: must be greater than 0");
     CHECK_CONFIG_ERROR(minimal + "limits: {max_header_bytes: 1023}\n",
                        "t.yaml:6: limits.max_header_bytes: must be at least 1KiB, got 1023");
     CHECK_CONFIG_ERROR(minimal + "coalesce: {max_response_bytes: 0}\n",
                        "t.yaml:6: coalesce.max_response_bytes: must be greater than 0");
     // result_ttl and drain_delay may be 0.
-    CHECK(load(minimal + "coalesce: {result_ttl: 0s}\nshutdown: {drain_delay: 0ms}\n")->coalesce.result_ttl.count() == 0);
+    CHECK(load(minimal + "coalesce: {result_ttl: 0s}\nshutdown: {drain_delay: 0ms}\n")
+              ->coalesce.result_ttl.count() == 0);
 }
 
 TEST_CASE("config error: base_delay above max_delay, cache smaller than a response") {
@@ -512,13 +598,18 @@ TEST_CASE("config error: base_delay above max_delay, cache smaller than a respon
 routes: [{prefix: /, upstream: a}]
 )") == "t.yaml:5: upstreams[0].retries.base_delay: must not exceed max_delay (2s)");
     // Only max_delay written: it is the one to blame.
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h', retries: {max_delay: 100ms}}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].retries.max_delay: must not be below base_delay (200ms)");
-    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  max_response_bytes: 8MiB\n  max_cache_bytes: 4MiB\n",
-                       "t.yaml:8: coalesce.max_cache_bytes: must be at least max_response_bytes (8MiB)");
-    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  max_response_bytes: 1GiB\n",
-                       "t.yaml:7: coalesce.max_response_bytes: must not exceed max_cache_bytes (256MiB)");
-    CHECK(load(minimal + "coalesce: {result_ttl: 0, max_cache_bytes: 0}\n")->coalesce.max_cache_bytes == 0);
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h', retries: {max_delay: 100ms}}]\nroutes: [{prefix: "
+        "/, upstream: a}]\n",
+        "t.yaml:1: upstreams[0].retries.max_delay: must not be below base_delay (200ms)");
+    CHECK_CONFIG_ERROR(
+        minimal + "coalesce:\n  max_response_bytes: 8MiB\n  max_cache_bytes: 4MiB\n",
+        "t.yaml:8: coalesce.max_cache_bytes: must be at least max_response_bytes (8MiB)");
+    CHECK_CONFIG_ERROR(
+        minimal + "coalesce:\n  max_response_bytes: 1GiB\n",
+        "t.yaml:7: coalesce.max_response_bytes: must not exceed max_cache_bytes (256MiB)");
+    CHECK(load(minimal + "coalesce: {result_ttl: 0, max_cache_bytes: 0}\n")
+              ->coalesce.max_cache_bytes == 0);
 }
 
 TEST_CASE("config error: routes name defined upstreams and reachable prefixes") {
@@ -530,30 +621,46 @@ routes:
 )") == "t.yaml:5: routes[0].upstream: no upstream named \"perplexty\"");
     CHECK_CONFIG_ERROR(minimal + "  - {upstream: mock}\n", "t.yaml:6: routes[1].prefix: required");
     CHECK_CONFIG_ERROR(minimal + "  - prefix: /b\n", "t.yaml:6: routes[1].upstream: required");
-    CHECK_CONFIG_ERROR(minimal + "  - {prefix: chat, upstream: mock}\n", "t.yaml:6: routes[1].prefix: must start with \"/\"");
-    CHECK_CONFIG_ERROR(minimal + "  - {prefix: '/a b', upstream: mock}\n", "t.yaml:6: routes[1].prefix: expected a path");
+    CHECK_CONFIG_ERROR(minimal + "  - {prefix: chat, upstream: mock}\n",
+                       "t.yaml:6: routes[1].prefix: must start with \"/\"");
+    CHECK_CONFIG_ERROR(minimal + "  - {prefix: '/a b', upstream: mock}\n",
+                       "t.yaml:6: routes[1].prefix: expected a path");
     // "/" first takes every request: the route after it never matches.
     CHECK_CONFIG_ERROR(minimal + "  - {prefix: /chat/completions, upstream: mock}\n",
                        "t.yaml:6: routes[1].prefix: never matches: routes[0] (prefix \"/\")");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h'}]\nroutes:\n  - {prefix: /x, upstream: a}\n  - {prefix: /x/y, upstream: a}\n",
-                       "t.yaml:4: routes[1].prefix: never matches");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h'}]\nroutes:\n  - {prefix: /x, upstream: a}\n  - "
+        "{prefix: /x/y, upstream: a}\n",
+        "t.yaml:4: routes[1].prefix: never matches");
     // Not a path-segment prefix: both can match.
-    CHECK(load("upstreams: [{name: a, url: 'http://h'}]\nroutes:\n  - {prefix: /search, upstream: a}\n  - {prefix: /searches, upstream: a}\n")
+    CHECK(load("upstreams: [{name: a, url: 'http://h'}]\nroutes:\n  - {prefix: /search, upstream: "
+               "a}\n  - {prefix: /searches, upstream: a}\n")
               ->routes.size() == 2);
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h'}]\nroutes: [{prefix: /openai/, upstream: a, strip_prefix: /anthropic}]\n",
-                       "t.yaml:2: routes[0].strip_prefix: must be a leading part of prefix \"/openai/\"");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h'}]\nroutes: [{prefix: /openai/, upstream: a, strip_prefix: /open}]\n",
-                       "t.yaml:2: routes[0].strip_prefix: must be a leading part");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h'}]\nroutes: [{prefix: /openai/, upstream: a, strip_prefix: openai}]\n",
-                       "t.yaml:2: routes[0].strip_prefix: must start with \"/\"");
-    CHECK(load("upstreams: [{name: a, url: 'http://h'}]\nroutes: [{prefix: /openai/, upstream: a, strip_prefix: /openai/}]\n")
-              ->routes[0].strip_prefix == "/openai/");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h'}]\nroutes: []\n", "t.yaml:2: routes: must list at least one route");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h'}]\nroutes: [{prefix: /openai/, upstream: a, "
+        "strip_prefix: /anthropic}]\n",
+        "t.yaml:2: routes[0].strip_prefix: must be a leading part of prefix \"/openai/\"");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h'}]\nroutes: [{prefix: /openai/, upstream: a, "
+        "strip_prefix: /open}]\n",
+        "t.yaml:2: routes[0].strip_prefix: must be a leading part");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h'}]\nroutes: [{prefix: /openai/, upstream: a, "
+        "strip_prefix: openai}]\n",
+        "t.yaml:2: routes[0].strip_prefix: must start with \"/\"");
+    CHECK(load("upstreams: [{name: a, url: 'http://h'}]\nroutes: [{prefix: /openai/, upstream: a, "
+               "strip_prefix: /openai/}]\n")
+              ->routes[0]
+              .strip_prefix == "/openai/");
+    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h'}]\nroutes: []\n",
+                       "t.yaml:2: routes: must list at least one route");
 }
 
 TEST_CASE("config error: upstream names, schemes and credentials in URLs") {
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'ftp://files.example.com'}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].url: scheme must be http or https, got \"ftp\"");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'ftp://files.example.com'}]\nroutes: [{prefix: /, upstream: "
+        "a}]\n",
+        "t.yaml:1: upstreams[0].url: scheme must be http or https, got \"ftp\"");
     CHECK_CONFIG_ERROR(R"(upstreams:
   - name: a
     url: http://127.0.0.1:1
@@ -562,78 +669,114 @@ TEST_CASE("config error: upstream names, schemes and credentials in URLs") {
 routes: [{prefix: /, upstream: a}]
 )",
                        "t.yaml:5: upstreams[1].url: expected an absolute URL");
-    const std::string secret = "upstreams: [{name: a, url: 'https://user:sk-live-123@api.openai.com/v1'}]\n"
-                               "routes: [{prefix: /, upstream: a}]\n";
+    const std::string secret =
+        "upstreams: [{name: a, url: 'https://user:sk-live-123@api.openai.com/v1'}]\n"
+        "routes: [{prefix: /, upstream: a}]\n";
     CHECK_CONFIG_ERROR(secret, "t.yaml:1: upstreams[0].url: credentials in URLs are not allowed");
     CHECK(error_of(secret).find("sk-live-123") == std::string::npos);
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h/v1?x=1'}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].url: a query is not allowed");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h/v1#top'}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].url: a fragment is not allowed");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h:99999'}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].url: invalid port");
-    CHECK_CONFIG_ERROR("upstreams: [{url: 'http://h'}]\nroutes: [{prefix: /, upstream: a}]\n", "t.yaml:1: upstreams[0].name: required");
-    CHECK_CONFIG_ERROR("upstreams:\n  - name: a\nroutes: [{prefix: /, upstream: a}]\n", "t.yaml:2: upstreams[0].url: required");
-    CHECK_CONFIG_ERROR("upstreams: [{name: 'a b', url: 'http://h'}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].name: expected letters, digits");
-    CHECK_CONFIG_ERROR("upstreams: [{name: '', url: 'http://h'}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].name: must not be empty");
-    CHECK_CONFIG_ERROR(minimal.substr(0, minimal.find("routes:")) + "  - {name: mock, url: 'http://h'}\nroutes: [{prefix: /, upstream: mock}]\n",
-                       "t.yaml:4: upstreams[1].name: duplicate upstream name \"mock\" (also upstreams[0])");
-    CHECK_CONFIG_ERROR("upstreams: []\nroutes: [{prefix: /, upstream: a}]\n", "t.yaml:1: upstreams: must list at least one upstream");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h', tls: {verify: 1}}]\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:1: upstreams[0].tls.verify: expected true or false");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h/v1?x=1'}]\nroutes: [{prefix: /, upstream: a}]\n",
+        "t.yaml:1: upstreams[0].url: a query is not allowed");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h/v1#top'}]\nroutes: [{prefix: /, upstream: a}]\n",
+        "t.yaml:1: upstreams[0].url: a fragment is not allowed");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h:99999'}]\nroutes: [{prefix: /, upstream: a}]\n",
+        "t.yaml:1: upstreams[0].url: invalid port");
+    CHECK_CONFIG_ERROR("upstreams: [{url: 'http://h'}]\nroutes: [{prefix: /, upstream: a}]\n",
+                       "t.yaml:1: upstreams[0].name: required");
+    CHECK_CONFIG_ERROR("upstreams:\n  - name: a\nroutes: [{prefix: /, upstream: a}]\n",
+                       "t.yaml:2: upstreams[0].url: required");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: 'a b', url: 'http://h'}]\nroutes: [{prefix: /, upstream: a}]\n",
+        "t.yaml:1: upstreams[0].name: expected letters, digits");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: '', url: 'http://h'}]\nroutes: [{prefix: /, upstream: a}]\n",
+        "t.yaml:1: upstreams[0].name: must not be empty");
+    CHECK_CONFIG_ERROR(
+        minimal.substr(0, minimal.find("routes:")) +
+            "  - {name: mock, url: 'http://h'}\nroutes: [{prefix: /, upstream: mock}]\n",
+        "t.yaml:4: upstreams[1].name: duplicate upstream name \"mock\" (also upstreams[0])");
+    CHECK_CONFIG_ERROR("upstreams: []\nroutes: [{prefix: /, upstream: a}]\n",
+                       "t.yaml:1: upstreams: must list at least one upstream");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h', tls: {verify: 1}}]\nroutes: [{prefix: /, upstream: "
+        "a}]\n",
+        "t.yaml:1: upstreams[0].tls.verify: expected true or false");
 }
 
 TEST_CASE("config error: coalesce header names, JSON pointers and orphan") {
-    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  ignore_fields: [/user, \"/a~2b\"]\n",
-                       "t.yaml:7: coalesce.ignore_fields[1]: expected a JSON pointer such as /user");
-    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  ignore_fields:\n    - user\n", "t.yaml:8: coalesce.ignore_fields[0]: expected a JSON pointer");
-    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  ignore_fields: [/a~]\n", "t.yaml:7: coalesce.ignore_fields[0]: expected a JSON pointer");
-    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  ignore_fields: [/user, /user]\n", "t.yaml:7: coalesce.ignore_fields[1]: duplicate field");
+    CHECK_CONFIG_ERROR(
+        minimal + "coalesce:\n  ignore_fields: [/user, \"/a~2b\"]\n",
+        "t.yaml:7: coalesce.ignore_fields[1]: expected a JSON pointer such as /user");
+    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  ignore_fields:\n    - user\n",
+                       "t.yaml:8: coalesce.ignore_fields[0]: expected a JSON pointer");
+    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  ignore_fields: [/a~]\n",
+                       "t.yaml:7: coalesce.ignore_fields[0]: expected a JSON pointer");
+    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  ignore_fields: [/user, /user]\n",
+                       "t.yaml:7: coalesce.ignore_fields[1]: duplicate field");
     CHECK(error_of(minimal + "coalesce:\n  orphan: stop\n") ==
           "t.yaml:7: coalesce.orphan: expected one of finish, cancel, got \"stop\"");
     CHECK_CONFIG_ERROR(minimal + "coalesce:\n  vary_headers: [ok, 'bad header']\n",
                        "t.yaml:7: coalesce.vary_headers[1]: expected an HTTP header name");
-    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  identity_headers: [Authorization, authorization]\n",
-                       "t.yaml:7: coalesce.identity_headers[1]: duplicate header \"authorization\"");
-    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  bypass_header: 'x:y'\n", "t.yaml:7: coalesce.bypass_header: expected an HTTP header name");
+    CHECK_CONFIG_ERROR(
+        minimal + "coalesce:\n  identity_headers: [Authorization, authorization]\n",
+        "t.yaml:7: coalesce.identity_headers[1]: duplicate header \"authorization\"");
+    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  bypass_header: 'x:y'\n",
+                       "t.yaml:7: coalesce.bypass_header: expected an HTTP header name");
 }
 
 TEST_CASE("config error: listen and admin addresses") {
-    CHECK_CONFIG_ERROR("listen: {address: example.com}\n" + minimal,
-                       "t.yaml:1: listen.address: expected an IP address or localhost, got \"example.com\"");
-    CHECK_CONFIG_ERROR("admin: {address: '[::1]'}\n" + minimal, "t.yaml:1: admin.address: expected an IP address or localhost");
+    CHECK_CONFIG_ERROR(
+        "listen: {address: example.com}\n" + minimal,
+        "t.yaml:1: listen.address: expected an IP address or localhost, got \"example.com\"");
+    CHECK_CONFIG_ERROR("admin: {address: '[::1]'}\n" + minimal,
+                       "t.yaml:1: admin.address: expected an IP address or localhost");
     CHECK_CONFIG_ERROR("admin: {address: 127.0.0.1, port: 8080}\n" + minimal,
                        "t.yaml:1: admin.port: same address and port as listen (127.0.0.1:8080)");
-    CHECK_CONFIG_ERROR("listen:\n  port: 9090\n" + minimal, "t.yaml:2: listen.port: same address and port as admin");
-    CHECK_CONFIG_ERROR("listen: {address: 0.0.0.0, port: 9000}\nadmin: {port: 9000}\n" + minimal, "t.yaml:2: admin.port: same address");
-    CHECK_CONFIG_ERROR("listen: {address: localhost, port: 9000}\nadmin: {address: '::1', port: 9000}\n" + minimal,
+    CHECK_CONFIG_ERROR("listen:\n  port: 9090\n" + minimal,
+                       "t.yaml:2: listen.port: same address and port as admin");
+    CHECK_CONFIG_ERROR("listen: {address: 0.0.0.0, port: 9000}\nadmin: {port: 9000}\n" + minimal,
                        "t.yaml:2: admin.port: same address");
+    CHECK_CONFIG_ERROR(
+        "listen: {address: localhost, port: 9000}\nadmin: {address: '::1', port: 9000}\n" + minimal,
+        "t.yaml:2: admin.port: same address");
     // Port 0 picks a free port each; different addresses may share a port.
     CHECK(load("listen: {port: 0}\nadmin: {port: 0}\n" + minimal)->admin.port == 0);
-    CHECK(load("listen: {address: 127.0.0.1, port: 9000}\nadmin: {address: 127.0.0.2, port: 9000}\n" + minimal)->admin.port == 9000);
-    CHECK(load("listen: {address: '::1', port: 9000}\nadmin: {address: 127.0.0.1, port: 9000}\n" + minimal)->admin.port == 9000);
+    CHECK(
+        load("listen: {address: 127.0.0.1, port: 9000}\nadmin: {address: 127.0.0.2, port: 9000}\n" +
+             minimal)
+            ->admin.port == 9000);
+    CHECK(load("listen: {address: '::1', port: 9000}\nadmin: {address: 127.0.0.1, port: 9000}\n" +
+               minimal)
+              ->admin.port == 9000);
 }
 
 TEST_CASE("config error: missing upstreams or routes, empty or odd documents") {
     CHECK(error_of("routes:\n  - {prefix: /, upstream: a}\n") == "t.yaml:1: upstreams: required");
-    CHECK(error_of("# a comment first\nlisten: {port: 1}\nupstreams: [{name: a, url: 'http://h'}]\n") ==
+    CHECK(error_of(
+              "# a comment first\nlisten: {port: 1}\nupstreams: [{name: a, url: 'http://h'}]\n") ==
           "t.yaml:2: routes: required");
-    CHECK_CONFIG_ERROR("upstreams:\n  -\nroutes: [{prefix: /, upstream: a}]\n",
-                       "t.yaml:2: upstreams[0]: expected a mapping with name and url, got an empty value");
-    CHECK_CONFIG_ERROR("upstreams: [a]\nroutes: [{prefix: /, upstream: a}]\n", "t.yaml:1: upstreams[0]: expected a mapping");
-    CHECK_CONFIG_ERROR(minimal + "  - /chat\n", "t.yaml:6: routes[1]: expected a mapping with prefix and upstream");
+    CHECK_CONFIG_ERROR(
+        "upstreams:\n  -\nroutes: [{prefix: /, upstream: a}]\n",
+        "t.yaml:2: upstreams[0]: expected a mapping with name and url, got an empty value");
+    CHECK_CONFIG_ERROR("upstreams: [a]\nroutes: [{prefix: /, upstream: a}]\n",
+                       "t.yaml:1: upstreams[0]: expected a mapping");
+    CHECK_CONFIG_ERROR(minimal + "  - /chat\n",
+                       "t.yaml:6: routes[1]: expected a mapping with prefix and upstream");
     CHECK_CONFIG_ERROR("", "t.yaml:1: document: empty");
     CHECK_CONFIG_ERROR("# nothing here\n", "t.yaml:1: document: empty");
     CHECK_CONFIG_ERROR("- a\n- b\n", "t.yaml:1: document: expected a mapping");
     CHECK_CONFIG_ERROR("just text\n", "t.yaml:1: document: expected a mapping");
-    CHECK_CONFIG_ERROR(minimal + "---\n" + minimal, "t.yaml:7: document: expected one YAML document");
+    CHECK_CONFIG_ERROR(minimal + "---\n" + minimal,
+                       "t.yaml:7: document: expected one YAML document");
 }
 
 TEST_CASE("config error: YAML syntax errors are one line too") {
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'http://h'}\nroutes: [{prefix: /, upstream: a}]\n", "t.yaml:");
-    CHECK_CONFIG_ERROR("listen:\n  port: 1\n    address: x\n" + minimal, "t.yaml:3: invalid YAML: ");
+    CHECK_CONFIG_ERROR(
+        "upstreams: [{name: a, url: 'http://h'}\nroutes: [{prefix: /, upstream: a}]\n", "t.yaml:");
+    CHECK_CONFIG_ERROR("listen:\n  port: 1\n    address: x\n" + minimal,
+                       "t.yaml:3: invalid YAML: ");
     CHECK_CONFIG_ERROR("a: 'unterminated\n", "t.yaml:");
     std::string message = error_of("listen: {port: 1\n" + minimal);
     CAPTURE(message);
@@ -643,7 +786,8 @@ TEST_CASE("config error: YAML syntax errors are one line too") {
 
 TEST_CASE("config error: scalars in messages are escaped and cut short") {
     std::string message = error_of("listen: {address: \"a\\nb\"}\n" + minimal);
-    CHECK(message == "t.yaml:1: listen.address: expected an IP address or localhost, got \"a\\x0ab\"");
+    CHECK(message ==
+          "t.yaml:1: listen.address: expected an IP address or localhost, got \"a\\x0ab\"");
     message = error_of("listen: {address: " + std::string(500, 'x') + "}\n" + minimal);
     CHECK(message.size() < 200);
     CHECK(message.find("...") != std::string::npos);
@@ -653,16 +797,22 @@ TEST_CASE("config error: certificate and CA files must be readable") {
     scratch_dir dir;
     std::string cert = dir.write("cert.pem", "cert");
     std::string missing = (dir.path / "missing.pem").string();
-    CHECK(error_of("listen:\n  tls:\n    cert_file: " + missing + "\n    key_file: " + cert + "\n" + minimal) ==
-          "t.yaml:3: listen.tls.cert_file: cannot read \"" + missing + "\": No such file or directory");
-    CHECK_CONFIG_ERROR("listen:\n  tls:\n    cert_file: " + cert + "\n    key_file: " + missing + "\n" + minimal,
-                       "t.yaml:4: listen.tls.key_file: cannot read");
-    CHECK_CONFIG_ERROR("listen:\n  tls:\n    cert_file: " + dir.path.string() + "\n    key_file: " + cert + "\n" + minimal,
+    CHECK(error_of("listen:\n  tls:\n    cert_file: " + missing + "\n    key_file: " + cert + "\n" +
+                   minimal) == "t.yaml:3: listen.tls.cert_file: cannot read \"" + missing +
+                                   "\": No such file or directory");
+    CHECK_CONFIG_ERROR(
+        "listen:\n  tls:\n    cert_file: " + cert + "\n    key_file: " + missing + "\n" + minimal,
+        "t.yaml:4: listen.tls.key_file: cannot read");
+    CHECK_CONFIG_ERROR("listen:\n  tls:\n    cert_file: " + dir.path.string() +
+                           "\n    key_file: " + cert + "\n" + minimal,
                        "t.yaml:3: listen.tls.cert_file: cannot read");
-    CHECK_CONFIG_ERROR("listen:\n  tls:\n    cert_file: " + cert + "\n" + minimal, "t.yaml:3: listen.tls.key_file: required");
-    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'https://h', tls: {ca_file: " + missing + "}}]\nroutes: [{prefix: /, upstream: a}]\n",
+    CHECK_CONFIG_ERROR("listen:\n  tls:\n    cert_file: " + cert + "\n" + minimal,
+                       "t.yaml:3: listen.tls.key_file: required");
+    CHECK_CONFIG_ERROR("upstreams: [{name: a, url: 'https://h', tls: {ca_file: " + missing +
+                           "}}]\nroutes: [{prefix: /, upstream: a}]\n",
                        "t.yaml:1: upstreams[0].tls.ca_file: cannot read");
-    auto c = load("listen:\n  tls:\n    cert_file: " + cert + "\n    key_file: " + cert + "\n" + minimal);
+    auto c = load("listen:\n  tls:\n    cert_file: " + cert + "\n    key_file: " + cert + "\n" +
+                  minimal);
     CHECK(c->listen.tls.has_value());
 }
 

@@ -26,7 +26,7 @@ namespace {
 
 const fs::path source_dir{COALESCER_SOURCE_DIR};
 const fs::path manifests_dir = source_dir / "deploy" / "kubernetes";
-const std::string sidecar_name = "coalescer";   // the sidecar container's name in every Deployment
+const std::string sidecar_name = "coalescer";  // the sidecar container's name in every Deployment
 const std::string config_key = "coalescer.yaml";  // the ConfigMap key holding the config
 // terminationGracePeriodSeconds must exceed drain_delay + drain_timeout by at least this (K-05).
 constexpr long grace_margin_seconds = 10;
@@ -39,7 +39,9 @@ std::string read_text(const fs::path& path) {
     return text.str();
 }
 
-std::string repo_path(const fs::path& path) { return fs::relative(path, source_dir).string(); }
+std::string repo_path(const fs::path& path) {
+    return fs::relative(path, source_dir).string();
+}
 
 std::vector<fs::path> manifest_files() {
     std::vector<fs::path> files;
@@ -71,30 +73,40 @@ std::vector<manifest> load_manifests() {
     return docs;
 }
 
-std::string scalar(const YAML::Node& node) { return node && node.IsScalar() ? node.as<std::string>() : ""; }
+std::string scalar(const YAML::Node& node) {
+    return node && node.IsScalar() ? node.as<std::string>() : "";
+}
 
 bool is_number(const std::string& text) {
-    return !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); });
+    return !text.empty() &&
+           std::all_of(text.begin(), text.end(), [](unsigned char c) { return std::isdigit(c); });
 }
 
 std::optional<long> integer(const YAML::Node& node) {
     const auto text = scalar(node);
-    if (!is_number(text)) return std::nullopt;
+    if (!is_number(text))
+        return std::nullopt;
     return std::stol(text);
 }
 
 // Kubernetes quantities: "512Mi", "1Gi", "500M", "2", "500m".
 std::optional<double> quantity(const std::string& text) {
-    static const std::vector<std::pair<std::string, double>> suffixes{
-        {"Ki", 1024.0}, {"Mi", 1024.0 * 1024}, {"Gi", 1024.0 * 1024 * 1024}, {"k", 1e3},
-        {"M", 1e6},     {"G", 1e9},            {"m", 1e-3},                  {"", 1.0}};
+    static const std::vector<std::pair<std::string, double>> suffixes{{"Ki", 1024.0},
+                                                                      {"Mi", 1024.0 * 1024},
+                                                                      {"Gi", 1024.0 * 1024 * 1024},
+                                                                      {"k", 1e3},
+                                                                      {"M", 1e6},
+                                                                      {"G", 1e9},
+                                                                      {"m", 1e-3},
+                                                                      {"", 1.0}};
     for (const auto& [suffix, factor] : suffixes) {
         if (text.size() > suffix.size() && text.ends_with(suffix)) {
             const auto number = text.substr(0, text.size() - suffix.size());
             try {
                 std::size_t used = 0;
                 const double value = std::stod(number, &used);
-                if (used == number.size()) return value * factor;
+                if (used == number.size())
+                    return value * factor;
             } catch (const std::exception&) {
             }
             return std::nullopt;
@@ -120,17 +132,21 @@ struct dockerfile_stage {
 std::vector<std::string> words(const std::string& text) {
     std::istringstream in(text);
     std::vector<std::string> out;
-    for (std::string w; in >> w;) out.push_back(w);
+    for (std::string w; in >> w;)
+        out.push_back(w);
     return out;
 }
 
 // ["a", "b"] (exec form) → {a, b}; nullopt for the shell form. JSON arrays are YAML.
 std::optional<std::vector<std::string>> exec_form(const std::string& text) {
-    if (text.empty() || text.front() != '[') return std::nullopt;
+    if (text.empty() || text.front() != '[')
+        return std::nullopt;
     const auto node = YAML::Load(text);
-    if (!node.IsSequence()) return std::nullopt;
+    if (!node.IsSequence())
+        return std::nullopt;
     std::vector<std::string> out;
-    for (const auto& item : node) out.push_back(item.as<std::string>());
+    for (const auto& item : node)
+        out.push_back(item.as<std::string>());
     return out;
 }
 
@@ -140,9 +156,11 @@ dockerfile_stage parse_dockerfile(const std::string& text) {
     std::istringstream in(text);
     std::string pending;
     for (std::string line; std::getline(in, line);) {
-        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (!line.empty() && line.back() == '\r')
+            line.pop_back();
         const auto first = line.find_first_not_of(" \t");
-        if (first == std::string::npos || line[first] == '#') continue;
+        if (first == std::string::npos || line[first] == '#')
+            continue;
         if (line.back() == '\\') {
             pending += line.substr(0, line.size() - 1) + " ";
             continue;
@@ -150,7 +168,8 @@ dockerfile_stage parse_dockerfile(const std::string& text) {
         lines.push_back(pending + line);
         pending.clear();
     }
-    if (!pending.empty()) lines.push_back(pending);
+    if (!pending.empty())
+        lines.push_back(pending);
 
     dockerfile_stage stage;
     for (const auto& line : lines) {
@@ -159,15 +178,18 @@ dockerfile_stage parse_dockerfile(const std::string& text) {
         std::string instruction = line.substr(first, end - first);
         std::transform(instruction.begin(), instruction.end(), instruction.begin(),
                        [](unsigned char c) { return std::toupper(c); });
-        const auto rest_at = end == std::string::npos ? line.size() : line.find_first_not_of(" \t", end);
+        const auto rest_at =
+            end == std::string::npos ? line.size() : line.find_first_not_of(" \t", end);
         std::string rest = rest_at == std::string::npos ? "" : line.substr(rest_at);
-        while (!rest.empty() && std::isspace(static_cast<unsigned char>(rest.back()))) rest.pop_back();
+        while (!rest.empty() && std::isspace(static_cast<unsigned char>(rest.back())))
+            rest.pop_back();
         if (instruction == "FROM") {
             stage = dockerfile_stage{};  // a new stage: only the last one is the image
             stage.from = rest;
         } else if (instruction == "EXPOSE") {
             for (auto port : words(rest)) {
-                if (const auto slash = port.find('/'); slash != std::string::npos) port.resize(slash);
+                if (const auto slash = port.find('/'); slash != std::string::npos)
+                    port.resize(slash);
                 stage.expose.push_back(port);
             }
         } else if (instruction == "USER") {
@@ -187,14 +209,17 @@ dockerfile_stage parse_dockerfile(const std::string& text) {
     return stage;
 }
 
-dockerfile_stage runtime_stage() { return parse_dockerfile(read_text(source_dir / "deploy" / "Dockerfile")); }
+dockerfile_stage runtime_stage() {
+    return parse_dockerfile(read_text(source_dir / "deploy" / "Dockerfile"));
+}
 
 // The value after --config in ENTRYPOINT + CMD ("" when there is none).
 std::string image_config_path(const dockerfile_stage& stage) {
     std::vector<std::string> argv = stage.entrypoint;
     argv.insert(argv.end(), stage.cmd.begin(), stage.cmd.end());
     for (std::size_t i = 0; i + 1 < argv.size(); ++i) {
-        if (argv[i] == "--config") return argv[i + 1];
+        if (argv[i] == "--config")
+            return argv[i + 1];
     }
     return "";
 }
@@ -204,33 +229,36 @@ std::string image_config_path(const dockerfile_stage& stage) {
 
 struct shipped_config {
     std::string configmap_name;
-    std::string text;           // the embedded coalescer.yaml
-    YAML::Node raw;             // the same, as YAML (to see which keys are written out)
+    std::string text;  // the embedded coalescer.yaml
+    YAML::Node raw;    // the same, as YAML (to see which keys are written out)
     std::shared_ptr<const config> loaded;
 };
 
 shipped_config load_shipped_config(const std::vector<manifest>& docs) {
     std::vector<shipped_config> found;
     for (const auto& doc : docs) {
-        if (scalar(doc.node["kind"]) == "ConfigMap" && doc.node["data"] && doc.node["data"][config_key]) {
+        if (scalar(doc.node["kind"]) == "ConfigMap" && doc.node["data"] &&
+            doc.node["data"][config_key]) {
             shipped_config c;
             c.configmap_name = scalar(doc.node["metadata"]["name"]);
             c.text = scalar(doc.node["data"][config_key]);
             found.push_back(c);
         }
     }
-    REQUIRE_MESSAGE(found.size() == 1, "expected one ConfigMap with data." << config_key << ", found " << found.size());
+    REQUIRE_MESSAGE(found.size() == 1, "expected one ConfigMap with data."
+                                           << config_key << ", found " << found.size());
     auto c = found.front();
     c.raw.reset(YAML::Load(c.text));
-    c.loaded = load_config_text(c.text, "deploy/kubernetes ConfigMap " + c.configmap_name + " " + config_key);
+    c.loaded = load_config_text(
+        c.text, "deploy/kubernetes ConfigMap " + c.configmap_name + " " + config_key);
     return c;
 }
 
 struct workload {
     fs::path file;
     std::string name;
-    YAML::Node pod;      // spec.template.spec
-    YAML::Node sidecar;  // the coalescer container
+    YAML::Node pod;       // spec.template.spec
+    YAML::Node sidecar;   // the coalescer container
     bool native = false;  // in initContainers (restartPolicy: Always), else a regular container
     int sidecars_found = 0;
 };
@@ -238,13 +266,15 @@ struct workload {
 std::vector<workload> load_workloads(const std::vector<manifest>& docs) {
     std::vector<workload> out;
     for (const auto& doc : docs) {
-        if (scalar(doc.node["kind"]) != "Deployment") continue;
+        if (scalar(doc.node["kind"]) != "Deployment")
+            continue;
         workload w;
         w.file = doc.file;
         w.name = scalar(doc.node["metadata"]["name"]);
         w.pod.reset(doc.node["spec"]["template"]["spec"]);
         for (const char* list : {"initContainers", "containers"}) {
-            if (!w.pod[list]) continue;
+            if (!w.pod[list])
+                continue;
             for (const auto& c : w.pod[list]) {
                 if (scalar(c["name"]) == sidecar_name) {
                     w.sidecar.reset(c);
@@ -263,7 +293,8 @@ std::vector<YAML::Node> app_containers(const workload& w) {
     std::vector<YAML::Node> out;
     if (w.pod["containers"]) {
         for (const auto& c : w.pod["containers"]) {
-            if (scalar(c["name"]) != sidecar_name) out.push_back(c);
+            if (scalar(c["name"]) != sidecar_name)
+                out.push_back(c);
         }
     }
     return out;
@@ -271,18 +302,21 @@ std::vector<YAML::Node> app_containers(const workload& w) {
 
 // A probe's port: a number, or the name of one of the container's ports.
 std::optional<long> resolve_port(const YAML::Node& container, const YAML::Node& port) {
-    if (const auto n = integer(port)) return n;
+    if (const auto n = integer(port))
+        return n;
     const auto name = scalar(port);
     if (container["ports"]) {
         for (const auto& p : container["ports"]) {
-            if (scalar(p["name"]) == name) return integer(p["containerPort"]);
+            if (scalar(p["name"]) == name)
+                return integer(p["containerPort"]);
         }
     }
     return std::nullopt;
 }
 
 std::optional<long> seconds(duration d) {
-    if (d.count() % 1000 != 0) return std::nullopt;
+    if (d.count() % 1000 != 0)
+        return std::nullopt;
     return static_cast<long>(d.count() / 1000);
 }
 
@@ -290,16 +324,19 @@ std::optional<long> seconds(duration d) {
 
 // ---------------------------------------------------------------------------------------------
 
-TEST_CASE("deploy: every YAML file under deploy/kubernetes parses, and kustomize finds its resources") {
+TEST_CASE(
+    "deploy: every YAML file under deploy/kubernetes parses, and kustomize finds its resources") {
     const auto files = manifest_files();
-    REQUIRE(files.size() >= 6);  // base/{kustomization,configmap}, two overlays × {kustomization,deployment}
+    REQUIRE(files.size() >=
+            6);  // base/{kustomization,configmap}, two overlays × {kustomization,deployment}
     for (const auto& file : files) {
         CAPTURE(repo_path(file));
         std::vector<YAML::Node> docs;
         CHECK_NOTHROW(docs = YAML::LoadAll(read_text(file)));
         CHECK(!docs.empty());
         for (const auto& doc : docs) {
-            if (doc.IsNull()) continue;
+            if (doc.IsNull())
+                continue;
             CHECK(doc.IsMap());
             CHECK_FALSE(scalar(doc["apiVersion"]).empty());
             CHECK_FALSE(scalar(doc["kind"]).empty());
@@ -340,7 +377,9 @@ TEST_CASE("deploy: the ConfigMap's coalescer.yaml loads and is right for a pod")
     }
 }
 
-TEST_CASE("deploy: the Dockerfile's image runs coalescer as a non-root user with the config the pods mount") {
+TEST_CASE(
+    "deploy: the Dockerfile's image runs coalescer as a non-root user with the config the pods "
+    "mount") {
     const auto stage = runtime_stage();
     CAPTURE(stage.from);
     // Exec form: the runtime image has no shell to run the shell form.
@@ -353,7 +392,8 @@ TEST_CASE("deploy: the Dockerfile's image runs coalescer as a non-root user with
     for (const auto& copy : stage.copies) {
         binary_copied = binary_copied || (!copy.empty() && copy.back() == stage.entrypoint.front());
     }
-    CHECK_MESSAGE(binary_copied, "no COPY in the final stage puts the binary at " << stage.entrypoint.front());
+    CHECK_MESSAGE(binary_copied,
+                  "no COPY in the final stage puts the binary at " << stage.entrypoint.front());
     CHECK(image_config_path(stage) == "/etc/coalescer/" + config_key);
     // USER uid[:gid], numeric (so the kubelet can check runAsNonRoot) and not root.
     const auto uid = stage.user.substr(0, stage.user.find(':'));
@@ -408,14 +448,17 @@ TEST_CASE("deploy: each Deployment runs the sidecar as its config and its image 
         std::set<long> ports;
         if (s["ports"]) {
             for (const auto& p : s["ports"]) {
-                if (const auto n = integer(p["containerPort"])) ports.insert(*n);
+                if (const auto n = integer(p["containerPort"]))
+                    ports.insert(*n);
             }
         }
         CHECK(ports == std::set<long>{cfg.listen.port, cfg.admin.port});
 
         // Probes: on the admin port, on paths the admin server answers, timings explicit.
         const std::vector<std::pair<const char*, std::string>> probes{
-            {"startupProbe", "/healthz"}, {"livenessProbe", "/healthz"}, {"readinessProbe", "/readyz"}};
+            {"startupProbe", "/healthz"},
+            {"livenessProbe", "/healthz"},
+            {"readinessProbe", "/readyz"}};
         for (const auto& [probe_name, expected_path] : probes) {
             CAPTURE(probe_name);
             const auto probe = s[probe_name];
@@ -425,7 +468,8 @@ TEST_CASE("deploy: each Deployment runs the sidecar as its config and its image 
             CHECK(path == expected_path);
             CHECK(admin_source.find("path == \"" + path + "\"") != std::string::npos);
             CHECK(resolve_port(s, probe["httpGet"]["port"]) == std::optional<long>(cfg.admin.port));
-            if (probe["httpGet"]["scheme"]) CHECK(scalar(probe["httpGet"]["scheme"]) == "HTTP");
+            if (probe["httpGet"]["scheme"])
+                CHECK(scalar(probe["httpGet"]["scheme"]) == "HTTP");
             for (const char* field : {"periodSeconds", "timeoutSeconds", "failureThreshold"}) {
                 CAPTURE(field);
                 CHECK(integer(probe[field]).value_or(0) > 0);
@@ -436,7 +480,8 @@ TEST_CASE("deploy: each Deployment runs the sidecar as its config and its image 
         CHECK_FALSE(s["command"]);
         if (s["args"]) {
             std::vector<std::string> args;
-            for (const auto& a : s["args"]) args.push_back(scalar(a));
+            for (const auto& a : s["args"])
+                args.push_back(scalar(a));
             const auto at = std::find(args.begin(), args.end(), "--config");
             REQUIRE(at != args.end());
             REQUIRE(at + 1 != args.end());
@@ -448,17 +493,22 @@ TEST_CASE("deploy: each Deployment runs the sidecar as its config and its image 
         if (s["volumeMounts"] && w.pod["volumes"]) {
             for (const auto& m : s["volumeMounts"]) {
                 for (const auto& v : w.pod["volumes"]) {
-                    if (scalar(v["name"]) != scalar(m["name"]) || !v["configMap"]) continue;
-                    if (scalar(v["configMap"]["name"]) != c.configmap_name) continue;
+                    if (scalar(v["name"]) != scalar(m["name"]) || !v["configMap"])
+                        continue;
+                    if (scalar(v["configMap"]["name"]) != c.configmap_name)
+                        continue;
                     std::string file = config_key;
                     if (v["configMap"]["items"]) {
                         file.clear();
                         for (const auto& item : v["configMap"]["items"]) {
-                            if (scalar(item["key"]) == config_key) file = scalar(item["path"]);
+                            if (scalar(item["key"]) == config_key)
+                                file = scalar(item["path"]);
                         }
                     }
-                    if (m["subPath"]) file = "";  // a subPath mount is the file itself
-                    mounted = file.empty() ? scalar(m["mountPath"]) : scalar(m["mountPath"]) + "/" + file;
+                    if (m["subPath"])
+                        file = "";  // a subPath mount is the file itself
+                    mounted =
+                        file.empty() ? scalar(m["mountPath"]) : scalar(m["mountPath"]) + "/" + file;
                     CHECK(scalar(m["readOnly"]) == "true");
                 }
             }
@@ -485,7 +535,8 @@ TEST_CASE("deploy: each Deployment runs the sidecar as its config and its image 
         CHECK(scalar(sc["seccompProfile"]["type"]) == "RuntimeDefault");
         bool drops_all = false;
         if (sc["capabilities"] && sc["capabilities"]["drop"]) {
-            for (const auto& cap : sc["capabilities"]["drop"]) drops_all = drops_all || scalar(cap) == "ALL";
+            for (const auto& cap : sc["capabilities"]["drop"])
+                drops_all = drops_all || scalar(cap) == "ALL";
         }
         CHECK(drops_all);
         CHECK_FALSE(sc["capabilities"]["add"]);
@@ -519,7 +570,8 @@ TEST_CASE("deploy: each Deployment runs the sidecar as its config and its image 
             if (app["env"]) {
                 for (const auto& e : app["env"]) {
                     const auto name = scalar(e["name"]);
-                    if (!name.ends_with("_BASE_URL")) continue;
+                    if (!name.ends_with("_BASE_URL"))
+                        continue;
                     CAPTURE(name);
                     const auto value = scalar(e["value"]);
                     CHECK((value == proxy_url || value.starts_with(proxy_url + "/")));

@@ -44,7 +44,8 @@ std::string hex_of(const std::array<unsigned char, 32>& d) {
 }
 
 void field(std::string& out, std::string_view bytes) {
-    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((std::uint64_t(bytes.size()) >> (8 * i)) & 0xff));
+    for (int i = 0; i < 8; ++i)
+        out.push_back(static_cast<char>((std::uint64_t(bytes.size()) >> (8 * i)) & 0xff));
     out.append(bytes);
 }
 
@@ -60,8 +61,10 @@ std::array<unsigned char, 32> sha256(std::string_view data) {
 TEST_CASE("flight key: the body's member order and whitespace do not matter") {
     const flight_key_builder builder{coalesce_config{}};
     request_parts a, b;
-    b.body = " {\"user\":\"alice\", \"temperature\":0.70,\n\"messages\":[{\"content\":\"Hel\\u006co\",\"role\":\"user\"}],"
-             "\"model\":\"gpt-4o\"} ";
+    b.body =
+        " {\"user\":\"alice\", "
+        "\"temperature\":0.70,\n\"messages\":[{\"content\":\"Hel\\u006co\",\"role\":\"user\"}],"
+        "\"model\":\"gpt-4o\"} ";
     CHECK(key_of(builder, a) == key_of(builder, b));
     body_kind kind = body_kind::raw;
     builder.make(a.view(), kind);
@@ -88,7 +91,8 @@ TEST_CASE("flight key: any difference in meaning changes the key") {
     CHECK(changed([](request_parts& p) { p.body.clear(); }));
 }
 
-TEST_CASE("flight key: fields are length-prefixed, so shifting bytes between them changes the key") {
+TEST_CASE(
+    "flight key: fields are length-prefixed, so shifting bytes between them changes the key") {
     const flight_key_builder builder{coalesce_config{}};
     request_parts a, b;
     a.upstream = "ab";
@@ -181,12 +185,13 @@ TEST_CASE("flight key: headers outside identity and vary do not change the key")
     const flight_key_builder builder{coalesce_config{}};
     const request_parts base;
     request_parts p = base;
-    p.headers[2].second = "OpenAI/Python 9.9";            // user-agent
-    p.headers[3].second = "3";                            // x-stainless-retry-count
-    p.headers[1].second = "text/plain";                   // content-type is not consulted
+    p.headers[2].second = "OpenAI/Python 9.9";  // user-agent
+    p.headers[3].second = "3";                  // x-stainless-retry-count
+    p.headers[1].second = "text/plain";         // content-type is not consulted
     p.headers.emplace_back("x-stainless-timeout", "600");
     p.headers.emplace_back("idempotency-key", "stainless-python-retry-123");
-    p.headers.emplace_back("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
+    p.headers.emplace_back("traceparent",
+                           "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
     p.headers.emplace_back("Cache-Control", "max-age=0");
     std::swap(p.headers[1], p.headers[2]);  // order of unrelated headers
     CHECK(key_of(builder, p) == key_of(builder, base));
@@ -263,8 +268,10 @@ TEST_CASE("flight key: ignore_fields lets bodies differing only there share a ke
     const flight_key_builder ignoring{cfg};
     const flight_key_builder strict{coalesce_config{}};
     request_parts a, b, c;
-    b.body = R"({"model":"gpt-4o","messages":[{"role":"user","content":"Hello"}],"temperature":0.7,"user":"bob"})";
-    c.body = R"({"model":"gpt-4o","messages":[{"role":"user","content":"Hello"}],"temperature":0.7})";
+    b.body =
+        R"({"model":"gpt-4o","messages":[{"role":"user","content":"Hello"}],"temperature":0.7,"user":"bob"})";
+    c.body =
+        R"({"model":"gpt-4o","messages":[{"role":"user","content":"Hello"}],"temperature":0.7})";
     CHECK(key_of(ignoring, a) == key_of(ignoring, b));
     CHECK(key_of(ignoring, a) == key_of(ignoring, c));
     CHECK(key_of(strict, a) != key_of(strict, b));
@@ -279,7 +286,8 @@ TEST_CASE("flight key: ignore_fields lets bodies differing only there share a ke
 
     // Removing a member must not let a body meet one whose JSON path was never taken.
     request_parts raw_like;
-    raw_like.body = R"({"model":"gpt-4o","messages":[{"role":"user","content":"Hello"}],"temperature":0.7,"user":"bob",})";
+    raw_like.body =
+        R"({"model":"gpt-4o","messages":[{"role":"user","content":"Hello"}],"temperature":0.7,"user":"bob",})";
     CHECK(key_of(ignoring, raw_like) != key_of(ignoring, a));
 
     coalesce_config bad;

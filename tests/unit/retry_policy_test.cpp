@@ -9,7 +9,8 @@ using namespace std::chrono_literals;
 using std::chrono::milliseconds;
 
 TEST_CASE("retry hints: retry-after-ms first, then Retry-After seconds or HTTP date") {
-    const auto now = std::chrono::system_clock::from_time_t(784111777);  // Sun, 06 Nov 1994 08:49:37 GMT
+    const auto now =
+        std::chrono::system_clock::from_time_t(784111777);  // Sun, 06 Nov 1994 08:49:37 GMT
     CHECK(upstream::retry_hint("250", "9", now) == milliseconds(250));
     CHECK(upstream::retry_hint("", "2", now) == milliseconds(2000));
     CHECK(upstream::retry_hint("", "1.5", now) == milliseconds(1500));
@@ -31,7 +32,8 @@ TEST_CASE("backoff doubles from base_delay, is capped at max_delay and never bel
         CHECK(upstream::backoff(cfg, 10, unit) <= 1s);
         CHECK(upstream::backoff(cfg, 10, unit) >= 500ms);
     }
-    CHECK(upstream::backoff(cfg, 3, 0.0) < upstream::backoff(cfg, 3, 0.99));  // jitter spreads retries
+    CHECK(upstream::backoff(cfg, 3, 0.0) <
+          upstream::backoff(cfg, 3, 0.99));  // jitter spreads retries
 }
 
 TEST_CASE("only failures before the request was sent, 429 and 503 are retryable") {
@@ -42,5 +44,6 @@ TEST_CASE("only failures before the request was sent, 429 and 503 are retryable"
     CHECK_FALSE(upstream::retryable_failure(ops::proxy_errc::upstream_closed));
     CHECK(upstream::retryable_status(429));
     CHECK(upstream::retryable_status(503));
-    for (unsigned s : {400u, 401u, 500u, 502u, 504u, 529u}) CHECK_FALSE(upstream::retryable_status(s));
+    for (unsigned s : {400u, 401u, 500u, 502u, 504u, 529u})
+        CHECK_FALSE(upstream::retryable_status(s));
 }
