@@ -154,3 +154,18 @@ TEST_CASE(
     // One call's time (~1 s) ahead of it in the queue, plus its own: never 100 calls' worth.
     CHECK(waited < 10s);
 }
+
+TEST_CASE("rate_limit spaces call starts by its token bucket") {
+    mock_and_proxy env({}, "", "    rate_limit: {requests_per_second: 5, burst: 1}\n");
+    std::vector<std::string> bodies;
+    for (int i = 0; i < 4; ++i)
+        bodies.push_back(chat_body("paced " + std::to_string(i)));
+    const auto started = steady::now();
+    const auto responses = burst(env.proxy->port(), bodies);
+    const auto elapsed = steady::now() - started;
+    for (const auto& r : responses)
+        CHECK(r.status == 200);
+    CHECK(env.mock->stats().calls == 4);
+    // One token at once, then one every 200 ms: the fourth call cannot start before 600 ms.
+    CHECK(elapsed >= 550ms);
+}
