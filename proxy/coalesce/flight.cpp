@@ -88,14 +88,12 @@ void flight::read(std::size_t slot, std::size_t cursor, log_read& out) {
         out.head = head_;
     }
     out.failure = failure_;
-    out.failed_before_head = failed_before_head_;
     if (slot < cursors_.size()) {
         cursors_[slot] = cursor;
     }
     for (auto i = cursor; i < chunks_.size(); ++i) {
         out.chunks.emplace_back(chunks_[i]);
     }
-    out.next_cursor = chunks_.size();
 }
 
 bool flight::park(std::size_t cursor, const std::shared_ptr<waiter>& w) {
@@ -176,7 +174,6 @@ void flight::fail(boost::system::error_code ec) {
         }
         state_ = flight_state::failed;
         failure_ = ec;
-        failed_before_head_ = head_ == nullptr;
         canceller_ = nullptr;
         wake_all(lock);
     }

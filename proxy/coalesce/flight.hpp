@@ -65,9 +65,7 @@ struct log_read {
     // From the cursor on. The bytes stay valid while the reader holds the flight and has not
     // read past them: chunks are freed only below every subscriber's cursor.
     std::vector<std::string_view> chunks;
-    std::size_t next_cursor = 0;
     boost::system::error_code failure;  // when failed
-    bool failed_before_head = false;
 };
 
 class registry;
@@ -146,7 +144,6 @@ class flight : public std::enable_shared_from_this<flight> {
     std::deque<std::string> chunks_;  // append-only: elements never move (deque push_back)
     std::size_t body_bytes_ = 0;
     boost::system::error_code failure_;
-    bool failed_before_head_ = false;
     std::size_t subscribers_ = 0;
     std::vector<std::size_t> cursors_;  // by slot; npos = slot free
     std::vector<std::size_t> free_slots_;
