@@ -8,6 +8,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 
+#include <malloc.h>
 #include <sys/prctl.h>
 
 #include <csignal>
@@ -85,6 +86,15 @@ int run(const std::string& path) {
     }
 }
 
+// glibc gives a worker's free heap top back to the kernel as soon as it passes 128 KiB, then
+// faults it in again on the next request: measured at a third of the CPU per pass-through
+// request (madvise, page faults, TLB shootdowns). Keep up to 64 MiB of free top per arena;
+// blocks up to 4 MiB (response pieces, coroutine frames, parsers) stay on the heap.
+void tune_allocator() {
+    mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
+    mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -100,6 +110,7 @@ int main(int argc, char** argv) {
         return check_config(argv[2]);
     }
     if (argc == 3 && std::strcmp(argv[1], "--config") == 0) {
+        tune_allocator();
         return run(argv[2]);
     }
     std::fprintf(stderr, "%s", usage);

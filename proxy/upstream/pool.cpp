@@ -7,7 +7,10 @@ std::unique_ptr<connection> pool::take() {
     while (!idle_.empty()) {
         auto c = std::move(idle_.back());
         idle_.pop_back();
-        if (now - c->idle_since < max_idle && !c->stale()) {
+        const auto idle_for = now - c->idle_since;
+        // Probing costs a syscall per request; a connection idle for less than a second is
+        // trusted (a close that raced us is retried once on a fresh connection anyway).
+        if (idle_for < max_idle && (idle_for < trust_idle || !c->stale())) {
             c->reused = true;
             return c;
         }

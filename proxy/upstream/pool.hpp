@@ -16,6 +16,7 @@ class pool {
     // keep-alive timeouts, so we rarely reuse a socket the other side is about to close.
     static constexpr std::chrono::seconds max_idle{30};
     static constexpr std::size_t max_idle_connections = 64;
+    static constexpr std::chrono::seconds trust_idle{1};
 
     // An idle connection that still looks alive, or null.
     std::unique_ptr<connection> take();
