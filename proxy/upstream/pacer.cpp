@@ -18,6 +18,23 @@ pacer::pacer(int max_concurrent, std::optional<ops::rate_limit_config> rate)
     }
 }
 
+bool pacer::try_acquire() {
+    std::lock_guard lock(mutex_);
+    if (in_use_ >= max_concurrent_ || !queue_.empty()) {
+        return false;
+    }
+    if (rate_) {
+        const auto now = clock::now();
+        const auto start = reserve_token(now);
+        if (start > now) {
+            tokens_ += 1;  // not now after all: give the token back, acquire() will wait for it
+            return false;
+        }
+    }
+    ++in_use_;
+    return true;
+}
+
 asio::awaitable<bool> pacer::acquire(clock::time_point deadline) {
     std::shared_ptr<ticket> waiting;
     {

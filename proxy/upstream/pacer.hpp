@@ -23,6 +23,9 @@ class pacer {
 
     pacer(int max_concurrent, std::optional<ops::rate_limit_config> rate);
 
+    // Takes a free slot (and a token) without waiting, when there is one: the common case costs
+    // no coroutine frame and no timer.
+    bool try_acquire();
     // Waits for a slot until `deadline`; false when the deadline passed first (no slot held).
     boost::asio::awaitable<bool> acquire(clock::time_point deadline);
     void release();
