@@ -76,7 +76,6 @@ class flight : public std::enable_shared_from_this<flight> {
         std::size_t max_response_bytes;
         std::size_t max_subscribers;
         bool cancel_when_orphaned;
-        bool shared;  // in the registry (false: bypass and pass)
     };
 
     flight(flight_key key, std::string id, limits lim, registry* owner);
@@ -112,7 +111,6 @@ class flight : public std::enable_shared_from_this<flight> {
     void cancel();
 
     // --- Accounting ---
-    bool shared() const noexcept { return limits_.shared; }
     std::size_t joined_while_live() const;  // leader + followers
     std::atomic<int> attempts{0};           // upstream attempts made for this flight
     // Token usage of the upstream response, set by the producer before complete().

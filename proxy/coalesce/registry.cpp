@@ -33,8 +33,8 @@ std::string registry::next_id() {
     return text;
 }
 
-flight::limits registry::limits_for_shared() const {
-    return {max_response_bytes_, max_subscribers_, cancel_orphans_, true};
+flight::limits registry::flight_limits() const {
+    return {max_response_bytes_, max_subscribers_, cancel_orphans_};
 }
 
 join_outcome registry::join_or_create(const flight_key& key) {
@@ -59,7 +59,7 @@ join_outcome registry::join_or_create(const flight_key& key) {
         }
         s.map.erase(it);
     }
-    auto f = std::make_shared<flight>(key, next_id(), limits_for_shared(), this);
+    auto f = std::make_shared<flight>(key, next_id(), flight_limits(), this);
     bool unused = false;
     std::size_t slot = 0;
     f->join(unused, slot);
@@ -69,22 +69,9 @@ join_outcome registry::join_or_create(const flight_key& key) {
     return {f, role::leader, slot, false};
 }
 
-join_outcome registry::make_private(role r) {
-    // Private flights never enter the table: nobody can join them, the orphan policy is always
-    // "cancel" (R-11: a client that hangs up takes its upstream call with it) and there is no
-    // retention, so the size bound only frees bytes as they are delivered.
-    auto f =
-        std::make_shared<flight>(flight_key{}, next_id(), flight::limits{0, 1, true, false}, this);
-    bool unused = false;
-    std::size_t slot = 0;
-    f->join(unused, slot);
-    live_.fetch_add(1, std::memory_order_relaxed);
-    return {f, r, slot, false};
-}
-
 void registry::on_finished(const std::shared_ptr<flight>& f) {
     live_.fetch_sub(1, std::memory_order_relaxed);
-    if (f->shared() && observer_) {
+    if (observer_) {
         observer_(f->joined_while_live());
     }
     const bool keep = ttl_.count() > 0 && f->retainable() && f->body_bytes() <= max_cache_bytes_;

@@ -33,8 +33,8 @@ class registry {
     // must then start its fetch.
     join_outcome join_or_create(const flight_key& key);
 
-    // A flight that is not shared with anyone (bypass, pass): same delivery path, no table entry.
-    join_outcome make_private(role r);
+    // A process-unique id for a flight or an unshared exchange (x-coalesce-flight, access log).
+    std::string next_id();
 
     // Called by a flight when it completes or fails: retain it or drop it.
     void on_finished(const std::shared_ptr<flight>& f);
@@ -71,8 +71,7 @@ class registry {
     };
 
     shard& shard_for(const flight_key& key);
-    std::string next_id();
-    flight::limits limits_for_shared() const;
+    flight::limits flight_limits() const;
     void evict_past_budget();
     bool erase_if_current(const flight_key& key, const flight* f);
 

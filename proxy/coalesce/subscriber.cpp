@@ -1,5 +1,7 @@
 #include "coalesce/subscriber.hpp"
 
+#include "coalesce/head_writer.hpp"
+#include "http/hangup_watch.hpp"
 #include "http/header_rules.hpp"
 #include "ops/errors.hpp"
 
@@ -11,8 +13,6 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
-
-#include <sys/socket.h>
 
 #include <array>
 #include <cstdio>
@@ -29,83 +29,8 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // than how long it takes to swallow a whole replayed body.
 constexpr std::size_t max_chunks_per_write = 128;
 constexpr std::size_t max_bytes_per_write = 256 * 1024;
-
-// Notices a client that hangs up while it waits for bytes, without consuming anything it sent
-// (a pipelined next request stays in the socket for the session to read).
-struct hangup_watch : std::enable_shared_from_this<hangup_watch> {
-    explicit hangup_watch(std::shared_ptr<waiter> w) : parked(std::move(w)) {}
-    std::shared_ptr<waiter> parked;
-    bool gone = false;
-    bool armed = false;
-    bool disabled = false;  // the client sent more bytes: those are for the session, not us
-
-    void arm(asio::ip::tcp::socket& socket) {
-        if (armed || gone || disabled) {
-            return;
-        }
-        armed = true;
-        const int fd = socket.native_handle();
-        socket.async_wait(
-            asio::ip::tcp::socket::wait_read, [self = shared_from_this(), fd](error_code ec) {
-                self->armed = false;
-                if (ec) {
-                    return;  // cancelled: the delivery ended
-                }
-                char probe = 0;
-                const auto n = ::recv(fd, &probe, 1, MSG_PEEK | MSG_DONTWAIT);
-                if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) {
-                    self->gone = true;
-                    self->parked->timer.cancel();
-                } else if (n > 0) {
-                    self->disabled = true;  // pipelining or TLS records: stop watching
-                }
-            });
-    }
-};
-
-std::string serialize_head(const response_head& head, const flight& f,
-                           const delivery_options& options, bool chunked) {
-    std::string out;
-    out.reserve(256 + head.headers.size() * 48);
-    out += "HTTP/1.1 ";
-    out += std::to_string(head.status);
-    out += ' ';
-    if (!head.reason.empty() && http_rules::is_safe_value(head.reason)) {
-        out += head.reason;
-    } else {
-        out += beast::http::obsolete_reason(static_cast<beast::http::status>(head.status));
-    }
-    out += "\r\n";
-    for (const auto& [name, value] : head.headers) {
-        if (options.role == role::hit && http_rules::iequals(name, "age")) {
-            continue;
-        }
-        out += name;
-        out += ": ";
-        out += value;
-        out += "\r\n";
-    }
-    out += "x-coalesce: ";
-    out += to_string(options.role);
-    out += "\r\nx-coalesce-flight: ";
-    out += f.id();
-    out += "\r\n";
-    if (options.role == role::hit) {
-        const auto age =
-            std::chrono::duration_cast<std::chrono::seconds>(clock::now() - f.completed_at());
-        out += "Age: " + std::to_string(age.count()) + "\r\n";
-    }
-    if (head.content_length) {
-        out += "Content-Length: " + std::to_string(*head.content_length) + "\r\n";
-    } else if (chunked) {
-        out += "Transfer-Encoding: chunked\r\n";
-    }
-    if (!options.keep_alive) {
-        out += "Connection: close\r\n";
-    }
-    out += "\r\n";
-    return out;
-}
+// A client waiting longer than this for the flight's next bytes is watched for a hang-up.
+constexpr std::chrono::milliseconds hangup_watch_delay{50};
 
 template <class Stream>
 asio::ip::tcp::socket& socket_of(Stream& stream) {
@@ -119,7 +44,10 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
                                          delivery_options options) {
     delivery_result result;
     auto parked = std::make_shared<waiter>(co_await asio::this_coro::executor);
-    auto watch = std::make_shared<hangup_watch>(parked);
+    // The watch may fire after this delivery ended (its handler was already queued): it keeps
+    // the waiter alive for that.
+    auto watch = std::make_shared<http_rules::hangup_watch>(socket_of(stream),
+                                                            [parked] { parked->timer.cancel(); });
     std::size_t cursor = 0;
     bool head_sent = false;
     bool chunked = false;
@@ -143,12 +71,16 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
                 buffers.push_back(asio::buffer(head_text));
             } else if (r.head != nullptr) {
                 has_body = r.head->has_body;
-                // HTTP/1.0 clients can't take chunked: their body ends at the close.
-                chunked = has_body && !r.head->content_length && options.client_http11;
-                if (has_body && !r.head->content_length && !chunked) {
-                    options.keep_alive = false;
+                const auto framing =
+                    framing_for(*r.head, options.client_http11, options.keep_alive);
+                chunked = framing.chunked;
+                options.keep_alive = framing.keep_alive;
+                std::optional<std::chrono::seconds> age;
+                if (options.role == role::hit) {
+                    age = std::chrono::duration_cast<std::chrono::seconds>(clock::now() -
+                                                                           f.completed_at());
                 }
-                head_text = serialize_head(*r.head, f, options, chunked);
+                head_text = serialize_head(*r.head, options.role, f.id(), age, framing);
                 result.status = r.head->status;
                 buffers.push_back(asio::buffer(head_text));
             }
@@ -220,11 +152,11 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
         if (!f.park(cursor, parked)) {
             continue;
         }
-        watch->arm(socket_of(stream));
+        watch->arm_after(hangup_watch_delay);
         parked->timer.expires_at(give_up_at);
         auto [wec] = co_await parked->timer.async_wait(use_tuple);
         f.unpark(parked);
-        if (watch->gone) {
+        if (watch->gone()) {
             result.client_gone = true;
             break;
         }
@@ -239,10 +171,7 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
             break;
         }
     }
-    if (watch->armed) {
-        error_code ignored;
-        socket_of(stream).cancel(ignored);
-    }
+    watch->stop();
     co_return result;
 }
 

@@ -3,6 +3,7 @@
 #include "coalesce/subscriber.hpp"
 #include "http/header_rules.hpp"
 #include "ops/errors.hpp"
+#include "server/relay.hpp"
 #include "upstream/exchange.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -130,42 +131,34 @@ asio::awaitable<bool> answer_locally(Stream& stream, error_code ec, bool keep_al
     co_return !wec && keep_alive && !reply.close_connection;
 }
 
-// pass and bypass get a flight of their own; everything else joins or creates the shared one.
-coalesce::join_outcome join_flight(const client_request& request, const route_match& match,
-                                   proxy_context& context, std::string& key_prefix) {
-    if (!match.route->coalesce) {
-        return context.flights.make_private(role::pass);
-    }
-    if (wants_bypass(request, *context.config)) {
-        return context.flights.make_private(role::bypass);
-    }
-    const auto key = key_of(request, match, *context.config, context.keys);
-    key_prefix = key.prefix();
-    return context.flights.join_or_create(key);
+upstream::exchange_context exchange_for(const route_match& match, worker& self,
+                                        proxy_context& context) {
+    const auto index = match.route->upstream_index;
+    return {context.config->upstreams[index],
+            context.upstream_tls[index].get(),
+            self.pools[index],
+            *context.pacers[index],
+            context.metrics,
+            index};
 }
 
 // The flight's upstream exchange runs on this worker, detached from the client that started it.
 void start_fetch(const std::shared_ptr<coalesce::flight>& flight, client_request& request,
                  const route_match& match, worker& self, proxy_context& context) {
-    const auto& cfg = *context.config;
-    const auto index = match.route->upstream_index;
-    upstream::exchange_context exchange{cfg.upstreams[index], context.upstream_tls[index].get(),
-                                        self.pools[index],    *context.pacers[index],
-                                        context.metrics,      index};
-    auto fetch =
-        upstream::fetch(flight, make_upstream_request(request, match, cfg), std::move(exchange));
+    auto fetch = upstream::fetch(flight, make_upstream_request(request, match, *context.config),
+                                 exchange_for(match, self, context));
     asio::co_spawn(self.io, std::move(fetch), asio::detached);
 }
 
-void account(const coalesce::delivery_result& delivered, coalesce::flight& flight,
+void account(const coalesce::delivery_result& delivered, std::string_view exchange_id, int attempts,
              std::size_t route_index, ops::access_record& record, proxy_context& context,
              clock::time_point started) {
     record.status = delivered.status;
-    record.flight = flight.id();
+    record.flight = exchange_id;
     record.bytes_out = delivered.body_bytes;
     record.duration_ms = ms_between(started, clock::now());
     record.ttfb_ms = delivered.first_byte ? ms_between(started, *delivered.first_byte) : 0;
-    record.attempts = flight.attempts.load(std::memory_order_relaxed);
+    record.attempts = attempts;
     record.outcome = delivered.complete       ? "ok"
                      : delivered.dropped_slow ? "slow_client_dropped"
                      : delivered.client_gone  ? "client_gone"
@@ -179,12 +172,26 @@ void account(const coalesce::delivery_result& delivered, coalesce::flight& fligh
     if (delivered.dropped_slow) {
         context.metrics.slow_subscriber_dropped();
     }
-    if (delivered.complete && (record.role == role::follower || record.role == role::hit)) {
-        if (const auto [counter, tokens] = flight.usage(); counter != nullptr) {
-            counter->saved.fetch_add(tokens,
-                                     std::memory_order_relaxed);  // what this client got for free
-        }
-    }
+}
+
+// pass and bypass: nobody shares the exchange, so the response is relayed without a flight.
+template <class Stream>
+asio::awaitable<bool> relay_alone(Stream& stream, client_request& request, const route_match& match,
+                                  bool keep_alive, worker& self, proxy_context& context,
+                                  ops::access_record& record, clock::time_point started) {
+    const auto& cfg = *context.config;
+    const auto id = context.flights.next_id();
+    const relay_options options{
+        .role = record.role,
+        .exchange_id = id,
+        .write_timeout = cfg.limits.write_timeout,
+        .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
+        .client_http11 = request.version() >= 11,
+    };
+    const auto relayed = co_await relay(stream, make_upstream_request(request, match, cfg),
+                                        exchange_for(match, self, context), options);
+    account(relayed.delivered, id, relayed.attempts, match.route_index, record, context, started);
+    co_return relayed.delivered.reusable;
 }
 
 }  // namespace
@@ -203,15 +210,20 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
                                           cfg.routes.size(), record, context, started);
     }
     record.route = match->route->prefix;
-    std::string key_prefix;
-    const auto joined = join_flight(request, *match, context, key_prefix);
-    record.key_prefix = key_prefix;
+    if (!match->route->coalesce || wants_bypass(request, cfg)) {
+        record.role = match->route->coalesce ? role::bypass : role::pass;
+        co_return co_await relay_alone(stream, request, *match, keep_alive, self, context, record,
+                                       started);
+    }
+    const auto key = key_of(request, *match, cfg, context.keys);
+    record.key_prefix = key.prefix();
+    const auto joined = context.flights.join_or_create(key);
     record.role = joined.role;
     if (joined.full) {
         co_return co_await answer_locally(stream, ops::proxy_errc::flight_full, keep_alive,
                                           match->route_index, record, context, started);
     }
-    if (joined.role == role::leader || joined.role == role::bypass || joined.role == role::pass) {
+    if (joined.role == role::leader) {
         start_fetch(joined.flight, request, *match, self, context);
     }
     const auto& up = cfg.upstreams[match->route->upstream_index];
@@ -222,9 +234,16 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
         .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
         .client_http11 = request.version() >= 11,
     };
-    const auto delivered = co_await coalesce::deliver(stream, *joined.flight, joined.slot, options);
-    joined.flight->leave(joined.slot);
-    account(delivered, *joined.flight, match->route_index, record, context, started);
+    auto& flight = *joined.flight;
+    const auto delivered = co_await coalesce::deliver(stream, flight, joined.slot, options);
+    flight.leave(joined.slot);
+    account(delivered, flight.id(), flight.attempts.load(std::memory_order_relaxed),
+            match->route_index, record, context, started);
+    if (delivered.complete && (record.role == role::follower || record.role == role::hit)) {
+        if (const auto [counter, tokens] = flight.usage(); counter != nullptr) {
+            counter->saved.fetch_add(tokens, std::memory_order_relaxed);  // what it got for free
+        }
+    }
     co_return delivered.reusable;
 }
 

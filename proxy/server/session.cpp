@@ -157,6 +157,26 @@ error_code parse_error_to_proxy(error_code ec) {
     return proxy_errc::bad_request;
 }
 
+// Parses the body bytes that arrived with the head, without I/O or a scheduler round trip.
+error_code parse_buffered_body(http::request_parser<http::string_body>& parser,
+                               beast::flat_buffer& buffer) {
+    while (!parser.is_done() && buffer.size() != 0) {
+        error_code ec;
+        const auto used = parser.put(buffer.data(), ec);
+        buffer.consume(used);
+        if (ec == http::error::need_more) {
+            break;
+        }
+        if (ec) {
+            return parse_error_to_proxy(ec);
+        }
+        if (used == 0) {
+            break;
+        }
+    }
+    return {};
+}
+
 // After an error that ends the connection: stop sending, then read and drop what the client is
 // still sending for a moment, so the kernel doesn't reset the connection before the client
 // has read our answer (the "lingering close" of RFC 9112 §9.6).
@@ -226,6 +246,9 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
             auto [wec, n] = co_await asio::async_write(stream, asio::buffer(go_on), use_tuple);
             if (wec)
                 break;
+        }
+        if (!ec && !parser.is_done()) {
+            ec = parse_buffered_body(parser, buffer);  // usually the whole body came with the head
         }
         if (!ec && !parser.is_done()) {
             auto read = [&] { return http::async_read(stream, buffer, parser, use_tuple); };

@@ -128,6 +128,19 @@ asio::awaitable<error_code> connection::read_some(response_parser& parser, deadl
     co_return ec;
 }
 
+bool connection::parse_buffered(response_parser& parser, error_code& ec) {
+    if (buffer_.size() == 0) {
+        return false;
+    }
+    const auto used = parser.put(buffer_.data(), ec);
+    buffer_.consume(used);
+    if (ec == beast::http::error::need_more) {
+        ec = {};
+        return used != 0;
+    }
+    return true;
+}
+
 void connection::close() noexcept {
     error_code ignored;
     tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);

@@ -35,6 +35,9 @@ class connection {
                                                                   deadline by);
     boost::asio::awaitable<boost::system::error_code> read_some(response_parser& parser,
                                                                 deadline by);
+    // Feeds the parser bytes already read (a body that came with its head) without I/O or a
+    // trip through the scheduler. False when nothing could be parsed: call read_some.
+    bool parse_buffered(response_parser& parser, boost::system::error_code& ec);
 
     void close() noexcept;
     // True when an idle pooled connection has been closed by the peer (or has unread junk).

@@ -30,13 +30,6 @@ namespace {
 constexpr std::size_t read_chunk = 16 * 1024;
 constexpr std::uint32_t max_response_head = 64 * 1024;
 
-// Shared between the fetch and its canceller; touched only on the fetch's executor.
-struct cancel_state {
-    bool cancelled = false;
-    connection* current = nullptr;
-    asio::steady_timer* sleeping = nullptr;
-};
-
 deadline earliest(deadline a, deadline b) {
     return std::min(a, b);
 }
@@ -143,7 +136,7 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
 // connection the upstream closed just as we reused it fails before any response byte; the
 // request could not have been processed, so it is sent once more on a new connection.
 asio::awaitable<attempt> try_once(const upstream_request& request, exchange_context& context,
-                                  deadline total, const std::shared_ptr<cancel_state>& cancel) {
+                                  deadline total, const std::shared_ptr<exchange_cancel>& cancel) {
     const auto& up = context.upstream;
     const auto executor = co_await asio::this_coro::executor;
     attempt a;
@@ -173,43 +166,6 @@ asio::awaitable<attempt> try_once(const upstream_request& request, exchange_cont
     co_return a;
 }
 
-asio::awaitable<error_code> stream_body(connection& conn, response_parser& parser,
-                                        coalesce::flight& f, const ops::upstream_config& up,
-                                        deadline total,
-                                        const std::shared_ptr<cancel_state>& cancel) {
-    // One read buffer for the whole body; each piece is stored at its own size (a 16 KiB string
-    // shrunk with resize() would keep its capacity: wasted memory, miscounted cache bytes).
-    std::array<char, read_chunk> buffer;
-    cancel->current = &conn;
-    while (!parser.is_done()) {
-        parser.get().body().data = buffer.data();
-        parser.get().body().size = buffer.size();
-        auto ec = co_await conn.read_some(parser, earliest(clock::now() + up.timeouts.idle, total));
-        if (ec == http::error::need_buffer) {
-            ec = {};
-        }
-        const auto got = buffer.size() - parser.get().body().size;
-        if (got != 0 && !cancel->cancelled) {
-            f.append(std::string(buffer.data(), got));
-        }
-        if (cancel->cancelled) {
-            ec = proxy_errc::flight_cancelled;
-        } else if (ec == beast::error::timeout) {
-            ec = clock::now() >= total ? proxy_errc::upstream_total_timeout
-                                       : proxy_errc::upstream_idle_timeout;
-        } else if (ec) {
-            ec = closed_by_peer(ec) ? proxy_errc::upstream_closed
-                                    : proxy_errc::upstream_protocol_error;
-        }
-        if (ec) {
-            cancel->current = nullptr;
-            co_return ec;
-        }
-    }
-    cancel->current = nullptr;
-    co_return error_code{};
-}
-
 // How long to wait before the next attempt after a 429/503, or nullopt when the answer goes
 // to the clients as it is (no retries left, or a hint longer than max_delay).
 std::optional<std::chrono::milliseconds> retry_delay(const response_parser& parser,
@@ -228,7 +184,7 @@ std::optional<std::chrono::milliseconds> retry_delay(const response_parser& pars
 }
 
 asio::awaitable<void> sleep_for(std::chrono::milliseconds delay,
-                                const std::shared_ptr<cancel_state>& cancel) {
+                                const std::shared_ptr<exchange_cancel>& cancel) {
     asio::steady_timer timer(co_await asio::this_coro::executor, delay);
     cancel->sleeping = &timer;
     co_await timer.async_wait(asio::as_tuple(asio::use_awaitable));
@@ -239,19 +195,6 @@ double seconds_since(clock::time_point t) {
     return std::chrono::duration<double>(clock::now() - t).count();
 }
 
-// Tokens the provider billed for this call, read from the response's own `usage`.
-void count_tokens(coalesce::flight& f, std::string_view content_type, exchange_context& context) {
-    const auto body = f.body();
-    if (!body) {
-        return;  // part of it was already freed: a response that large is not counted
-    }
-    if (const auto usage = ops::extract_usage(content_type, *body)) {
-        auto& counter = context.metrics.tokens(context.upstream_index, usage->model);
-        counter.spent.fetch_add(usage->tokens, std::memory_order_relaxed);
-        f.set_usage(&counter, usage->tokens);
-    }
-}
-
 double jitter_unit() {
     thread_local std::minstd_rand engine{std::random_device{}()};
     return std::uniform_real_distribution<double>(0.0, 1.0)(engine);
@@ -259,41 +202,39 @@ double jitter_unit() {
 
 }  // namespace
 
-asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_request request,
-                            exchange_context context) {
-    const auto& up = context.upstream;
-    const auto executor = co_await asio::this_coro::executor;
-    const deadline total = clock::now() + up.timeouts.total;
-    auto cancel = std::make_shared<cancel_state>();
-    flight->set_canceller([executor, cancel] {
-        asio::post(executor, [cancel] {
-            cancel->cancelled = true;
-            if (cancel->current != nullptr)
-                cancel->current->close();
-            if (cancel->sleeping != nullptr)
-                cancel->sleeping->cancel();
-        });
-    });
+void exchange_cancel::cancel() noexcept {
+    cancelled = true;
+    if (current != nullptr)
+        current->close();
+    if (sleeping != nullptr)
+        sleeping->cancel();
+}
 
+asio::awaitable<response_start> open_response(const upstream_request& request,
+                                              exchange_context& context, deadline total,
+                                              std::shared_ptr<exchange_cancel> cancel) {
+    const auto& up = context.upstream;
+    response_start out;
     for (int number = 1;; ++number) {
         const auto queued_at = clock::now();
-        const bool admitted = co_await context.admission.acquire(queued_at + up.queue_timeout);
+        const bool admitted = context.admission.try_acquire() ||
+                              co_await context.admission.acquire(queued_at + up.queue_timeout);
         context.metrics.pacer_wait(context.upstream_index, seconds_since(queued_at));
         if (!admitted) {
-            flight->fail(proxy_errc::queue_timeout);
-            co_return;
+            out.ec = proxy_errc::queue_timeout;
+            co_return out;
         }
         pacer_slot slot(context.admission);
         if (cancel->cancelled) {
-            flight->fail(proxy_errc::flight_cancelled);
-            co_return;
+            out.ec = proxy_errc::flight_cancelled;
+            co_return out;
         }
-        const auto sent_at = clock::now();
-        flight->attempts.fetch_add(1, std::memory_order_relaxed);
+        out.sent_at = clock::now();
+        out.attempts = number;
         attempt a = co_await try_once(request, context, total, cancel);
         context.metrics.upstream_call(context.upstream_index,
                                       a.ec ? 0 : a.parser->get().result_int());
-        const double ttfb = seconds_since(sent_at);
+        out.ttfb = seconds_since(out.sent_at);
         std::optional<std::chrono::milliseconds> delay;
         if (a.ec && retryable_failure(a.ec) && number < up.retries.max_attempts) {
             delay = backoff(up.retries, number, jitter_unit());
@@ -308,29 +249,102 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
             co_await sleep_for(*delay, cancel);
             continue;
         }
-        if (a.ec) {
-            flight->fail(a.ec);
-            co_return;
+        out.ec = a.ec ? a.ec : make_head(*a.parser, request.head_method, out.head);
+        if (!out.ec) {
+            out.content_type = std::string(a.parser->get()[http::field::content_type]);
+            out.conn = std::move(a.conn);
+            out.parser = std::move(a.parser);
+            out.slot = std::move(slot);
         }
-        coalesce::response_head head;
-        if (auto hec = make_head(*a.parser, request.head_method, head)) {
-            flight->fail(hec);
-            co_return;
-        }
-        const std::string content_type(a.parser->get()[http::field::content_type]);
-        flight->publish_head(std::move(head));
-        const auto ec = co_await stream_body(*a.conn, *a.parser, *flight, up, total, cancel);
-        context.metrics.upstream_timing(context.upstream_index, ttfb, seconds_since(sent_at));
-        if (ec) {
-            flight->fail(ec);  // subscribers cut their responses: never a silently short one
-            co_return;
-        }
-        count_tokens(*flight, content_type, context);
-        flight->complete();
-        if (a.parser->keep_alive() && !cancel->cancelled) {
-            context.connections.give_back(std::move(a.conn));
-        }
+        co_return out;
+    }
+}
+
+asio::awaitable<error_code> read_body_piece(response_start& response, std::span<char> buffer,
+                                            std::size_t& got, const ops::upstream_config& up,
+                                            deadline total, exchange_cancel& cancel) {
+    auto& parser = *response.parser;
+    parser.get().body().data = buffer.data();
+    parser.get().body().size = buffer.size();
+    error_code ec;
+    if (!response.conn->parse_buffered(parser, ec)) {
+        cancel.current = response.conn.get();
+        ec = co_await response.conn->read_some(parser,
+                                               earliest(clock::now() + up.timeouts.idle, total));
+        cancel.current = nullptr;
+    }
+    got = buffer.size() - parser.get().body().size;
+    if (ec == http::error::need_buffer) {
+        ec = {};
+    }
+    if (cancel.cancelled) {
+        co_return proxy_errc::flight_cancelled;
+    }
+    if (ec == beast::error::timeout) {
+        co_return clock::now() >= total ? proxy_errc::upstream_total_timeout
+                                        : proxy_errc::upstream_idle_timeout;
+    }
+    if (ec) {
+        co_return closed_by_peer(ec) ? proxy_errc::upstream_closed
+                                     : proxy_errc::upstream_protocol_error;
+    }
+    co_return error_code{};
+}
+
+std::pair<ops::token_counter*, std::uint64_t> count_tokens(
+    exchange_context& context, std::string_view content_type,
+    const std::vector<std::string_view>& body) {
+    const auto usage = ops::extract_usage(content_type, body);
+    if (!usage) {
+        return {nullptr, 0};
+    }
+    auto& counter = context.metrics.tokens(context.upstream_index, usage->model);
+    counter.spent.fetch_add(usage->tokens, std::memory_order_relaxed);
+    return {&counter, usage->tokens};
+}
+
+asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_request request,
+                            exchange_context context) {
+    const auto& up = context.upstream;
+    const auto executor = co_await asio::this_coro::executor;
+    const deadline total = clock::now() + up.timeouts.total;
+    auto cancel = std::make_shared<exchange_cancel>();
+    flight->set_canceller(
+        [executor, cancel] { asio::post(executor, [cancel] { cancel->cancel(); }); });
+
+    auto response = co_await open_response(request, context, total, cancel);
+    flight->attempts.store(response.attempts, std::memory_order_relaxed);
+    if (response.ec) {
+        flight->fail(response.ec);
         co_return;
+    }
+    flight->publish_head(std::move(response.head));
+    // One read buffer for the whole body; each piece is stored at its own size (a 16 KiB string
+    // shrunk with resize() would keep its capacity: wasted memory, miscounted cache bytes).
+    std::array<char, read_chunk> buffer;
+    error_code ec;
+    while (!ec && !response.parser->is_done()) {
+        std::size_t got = 0;
+        ec = co_await read_body_piece(response, buffer, got, up, total, *cancel);
+        if (got != 0 && !cancel->cancelled) {
+            flight->append(std::string(buffer.data(), got));
+        }
+    }
+    context.metrics.upstream_timing(context.upstream_index, response.ttfb,
+                                    seconds_since(response.sent_at));
+    if (ec) {
+        flight->fail(ec);  // subscribers cut their responses: never a silently short one
+        co_return;
+    }
+    if (const auto body = flight->body()) {  // null when part of it was already freed
+        if (const auto [counter, tokens] = count_tokens(context, response.content_type, *body);
+            counter != nullptr) {
+            flight->set_usage(counter, tokens);
+        }
+    }
+    flight->complete();
+    if (response.parser->keep_alive() && !cancel->cancelled) {
+        context.connections.give_back(std::move(response.conn));
     }
 }
 

@@ -10,9 +10,11 @@
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/steady_timer.hpp>
 
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 namespace coalescer::upstream {
@@ -31,6 +33,46 @@ struct exchange_context {
     ops::metrics& metrics;
     std::size_t upstream_index;
 };
+
+// Lets whoever waits on an exchange stop it. Touched only on the exchange's executor.
+struct exchange_cancel {
+    bool cancelled = false;
+    connection* current = nullptr;
+    boost::asio::steady_timer* sleeping = nullptr;
+    // Closes the connection in use and wakes a retry sleep: the exchange ends at its next step.
+    void cancel() noexcept;
+};
+
+// An upstream response whose head arrived, after admission and retries. The connection and the
+// pacer slot stay held while the caller reads the body.
+struct response_start {
+    boost::system::error_code ec;  // a proxy_errc: no head for the clients
+    std::unique_ptr<connection> conn;
+    std::unique_ptr<response_parser> parser;
+    pacer_slot slot;
+    coalesce::response_head head;
+    std::string content_type;
+    std::chrono::steady_clock::time_point sent_at;  // of the attempt that answered
+    double ttfb = 0;                                // seconds, that attempt's
+    int attempts = 0;
+};
+
+// Waits for a pacer slot, then tries until a head worth relaying arrives: retries before the
+// head where the provider cannot have done the work, and 429/503 within the retry budget.
+boost::asio::awaitable<response_start> open_response(const upstream_request& request,
+                                                     exchange_context& context, deadline total,
+                                                     std::shared_ptr<exchange_cancel> cancel);
+
+// Reads the next piece of the body into `buffer`; `got` says how much arrived.
+boost::asio::awaitable<boost::system::error_code> read_body_piece(
+    response_start& response, std::span<char> buffer, std::size_t& got,
+    const ops::upstream_config& upstream, deadline total, exchange_cancel& cancel);
+
+// Adds the provider's billed tokens (from the response's own `usage`) to the metrics; returns
+// the counter and the tokens so followers can be credited with what they saved.
+std::pair<ops::token_counter*, std::uint64_t> count_tokens(
+    exchange_context& context, std::string_view content_type,
+    const std::vector<std::string_view>& body);
 
 // Runs until the flight completes or fails; never throws. Waits for a pacer slot, retries
 // before the head where the provider cannot have done the work, then streams the body.

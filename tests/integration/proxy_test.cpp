@@ -13,6 +13,7 @@
 
 using namespace coalescer;
 using namespace coalescer::test;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -34,6 +35,22 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
     for (auto pos = text.find(needle); pos != std::string::npos; pos = text.find(needle, pos + 1))
         ++n;
     return n;
+}
+
+// Relay behaviour is checked twice: through a flight (/chat/completions coalesces by default)
+// and through the pass-route relay, which shares no code with flights after the head.
+const std::string pass_routes = "  - {prefix: /, upstream: mock, coalesce: false}\n";
+const std::vector<std::string> route_kinds = {"", pass_routes};
+
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() > until)
+            return false;
+        std::this_thread::sleep_for(20ms);
+    }
+    return true;
 }
 
 }  // namespace
@@ -73,27 +90,30 @@ TEST_CASE("a JSON chat completion is relayed, with the request forwarded byte fo
 }
 
 TEST_CASE("an SSE stream reaches the client event by event, before the provider has finished") {
-    mock::mock_options options;
-    options.chunks = 6;
-    options.chunk_interval_ms = 150;
-    mock_and_proxy env(options);
-    client c(env.proxy->port());
-    c.send("POST", "/chat/completions", chat_body("stream me", true));
-    auto first = c.read_until("\n\n");
-    REQUIRE(first.status == 200);
-    CHECK(first.header("content-type") == "text/event-stream");
-    CHECK(first.header("transfer-encoding") == "chunked");
-    CHECK(count_of(first.body, "data: ") >= 1);
-    // The client holds the first event while the provider is still streaming the rest.
-    const auto during = env.mock->stats();
-    CHECK(during.completed == 0);
-    CHECK(during.in_flight == 1);
+    for (const auto& routes : route_kinds) {
+        CAPTURE(routes);
+        mock::mock_options options;
+        options.chunks = 6;
+        options.chunk_interval_ms = 150;
+        mock_and_proxy env(options, "", "", routes);
+        client c(env.proxy->port());
+        c.send("POST", "/chat/completions", chat_body("stream me", true));
+        auto first = c.read_until("\n\n");
+        REQUIRE(first.status == 200);
+        CHECK(first.header("content-type") == "text/event-stream");
+        CHECK(first.header("transfer-encoding") == "chunked");
+        CHECK(count_of(first.body, "data: ") >= 1);
+        // The client holds the first event while the provider is still streaming the rest.
+        const auto during = env.mock->stats();
+        CHECK(during.completed == 0);
+        CHECK(during.in_flight == 1);
 
-    const auto whole = c.read_rest(first);
-    CHECK(whole.complete);
-    CHECK(count_of(whole.body, "data: {") == 6);
-    CHECK(count_of(whole.body, "data: [DONE]") == 1);
-    CHECK(env.mock->stats().completed == 1);
+        const auto whole = c.read_rest(first);
+        CHECK(whole.complete);
+        CHECK(count_of(whole.body, "data: {") == 6);
+        CHECK(count_of(whole.body, "data: [DONE]") == 1);
+        CHECK(env.mock->stats().completed == 1);
+    }
 }
 
 TEST_CASE(
@@ -120,81 +140,105 @@ TEST_CASE(
 }
 
 TEST_CASE("upstream connections are kept alive and reused") {
-    mock_and_proxy env;
-    client c(env.proxy->port());
-    for (int i = 0; i < 6; ++i) {
-        c.send("POST", "/chat/completions", chat_body("reuse " + std::to_string(i)));
-        CHECK(c.read().status == 200);
+    for (const auto& routes : route_kinds) {
+        CAPTURE(routes);
+        mock_and_proxy env({}, "", "", routes);
+        client c(env.proxy->port());
+        for (int i = 0; i < 6; ++i) {
+            c.send("POST", "/chat/completions", chat_body("reuse " + std::to_string(i)));
+            CHECK(c.read().status == 200);
+        }
+        const auto stats = env.mock->stats();
+        CHECK(stats.calls == 6);
+        CHECK(stats.connections < stats.calls);
     }
-    const auto stats = env.mock->stats();
-    CHECK(stats.calls == 6);
-    CHECK(stats.connections < stats.calls);
 }
 
 TEST_CASE("upstream statuses and error bodies pass through unchanged") {
-    mock_and_proxy env;
-    const auto r = request(env.proxy->port(), "POST", "/chat/completions",
-                           chat_body("limited", false, R"({"status":429,"retry_after":"7"})"));
-    CHECK(r.status == 429);
-    CHECK(r.header("retry-after") == "7");
-    CHECK(boost::json::parse(r.body).at("error").at("code").as_int64() == 429);
+    for (const auto& routes : route_kinds) {
+        CAPTURE(routes);
+        mock_and_proxy env({}, "", "", routes);
+        const auto r = request(env.proxy->port(), "POST", "/chat/completions",
+                               chat_body("limited", false, R"({"status":429,"retry_after":"7"})"));
+        CHECK(r.status == 429);
+        CHECK(r.header("retry-after") == "7");
+        CHECK(boost::json::parse(r.body).at("error").at("code").as_int64() == 429);
+    }
 }
 
 TEST_CASE("upstream failures before the head: refused → 502, slow head → 504, closed → 502") {
     SUBCASE("connection refused") {
-        boost::asio::io_context io;
-        boost::asio::ip::tcp::acceptor probe(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
-        const auto dead_port = probe.local_endpoint().port();
-        probe.close();  // nothing listens there now
-        running_proxy proxy(proxy_yaml("http://127.0.0.1:" + std::to_string(dead_port)));
-        const auto r = request(proxy.port(), "POST", "/chat/completions", chat_body("refused"));
-        CHECK(r.status == 502);
-        CHECK(boost::json::parse(r.body).at("error").at("type").as_string() == "coalescer_error");
+        for (const auto& routes : route_kinds) {
+            CAPTURE(routes);
+            boost::asio::io_context io;
+            boost::asio::ip::tcp::acceptor probe(io,
+                                                 {boost::asio::ip::make_address("127.0.0.1"), 0});
+            const auto dead_port = probe.local_endpoint().port();
+            probe.close();  // nothing listens there now
+            running_proxy proxy(
+                proxy_yaml("http://127.0.0.1:" + std::to_string(dead_port), "", "", routes));
+            const auto r = request(proxy.port(), "POST", "/chat/completions", chat_body("refused"));
+            CHECK(r.status == 502);
+            CHECK(boost::json::parse(r.body).at("error").at("type").as_string() ==
+                  "coalescer_error");
+        }
     }
     SUBCASE("head timeout") {
-        mock::mock_server mock({});
-        mock.start();
-        running_proxy proxy(
-            proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()), "",
-                       "    timeouts: {connect: 2s, head: 300ms, idle: 10s, total: 60s}\n"));
-        const auto r = request(proxy.port(), "POST", "/chat/completions",
-                               chat_body("slow", false, R"({"latency_ms":2000})"));
-        CHECK(r.status == 504);
-        CHECK(boost::json::parse(r.body).at("error").at("code").as_string() ==
-              "upstream_head_timeout");
+        for (const auto& routes : route_kinds) {
+            CAPTURE(routes);
+            mock::mock_server mock({});
+            mock.start();
+            running_proxy proxy(proxy_yaml(
+                "http://127.0.0.1:" + std::to_string(mock.port()), "",
+                "    timeouts: {connect: 2s, head: 300ms, idle: 10s, total: 60s}\n", routes));
+            const auto r = request(proxy.port(), "POST", "/chat/completions",
+                                   chat_body("slow", false, R"({"latency_ms":2000})"));
+            CHECK(r.status == 504);
+            CHECK(boost::json::parse(r.body).at("error").at("code").as_string() ==
+                  "upstream_head_timeout");
+        }
     }
     SUBCASE("closed without a response") {
-        mock_and_proxy env;
-        const auto r = request(env.proxy->port(), "POST", "/chat/completions",
-                               chat_body("drop", false, R"({"drop_before_head":true})"));
-        CHECK(r.status == 502);
+        for (const auto& routes : route_kinds) {
+            CAPTURE(routes);
+            mock_and_proxy env({}, "", "", routes);
+            const auto r = request(env.proxy->port(), "POST", "/chat/completions",
+                                   chat_body("drop", false, R"({"drop_before_head":true})"));
+            CHECK(r.status == 502);
+        }
     }
 }
 
 TEST_CASE("upstream failures after the head cut the client's response instead of ending it") {
     SUBCASE("connection dropped mid-stream") {
-        mock_and_proxy env;
-        client c(env.proxy->port());
-        c.send("POST", "/chat/completions",
-               chat_body("cut", true, R"({"chunks":6,"drop_after":2})"));
-        const auto r = c.read();
-        CHECK(r.status == 200);
-        CHECK_FALSE(r.complete);
-        CHECK(r.body.find("data: {") != std::string::npos);
-        CHECK(r.body.find("[DONE]") == std::string::npos);
+        for (const auto& routes : route_kinds) {
+            CAPTURE(routes);
+            mock_and_proxy env({}, "", "", routes);
+            client c(env.proxy->port());
+            c.send("POST", "/chat/completions",
+                   chat_body("cut", true, R"({"chunks":6,"drop_after":2})"));
+            const auto r = c.read();
+            CHECK(r.status == 200);
+            CHECK_FALSE(r.complete);
+            CHECK(r.body.find("data: {") != std::string::npos);
+            CHECK(r.body.find("[DONE]") == std::string::npos);
+        }
     }
     SUBCASE("stall longer than the idle timeout") {
-        mock::mock_server mock({});
-        mock.start();
-        running_proxy proxy(
-            proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()), "",
-                       "    timeouts: {connect: 2s, head: 5s, idle: 300ms, total: 60s}\n"));
-        client c(proxy.port());
-        c.send("POST", "/chat/completions",
-               chat_body("stall", true, R"({"chunks":4,"stall_after":1,"stall_ms":3000})"));
-        const auto r = c.read();
-        CHECK(r.status == 200);
-        CHECK_FALSE(r.complete);
+        for (const auto& routes : route_kinds) {
+            CAPTURE(routes);
+            mock::mock_server mock({});
+            mock.start();
+            running_proxy proxy(proxy_yaml(
+                "http://127.0.0.1:" + std::to_string(mock.port()), "",
+                "    timeouts: {connect: 2s, head: 5s, idle: 300ms, total: 60s}\n", routes));
+            client c(proxy.port());
+            c.send("POST", "/chat/completions",
+                   chat_body("stall", true, R"({"chunks":4,"stall_after":1,"stall_ms":3000})"));
+            const auto r = c.read();
+            CHECK(r.status == 200);
+            CHECK_FALSE(r.complete);
+        }
     }
 }
 
@@ -268,18 +312,84 @@ TEST_CASE("admin endpoints: healthz, readyz and metrics with request and upstrea
 }
 
 TEST_CASE("an HTTP/1.0 client gets a streamed body without chunked framing, ended by the close") {
-    mock_and_proxy env;
+    for (const auto& routes : route_kinds) {
+        CAPTURE(routes);
+        mock_and_proxy env({}, "", "", routes);
+        client c(env.proxy->port());
+        const auto body = chat_body("old client", true);
+        c.send_raw(
+            "POST /chat/completions HTTP/1.0\r\nHost: localhost\r\nContent-Type: "
+            "application/json\r\nContent-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n" + body);
+        const auto raw = c.read_all_raw(std::chrono::seconds(10));
+        CHECK(raw.rfind("HTTP/1.1 200", 0) == 0);
+        const auto head = raw.substr(0, raw.find("\r\n\r\n"));
+        CHECK(head.find("Transfer-Encoding") == std::string::npos);
+        CHECK(head.find("Connection: close") != std::string::npos);
+        CHECK(raw.find("data: [DONE]") != std::string::npos);
+        CHECK(raw.find("\r\n0\r\n\r\n") == std::string::npos);  // no chunk framing in the body
+    }
+}
+
+TEST_CASE(
+    "a pass-route client that hangs up takes its upstream call with it, before or mid-stream") {
+    SUBCASE("while the provider thinks") {
+        mock_and_proxy env({}, "", "", pass_routes);
+        {
+            client c(env.proxy->port());
+            c.send("POST", "/chat/completions",
+                   chat_body("leaves early", false, R"({"latency_ms": 3000})"));
+            std::this_thread::sleep_for(300ms);
+        }
+        CHECK(eventually([&] { return env.mock->stats().aborted == 1; }, 2s));
+        CHECK(env.mock->stats().calls == 1);
+    }
+    SUBCASE("after the first events") {
+        mock_and_proxy env({}, "", "", pass_routes);
+        {
+            client c(env.proxy->port());
+            c.send("POST", "/chat/completions",
+                   chat_body("leaves mid-stream", true,
+                             R"({"chunks": 40, "chunk_interval_ms": 100})"));
+            const auto partial = c.read_until("data: ", 5s);
+            CHECK(partial.status == 200);
+        }
+        CHECK(eventually([&] { return env.mock->stats().aborted == 1; }, 3s));
+        CHECK(env.mock->stats().completed == 0);
+    }
+}
+
+TEST_CASE("pipelined requests on a pass route are answered in order, none lost to the watch") {
+    mock_and_proxy env({}, "", "", pass_routes);
     client c(env.proxy->port());
-    const auto body = chat_body("old client", true);
-    c.send_raw(
-        "POST /chat/completions HTTP/1.0\r\nHost: localhost\r\nContent-Type: "
-        "application/json\r\nContent-Length: " +
-        std::to_string(body.size()) + "\r\n\r\n" + body);
-    const auto raw = c.read_all_raw(std::chrono::seconds(10));
-    CHECK(raw.rfind("HTTP/1.1 200", 0) == 0);
-    const auto head = raw.substr(0, raw.find("\r\n\r\n"));
-    CHECK(head.find("Transfer-Encoding") == std::string::npos);
-    CHECK(head.find("Connection: close") != std::string::npos);
-    CHECK(raw.find("data: [DONE]") != std::string::npos);
-    CHECK(raw.find("\r\n0\r\n\r\n") == std::string::npos);  // no chunk framing in the body
+    const auto first = chat_body("first", false, R"({"latency_ms": 300})");
+    const auto second = chat_body("second");
+    auto request_text = [](const std::string& body) {
+        return "POST /chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+               "application/json\r\nContent-Length: " +
+               std::to_string(body.size()) + "\r\n\r\n" + body;
+    };
+    c.send_raw(request_text(first) + request_text(second));
+    const auto a = c.read(10s);
+    const auto b = c.read(10s);
+    CHECK(a.status == 200);
+    CHECK(a.complete);
+    CHECK(b.status == 200);
+    CHECK(b.complete);
+    CHECK(a.body != b.body);  // two answers, not one twice
+    CHECK(env.mock->stats().calls == 2);
+    CHECK(env.mock->stats().aborted == 0);
+}
+
+TEST_CASE("204 on a pass route ends at the head, and the connection is reused") {
+    mock_and_proxy env({}, "", "", pass_routes);
+    client c(env.proxy->port());
+    c.send("POST", "/chat/completions", chat_body("no content", false, R"({"status": 204})"));
+    const auto empty = c.read(10s);
+    CHECK(empty.status == 204);
+    CHECK(empty.body.empty());
+    CHECK(empty.complete);
+    c.send("POST", "/chat/completions", chat_body("after"));
+    CHECK(c.read(10s).status == 200);
+    CHECK(env.mock->stats().aborted == 0);
 }

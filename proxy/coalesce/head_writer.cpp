@@ -1,0 +1,77 @@
+#include "coalesce/head_writer.hpp"
+
+#include "http/header_rules.hpp"
+
+#include <boost/beast/http/status.hpp>
+
+#include <charconv>
+
+namespace coalescer::coalesce {
+namespace http = boost::beast::http;
+
+namespace {
+
+void append_number(std::string& out, std::uint64_t n) {
+    char digits[24];
+    const auto end = std::to_chars(std::begin(digits), std::end(digits), n).ptr;
+    out.append(digits, end);
+}
+
+}  // namespace
+
+response_framing framing_for(const response_head& head, bool client_http11, bool keep_alive) {
+    response_framing f;
+    f.chunked = head.has_body && !head.content_length && client_http11;
+    // HTTP/1.0 clients can't take chunked: their body ends at the close.
+    f.keep_alive = keep_alive && !(head.has_body && !head.content_length && !f.chunked);
+    return f;
+}
+
+std::string serialize_head(const response_head& head, role r, std::string_view flight_id,
+                           std::optional<std::chrono::seconds> age,
+                           const response_framing& framing) {
+    std::string out;
+    out.reserve(256 + head.headers.size() * 48);
+    out += "HTTP/1.1 ";
+    append_number(out, head.status);
+    out += ' ';
+    if (!head.reason.empty() && http_rules::is_safe_value(head.reason)) {
+        out += head.reason;
+    } else {
+        out += http::obsolete_reason(static_cast<http::status>(head.status));
+    }
+    out += "\r\n";
+    for (const auto& [name, value] : head.headers) {
+        if (age && http_rules::iequals(name, "age")) {
+            continue;
+        }
+        out += name;
+        out += ": ";
+        out += value;
+        out += "\r\n";
+    }
+    out += "x-coalesce: ";
+    out += to_string(r);
+    out += "\r\nx-coalesce-flight: ";
+    out += flight_id;
+    out += "\r\n";
+    if (age) {
+        out += "Age: ";
+        append_number(out, static_cast<std::uint64_t>(std::max<std::int64_t>(0, age->count())));
+        out += "\r\n";
+    }
+    if (head.content_length) {
+        out += "Content-Length: ";
+        append_number(out, *head.content_length);
+        out += "\r\n";
+    } else if (framing.chunked) {
+        out += "Transfer-Encoding: chunked\r\n";
+    }
+    if (!framing.keep_alive) {
+        out += "Connection: close\r\n";
+    }
+    out += "\r\n";
+    return out;
+}
+
+}  // namespace coalescer::coalesce

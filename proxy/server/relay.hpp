@@ -1,0 +1,33 @@
+// Pass and bypass: one client, one upstream exchange, nothing shared. The response goes
+// straight from the upstream read buffer to the client's socket, without a flight: no body
+// log, no second coroutine, no wake-ups. A client that hangs up takes its upstream call with it.
+#pragma once
+
+#include "coalesce/subscriber.hpp"
+#include "upstream/exchange.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <string_view>
+
+namespace coalescer::server {
+
+struct relay_options {
+    coalesce::role role = coalesce::role::pass;
+    std::string_view exchange_id;  // shown as x-coalesce-flight and in the access log
+    std::chrono::milliseconds write_timeout{30000};
+    bool keep_alive = true;
+    bool client_http11 = true;
+};
+
+struct relay_result {
+    coalesce::delivery_result delivered;
+    int attempts = 0;
+};
+
+template <class Stream>
+boost::asio::awaitable<relay_result> relay(Stream& client, upstream::upstream_request request,
+                                           upstream::exchange_context context,
+                                           relay_options options);
+
+}  // namespace coalescer::server
