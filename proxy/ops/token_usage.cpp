@@ -1,7 +1,10 @@
 #include "ops/token_usage.hpp"
 
+#include <boost/json/monotonic_resource.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
+
+#include <array>
 
 namespace coalescer::ops {
 namespace json = boost::json;
@@ -54,12 +57,17 @@ std::optional<token_usage> finish(const partial& p) {
     return token_usage{p.model.empty() ? "unknown" : p.model, tokens};
 }
 
-std::optional<json::object> parse_object(std::string_view text) {
+// Parses `text` and hands the object to `use`. A usual completion fits the stack buffer, so
+// reading usage costs no heap allocation on every proxied response.
+template <class Use>
+void with_object(std::string_view text, Use&& use) {
+    std::array<unsigned char, 8192> stack;
+    json::monotonic_resource resource(stack.data(), stack.size());
     boost::system::error_code ec;
-    auto v = json::parse(text, ec);
-    if (ec || !v.is_object())
-        return std::nullopt;
-    return std::move(v.as_object());
+    auto v = json::parse(text, ec, &resource);
+    if (!ec && v.is_object()) {
+        use(v.as_object());
+    }
 }
 
 // The `data:` payloads of an SSE stream, in order.
@@ -89,36 +97,43 @@ std::vector<std::string_view> data_payloads(std::string_view stream) {
 
 std::optional<token_usage> extract_usage(std::string_view content_type,
                                          const std::vector<std::string_view>& body) {
-    std::string text;
-    for (const auto chunk : body) {
-        text += chunk;
+    std::string joined;
+    std::string_view text;
+    if (body.size() == 1) {
+        text = body.front();
+    } else {
+        for (const auto chunk : body) {
+            joined += chunk;
+        }
+        text = joined;
     }
     partial p;
     if (content_type.find("event-stream") == std::string_view::npos) {
-        if (auto object = parse_object(text))
-            take(*object, p);
+        with_object(text, [&](const json::object& object) { take(object, p); });
         return finish(p);
     }
     const auto payloads = data_payloads(text);
     for (auto it = payloads.rbegin(); it != payloads.rend() && !p.found; ++it) {
-        if (auto object = parse_object(*it))
-            take(*object, p);
+        with_object(*it, [&](const json::object& object) { take(object, p); });
     }
     if (p.found && p.total == 0 && p.prompt == 0 && p.input == 0) {
         // Anthropic: the input tokens and the model are in message_start.
+        bool seen = false;
         for (const auto payload : payloads) {
-            auto object = parse_object(payload);
-            if (!object)
-                continue;
-            const auto* message = object->if_contains("message");
-            if (message != nullptr && message->is_object()) {
+            with_object(payload, [&](const json::object& object) {
+                const auto* message = object.if_contains("message");
+                if (seen || message == nullptr || !message->is_object()) {
+                    return;
+                }
+                seen = true;
                 partial start;
                 take(message->as_object(), start);
                 p.input = start.input;
                 if (p.model.empty())
                     p.model = start.model;
+            });
+            if (seen)
                 break;
-            }
         }
     }
     return finish(p);

@@ -147,9 +147,12 @@ void connection::close() noexcept {
     tcp().socket().close(ignored);
 }
 
-bool connection::stale() noexcept {
+bool connection::stale(bool probe_socket) noexcept {
     if (buffer_.size() != 0) {
         return true;  // bytes after the last response: the connection is out of step
+    }
+    if (!probe_socket) {
+        return false;
     }
     char probe = 0;
     const auto n = ::recv(tcp().socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);

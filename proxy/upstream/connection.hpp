@@ -40,8 +40,9 @@ class connection {
     bool parse_buffered(response_parser& parser, boost::system::error_code& ec);
 
     void close() noexcept;
-    // True when an idle pooled connection has been closed by the peer (or has unread junk).
-    bool stale() noexcept;
+    // True when an idle pooled connection has unread junk, or has been closed by
+    // the peer (`probe_socket`: a MSG_PEEK syscall).
+    bool stale(bool probe_socket) noexcept;
     bool tls() const noexcept { return tls_.has_value(); }
 
     bool reused = false;

@@ -10,7 +10,7 @@ std::unique_ptr<connection> pool::take() {
         const auto idle_for = now - c->idle_since;
         // Probing costs a syscall per request; a connection idle for less than a second is
         // trusted (a close that raced us is retried once on a fresh connection anyway).
-        if (idle_for < max_idle && (idle_for < trust_idle || !c->stale())) {
+        if (idle_for < max_idle && !c->stale(idle_for >= trust_idle)) {
             c->reused = true;
             return c;
         }
