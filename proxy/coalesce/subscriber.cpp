@@ -40,8 +40,8 @@ asio::ip::tcp::socket& socket_of(Stream& stream) {
 }  // namespace
 
 template <class Stream>
-asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t slot,
-                                         delivery_options options) {
+asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_deadline& deadline,
+                                         flight& f, std::size_t slot, delivery_options options) {
     delivery_result result;
     auto parked = std::make_shared<waiter>(co_await asio::this_coro::executor);
     // The watch may fire after this delivery ended (its handler was already queued): it keeps
@@ -119,11 +119,12 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
             !head_sent && r.head == nullptr && r.state == flight_state::failed;
 
         if (!buffers.empty()) {
-            beast::get_lowest_layer(stream).expires_after(options.write_timeout);
+            deadline.expires_after(options.write_timeout);
             auto [ec, n] = co_await asio::async_write(stream, buffers, use_tuple);
+            deadline.clear();
             if (ec) {
                 // A slow or vanished client is dropped alone.
-                result.dropped_slow = ec == beast::error::timeout;
+                result.dropped_slow = ec == asio::error::operation_aborted && deadline.fired();
                 result.client_gone = !result.dropped_slow;
                 result.reusable = false;
                 break;
@@ -164,8 +165,9 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
             // The flight did not move for max_wait: give up on it for this client.
             if (!head_sent) {
                 head_text = ops::error_response(ops::proxy_errc::upstream_total_timeout, false);
-                beast::get_lowest_layer(stream).expires_after(options.write_timeout);
+                deadline.expires_after(options.write_timeout);
                 co_await asio::async_write(stream, asio::buffer(head_text), use_tuple);
+                deadline.clear();
                 result.status = 504;
             }
             break;
@@ -175,9 +177,10 @@ asio::awaitable<delivery_result> deliver(Stream& stream, flight& f, std::size_t 
     co_return result;
 }
 
-template asio::awaitable<delivery_result> deliver(beast::tcp_stream&, flight&, std::size_t,
-                                                  delivery_options);
-template asio::awaitable<delivery_result> deliver(beast::ssl_stream<beast::tcp_stream>&, flight&,
+template asio::awaitable<delivery_result> deliver(beast::tcp_stream&, http_rules::socket_deadline&,
+                                                  flight&, std::size_t, delivery_options);
+template asio::awaitable<delivery_result> deliver(beast::ssl_stream<beast::tcp_stream>&,
+                                                  http_rules::socket_deadline&, flight&,
                                                   std::size_t, delivery_options);
 
 }  // namespace coalescer::coalesce

@@ -115,12 +115,14 @@ double ms_between(clock::time_point a, clock::time_point b) {
 
 // The sidecar answers by itself (no route, flight full): write, count, log.
 template <class Stream>
-asio::awaitable<bool> answer_locally(Stream& stream, error_code ec, bool keep_alive,
-                                     std::size_t route_index, ops::access_record& record,
-                                     proxy_context& context, clock::time_point started) {
+asio::awaitable<bool> answer_locally(Stream& stream, http_rules::socket_deadline& deadline,
+                                     error_code ec, bool keep_alive, std::size_t route_index,
+                                     ops::access_record& record, proxy_context& context,
+                                     clock::time_point started) {
     const auto text = ops::error_response(ec, keep_alive);
-    beast::get_lowest_layer(stream).expires_after(context.config->limits.write_timeout);
+    deadline.expires_after(context.config->limits.write_timeout);
     auto [wec, n] = co_await asio::async_write(stream, asio::buffer(text), use_tuple);
+    deadline.clear();
     const auto reply = ops::reply_for(ec);
     record.status = reply.status;
     record.outcome = reply.code;
@@ -139,7 +141,8 @@ upstream::exchange_context exchange_for(const route_match& match, worker& self,
             self.pools[index],
             *context.pacers[index],
             context.metrics,
-            index};
+            index,
+            self.deadlines};
 }
 
 // The flight's upstream exchange runs on this worker, detached from the client that started it.
@@ -176,7 +179,8 @@ void account(const coalesce::delivery_result& delivered, std::string_view exchan
 
 // pass and bypass: nobody shares the exchange, so the response is relayed without a flight.
 template <class Stream>
-asio::awaitable<bool> relay_alone(Stream& stream, client_request& request, const route_match& match,
+asio::awaitable<bool> relay_alone(Stream& stream, http_rules::socket_deadline& deadline,
+                                  client_request& request, const route_match& match,
                                   bool keep_alive, worker& self, proxy_context& context,
                                   ops::access_record& record, clock::time_point started) {
     const auto& cfg = *context.config;
@@ -188,8 +192,9 @@ asio::awaitable<bool> relay_alone(Stream& stream, client_request& request, const
         .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
         .client_http11 = request.version() >= 11,
     };
-    const auto relayed = co_await relay(stream, make_upstream_request(request, match, cfg),
-                                        exchange_for(match, self, context), options);
+    const auto relayed =
+        co_await relay(stream, deadline, make_upstream_request(request, match, cfg),
+                       exchange_for(match, self, context), options);
     account(relayed.delivered, id, relayed.attempts, match.route_index, record, context, started);
     co_return relayed.delivered.reusable;
 }
@@ -197,8 +202,9 @@ asio::awaitable<bool> relay_alone(Stream& stream, client_request& request, const
 }  // namespace
 
 template <class Stream>
-asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep_alive,
-                              worker& self, proxy_context& context, clock::time_point started) {
+asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadline,
+                              client_request& request, bool keep_alive, worker& self,
+                              proxy_context& context, clock::time_point started) {
     const auto& cfg = *context.config;
     const std::string target(request.target());
     const std::string method(request.method_string());
@@ -206,22 +212,22 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
         .route = "none", .method = method, .target = target, .role = role::pass};
     const auto match = context.routes.match(target);
     if (!match) {
-        co_return co_await answer_locally(stream, ops::proxy_errc::no_route, keep_alive,
+        co_return co_await answer_locally(stream, deadline, ops::proxy_errc::no_route, keep_alive,
                                           cfg.routes.size(), record, context, started);
     }
     record.route = match->route->prefix;
     if (!match->route->coalesce || wants_bypass(request, cfg)) {
         record.role = match->route->coalesce ? role::bypass : role::pass;
-        co_return co_await relay_alone(stream, request, *match, keep_alive, self, context, record,
-                                       started);
+        co_return co_await relay_alone(stream, deadline, request, *match, keep_alive, self, context,
+                                       record, started);
     }
     const auto key = key_of(request, *match, cfg, context.keys);
     record.key_prefix = key.prefix();
     const auto joined = context.flights.join_or_create(key);
     record.role = joined.role;
     if (joined.full) {
-        co_return co_await answer_locally(stream, ops::proxy_errc::flight_full, keep_alive,
-                                          match->route_index, record, context, started);
+        co_return co_await answer_locally(stream, deadline, ops::proxy_errc::flight_full,
+                                          keep_alive, match->route_index, record, context, started);
     }
     if (joined.role == role::leader) {
         start_fetch(joined.flight, request, *match, self, context);
@@ -235,7 +241,8 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
         .client_http11 = request.version() >= 11,
     };
     auto& flight = *joined.flight;
-    const auto delivered = co_await coalesce::deliver(stream, flight, joined.slot, options);
+    const auto delivered =
+        co_await coalesce::deliver(stream, deadline, flight, joined.slot, options);
     flight.leave(joined.slot);
     account(delivered, flight.id(), flight.attempts.load(std::memory_order_relaxed),
             match->route_index, record, context, started);
@@ -247,9 +254,11 @@ asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep
     co_return delivered.reusable;
 }
 
-template asio::awaitable<bool> forward(beast::tcp_stream&, client_request&, bool, worker&,
+template asio::awaitable<bool> forward(beast::tcp_stream&, http_rules::socket_deadline&,
+                                       client_request&, bool, worker&, proxy_context&,
+                                       clock::time_point);
+template asio::awaitable<bool> forward(beast::ssl_stream<beast::tcp_stream>&,
+                                       http_rules::socket_deadline&, client_request&, bool, worker&,
                                        proxy_context&, clock::time_point);
-template asio::awaitable<bool> forward(beast::ssl_stream<beast::tcp_stream>&, client_request&, bool,
-                                       worker&, proxy_context&, clock::time_point);
 
 }  // namespace coalescer::server

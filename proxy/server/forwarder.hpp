@@ -16,8 +16,9 @@ using client_request = boost::beast::http::request<boost::beast::http::string_bo
 
 // Answers `request` on `stream`. Returns true when the connection may carry another request.
 template <class Stream>
-boost::asio::awaitable<bool> forward(Stream& stream, client_request& request, bool keep_alive,
-                                     worker& self, proxy_context& context,
+boost::asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadline,
+                                     client_request& request, bool keep_alive, worker& self,
+                                     proxy_context& context,
                                      std::chrono::steady_clock::time_point started);
 
 }  // namespace coalescer::server

@@ -4,6 +4,7 @@
 
 #include "coalesce/flight_key.hpp"
 #include "coalesce/registry.hpp"
+#include "http/deadline_sweep.hpp"
 #include "ops/access_log.hpp"
 #include "ops/config.hpp"
 #include "ops/metrics.hpp"
@@ -49,7 +50,8 @@ struct event_loop : boost::asio::io_context {
 struct worker {
     explicit worker(std::size_t upstreams) : pools(upstreams) {}
     event_loop io;
-    std::vector<upstream::pool> pools;  // by upstream
+    http_rules::deadline_sweep deadlines{io.get_executor()};  // of every socket on this loop
+    std::vector<upstream::pool> pools;                        // by upstream
     // Connections waiting for their next request: closed at once when a drain starts.
     std::unordered_set<boost::asio::ip::tcp::socket*> idle;
 };

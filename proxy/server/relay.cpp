@@ -65,22 +65,26 @@ class write_list {
 };
 
 template <class Stream>
-asio::awaitable<error_code> write_all(Stream& client, const write_list& list,
-                                      std::chrono::milliseconds timeout) {
-    beast::get_lowest_layer(client).expires_after(timeout);
+asio::awaitable<error_code> write_all(Stream& client, http_rules::socket_deadline& deadline,
+                                      const write_list& list, std::chrono::milliseconds timeout) {
+    deadline.expires_after(timeout);
     auto [ec, n] = co_await asio::async_write(client, list.buffers(), use_tuple);
+    deadline.clear();
+    if (ec == asio::error::operation_aborted && deadline.fired()) {
+        ec = beast::error::timeout;
+    }
     co_return ec;
 }
 
 // No head arrived: the client gets the same synthesized error a flight's subscribers would.
 template <class Stream>
-asio::awaitable<void> answer_failure(Stream& client, error_code failure,
-                                     const relay_options& options,
+asio::awaitable<void> answer_failure(Stream& client, http_rules::socket_deadline& deadline,
+                                     error_code failure, const relay_options& options,
                                      coalesce::delivery_result& result) {
     const auto text = ops::error_response(failure, options.keep_alive);
     write_list list;
     list.add(text);
-    const auto wec = co_await write_all(client, list, options.write_timeout);
+    const auto wec = co_await write_all(client, deadline, list, options.write_timeout);
     const auto reply = ops::reply_for(failure);
     result.status = reply.status;
     result.reusable = !wec && options.keep_alive && !reply.close_connection;
@@ -93,7 +97,8 @@ asio::awaitable<void> answer_failure(Stream& client, error_code failure,
 }  // namespace
 
 template <class Stream>
-asio::awaitable<relay_result> relay(Stream& client, upstream::upstream_request request,
+asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline& deadline,
+                                    upstream::upstream_request request,
                                     upstream::exchange_context context, relay_options options) {
     relay_result out;
     auto& result = out.delivered;
@@ -112,7 +117,7 @@ asio::awaitable<relay_result> relay(Stream& client, upstream::upstream_request r
         if (watch->gone()) {
             result.client_gone = true;
         } else {
-            co_await answer_failure(client, response.ec, options, result);
+            co_await answer_failure(client, deadline, response.ec, options, result);
         }
         co_return out;
     }
@@ -152,7 +157,8 @@ asio::awaitable<relay_result> relay(Stream& client, upstream::upstream_request r
             list.add("0\r\n\r\n");
         }
         if (!list.empty()) {
-            if (const auto wec = co_await write_all(client, list, options.write_timeout)) {
+            if (const auto wec =
+                    co_await write_all(client, deadline, list, options.write_timeout)) {
                 result.dropped_slow = wec == beast::error::timeout;
                 result.client_gone = !result.dropped_slow;
                 break;
@@ -189,9 +195,11 @@ asio::awaitable<relay_result> relay(Stream& client, upstream::upstream_request r
     co_return out;
 }
 
-template asio::awaitable<relay_result> relay(beast::tcp_stream&, upstream::upstream_request,
-                                             upstream::exchange_context, relay_options);
+template asio::awaitable<relay_result> relay(beast::tcp_stream&, http_rules::socket_deadline&,
+                                             upstream::upstream_request, upstream::exchange_context,
+                                             relay_options);
 template asio::awaitable<relay_result> relay(beast::ssl_stream<beast::tcp_stream>&,
+                                             http_rules::socket_deadline&,
                                              upstream::upstream_request, upstream::exchange_context,
                                              relay_options);
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "coalesce/subscriber.hpp"
+#include "http/deadline_sweep.hpp"
 #include "upstream/exchange.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -26,7 +27,8 @@ struct relay_result {
 };
 
 template <class Stream>
-boost::asio::awaitable<relay_result> relay(Stream& client, upstream::upstream_request request,
+boost::asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline& deadline,
+                                           upstream::upstream_request request,
                                            upstream::exchange_context context,
                                            relay_options options);
 

@@ -96,6 +96,7 @@ void server::start() {
     admin_->start();
     schedule_sweep();
     for (auto& w : workers_) {
+        w->deadlines.start();
         threads_.emplace_back([&io = w->io] {
             auto guard = asio::make_work_guard(io);
             io.run();

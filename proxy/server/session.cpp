@@ -46,36 +46,15 @@ std::string_view view(const beast::flat_buffer& b) {
     return {static_cast<const char*>(b.data().data()), b.size()};
 }
 
-// Reads until the buffer holds a whole request head; returns its size in `head_size`.
-// Waiting for the first byte is the keep-alive idle time; from the first byte on, the whole
-// head must arrive within header_timeout (slowloris), and within max_header_bytes.
 // Runs one read under a deadline that cancels it without closing the socket (Beast's own
 // timeouts close it), so a 408 can still be written afterwards.
-struct deadline_state {
-    bool active = true;
-    bool fired = false;
-};
-
-template <class Stream, class Op>
-asio::awaitable<std::tuple<error_code, std::size_t>> with_deadline(Stream& stream,
-                                                                   clock::time_point deadline,
-                                                                   Op op) {
-    auto& tcp = beast::get_lowest_layer(stream);
-    tcp.expires_never();
-    auto state = std::make_shared<deadline_state>();
-    asio::steady_timer timer(tcp.get_executor(), deadline);
-    auto on_expiry = [state, &socket = tcp.socket()](error_code ec) {
-        if (!ec && state->active) {
-            state->fired = true;
-            error_code ignored;
-            socket.cancel(ignored);
-        }
-    };
-    timer.async_wait(std::move(on_expiry));
+template <class Op>
+asio::awaitable<std::tuple<error_code, std::size_t>> with_deadline(
+    http_rules::socket_deadline& deadline, clock::time_point at, Op op) {
+    deadline.expires_at(at);
     auto [ec, n] = co_await op();
-    state->active = false;
-    timer.cancel();
-    if (state->fired) {
+    deadline.clear();
+    if (ec == asio::error::operation_aborted && deadline.fired()) {
         ec = beast::error::timeout;
     }
     co_return std::make_tuple(ec, n);
@@ -100,10 +79,14 @@ class idle_registration {
     asio::ip::tcp::socket* socket_;
 };
 
+// Reads until the buffer holds a whole request head; returns its size in `head_size`.
+// Waiting for the first byte is the keep-alive idle time; from the first byte on, the whole
+// head must arrive within header_timeout (slowloris), and within max_header_bytes.
 template <class Stream>
-asio::awaitable<error_code> read_head(Stream& stream, beast::flat_buffer& buffer,
-                                      const ops::limits_config& limits, worker& self,
-                                      const std::atomic<bool>& draining, std::size_t& head_size) {
+asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadline& deadline,
+                                      beast::flat_buffer& buffer, const ops::limits_config& limits,
+                                      worker& self, const std::atomic<bool>& draining,
+                                      std::size_t& head_size) {
     auto& tcp = beast::get_lowest_layer(stream);
     if (buffer.size() == 0 && draining.load(std::memory_order_relaxed)) {
         co_return quiet_close;
@@ -132,7 +115,7 @@ asio::awaitable<error_code> read_head(Stream& stream, beast::flat_buffer& buffer
         }
         auto read = [&] { return stream.async_read_some(buffer.prepare(read_size), use_tuple); };
         const auto until = started ? head_deadline : clock::now() + limits.idle_timeout;
-        auto [ec, n] = co_await with_deadline(stream, until, read);
+        auto [ec, n] = co_await with_deadline(deadline, until, read);
         buffer.commit(n);
         if (ec) {
             if (ec == beast::error::timeout && started) {
@@ -181,13 +164,13 @@ error_code parse_buffered_body(http::request_parser<http::string_body>& parser,
 // still sending for a moment, so the kernel doesn't reset the connection before the client
 // has read our answer (the "lingering close" of RFC 9112 §9.6).
 template <class Stream>
-asio::awaitable<void> linger_and_close(Stream& stream) {
+asio::awaitable<void> linger_and_close(Stream& stream, http_rules::socket_deadline& deadline) {
     auto& tcp = beast::get_lowest_layer(stream);
     error_code ignored;
     tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
     std::array<char, 4096> sink;
     std::size_t drained = 0;
-    tcp.expires_after(std::chrono::seconds(2));
+    deadline.expires_after(std::chrono::seconds(2));
     while (drained < 1024 * 1024) {
         auto [ec, n] = co_await tcp.async_read_some(asio::buffer(sink), use_tuple);
         if (ec)
@@ -198,9 +181,10 @@ asio::awaitable<void> linger_and_close(Stream& stream) {
 }
 
 template <class Stream>
-asio::awaitable<void> answer_error(Stream& stream, error_code ec) {
+asio::awaitable<void> answer_error(Stream& stream, http_rules::socket_deadline& deadline,
+                                   error_code ec) {
     const auto text = ops::error_response(ec, false);
-    beast::get_lowest_layer(stream).expires_after(std::chrono::seconds(5));
+    deadline.expires_after(std::chrono::seconds(5));
     co_await asio::async_write(stream, asio::buffer(text), use_tuple);
 }
 
@@ -211,10 +195,13 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
     const auto& cfg = *context.config;
     const auto& limits = cfg.limits;
     beast::flat_buffer buffer;
+    auto& tcp = beast::get_lowest_layer(stream);
+    tcp.expires_never();  // the sweep keeps this connection's deadlines from here on
+    http_rules::socket_deadline deadline(self.deadlines, tcp.socket());
     for (;;) {
         std::size_t head_size = 0;
         error_code ec =
-            co_await read_head(stream, buffer, limits, self, context.draining, head_size);
+            co_await read_head(stream, deadline, buffer, limits, self, context.draining, head_size);
         const auto started = clock::now();
         if (ec == quiet_close) {
             break;
@@ -242,8 +229,9 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
         }
         if (!ec && parser.get().find(http::field::expect) != parser.get().end()) {
             constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
-            beast::get_lowest_layer(stream).expires_after(limits.write_timeout);
+            deadline.expires_after(limits.write_timeout);
             auto [wec, n] = co_await asio::async_write(stream, asio::buffer(go_on), use_tuple);
+            deadline.clear();
             if (wec)
                 break;
         }
@@ -253,7 +241,7 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
         if (!ec && !parser.is_done()) {
             auto read = [&] { return http::async_read(stream, buffer, parser, use_tuple); };
             auto [rec, n] =
-                co_await with_deadline(stream, clock::now() + limits.idle_timeout, read);
+                co_await with_deadline(deadline, clock::now() + limits.idle_timeout, read);
             if (rec == http::error::end_of_stream || rec == asio::error::eof ||
                 rec == asio::error::connection_reset) {
                 break;  // the client left mid-body: nothing to answer, nothing forwarded
@@ -266,19 +254,18 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
             const double seconds = std::chrono::duration<double>(clock::now() - started).count();
             context.metrics.client_request(cfg.routes.size(), coalesce::role::pass,
                                            ops::reply_for(ec).status, seconds, std::nullopt);
-            co_await answer_error(stream, ec);
-            co_await linger_and_close(stream);
+            co_await answer_error(stream, deadline, ec);
+            co_await linger_and_close(stream, deadline);
             co_return;
         }
         const bool keep_alive =
             parser.keep_alive() && !context.draining.load(std::memory_order_relaxed);
         auto request = parser.release();
-        if (!co_await forward(stream, request, keep_alive, self, context, started)) {
+        if (!co_await forward(stream, deadline, request, keep_alive, self, context, started)) {
             break;
         }
     }
     error_code ignored;
-    auto& tcp = beast::get_lowest_layer(stream);
     tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     tcp.socket().close(ignored);
 }

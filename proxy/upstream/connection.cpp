@@ -49,7 +49,14 @@ bool set_peer_name(SSL* ssl, const std::string& host) {
 
 }  // namespace
 
-connection::connection(asio::any_io_executor ex) : executor_(ex) {}
+connection::connection(asio::any_io_executor ex, http_rules::deadline_sweep& deadlines)
+    : executor_(ex), deadlines_(deadlines) {}
+
+// The result of an operation run under deadline_: aborted by the sweep is a timeout.
+error_code connection::finish(error_code ec) noexcept {
+    deadline_->clear();
+    return ec == asio::error::operation_aborted && deadline_->fired() ? beast::error::timeout : ec;
+}
 
 beast::tcp_stream& connection::tcp() noexcept {
     return tls_ ? beast::get_lowest_layer(*tls_) : *plain_;
@@ -94,38 +101,40 @@ asio::awaitable<error_code> connection::connect(const ops::upstream_config& upst
                                                    : proxy_errc::upstream_tls_failed;
         }
     }
+    tcp().expires_never();  // from here on the worker's sweep keeps this socket's deadlines
+    deadline_.emplace(deadlines_, tcp().socket());
     co_return error_code{};
 }
 
 asio::awaitable<error_code> connection::write(const std::vector<asio::const_buffer>& buffers,
                                               deadline by) {
-    tcp().expires_at(by);
+    deadline_->expires_at(by);
     if (tls_) {
         auto [ec, n] = co_await asio::async_write(*tls_, buffers, use_tuple);
-        co_return ec;
+        co_return finish(ec);
     }
     auto [ec, n] = co_await asio::async_write(*plain_, buffers, use_tuple);
-    co_return ec;
+    co_return finish(ec);
 }
 
 asio::awaitable<error_code> connection::read_header(response_parser& parser, deadline by) {
-    tcp().expires_at(by);
+    deadline_->expires_at(by);
     if (tls_) {
         auto [ec, n] = co_await beast::http::async_read_header(*tls_, buffer_, parser, use_tuple);
-        co_return ec;
+        co_return finish(ec);
     }
     auto [ec, n] = co_await beast::http::async_read_header(*plain_, buffer_, parser, use_tuple);
-    co_return ec;
+    co_return finish(ec);
 }
 
 asio::awaitable<error_code> connection::read_some(response_parser& parser, deadline by) {
-    tcp().expires_at(by);
+    deadline_->expires_at(by);
     if (tls_) {
         auto [ec, n] = co_await beast::http::async_read_some(*tls_, buffer_, parser, use_tuple);
-        co_return ec;
+        co_return finish(ec);
     }
     auto [ec, n] = co_await beast::http::async_read_some(*plain_, buffer_, parser, use_tuple);
-    co_return ec;
+    co_return finish(ec);
 }
 
 bool connection::parse_buffered(response_parser& parser, error_code& ec) {

@@ -2,6 +2,7 @@
 // Every operation takes the caller's deadline; the connection enforces it.
 #pragma once
 
+#include "http/deadline_sweep.hpp"
 #include "ops/config.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -23,7 +24,7 @@ using deadline = std::chrono::steady_clock::time_point;
 
 class connection {
   public:
-    explicit connection(boost::asio::any_io_executor ex);
+    connection(boost::asio::any_io_executor ex, http_rules::deadline_sweep& deadlines);
 
     // Resolves, connects and (for https) handshakes, all before `by`. Errors are proxy_errc.
     boost::asio::awaitable<boost::system::error_code> connect(const ops::upstream_config& upstream,
@@ -50,11 +51,14 @@ class connection {
 
   private:
     boost::beast::tcp_stream& tcp() noexcept;
+    boost::system::error_code finish(boost::system::error_code ec) noexcept;
 
     std::optional<boost::beast::tcp_stream> plain_;
     std::optional<boost::beast::ssl_stream<boost::beast::tcp_stream>> tls_;
     boost::beast::flat_buffer buffer_;
     boost::asio::any_io_executor executor_;
+    http_rules::deadline_sweep& deadlines_;
+    std::optional<http_rules::socket_deadline> deadline_;  // once connected
 };
 
 // The client TLS context for one upstream: TLS ≥ 1.2, verify_peer, the system store or ca_file.

@@ -143,7 +143,7 @@ asio::awaitable<attempt> try_once(const upstream_request& request, exchange_cont
     for (int round = 0; round < 2; ++round) {
         a.conn = round == 0 ? context.connections.take() : nullptr;
         if (!a.conn) {
-            a.conn = std::make_unique<connection>(executor);
+            a.conn = std::make_unique<connection>(executor, context.deadlines);
             cancel->current = a.conn.get();
             a.ec = co_await a.conn->connect(up, context.tls,
                                             earliest(clock::now() + up.timeouts.connect, total));

@@ -32,6 +32,7 @@ struct exchange_context {
     pacer& admission;                // the upstream's, shared by all workers
     ops::metrics& metrics;
     std::size_t upstream_index;
+    http_rules::deadline_sweep& deadlines;  // the calling worker's
 };
 
 // Lets whoever waits on an exchange stop it. Touched only on the exchange's executor.

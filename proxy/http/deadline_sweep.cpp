@@ -1,0 +1,41 @@
+#include "http/deadline_sweep.hpp"
+
+namespace coalescer::http_rules {
+using boost::system::error_code;
+
+void deadline_sweep::start() {
+    timer_.expires_after(period);
+    timer_.async_wait([this](error_code ec) {
+        if (ec) {
+            return;  // the worker is shutting down
+        }
+        check();
+        start();
+    });
+}
+
+void deadline_sweep::check() {
+    const auto now = clock::now();
+    for (auto* d : deadlines_) {
+        if (d->at_ <= now) {
+            d->at_ = clock::time_point::max();
+            d->fired_ = true;
+            error_code ignored;
+            d->socket_.cancel(ignored);
+        }
+    }
+}
+
+socket_deadline::socket_deadline(deadline_sweep& sweep, boost::asio::ip::tcp::socket& socket)
+    : sweep_(sweep), socket_(socket), index_(sweep.deadlines_.size()) {
+    sweep_.deadlines_.push_back(this);
+}
+
+socket_deadline::~socket_deadline() {
+    auto& all = sweep_.deadlines_;
+    all[index_] = all.back();
+    all[index_]->index_ = index_;
+    all.pop_back();
+}
+
+}  // namespace coalescer::http_rules

@@ -1,0 +1,67 @@
+// Coarse deadlines for socket operations. One periodic timer per worker looks at every armed
+// deadline and cancels the operations of each socket past its own. Arming or clearing one is a
+// store; an Asio timer per operation (what Beast's stream timeouts use) costs a timer-queue
+// insert, a cancel and a posted completion on every read and write. Deadlines fire up to one
+// period late, which is far below any timeout a proxy is configured with.
+#pragma once
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <vector>
+
+namespace coalescer::http_rules {
+
+class socket_deadline;
+
+class deadline_sweep {
+  public:
+    using clock = std::chrono::steady_clock;
+    static constexpr std::chrono::milliseconds period{50};
+
+    explicit deadline_sweep(const boost::asio::any_io_executor& ex) : timer_(ex) {}
+    deadline_sweep(const deadline_sweep&) = delete;
+    deadline_sweep& operator=(const deadline_sweep&) = delete;
+
+    void start();  // on the worker's executor; runs until the worker's loop stops
+
+  private:
+    friend class socket_deadline;
+    void check();
+
+    std::vector<socket_deadline*> deadlines_;  // every socket of this worker; unordered
+    boost::asio::steady_timer timer_;
+};
+
+// The deadline of one socket's current operation. Owned by whoever owns the socket, on the
+// socket's worker thread.
+class socket_deadline {
+  public:
+    using clock = deadline_sweep::clock;
+
+    socket_deadline(deadline_sweep& sweep, boost::asio::ip::tcp::socket& socket);
+    ~socket_deadline();
+    socket_deadline(const socket_deadline&) = delete;
+    socket_deadline& operator=(const socket_deadline&) = delete;
+
+    void expires_at(clock::time_point t) noexcept {
+        at_ = t;
+        fired_ = false;
+    }
+    void expires_after(clock::duration d) noexcept { expires_at(clock::now() + d); }
+    void clear() noexcept { at_ = clock::time_point::max(); }
+    // The deadline passed and the socket's pending operations were cancelled: an
+    // operation_aborted since the last expires_at() is a timeout.
+    bool fired() const noexcept { return fired_; }
+
+  private:
+    friend class deadline_sweep;
+    deadline_sweep& sweep_;
+    boost::asio::ip::tcp::socket& socket_;
+    clock::time_point at_ = clock::time_point::max();
+    bool fired_ = false;
+    std::size_t index_;  // in sweep_.deadlines_
+};
+
+}  // namespace coalescer::http_rules
