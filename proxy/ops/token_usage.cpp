@@ -96,7 +96,7 @@ std::vector<std::string_view> data_payloads(std::string_view stream) {
 }  // namespace
 
 std::optional<token_usage> extract_usage(std::string_view content_type,
-                                         const std::vector<std::string_view>& body) {
+                                         std::span<const std::string_view> body) {
     std::string joined;
     std::string_view text;
     if (body.size() == 1) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,6 +19,6 @@ struct token_usage {
 };
 
 std::optional<token_usage> extract_usage(std::string_view content_type,
-                                         const std::vector<std::string_view>& body);
+                                         std::span<const std::string_view> body);
 
 }  // namespace coalescer::ops

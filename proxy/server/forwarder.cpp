@@ -206,8 +206,8 @@ asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadl
                               client_request& request, bool keep_alive, worker& self,
                               proxy_context& context, clock::time_point started) {
     const auto& cfg = *context.config;
-    const std::string target(request.target());
-    const std::string method(request.method_string());
+    const std::string_view target(request.target());  // request outlives the answer
+    const std::string_view method(request.method_string());
     ops::access_record record{
         .route = "none", .method = method, .target = target, .role = role::pass};
     const auto match = context.routes.match(target);

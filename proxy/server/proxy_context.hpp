@@ -16,10 +16,10 @@
 #include <boost/asio/ssl/context.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/intrusive/list.hpp>
 
 #include <atomic>
 #include <memory>
-#include <unordered_set>
 #include <vector>
 
 namespace coalescer::server {
@@ -47,13 +47,21 @@ struct event_loop : boost::asio::io_context {
     using boost::asio::io_context::shutdown;
 };
 
+// A keep-alive connection between requests, linked into its worker's idle list while it waits
+// (no allocation, unlinked when destroyed).
+struct idle_connection
+    : boost::intrusive::list_base_hook<boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
+    explicit idle_connection(boost::asio::ip::tcp::socket& s) : socket(s) {}
+    boost::asio::ip::tcp::socket& socket;
+};
+
 struct worker {
     explicit worker(std::size_t upstreams) : pools(upstreams) {}
     event_loop io;
     http_rules::deadline_sweep deadlines{io.get_executor()};  // of every socket on this loop
     std::vector<upstream::pool> pools;                        // by upstream
     // Connections waiting for their next request: closed at once when a drain starts.
-    std::unordered_set<boost::asio::ip::tcp::socket*> idle;
+    boost::intrusive::list<idle_connection, boost::intrusive::constant_time_size<false>> idle;
 };
 
 }  // namespace coalescer::server

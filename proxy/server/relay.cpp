@@ -169,7 +169,10 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
             head_written = true;
             result.body_bytes += got;
         }
-        if (counting && usage_text.size() + got <= max_usage_scan) {
+        if (counting && done && usage_text.empty()) {
+            upstream::count_tokens(context, response.content_type, {&piece, 1});  // one piece
+            counting = false;
+        } else if (counting && usage_text.size() + got <= max_usage_scan) {
             usage_text.append(piece);
         } else {
             counting = false;
@@ -187,7 +190,8 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
     context.metrics.upstream_timing(context.upstream_index, response.ttfb,
                                     seconds_since(response.sent_at));
     if (result.complete && counting) {
-        upstream::count_tokens(context, response.content_type, {usage_text});
+        const std::string_view whole(usage_text);
+        upstream::count_tokens(context, response.content_type, {&whole, 1});
     }
     if (result.complete && response.parser->keep_alive()) {
         context.connections.give_back(std::move(response.conn));

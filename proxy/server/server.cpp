@@ -136,9 +136,9 @@ void server::begin_refusing() {
     listener_->stop();
     for (auto& w : workers_) {
         asio::post(w->io, [&w = *w] {
-            for (auto* socket : w.idle) {
+            for (auto& connection : w.idle) {
                 error_code ignored;
-                socket->cancel(ignored);
+                connection.socket.cancel(ignored);
             }
         });
     }

@@ -63,20 +63,10 @@ asio::awaitable<std::tuple<error_code, std::size_t>> with_deadline(
 // Registers a connection as idle (between requests) for as long as it waits for a first byte.
 class idle_registration {
   public:
-    idle_registration(worker& w, asio::ip::tcp::socket& s) : worker_(w), socket_(&s) {
-        worker_.idle.insert(socket_);
-    }
-    ~idle_registration() { release(); }
-    void release() {
-        if (socket_ != nullptr) {
-            worker_.idle.erase(socket_);
-            socket_ = nullptr;
-        }
-    }
+    idle_registration(worker& w, asio::ip::tcp::socket& s) : node_(s) { w.idle.push_back(node_); }
 
   private:
-    worker& worker_;
-    asio::ip::tcp::socket* socket_;
+    idle_connection node_;  // unlinks itself
 };
 
 // Reads until the buffer holds a whole request head; returns its size in `head_size`.

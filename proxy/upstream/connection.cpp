@@ -106,7 +106,7 @@ asio::awaitable<error_code> connection::connect(const ops::upstream_config& upst
     co_return error_code{};
 }
 
-asio::awaitable<error_code> connection::write(const std::vector<asio::const_buffer>& buffers,
+asio::awaitable<error_code> connection::write(std::span<const asio::const_buffer> buffers,
                                               deadline by) {
     deadline_->expires_at(by);
     if (tls_) {

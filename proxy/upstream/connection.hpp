@@ -15,6 +15,7 @@
 
 #include <chrono>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace coalescer::upstream {
@@ -31,7 +32,7 @@ class connection {
                                                               boost::asio::ssl::context* tls,
                                                               deadline by);
     boost::asio::awaitable<boost::system::error_code> write(
-        const std::vector<boost::asio::const_buffer>& buffers, deadline by);
+        std::span<const boost::asio::const_buffer> buffers, deadline by);
     boost::asio::awaitable<boost::system::error_code> read_header(response_parser& parser,
                                                                   deadline by);
     boost::asio::awaitable<boost::system::error_code> read_some(response_parser& parser,

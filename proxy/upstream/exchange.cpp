@@ -76,6 +76,7 @@ error_code make_head(const response_parser& parser, bool head_method,
     out.status = msg.result_int();
     out.reason = std::string(msg.reason());
     const auto connection_list = msg[http::field::connection];
+    out.headers.reserve(static_cast<std::size_t>(std::distance(msg.begin(), msg.end())));
     for (const auto& field : msg) {
         const auto name = field.name_string();
         if (http_rules::is_hop_by_hop(name) || http_rules::iequals(name, "content-length") ||
@@ -109,8 +110,8 @@ struct attempt {
 asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_request& request,
                                                std::unique_ptr<response_parser>& parser,
                                                const ops::upstream_config& up, deadline total) {
-    const std::vector<asio::const_buffer> buffers{asio::buffer(request.head),
-                                                  asio::buffer(request.body)};
+    const std::array<asio::const_buffer, 2> buffers{asio::buffer(request.head),
+                                                    asio::buffer(request.body)};
     if (auto ec = co_await conn.write(buffers, earliest(clock::now() + up.timeouts.head, total))) {
         co_return ec;
     }
@@ -291,9 +292,9 @@ asio::awaitable<error_code> read_body_piece(response_start& response, std::span<
     co_return error_code{};
 }
 
-std::pair<ops::token_counter*, std::uint64_t> count_tokens(
-    exchange_context& context, std::string_view content_type,
-    const std::vector<std::string_view>& body) {
+std::pair<ops::token_counter*, std::uint64_t> count_tokens(exchange_context& context,
+                                                           std::string_view content_type,
+                                                           std::span<const std::string_view> body) {
     const auto usage = ops::extract_usage(content_type, body);
     if (!usage) {
         return {nullptr, 0};

@@ -71,9 +71,9 @@ boost::asio::awaitable<boost::system::error_code> read_body_piece(
 
 // Adds the provider's billed tokens (from the response's own `usage`) to the metrics; returns
 // the counter and the tokens so followers can be credited with what they saved.
-std::pair<ops::token_counter*, std::uint64_t> count_tokens(
-    exchange_context& context, std::string_view content_type,
-    const std::vector<std::string_view>& body);
+std::pair<ops::token_counter*, std::uint64_t> count_tokens(exchange_context& context,
+                                                           std::string_view content_type,
+                                                           std::span<const std::string_view> body);
 
 // Runs until the flight completes or fails; never throws. Waits for a pacer slot, retries
 // before the head where the provider cannot have done the work, then streams the body.
