@@ -1,5 +1,7 @@
 #include "coalesce/flight.hpp"
 
+#include "coalesce/head_writer.hpp"
+
 #include "coalesce/registry.hpp"
 
 #include <boost/asio/post.hpp>
@@ -114,14 +116,18 @@ void flight::unpark(const std::shared_ptr<waiter>& w) {
     }
 }
 
-void flight::publish_head(response_head head) {
+void flight::publish_head(response_head head, bool more_follows) {
+    head.follower_text =
+        serialize_head(head, role::follower, id_, {}, framing_for(head, true, true));
     std::unique_lock lock(mutex_);
     head_ = std::make_shared<const response_head>(std::move(head));
     state_ = flight_state::streaming;
-    wake_all(lock);
+    if (!more_follows) {
+        wake_all(lock);
+    }
 }
 
-void flight::append(std::string bytes) {
+void flight::append(std::string bytes, bool more_follows) {
     if (bytes.empty()) {
         return;
     }
@@ -135,7 +141,9 @@ void flight::append(std::string bytes) {
     if (over_limit_) {
         release_read_chunks();
     }
-    wake_all(lock);
+    if (!more_follows) {
+        wake_all(lock);
+    }
 }
 
 void flight::release_read_chunks() {

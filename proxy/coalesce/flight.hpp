@@ -42,6 +42,8 @@ struct response_head {
         content_length;     // nullopt: upstream streamed (chunked or until close)
     bool no_store = false;  // upstream said Cache-Control: no-store/private
     bool has_body = true;   // false for HEAD, 1xx, 204, 304
+    // The head as most subscribers get it (follower, HTTP/1.1, keep-alive), serialized once.
+    std::string follower_text;
 };
 
 enum class flight_state { pending, streaming, complete, failed };
@@ -102,8 +104,11 @@ class flight : public std::enable_shared_from_this<flight> {
     void unpark(const std::shared_ptr<waiter>& w);
 
     // --- The producer (the fetch's thread) ---
-    void publish_head(response_head head);
-    void append(std::string bytes);
+    // `more_follows`: the producer appends or ends the flight right after this call, without
+    // waiting; subscribers are woken once for all of it, so each writes once (a JSON answer
+    // usually arrives whole with its head).
+    void publish_head(response_head head, bool more_follows = false);
+    void append(std::string bytes, bool more_follows = false);
     void complete();
     void fail(boost::system::error_code ec);
     // Lets the producer be cancelled from another thread (orphan: cancel, shutdown).

@@ -46,13 +46,14 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
     auto parked = std::make_shared<waiter>(co_await asio::this_coro::executor);
     // The watch may fire after this delivery ended (its handler was already queued): it keeps
     // the waiter alive for that.
-    auto watch = std::make_shared<http_rules::hangup_watch>(socket_of(stream),
+    auto watch = std::make_shared<http_rules::hangup_watch>(deadline.sweep(), socket_of(stream),
                                                             [parked] { parked->timer.cancel(); });
     std::size_t cursor = 0;
     bool head_sent = false;
     bool chunked = false;
     bool has_body = true;
     std::string head_text;
+    std::shared_ptr<const response_head> head;  // keeps a viewed follower_text alive
     std::vector<std::array<char, 20>> chunk_sizes;
     std::vector<asio::const_buffer> buffers;
     const auto give_up_at = clock::now() + options.max_wait;
@@ -80,9 +81,14 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
                     age = std::chrono::duration_cast<std::chrono::seconds>(clock::now() -
                                                                            f.completed_at());
                 }
-                head_text = serialize_head(*r.head, options.role, f.id(), age, framing);
+                const bool usual =
+                    options.role == role::follower && framing.keep_alive && options.client_http11;
+                head = r.head;
+                if (!usual) {
+                    head_text = serialize_head(*r.head, options.role, f.id(), age, framing);
+                }
                 result.status = r.head->status;
-                buffers.push_back(asio::buffer(head_text));
+                buffers.push_back(asio::buffer(usual ? head->follower_text : head_text));
             }
         }
         std::size_t take = 0;

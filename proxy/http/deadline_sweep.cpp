@@ -14,8 +14,21 @@ void deadline_sweep::start() {
     });
 }
 
+void deadline_sweep::schedule(sweep_task& task, clock::time_point due) {
+    task.unlink();
+    task.due_ = due;
+    tasks_.push_back(task);
+}
+
 void deadline_sweep::check() {
     const auto now = clock::now();
+    for (auto it = tasks_.begin(); it != tasks_.end();) {
+        auto& task = *it++;
+        if (task.due_ <= now) {
+            task.unlink();
+            task.on_due();  // may schedule or unlink other tasks: `it` is already past this one
+        }
+    }
     for (auto* d : deadlines_) {
         if (d->at_ <= now) {
             d->at_ = clock::time_point::max();

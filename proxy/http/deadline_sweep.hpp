@@ -7,6 +7,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/intrusive/list.hpp>
 
 #include <chrono>
 #include <vector>
@@ -14,6 +15,22 @@
 namespace coalescer::http_rules {
 
 class socket_deadline;
+
+// Work the sweep runs once, at or after `due` (up to one period late). Unlinks itself when
+// destroyed or cancelled; owned by the caller, on the sweep's worker thread.
+class sweep_task : public boost::intrusive::list_base_hook<
+                       boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
+  public:
+    virtual ~sweep_task() = default;
+    void cancel_task() noexcept { unlink(); }
+
+  protected:
+    virtual void on_due() = 0;
+
+  private:
+    friend class deadline_sweep;
+    std::chrono::steady_clock::time_point due_{};
+};
 
 class deadline_sweep {
   public:
@@ -25,12 +42,15 @@ class deadline_sweep {
     deadline_sweep& operator=(const deadline_sweep&) = delete;
 
     void start();  // on the worker's executor; runs until the worker's loop stops
+    // Runs `task` at `due` unless it is cancelled or destroyed first. No timer, no allocation.
+    void schedule(sweep_task& task, clock::time_point due);
 
   private:
     friend class socket_deadline;
     void check();
 
     std::vector<socket_deadline*> deadlines_;  // every socket of this worker; unordered
+    boost::intrusive::list<sweep_task, boost::intrusive::constant_time_size<false>> tasks_;
     boost::asio::steady_timer timer_;
 };
 
@@ -51,6 +71,7 @@ class socket_deadline {
     }
     void expires_after(clock::duration d) noexcept { expires_at(clock::now() + d); }
     void clear() noexcept { at_ = clock::time_point::max(); }
+    deadline_sweep& sweep() const noexcept { return sweep_; }
     // The deadline passed and the socket's pending operations were cancelled: an
     // operation_aborted since the last expires_at() is a timeout.
     bool fired() const noexcept { return fired_; }

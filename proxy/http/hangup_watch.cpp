@@ -9,16 +9,11 @@ void hangup_watch::arm_after(std::chrono::milliseconds delay) {
         return;
     }
     scheduled_ = true;
-    timer_.expires_after(delay);
-    timer_.async_wait([self = shared_from_this()](error_code ec) {
-        self->scheduled_ = false;
-        if (!ec && !self->stopped_) {
-            self->arm();
-        }
-    });
+    sweep_.schedule(*this, deadline_sweep::clock::now() + delay);
 }
 
-void hangup_watch::arm() {
+void hangup_watch::on_due() {
+    scheduled_ = false;
     if (armed_ || stopped_ || gone_ || disabled_) {
         return;
     }
@@ -41,14 +36,11 @@ void hangup_watch::arm() {
                           std::move(on_probe));
 }
 
-void hangup_watch::stop() {
+void hangup_watch::stop() noexcept {
     stopped_ = true;
     if (scheduled_) {
-        timer_.cancel();
-    }
-    if (armed_) {
-        error_code ignored;
-        socket_.cancel(ignored);
+        scheduled_ = false;
+        cancel_task();
     }
 }
 

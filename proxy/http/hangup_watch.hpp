@@ -3,8 +3,9 @@
 // session to read.
 #pragma once
 
+#include "http/deadline_sweep.hpp"
+
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/steady_timer.hpp>
 
 #include <chrono>
 #include <functional>
@@ -12,24 +13,28 @@
 
 namespace coalescer::http_rules {
 
-class hangup_watch : public std::enable_shared_from_this<hangup_watch> {
+class hangup_watch : public std::enable_shared_from_this<hangup_watch>, private sweep_task {
   public:
-    // `on_hangup` runs on the socket's executor, once, when the peer closes or resets.
-    hangup_watch(boost::asio::ip::tcp::socket& socket, std::function<void()> on_hangup)
-        : socket_(socket), timer_(socket.get_executor()), on_hangup_(std::move(on_hangup)) {}
+    // `on_hangup` runs on the socket's worker, once, when the peer closes or resets before
+    // stop(). `sweep` is that worker's.
+    hangup_watch(deadline_sweep& sweep, boost::asio::ip::tcp::socket& socket,
+                 std::function<void()> on_hangup)
+        : sweep_(sweep), socket_(socket), on_hangup_(std::move(on_hangup)) {}
 
     // Starts watching after `delay`, unless stopped, fired, or disabled by bytes from the
     // client. Most answers come sooner and never pay for a watch (a receive syscall each).
     void arm_after(std::chrono::milliseconds delay);
-    // Ends the watch; call before the socket is read again or the watch is dropped.
-    void stop();
+    // Ends the watch. A peek already queued stays queued: it completes harmlessly when the
+    // client's next bytes or its close arrive, which costs nothing now (cancelling it would
+    // post a completion per client at the busiest moment, a flight's fan-out).
+    void stop() noexcept;
     bool gone() const noexcept { return gone_; }
 
   private:
-    void arm();
+    void on_due() override;
 
+    deadline_sweep& sweep_;
     boost::asio::ip::tcp::socket& socket_;  // used only until stop()
-    boost::asio::steady_timer timer_;
     std::function<void()> on_hangup_;
     char probe_ = 0;
     bool scheduled_ = false;

@@ -107,7 +107,7 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
     auto cancel = std::make_shared<upstream::exchange_cancel>();
     // The handler runs on this worker, like the exchange: no post needed.
     auto watch = std::make_shared<http_rules::hangup_watch>(
-        beast::get_lowest_layer(client).socket(), [cancel] { cancel->cancel(); });
+        deadline.sweep(), beast::get_lowest_layer(client).socket(), [cancel] { cancel->cancel(); });
     watch->arm_after(hangup_watch_delay);
 
     auto response = co_await upstream::open_response(request, context, total, cancel);

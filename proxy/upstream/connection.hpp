@@ -40,6 +40,7 @@ class connection {
     // Feeds the parser bytes already read (a body that came with its head) without I/O or a
     // trip through the scheduler. False when nothing could be parsed: call read_some.
     bool parse_buffered(response_parser& parser, boost::system::error_code& ec);
+    bool has_buffered() const noexcept { return buffer_.size() != 0; }
 
     void close() noexcept;
     // True when an idle pooled connection has unread junk, or has been closed by

@@ -261,6 +261,25 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
     }
 }
 
+namespace {
+
+// Parses body bytes already read into `buffer`, without I/O; returns how many.
+std::size_t parse_buffered_piece(response_start& response, std::span<char> buffer, error_code& ec) {
+    auto& parser = *response.parser;
+    parser.get().body().data = buffer.data();
+    parser.get().body().size = buffer.size();
+    response.conn->parse_buffered(parser, ec);
+    if (ec == http::error::need_buffer) {
+        ec = {};
+    }
+    if (ec) {
+        ec = proxy_errc::upstream_protocol_error;
+    }
+    return buffer.size() - parser.get().body().size;
+}
+
+}  // namespace
+
 asio::awaitable<error_code> read_body_piece(response_start& response, std::span<char> buffer,
                                             std::size_t& got, const ops::upstream_config& up,
                                             deadline total, exchange_cancel& cancel) {
@@ -319,13 +338,21 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
         flight->fail(response.ec);
         co_return;
     }
-    flight->publish_head(std::move(response.head));
+    auto& parser = *response.parser;
     // One read buffer for the whole body; each piece is stored at its own size (a 16 KiB string
     // shrunk with resize() would keep its capacity: wasted memory, miscounted cache bytes).
     std::array<char, read_chunk> buffer;
     error_code ec;
-    while (!ec && !response.parser->is_done()) {
-        std::size_t got = 0;
+    // Body bytes that came with the head go out with it: one wake-up, one write per subscriber.
+    std::size_t got = 0;
+    if (!parser.is_done()) {
+        got = parse_buffered_piece(response, buffer, ec);
+    }
+    flight->publish_head(std::move(response.head), !ec && (got != 0 || parser.is_done()));
+    if (got != 0) {
+        flight->append(std::string(buffer.data(), got), !ec && parser.is_done());
+    }
+    while (!ec && !parser.is_done()) {
         ec = co_await read_body_piece(response, buffer, got, up, total, *cancel);
         if (got != 0 && !cancel->cancelled) {
             flight->append(std::string(buffer.data(), got));
