@@ -53,13 +53,18 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
         head += ':' + std::to_string(up.port);
     }
     head += "\r\n";
+    // Most requests have no Connection header naming others: don't scan for one per field.
+    const bool names_others = request.find(http::field::connection) != request.end();
     for (const auto& field : request) {
+        const auto known = field.name();
+        if (known == http::field::host || known == http::field::content_length ||
+            known == http::field::accept_encoding || known == http::field::expect) {
+            continue;
+        }
         const auto name = field.name_string();
-        if (http_rules::is_hop_by_hop(name) || http_rules::iequals(name, "host") ||
-            http_rules::iequals(name, "content-length") ||
-            http_rules::iequals(name, "accept-encoding") || http_rules::iequals(name, "expect") ||
+        if (http_rules::is_hop_by_hop(name) ||
             http_rules::iequals(name, cfg.coalesce.bypass_header) ||
-            listed_in_connection(request, name)) {
+            (names_others && listed_in_connection(request, name))) {
             continue;
         }
         head += name;
