@@ -10,7 +10,6 @@
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
@@ -34,7 +33,7 @@ constexpr std::chrono::milliseconds hangup_watch_delay{50};
 
 template <class Stream>
 asio::ip::tcp::socket& socket_of(Stream& stream) {
-    return beast::get_lowest_layer(stream).socket();
+    return beast::get_lowest_layer(stream);
 }
 
 }  // namespace
@@ -183,9 +182,10 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
     co_return result;
 }
 
-template asio::awaitable<delivery_result> deliver(beast::tcp_stream&, http_rules::socket_deadline&,
-                                                  flight&, std::size_t, delivery_options);
-template asio::awaitable<delivery_result> deliver(beast::ssl_stream<beast::tcp_stream>&,
+template asio::awaitable<delivery_result> deliver(asio::ip::tcp::socket&,
+                                                  http_rules::socket_deadline&, flight&,
+                                                  std::size_t, delivery_options);
+template asio::awaitable<delivery_result> deliver(beast::ssl_stream<asio::ip::tcp::socket>&,
                                                   http_rules::socket_deadline&, flight&,
                                                   std::size_t, delivery_options);
 

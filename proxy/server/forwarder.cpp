@@ -9,9 +9,9 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 namespace coalescer::server {
@@ -259,10 +259,10 @@ asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadl
     co_return delivered.reusable;
 }
 
-template asio::awaitable<bool> forward(beast::tcp_stream&, http_rules::socket_deadline&,
+template asio::awaitable<bool> forward(asio::ip::tcp::socket&, http_rules::socket_deadline&,
                                        client_request&, bool, worker&, proxy_context&,
                                        clock::time_point);
-template asio::awaitable<bool> forward(beast::ssl_stream<beast::tcp_stream>&,
+template asio::awaitable<bool> forward(beast::ssl_stream<asio::ip::tcp::socket>&,
                                        http_rules::socket_deadline&, client_request&, bool, worker&,
                                        proxy_context&, clock::time_point);
 

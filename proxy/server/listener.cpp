@@ -36,19 +36,21 @@ struct connection_count {
 
 asio::awaitable<void> plain_session(tcp::socket socket, worker& self, proxy_context& context) {
     connection_count counted(context.metrics);
-    beast::tcp_stream stream(std::move(socket));
-    co_await run_session(stream, self, context);
+    co_await run_session(socket, self, context);
 }
 
 asio::awaitable<void> tls_session(tcp::socket socket, asio::ssl::context& tls, worker& self,
                                   proxy_context& context) {
     connection_count counted(context.metrics);
-    beast::ssl_stream<beast::tcp_stream> stream(beast::tcp_stream(std::move(socket)), tls);
-    // A client that never finishes its handshake is dropped at the header timeout (T-09).
-    beast::get_lowest_layer(stream).expires_after(context.config->limits.header_timeout);
-    auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, use_tuple);
-    if (ec) {
-        co_return;
+    beast::ssl_stream<tcp::socket> stream(std::move(socket), tls);
+    {
+        // A client that never finishes its handshake is dropped at the header timeout (T-09).
+        http_rules::socket_deadline deadline(self.deadlines, stream.next_layer());
+        deadline.expires_after(context.config->limits.header_timeout);
+        auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, use_tuple);
+        if (ec) {
+            co_return;
+        }
     }
     co_await run_session(stream, self, context);
 }

@@ -5,9 +5,9 @@
 #include "ops/errors.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <array>
@@ -107,7 +107,7 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
     auto cancel = std::make_shared<upstream::exchange_cancel>();
     // The handler runs on this worker, like the exchange: no post needed.
     auto watch = std::make_shared<http_rules::hangup_watch>(
-        deadline.sweep(), beast::get_lowest_layer(client).socket(), [cancel] { cancel->cancel(); });
+        deadline.sweep(), beast::get_lowest_layer(client), [cancel] { cancel->cancel(); });
     watch->arm_after(hangup_watch_delay);
 
     auto response = co_await upstream::open_response(request, context, total, cancel);
@@ -199,10 +199,10 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
     co_return out;
 }
 
-template asio::awaitable<relay_result> relay(beast::tcp_stream&, http_rules::socket_deadline&,
+template asio::awaitable<relay_result> relay(asio::ip::tcp::socket&, http_rules::socket_deadline&,
                                              upstream::upstream_request, upstream::exchange_context,
                                              relay_options);
-template asio::awaitable<relay_result> relay(beast::ssl_stream<beast::tcp_stream>&,
+template asio::awaitable<relay_result> relay(beast::ssl_stream<asio::ip::tcp::socket>&,
                                              http_rules::socket_deadline&,
                                              upstream::upstream_request, upstream::exchange_context,
                                              relay_options);

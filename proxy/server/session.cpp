@@ -5,11 +5,11 @@
 #include "server/request_validator.hpp"
 
 #include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
@@ -83,7 +83,7 @@ asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadlin
     }
     std::optional<idle_registration> idle;
     if (buffer.size() == 0) {
-        idle.emplace(self, tcp.socket());
+        idle.emplace(self, tcp);
     }
     std::size_t scanned = 0;
     bool started = buffer.size() != 0;
@@ -157,7 +157,7 @@ template <class Stream>
 asio::awaitable<void> linger_and_close(Stream& stream, http_rules::socket_deadline& deadline) {
     auto& tcp = beast::get_lowest_layer(stream);
     error_code ignored;
-    tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+    tcp.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
     std::array<char, 4096> sink;
     std::size_t drained = 0;
     deadline.expires_after(std::chrono::seconds(2));
@@ -167,7 +167,7 @@ asio::awaitable<void> linger_and_close(Stream& stream, http_rules::socket_deadli
             break;
         drained += n;
     }
-    tcp.socket().close(ignored);
+    tcp.close(ignored);
 }
 
 template <class Stream>
@@ -186,8 +186,7 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
     const auto& limits = cfg.limits;
     beast::flat_buffer buffer;
     auto& tcp = beast::get_lowest_layer(stream);
-    tcp.expires_never();  // the sweep keeps this connection's deadlines from here on
-    http_rules::socket_deadline deadline(self.deadlines, tcp.socket());
+    http_rules::socket_deadline deadline(self.deadlines, tcp);
     for (;;) {
         std::size_t head_size = 0;
         error_code ec =
@@ -256,12 +255,12 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
         }
     }
     error_code ignored;
-    tcp.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-    tcp.socket().close(ignored);
+    tcp.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    tcp.close(ignored);
 }
 
-template asio::awaitable<void> run_session(beast::tcp_stream&, worker&, proxy_context&);
-template asio::awaitable<void> run_session(beast::ssl_stream<beast::tcp_stream>&, worker&,
+template asio::awaitable<void> run_session(asio::ip::tcp::socket&, worker&, proxy_context&);
+template asio::awaitable<void> run_session(beast::ssl_stream<asio::ip::tcp::socket>&, worker&,
                                            proxy_context&);
 
 }  // namespace coalescer::server
