@@ -31,6 +31,23 @@ constexpr std::size_t max_bytes_per_write = 256 * 1024;
 // A client waiting longer than this for the flight's next bytes is watched for a hang-up.
 constexpr std::chrono::milliseconds hangup_watch_delay{50};
 
+// The safety net for a flight that never moves: a sweep task, so a parked subscriber's timer
+// never expires and stays out of Asio's timer heap (with thousands of subscribers, re-arming
+// and cancelling heap timers on every event cost a timerfd update each time the earliest moved).
+class give_up_task final : public http_rules::sweep_task {
+  public:
+    explicit give_up_task(std::shared_ptr<waiter> w) : waiter_(std::move(w)) {}
+    bool due() const noexcept { return due_; }
+
+  private:
+    void on_due() override {
+        due_ = true;
+        waiter_->timer.cancel();
+    }
+    std::shared_ptr<waiter> waiter_;
+    bool due_ = false;
+};
+
 template <class Stream>
 asio::ip::tcp::socket& socket_of(Stream& stream) {
     return beast::get_lowest_layer(stream);
@@ -55,7 +72,8 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
     std::shared_ptr<const response_head> head;  // keeps a viewed follower_text alive
     std::vector<std::array<char, 20>> chunk_sizes;
     std::vector<asio::const_buffer> buffers;
-    const auto give_up_at = clock::now() + options.max_wait;
+    give_up_task give_up(parked);
+    deadline.sweep().schedule(give_up, clock::now() + options.max_wait);
 
     log_read r;  // reused: no allocation per wake-up
     for (;;) {
@@ -159,14 +177,16 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
             continue;
         }
         watch->arm_after(hangup_watch_delay);
-        parked->timer.expires_at(give_up_at);
-        auto [wec] = co_await parked->timer.async_wait(use_tuple);
+        if (!give_up.due()) {
+            parked->timer.expires_at(clock::time_point::max());  // woken by a cancel only
+            co_await parked->timer.async_wait(use_tuple);
+        }
         f.unpark(parked);
         if (watch->gone()) {
             result.client_gone = true;
             break;
         }
-        if (!wec) {
+        if (give_up.due()) {
             // The flight did not move for max_wait: give up on it for this client.
             if (!head_sent) {
                 head_text = ops::error_response(ops::proxy_errc::upstream_total_timeout, false);
