@@ -393,3 +393,17 @@ TEST_CASE("204 on a pass route ends at the head, and the connection is reused") 
     CHECK(c.read(10s).status == 200);
     CHECK(env.mock->stats().aborted == 0);
 }
+
+TEST_CASE(
+    "a pass-route client that stops reading is dropped at write_timeout, and so is its call") {
+    mock_and_proxy env({}, "limits: {write_timeout: 1s}\n", "", pass_routes);
+    client stuck(env.proxy->port());
+    stuck.send("POST", "/chat/completions", chat_body("big", false, R"({"body_bytes":24000000})"));
+    // Never reads: the relay's write stalls on a full socket until the deadline sweep cuts it.
+    CHECK(eventually([&] { return env.mock->stats().aborted == 1; }, 10s));
+    const auto late = stuck.read(10s);
+    CHECK_FALSE(late.complete);
+    const auto after = request(env.proxy->port(), "POST", "/chat/completions", chat_body("next"));
+    CHECK(after.status == 200);
+    CHECK(after.complete);
+}
