@@ -190,6 +190,11 @@ asio::awaitable<bool> relay_alone(Stream& stream, http_rules::socket_deadline& d
                                   ops::access_record& record, clock::time_point started) {
     const auto& cfg = *context.config;
     const auto id = context.flights.next_id();
+    struct in_progress {  // counted with the flights in coalescer_flights_in_flight
+        explicit in_progress(std::atomic<std::size_t>& n) : n(n) { n.fetch_add(1); }
+        ~in_progress() { n.fetch_sub(1); }
+        std::atomic<std::size_t>& n;
+    } counted(context.relays_in_progress);
     const relay_options options{
         .role = record.role,
         .exchange_id = id,

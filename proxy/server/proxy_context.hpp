@@ -37,6 +37,7 @@ struct proxy_context {
     ops::metrics metrics;
     ops::access_log log;
     std::atomic<bool> draining{false};
+    std::atomic<std::size_t> relays_in_progress{0};  // pass and bypass exchanges (no flight)
 };
 
 // An io_context whose handlers can be destroyed before the context itself, so that objects

@@ -80,7 +80,8 @@ server::~server() {
 
 std::string server::render_metrics() const {
     ops::gauges now;
-    now.flights_in_flight = context_->flights.live_flights();
+    now.flights_in_flight = context_->flights.live_flights() +
+                            context_->relays_in_progress.load(std::memory_order_relaxed);
     now.retained_entries = context_->flights.retained_entries();
     now.retained_bytes = context_->flights.retained_bytes();
     now.evictions = context_->flights.evictions();
@@ -146,8 +147,9 @@ void server::begin_refusing() {
 
 void server::check_drained(std::shared_ptr<asio::steady_timer> timer,
                            std::chrono::steady_clock::time_point give_up) {
-    const bool idle =
-        context_->metrics.open_connections() == 0 && context_->flights.live_flights() == 0;
+    const bool idle = context_->metrics.open_connections() == 0 &&
+                      context_->flights.live_flights() == 0 &&
+                      context_->relays_in_progress.load(std::memory_order_relaxed) == 0;
     if (idle || std::chrono::steady_clock::now() >= give_up) {
         std::thread([this] { stop(); }).detach();
         return;

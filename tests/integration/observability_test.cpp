@@ -251,3 +251,24 @@ TEST_CASE("a planted API key appears nowhere the process prints or serves") {
     CHECK(mock.calls().front().headers.at("authorization") ==
           "Bearer " + sentinel);  // it was forwarded
 }
+
+TEST_CASE("pass and bypass exchanges count in coalescer_flights_in_flight while they run") {
+    mock_and_proxy env({}, "", "",
+                       "  - {prefix: /chat/completions, upstream: mock, coalesce: true}\n"
+                       "  - {prefix: /, upstream: mock, coalesce: false}\n");
+    auto in_flight = [&] {
+        const auto m =
+            parse_exposition(request(env.proxy->admin_port(), "GET", "/metrics", "").body);
+        return value(m, "coalescer_flights_in_flight");
+    };
+    const auto slow = chat_body("slow", false, R"({"latency_ms": 1500})");
+    client pass(env.proxy->port());
+    pass.send("POST", "/v1/chat/completions", slow);
+    client bypass(env.proxy->port());
+    bypass.send("POST", "/chat/completions", slow, {{"x-coalesce-bypass", "1"}});
+    std::this_thread::sleep_for(500ms);
+    CHECK(in_flight() == 2);
+    CHECK(pass.read(10s).header("x-coalesce") == "pass");
+    CHECK(bypass.read(10s).header("x-coalesce") == "bypass");
+    CHECK(in_flight() == 0);
+}
