@@ -1,5 +1,7 @@
 #include "http/deadline_sweep.hpp"
 
+#include <boost/beast/core/error.hpp>
+
 namespace coalescer::http_rules {
 using boost::system::error_code;
 
@@ -37,6 +39,14 @@ void deadline_sweep::check() {
             d->socket_.cancel(ignored);
         }
     }
+}
+
+error_code socket_deadline::finish(error_code ec) noexcept {
+    clear();
+    if (ec == boost::asio::error::operation_aborted && fired_) {
+        return boost::beast::error::timeout;
+    }
+    return ec;
 }
 
 socket_deadline::socket_deadline(deadline_sweep& sweep, boost::asio::ip::tcp::socket& socket)

@@ -71,6 +71,8 @@ class socket_deadline {
     }
     void expires_after(clock::duration d) noexcept { expires_at(clock::now() + d); }
     void clear() noexcept { at_ = clock::time_point::max(); }
+    // Clears the deadline after an operation; one it aborted reports beast::error::timeout.
+    boost::system::error_code finish(boost::system::error_code ec) noexcept;
     deadline_sweep& sweep() const noexcept { return sweep_; }
     // The deadline passed and the socket's pending operations were cancelled: an
     // operation_aborted since the last expires_at() is a timeout.

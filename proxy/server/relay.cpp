@@ -64,16 +64,12 @@ class write_list {
     std::array<char, 20> size_line_{};
 };
 
+// The list goes out under the client's write deadline.
 template <class Stream>
-asio::awaitable<error_code> write_all(Stream& client, http_rules::socket_deadline& deadline,
-                                      const write_list& list, std::chrono::milliseconds timeout) {
+auto write_all(Stream& client, http_rules::socket_deadline& deadline, const write_list& list,
+               std::chrono::milliseconds timeout) {
     deadline.expires_after(timeout);
-    auto [ec, n] = co_await asio::async_write(client, list.buffers(), use_tuple);
-    deadline.clear();
-    if (ec == asio::error::operation_aborted && deadline.fired()) {
-        ec = beast::error::timeout;
-    }
-    co_return ec;
+    return asio::async_write(client, list.buffers(), use_tuple);
 }
 
 // No head arrived: the client gets the same synthesized error a flight's subscribers would.
@@ -84,7 +80,8 @@ asio::awaitable<void> answer_failure(Stream& client, http_rules::socket_deadline
     const auto text = ops::error_response(failure, options.keep_alive);
     write_list list;
     list.add(text);
-    const auto wec = co_await write_all(client, deadline, list, options.write_timeout);
+    auto [written_ec, n] = co_await write_all(client, deadline, list, options.write_timeout);
+    const auto wec = deadline.finish(written_ec);
     const auto reply = ops::reply_for(failure);
     result.status = reply.status;
     result.reusable = !wec && options.keep_alive && !reply.close_connection;
@@ -157,8 +154,9 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
             list.add("0\r\n\r\n");
         }
         if (!list.empty()) {
-            if (const auto wec =
-                    co_await write_all(client, deadline, list, options.write_timeout)) {
+            auto [written_ec, n] =
+                co_await write_all(client, deadline, list, options.write_timeout);
+            if (const auto wec = deadline.finish(written_ec)) {
                 result.dropped_slow = wec == beast::error::timeout;
                 result.client_gone = !result.dropped_slow;
                 break;

@@ -46,20 +46,6 @@ std::string_view view(const beast::flat_buffer& b) {
     return {static_cast<const char*>(b.data().data()), b.size()};
 }
 
-// Runs one read under a deadline that cancels it without closing the socket (Beast's own
-// timeouts close it), so a 408 can still be written afterwards.
-template <class Op>
-asio::awaitable<std::tuple<error_code, std::size_t>> with_deadline(
-    http_rules::socket_deadline& deadline, clock::time_point at, Op op) {
-    deadline.expires_at(at);
-    auto [ec, n] = co_await op();
-    deadline.clear();
-    if (ec == asio::error::operation_aborted && deadline.fired()) {
-        ec = beast::error::timeout;
-    }
-    co_return std::make_tuple(ec, n);
-}
-
 // Registers a connection as idle (between requests) for as long as it waits for a first byte.
 class idle_registration {
   public:
@@ -103,9 +89,10 @@ asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadlin
                     : proxy_errc::uri_too_long;
             }
         }
-        auto read = [&] { return stream.async_read_some(buffer.prepare(read_size), use_tuple); };
-        const auto until = started ? head_deadline : clock::now() + limits.idle_timeout;
-        auto [ec, n] = co_await with_deadline(deadline, until, read);
+        // The sweep cancels the read without closing the socket, so a 408 can still be sent.
+        deadline.expires_at(started ? head_deadline : clock::now() + limits.idle_timeout);
+        auto [rec, n] = co_await stream.async_read_some(buffer.prepare(read_size), use_tuple);
+        const auto ec = deadline.finish(rec);
         buffer.commit(n);
         if (ec) {
             if (ec == beast::error::timeout && started) {
@@ -228,9 +215,9 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
             ec = parse_buffered_body(parser, buffer);  // usually the whole body came with the head
         }
         if (!ec && !parser.is_done()) {
-            auto read = [&] { return http::async_read(stream, buffer, parser, use_tuple); };
-            auto [rec, n] =
-                co_await with_deadline(deadline, clock::now() + limits.idle_timeout, read);
+            deadline.expires_after(limits.idle_timeout);
+            auto [body_ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+            const auto rec = deadline.finish(body_ec);
             if (rec == http::error::end_of_stream || rec == asio::error::eof ||
                 rec == asio::error::connection_reset) {
                 break;  // the client left mid-body: nothing to answer, nothing forwarded

@@ -52,12 +52,6 @@ bool set_peer_name(SSL* ssl, const std::string& host) {
 connection::connection(asio::any_io_executor ex, http_rules::deadline_sweep& deadlines)
     : executor_(ex), deadlines_(deadlines) {}
 
-// The result of an operation run under deadline_: aborted by the sweep is a timeout.
-error_code connection::finish(error_code ec) noexcept {
-    deadline_->clear();
-    return ec == asio::error::operation_aborted && deadline_->fired() ? beast::error::timeout : ec;
-}
-
 beast::tcp_stream& connection::tcp() noexcept {
     return tls_ ? beast::get_lowest_layer(*tls_) : *plain_;
 }
@@ -106,35 +100,28 @@ asio::awaitable<error_code> connection::connect(const ops::upstream_config& upst
     co_return error_code{};
 }
 
-asio::awaitable<error_code> connection::write(std::span<const asio::const_buffer> buffers,
-                                              deadline by) {
+// These return the operation itself rather than wrapping it in a coroutine of their own: one
+// frame allocation and one resumption fewer per operation on the hot path.
+connection::io_result connection::write(std::span<const asio::const_buffer> buffers, deadline by) {
     deadline_->expires_at(by);
-    if (tls_) {
-        auto [ec, n] = co_await asio::async_write(*tls_, buffers, use_tuple);
-        co_return finish(ec);
-    }
-    auto [ec, n] = co_await asio::async_write(*plain_, buffers, use_tuple);
-    co_return finish(ec);
+    return tls_ ? asio::async_write(*tls_, buffers, use_tuple)
+                : asio::async_write(*plain_, buffers, use_tuple);
 }
 
-asio::awaitable<error_code> connection::read_header(response_parser& parser, deadline by) {
+connection::io_result connection::read_header(response_parser& parser, deadline by) {
     deadline_->expires_at(by);
-    if (tls_) {
-        auto [ec, n] = co_await beast::http::async_read_header(*tls_, buffer_, parser, use_tuple);
-        co_return finish(ec);
-    }
-    auto [ec, n] = co_await beast::http::async_read_header(*plain_, buffer_, parser, use_tuple);
-    co_return finish(ec);
+    return tls_ ? beast::http::async_read_header(*tls_, buffer_, parser, use_tuple)
+                : beast::http::async_read_header(*plain_, buffer_, parser, use_tuple);
 }
 
-asio::awaitable<error_code> connection::read_some(response_parser& parser, deadline by) {
+connection::io_result connection::read_some(response_parser& parser, deadline by) {
     deadline_->expires_at(by);
-    if (tls_) {
-        auto [ec, n] = co_await beast::http::async_read_some(*tls_, buffer_, parser, use_tuple);
-        co_return finish(ec);
-    }
-    auto [ec, n] = co_await beast::http::async_read_some(*plain_, buffer_, parser, use_tuple);
-    co_return finish(ec);
+    return tls_ ? beast::http::async_read_some(*tls_, buffer_, parser, use_tuple)
+                : beast::http::async_read_some(*plain_, buffer_, parser, use_tuple);
+}
+
+error_code connection::finish(error_code ec) noexcept {
+    return deadline_->finish(ec);
 }
 
 bool connection::parse_buffered(response_parser& parser, error_code& ec) {

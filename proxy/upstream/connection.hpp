@@ -31,12 +31,13 @@ class connection {
     boost::asio::awaitable<boost::system::error_code> connect(const ops::upstream_config& upstream,
                                                               boost::asio::ssl::context* tls,
                                                               deadline by);
-    boost::asio::awaitable<boost::system::error_code> write(
-        std::span<const boost::asio::const_buffer> buffers, deadline by);
-    boost::asio::awaitable<boost::system::error_code> read_header(response_parser& parser,
-                                                                  deadline by);
-    boost::asio::awaitable<boost::system::error_code> read_some(response_parser& parser,
-                                                                deadline by);
+    // An operation under deadline `by`; pass its error through finish() when it completes.
+    using io_result = boost::asio::awaitable<std::tuple<boost::system::error_code, std::size_t>>;
+    io_result write(std::span<const boost::asio::const_buffer> buffers, deadline by);
+    io_result read_header(response_parser& parser, deadline by);
+    io_result read_some(response_parser& parser, deadline by);
+    // Clears the operation's deadline; an operation it aborted reports beast::error::timeout.
+    boost::system::error_code finish(boost::system::error_code ec) noexcept;
     // Feeds the parser bytes already read (a body that came with its head) without I/O or a
     // trip through the scheduler. False when nothing could be parsed: call read_some.
     bool parse_buffered(response_parser& parser, boost::system::error_code& ec);
@@ -53,7 +54,6 @@ class connection {
 
   private:
     boost::beast::tcp_stream& tcp() noexcept;
-    boost::system::error_code finish(boost::system::error_code ec) noexcept;
 
     std::optional<boost::beast::tcp_stream> plain_;
     std::optional<boost::beast::ssl_stream<boost::beast::tcp_stream>> tls_;

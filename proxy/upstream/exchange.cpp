@@ -112,7 +112,9 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
                                                const ops::upstream_config& up, deadline total) {
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(request.head),
                                                     asio::buffer(request.body)};
-    if (auto ec = co_await conn.write(buffers, earliest(clock::now() + up.timeouts.head, total))) {
+    auto [wec, written] =
+        co_await conn.write(buffers, earliest(clock::now() + up.timeouts.head, total));
+    if (auto ec = conn.finish(wec)) {
         co_return ec;
     }
     for (;;) {
@@ -122,8 +124,9 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
         if (request.head_method) {
             parser->skip(true);
         }
-        if (auto ec = co_await conn.read_header(*parser,
-                                                earliest(clock::now() + up.timeouts.head, total))) {
+        auto [rec, n] =
+            co_await conn.read_header(*parser, earliest(clock::now() + up.timeouts.head, total));
+        if (auto ec = conn.finish(rec)) {
             co_return ec;
         }
         const unsigned status = parser->get().result_int();
@@ -289,8 +292,9 @@ asio::awaitable<error_code> read_body_piece(response_start& response, std::span<
     error_code ec;
     if (!response.conn->parse_buffered(parser, ec)) {
         cancel.current = response.conn.get();
-        ec = co_await response.conn->read_some(parser,
-                                               earliest(clock::now() + up.timeouts.idle, total));
+        auto [rec, n] = co_await response.conn->read_some(
+            parser, earliest(clock::now() + up.timeouts.idle, total));
+        ec = response.conn->finish(rec);
         cancel.current = nullptr;
     }
     got = buffer.size() - parser.get().body().size;
