@@ -3,6 +3,7 @@
 #pragma once
 
 #include "server/proxy_context.hpp"
+#include "server/request_validator.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/beast/http/message.hpp>
@@ -11,8 +12,6 @@
 #include <chrono>
 
 namespace coalescer::server {
-
-using client_request = boost::beast::http::request<boost::beast::http::string_body>;
 
 // Answers `request` on `stream`. Returns true when the connection may carry another request.
 template <class Stream>

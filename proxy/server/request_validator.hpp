@@ -4,15 +4,21 @@
 
 #include "ops/config.hpp"
 
+#include <boost/beast/http/fields.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <memory_resource>
 #include <string_view>
 
 namespace coalescer::server {
 
-using request_header = boost::beast::http::request_header<>;
+// A client request's header fields live in its session's arena (one pointer bump each, all
+// freed at once when the next request starts) instead of one heap node per field.
+using request_fields = boost::beast::http::basic_fields<std::pmr::polymorphic_allocator<char>>;
+using request_header = boost::beast::http::request_header<request_fields>;
+using client_request = boost::beast::http::request<boost::beast::http::string_body, request_fields>;
 
 inline constexpr std::size_t max_request_line = 8 * 1024;
 inline constexpr std::size_t max_header_fields = 100;

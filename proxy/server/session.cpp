@@ -15,6 +15,9 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include <array>
+#include <memory_resource>
+
 namespace coalescer::server {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -118,8 +121,10 @@ error_code parse_error_to_proxy(error_code ec) {
 }
 
 // Parses the body bytes that arrived with the head, without I/O or a scheduler round trip.
-error_code parse_buffered_body(http::request_parser<http::string_body>& parser,
-                               beast::flat_buffer& buffer) {
+using request_parser =
+    http::request_parser<http::string_body, std::pmr::polymorphic_allocator<char>>;
+
+error_code parse_buffered_body(request_parser& parser, beast::flat_buffer& buffer) {
     while (!parser.is_done() && buffer.size() != 0) {
         error_code ec;
         const auto used = parser.put(buffer.data(), ec);
@@ -174,6 +179,8 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
     beast::flat_buffer buffer;
     auto& tcp = beast::get_lowest_layer(stream);
     http_rules::socket_deadline deadline(self.deadlines, tcp);
+    std::array<std::byte, 2048> fields_buffer;  // a usual request's fields fit; more go to the heap
+    std::pmr::monotonic_buffer_resource arena(fields_buffer.data(), fields_buffer.size());
     for (;;) {
         std::size_t head_size = 0;
         error_code ec =
@@ -185,7 +192,9 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
         if (!ec) {
             ec = check_raw_head(view(buffer).substr(0, head_size));
         }
-        http::request_parser<http::string_body> parser;
+        arena.release();  // the previous request is gone: reuse the whole buffer
+        request_parser parser(std::piecewise_construct, std::make_tuple(),
+                              std::make_tuple(std::pmr::polymorphic_allocator<char>(&arena)));
         if (!ec) {
             parser.header_limit(static_cast<std::uint32_t>(
                 std::max<std::size_t>(limits.max_header_bytes, head_size)));

@@ -104,11 +104,11 @@ error_code make_head(const response_parser& parser, bool head_method,
 struct attempt {
     error_code ec;
     std::unique_ptr<connection> conn;
-    std::unique_ptr<response_parser> parser;  // parsers can't move
+    std::unique_ptr<parsed_response> parser;  // parsers can't move
 };
 
 asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_request& request,
-                                               std::unique_ptr<response_parser>& parser,
+                                               std::unique_ptr<parsed_response>& parser,
                                                const ops::upstream_config& up, deadline total) {
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(request.head),
                                                     asio::buffer(request.body)};
@@ -118,7 +118,7 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
         co_return ec;
     }
     for (;;) {
-        parser = std::make_unique<response_parser>();
+        parser = std::make_unique<parsed_response>();
         parser->header_limit(max_response_head);
         parser->body_limit(boost::none);  // streams are never cut by a size limit (U-06)
         if (request.head_method) {
