@@ -232,7 +232,8 @@ asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadl
                                        record, started);
     }
     const auto key = key_of(request, *match, cfg, context.keys);
-    record.key_prefix = key.prefix();
+    const auto key_prefix = key.prefix();  // the record only views it
+    record.key_prefix = key_prefix;
     const auto joined = context.flights.join_or_create(key);
     record.role = joined.role;
     if (joined.full) {
