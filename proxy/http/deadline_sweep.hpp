@@ -22,7 +22,8 @@ class sweep_task : public boost::intrusive::list_base_hook<
                        boost::intrusive::link_mode<boost::intrusive::auto_unlink>> {
   public:
     virtual ~sweep_task() = default;
-    void cancel_task() noexcept { unlink(); }
+    void cancel_task() noexcept { unlink(); }  // a no-op when not scheduled
+    bool task_scheduled() const noexcept { return is_linked(); }
 
   protected:
     virtual void on_due() = 0;

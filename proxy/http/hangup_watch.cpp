@@ -5,15 +5,13 @@ namespace asio = boost::asio;
 using boost::system::error_code;
 
 void hangup_watch::arm_after(std::chrono::milliseconds delay) {
-    if (scheduled_ || armed_ || stopped_ || gone_ || disabled_) {
+    if (task_scheduled() || armed_ || stopped_ || gone_ || disabled_) {
         return;
     }
-    scheduled_ = true;
     sweep_.schedule(*this, deadline_sweep::clock::now() + delay);
 }
 
 void hangup_watch::on_due() {
-    scheduled_ = false;
     if (armed_ || stopped_ || gone_ || disabled_) {
         return;
     }
@@ -38,10 +36,7 @@ void hangup_watch::on_due() {
 
 void hangup_watch::stop() noexcept {
     stopped_ = true;
-    if (scheduled_) {
-        scheduled_ = false;
-        cancel_task();
-    }
+    cancel_task();
 }
 
 }  // namespace coalescer::http_rules

@@ -37,7 +37,6 @@ class hangup_watch : public std::enable_shared_from_this<hangup_watch>, private 
     boost::asio::ip::tcp::socket& socket_;  // used only until stop()
     std::function<void()> on_hangup_;
     char probe_ = 0;
-    bool scheduled_ = false;
     bool armed_ = false;
     bool stopped_ = false;
     bool gone_ = false;

@@ -186,12 +186,10 @@ TEST_CASE("upstream failures before the head: refused → 502, slow head → 504
     SUBCASE("head timeout") {
         for (const auto& routes : route_kinds) {
             CAPTURE(routes);
-            mock::mock_server mock({});
-            mock.start();
-            running_proxy proxy(proxy_yaml(
-                "http://127.0.0.1:" + std::to_string(mock.port()), "",
-                "    timeouts: {connect: 2s, head: 300ms, idle: 10s, total: 60s}\n", routes));
-            const auto r = request(proxy.port(), "POST", "/chat/completions",
+            mock_and_proxy env({}, "",
+                               "    timeouts: {connect: 2s, head: 300ms, idle: 10s, total: 60s}\n",
+                               routes);
+            const auto r = request(env.proxy->port(), "POST", "/chat/completions",
                                    chat_body("slow", false, R"({"latency_ms":2000})"));
             CHECK(r.status == 504);
             CHECK(boost::json::parse(r.body).at("error").at("code").as_string() ==
@@ -227,12 +225,9 @@ TEST_CASE("upstream failures after the head cut the client's response instead of
     SUBCASE("stall longer than the idle timeout") {
         for (const auto& routes : route_kinds) {
             CAPTURE(routes);
-            mock::mock_server mock({});
-            mock.start();
-            running_proxy proxy(proxy_yaml(
-                "http://127.0.0.1:" + std::to_string(mock.port()), "",
-                "    timeouts: {connect: 2s, head: 5s, idle: 300ms, total: 60s}\n", routes));
-            client c(proxy.port());
+            mock_and_proxy env(
+                {}, "", "    timeouts: {connect: 2s, head: 5s, idle: 300ms, total: 60s}\n", routes);
+            client c(env.proxy->port());
             c.send("POST", "/chat/completions",
                    chat_body("stall", true, R"({"chunks":4,"stall_after":1,"stall_ms":3000})"));
             const auto r = c.read();
@@ -274,7 +269,8 @@ TEST_CASE("the TLS listener serves clients that trust its certificate") {
     mock::mock_server mock({});
     mock.start();
     const auto certs = certs_dir();
-    std::string yaml = proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()));
+    std::string yaml = proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()),
+                                  "limits: {header_timeout: 1s}\n");
     const std::string plain_listen = "listen: {address: 127.0.0.1, port: 0}";
     yaml.replace(yaml.find(plain_listen), plain_listen.size(),
                  "listen: {address: 127.0.0.1, port: 0, tls: {cert_file: " + certs +
@@ -291,6 +287,9 @@ TEST_CASE("the TLS listener serves clients that trust its certificate") {
     CHECK(r.body.find("[DONE]") != std::string::npos);
     c.send("GET", "/models", "");
     CHECK(c.read().status == 200);  // keep-alive over TLS
+    // A client that connects and never starts its handshake is dropped at header_timeout (T-09).
+    client silent(proxy.port());
+    CHECK(silent.closed_by_peer(5s));
 }
 
 TEST_CASE("admin endpoints: healthz, readyz and metrics with request and upstream counters") {
