@@ -266,8 +266,10 @@ void flight::wake_all(std::unique_lock<std::mutex>& lock) {
     }
     lock.unlock();
     // One post per executor rather than one per subscriber: with thousands of subscribers
-    // spread over a few worker threads this is what keeps fan-out cheap.
-    std::sort(woken.begin(), woken.end(), [](const auto& a, const auto& b) {
+    // spread over a few worker threads this is what keeps fan-out cheap. The sort is stable so
+    // each worker wakes its subscribers in the order they parked: the longest-waiting client is
+    // answered first, which is what keeps a burst's tail latency down.
+    std::stable_sort(woken.begin(), woken.end(), [](const auto& a, const auto& b) {
         return &a->executor.context() < &b->executor.context();
     });
     auto begin = woken.begin();
