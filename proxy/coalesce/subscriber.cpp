@@ -3,13 +3,14 @@
 #include "coalesce/head_writer.hpp"
 #include "http/hangup_watch.hpp"
 #include "http/header_rules.hpp"
+#include "http/socket_write.hpp"
 #include "ops/errors.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/this_coro.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
+#include <boost/beast/core/error.hpp>
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
@@ -142,12 +143,11 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
             !head_sent && r.head == nullptr && r.state == flight_state::failed;
 
         if (!buffers.empty()) {
-            deadline.expires_after(options.write_timeout);
-            auto [ec, n] = co_await asio::async_write(stream, buffers, use_tuple);
-            deadline.clear();
+            const auto ec =
+                co_await http_rules::write_fully(stream, deadline, buffers, options.write_timeout);
             if (ec) {
                 // A slow or vanished client is dropped alone.
-                result.dropped_slow = ec == asio::error::operation_aborted && deadline.fired();
+                result.dropped_slow = ec == beast::error::timeout;
                 result.client_gone = !result.dropped_slow;
                 result.reusable = false;
                 break;
@@ -190,9 +190,9 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
             // The flight did not move for max_wait: give up on it for this client.
             if (!head_sent) {
                 head_text = ops::error_response(ops::proxy_errc::upstream_total_timeout, false);
-                deadline.expires_after(options.write_timeout);
-                co_await asio::async_write(stream, asio::buffer(head_text), use_tuple);
-                deadline.clear();
+                const asio::const_buffer text = asio::buffer(head_text);
+                co_await http_rules::write_fully(stream, deadline, {&text, 1},
+                                                 options.write_timeout);
                 result.status = 504;
             }
             break;

@@ -2,12 +2,11 @@
 
 #include "coalesce/head_writer.hpp"
 #include "http/hangup_watch.hpp"
+#include "http/socket_write.hpp"
 #include "ops/errors.hpp"
 
-#include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <array>
@@ -21,7 +20,6 @@ using clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t read_chunk = 16 * 1024;
 // Token usage is read from the response's own bytes; past this size it is not counted (as
 // for a flight whose body was freed while it streamed).
@@ -64,14 +62,6 @@ class write_list {
     std::array<char, 20> size_line_{};
 };
 
-// The list goes out under the client's write deadline.
-template <class Stream>
-auto write_all(Stream& client, http_rules::socket_deadline& deadline, const write_list& list,
-               std::chrono::milliseconds timeout) {
-    deadline.expires_after(timeout);
-    return asio::async_write(client, list.buffers(), use_tuple);
-}
-
 // No head arrived: the client gets the same synthesized error a flight's subscribers would.
 template <class Stream>
 asio::awaitable<void> answer_failure(Stream& client, http_rules::socket_deadline& deadline,
@@ -80,8 +70,8 @@ asio::awaitable<void> answer_failure(Stream& client, http_rules::socket_deadline
     const auto text = ops::error_response(failure, options.keep_alive);
     write_list list;
     list.add(text);
-    auto [written_ec, n] = co_await write_all(client, deadline, list, options.write_timeout);
-    const auto wec = deadline.finish(written_ec);
+    const auto wec =
+        co_await http_rules::write_fully(client, deadline, list.buffers(), options.write_timeout);
     const auto reply = ops::reply_for(failure);
     result.status = reply.status;
     result.reusable = !wec && options.keep_alive && !reply.close_connection;
@@ -154,9 +144,8 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
             list.add("0\r\n\r\n");
         }
         if (!list.empty()) {
-            auto [written_ec, n] =
-                co_await write_all(client, deadline, list, options.write_timeout);
-            if (const auto wec = deadline.finish(written_ec)) {
+            if (const auto wec = co_await http_rules::write_fully(client, deadline, list.buffers(),
+                                                                  options.write_timeout)) {
                 result.dropped_slow = wec == beast::error::timeout;
                 result.client_gone = !result.dropped_slow;
                 break;
