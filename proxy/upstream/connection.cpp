@@ -1,13 +1,14 @@
 #include "upstream/connection.hpp"
 
+#include "http/socket_write.hpp"
 #include "ops/errors.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/use_awaitable.hpp>
-#include <boost/asio/write.hpp>
 #include <boost/beast/core/error.hpp>
-#include <boost/beast/http/read.hpp>
+#include <boost/beast/core/read_size.hpp>
+#include <boost/beast/http/error.hpp>
 
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -52,7 +53,7 @@ bool set_peer_name(SSL* ssl, const std::string& host) {
 connection::connection(asio::any_io_executor ex, http_rules::deadline_sweep& deadlines)
     : executor_(ex), deadlines_(deadlines) {}
 
-beast::tcp_stream& connection::tcp() noexcept {
+tcp::socket& connection::socket() noexcept {
     return tls_ ? beast::get_lowest_layer(*tls_) : *plain_;
 }
 
@@ -63,6 +64,7 @@ asio::awaitable<error_code> connection::connect(const ops::upstream_config& upst
     } else {
         plain_.emplace(executor_);
     }
+    deadline_.emplace(deadlines_, socket());
     std::vector<tcp::endpoint> endpoints;
     error_code ec;
     if (auto address = asio::ip::make_address(upstream.host, ec); !ec) {
@@ -78,69 +80,118 @@ asio::awaitable<error_code> connection::connect(const ops::upstream_config& upst
             endpoints.push_back(r.endpoint());
         }
     }
-    tcp().expires_at(by);
-    auto [cec, endpoint] = co_await tcp().async_connect(endpoints, use_tuple);
+    error_code cec = asio::error::host_not_found;
+    for (const auto& endpoint : endpoints) {  // in order, each under what is left of `by`
+        socket().close(ec);
+        deadline_->expires_at(by);
+        std::tie(cec) = co_await socket().async_connect(endpoint, use_tuple);
+        cec = deadline_->finish(cec);
+        if (!cec || cec == beast::error::timeout) {
+            break;
+        }
+    }
     if (cec) {
         co_return cec == beast::error::timeout ? proxy_errc::upstream_connect_timeout
                                                : proxy_errc::upstream_connect_failed;
     }
-    tcp().socket().set_option(tcp::no_delay(true), ec);
+    socket().set_option(tcp::no_delay(true), ec);
     if (tls_) {
         if (!set_peer_name(tls_->native_handle(), upstream.host)) {
             co_return proxy_errc::upstream_tls_failed;
         }
+        deadline_->expires_at(by);
         auto [hec] = co_await tls_->async_handshake(asio::ssl::stream_base::client, use_tuple);
-        if (hec) {
-            co_return hec == beast::error::timeout ? proxy_errc::upstream_connect_timeout
+        if (const auto fec = deadline_->finish(hec)) {
+            co_return fec == beast::error::timeout ? proxy_errc::upstream_connect_timeout
                                                    : proxy_errc::upstream_tls_failed;
         }
     }
-    tcp().expires_never();  // from here on the worker's sweep keeps this socket's deadlines
-    deadline_.emplace(deadlines_, tcp().socket());
     co_return error_code{};
 }
 
-// These return the operation itself rather than wrapping it in a coroutine of their own: one
-// frame allocation and one resumption fewer per operation on the hot path.
-connection::io_result connection::write(std::span<const asio::const_buffer> buffers, deadline by) {
-    deadline_->expires_at(by);
-    return tls_ ? asio::async_write(*tls_, buffers, use_tuple)
-                : asio::async_write(*plain_, buffers, use_tuple);
+asio::awaitable<error_code> connection::write(std::span<const asio::const_buffer> buffers,
+                                              deadline by) {
+    return tls_ ? http_rules::write_fully(*tls_, *deadline_, buffers, by)
+                : http_rules::write_fully(*plain_, *deadline_, buffers, by);
 }
 
-connection::io_result connection::read_header(response_parser& parser, deadline by) {
-    deadline_->expires_at(by);
-    return tls_ ? beast::http::async_read_header(*tls_, buffer_, parser, use_tuple)
-                : beast::http::async_read_header(*plain_, buffer_, parser, use_tuple);
-}
-
-connection::io_result connection::read_some(response_parser& parser, deadline by) {
-    deadline_->expires_at(by);
-    return tls_ ? beast::http::async_read_some(*tls_, buffer_, parser, use_tuple)
-                : beast::http::async_read_some(*plain_, buffer_, parser, use_tuple);
-}
-
-error_code connection::finish(error_code ec) noexcept {
-    return deadline_->finish(ec);
-}
-
-bool connection::parse_buffered(response_parser& parser, error_code& ec) {
+bool connection::parse(response_parser& parser, bool header_only, error_code& ec) {
     if (buffer_.size() == 0) {
         return false;
     }
     const auto used = parser.put(buffer_.data(), ec);
     buffer_.consume(used);
-    if (ec == beast::http::error::need_more) {
-        ec = {};
-        return used != 0;
+    if (ec != beast::http::error::need_more) {
+        return !header_only || ec || parser.is_header_done();
     }
-    return true;
+    ec = {};
+    return !header_only && used != 0;
+}
+
+asio::awaitable<error_code> connection::receive(response_parser& parser) {
+    const auto space = beast::read_size(buffer_, 64 * 1024);
+    if (space == 0) {
+        co_return beast::http::error::buffer_overflow;
+    }
+    // Two statements, not `co_await (tls_ ? a : b)`: GCC 12 evaluates the wrong operand there.
+    std::tuple<error_code, std::size_t> got;
+    if (tls_) {
+        got = co_await tls_->async_read_some(buffer_.prepare(space), use_tuple);
+    } else {
+        got = co_await plain_->async_read_some(buffer_.prepare(space), use_tuple);
+    }
+    auto [ec, n] = got;
+    buffer_.commit(n);
+    if (ec == asio::error::eof) {
+        // What was read so far decides: a body delimited by the close ends here, a head or a
+        // counted body was cut short, and nothing at all is a connection closed between answers.
+        if (!parser.got_some()) {
+            co_return beast::http::error::end_of_stream;
+        }
+        ec = {};
+        parser.put_eof(ec);
+    }
+    co_return ec;
+}
+
+// Both reads loop like Beast's own: parse what is buffered, receive only when that is not
+// enough. The deadline covers the whole read.
+asio::awaitable<error_code> connection::read_header(response_parser& parser, deadline by) {
+    deadline_->expires_at(by);
+    for (;;) {
+        error_code ec;
+        if (!parse(parser, true, ec)) {
+            ec = co_await receive(parser);
+            if (!ec) {
+                continue;
+            }
+        }
+        co_return deadline_->finish(ec);
+    }
+}
+
+asio::awaitable<error_code> connection::read_some(response_parser& parser, deadline by) {
+    deadline_->expires_at(by);
+    for (;;) {
+        error_code ec;
+        if (!parse(parser, false, ec)) {
+            ec = co_await receive(parser);
+            if (!ec && !parser.is_done()) {
+                continue;
+            }
+        }
+        co_return deadline_->finish(ec);
+    }
+}
+
+bool connection::parse_buffered(response_parser& parser, error_code& ec) {
+    return parse(parser, false, ec);
 }
 
 void connection::close() noexcept {
     error_code ignored;
-    tcp().socket().shutdown(tcp::socket::shutdown_both, ignored);
-    tcp().socket().close(ignored);
+    socket().shutdown(tcp::socket::shutdown_both, ignored);
+    socket().close(ignored);
 }
 
 bool connection::stale(bool probe_socket) noexcept {
@@ -151,7 +202,7 @@ bool connection::stale(bool probe_socket) noexcept {
         return false;
     }
     char probe = 0;
-    const auto n = ::recv(tcp().socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
+    const auto n = ::recv(socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
     return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
 }
 

@@ -6,9 +6,9 @@
 #include "ops/config.hpp"
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/buffer_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
@@ -50,13 +50,14 @@ class connection {
     boost::asio::awaitable<boost::system::error_code> connect(const ops::upstream_config& upstream,
                                                               boost::asio::ssl::context* tls,
                                                               deadline by);
-    // An operation under deadline `by`; pass its error through finish() when it completes.
-    using io_result = boost::asio::awaitable<std::tuple<boost::system::error_code, std::size_t>>;
-    io_result write(std::span<const boost::asio::const_buffer> buffers, deadline by);
-    io_result read_header(response_parser& parser, deadline by);
-    io_result read_some(response_parser& parser, deadline by);
-    // Clears the operation's deadline; an operation it aborted reports beast::error::timeout.
-    boost::system::error_code finish(boost::system::error_code ec) noexcept;
+    // Operations under deadline `by`; one the deadline aborted reports beast::error::timeout.
+    boost::asio::awaitable<boost::system::error_code> write(
+        std::span<const boost::asio::const_buffer> buffers, deadline by);
+    boost::asio::awaitable<boost::system::error_code> read_header(response_parser& parser,
+                                                                  deadline by);
+    // Parses at least one more byte (or fills the body buffer), reading when nothing is buffered.
+    boost::asio::awaitable<boost::system::error_code> read_some(response_parser& parser,
+                                                                deadline by);
     // Feeds the parser bytes already read (a body that came with its head) without I/O or a
     // trip through the scheduler. False when nothing could be parsed: call read_some.
     bool parse_buffered(response_parser& parser, boost::system::error_code& ec);
@@ -72,10 +73,16 @@ class connection {
     std::chrono::steady_clock::time_point idle_since{};
 
   private:
-    boost::beast::tcp_stream& tcp() noexcept;
+    boost::asio::ip::tcp::socket& socket() noexcept;
+    // Parses what is buffered: true when the caller's read is over (`ec` says how).
+    bool parse(response_parser& parser, bool header_only, boost::system::error_code& ec);
+    // One receive into the buffer; end of stream is put to the parser as HTTP defines it.
+    boost::asio::awaitable<boost::system::error_code> receive(response_parser& parser);
 
-    std::optional<boost::beast::tcp_stream> plain_;
-    std::optional<boost::beast::ssl_stream<boost::beast::tcp_stream>> tls_;
+    // Plain sockets rather than Beast's tcp_stream: deadlines are the worker's sweep, and the
+    // stream's per-operation wrapper was measurable on every request.
+    std::optional<boost::asio::ip::tcp::socket> plain_;
+    std::optional<boost::beast::ssl_stream<boost::asio::ip::tcp::socket>> tls_;
     boost::beast::flat_buffer buffer_;
     boost::asio::any_io_executor executor_;
     http_rules::deadline_sweep& deadlines_;

@@ -112,9 +112,7 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
                                                const ops::upstream_config& up, deadline total) {
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(request.head),
                                                     asio::buffer(request.body)};
-    auto [wec, written] =
-        co_await conn.write(buffers, earliest(clock::now() + up.timeouts.head, total));
-    if (auto ec = conn.finish(wec)) {
+    if (auto ec = co_await conn.write(buffers, earliest(clock::now() + up.timeouts.head, total))) {
         co_return ec;
     }
     for (;;) {
@@ -124,9 +122,8 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
         if (request.head_method) {
             parser->skip(true);
         }
-        auto [rec, n] =
-            co_await conn.read_header(*parser, earliest(clock::now() + up.timeouts.head, total));
-        if (auto ec = conn.finish(rec)) {
+        if (auto ec = co_await conn.read_header(*parser,
+                                                earliest(clock::now() + up.timeouts.head, total))) {
             co_return ec;
         }
         const unsigned status = parser->get().result_int();
@@ -292,9 +289,8 @@ asio::awaitable<error_code> read_body_piece(response_start& response, std::span<
     error_code ec;
     if (!response.conn->parse_buffered(parser, ec)) {
         cancel.current = response.conn.get();
-        auto [rec, n] = co_await response.conn->read_some(
-            parser, earliest(clock::now() + up.timeouts.idle, total));
-        ec = response.conn->finish(rec);
+        ec = co_await response.conn->read_some(parser,
+                                               earliest(clock::now() + up.timeouts.idle, total));
         cancel.current = nullptr;
     }
     got = buffer.size() - parser.get().body().size;
