@@ -1,25 +1,165 @@
 #include "ops/token_usage.hpp"
 
-#include <boost/json/monotonic_resource.hpp>
-#include <boost/json/parse.hpp>
-#include <boost/json/value.hpp>
+#include <boost/json/basic_parser_impl.hpp>
 
 #include <array>
 
 namespace coalescer::ops {
 namespace json = boost::json;
+using boost::system::error_code;
 
 namespace {
 
-std::uint64_t field(const json::object& usage, std::string_view name) {
-    const auto* v = usage.if_contains(name);
-    if (v == nullptr)
-        return 0;
-    if (v->is_uint64())
-        return v->as_uint64();
-    if (v->is_int64() && v->as_int64() > 0)
-        return static_cast<std::uint64_t>(v->as_int64());
-    return 0;
+// What one JSON document says about usage: at its top level, and inside a top-level "message"
+// (Anthropic's message_start).
+struct usage_fields {
+    std::string model;
+    std::uint64_t total = 0, prompt = 0, completion = 0, input = 0, output = 0;
+    bool has_usage = false;
+};
+
+struct document_usage {
+    usage_fields top;
+    usage_fields message;
+    bool has_message = false;  // a top-level "message" object
+};
+
+// Reads usage with Boost.JSON's event parser: no document tree is built, nothing is allocated
+// (beyond a long model name), and everything outside the few fields of interest is skipped.
+// This runs on every completed response, so it is on the proxy's hot path.
+class usage_handler {
+  public:
+    static constexpr std::size_t max_object_size = std::size_t(-1);
+    static constexpr std::size_t max_array_size = std::size_t(-1);
+    static constexpr std::size_t max_key_size = std::size_t(-1);
+    static constexpr std::size_t max_string_size = std::size_t(-1);
+
+    document_usage found;
+
+    bool on_document_begin(error_code&) { return true; }
+    bool on_document_end(error_code&) { return true; }
+    bool on_array_begin(error_code&) { return open(scope::other); }
+    bool on_array_end(std::size_t, error_code&) { return close(); }
+    bool on_object_begin(error_code&) { return open(depth_ == 0 ? scope::top : next_object_); }
+    bool on_object_end(std::size_t, error_code&) { return close(); }
+    bool on_string_part(json::string_view s, std::size_t, error_code&) {
+        if (model_ != nullptr) {
+            model_->append(s.data(), s.size());
+        }
+        return true;
+    }
+    bool on_string(json::string_view s, std::size_t, error_code& ec) {
+        on_string_part(s, 0, ec);
+        return value_done();
+    }
+    bool on_key_part(json::string_view s, std::size_t, error_code&) {
+        if (key_size_ + s.size() <= key_.size()) {
+            std::copy(s.begin(), s.end(), key_.begin() + static_cast<std::ptrdiff_t>(key_size_));
+        }
+        key_size_ += s.size();
+        return true;
+    }
+    bool on_key(json::string_view s, std::size_t, error_code& ec) {
+        on_key_part(s, 0, ec);
+        const std::string_view key =
+            key_size_ <= key_.size() ? std::string_view(key_.data(), key_size_) : "";
+        key_size_ = 0;
+        on_member(key);
+        return true;
+    }
+    bool on_number_part(json::string_view, error_code&) { return true; }
+    bool on_int64(std::int64_t v, json::string_view, error_code&) {
+        return count(v > 0 ? static_cast<std::uint64_t>(v) : 0);
+    }
+    bool on_uint64(std::uint64_t v, json::string_view, error_code&) { return count(v); }
+    bool on_double(double, json::string_view, error_code&) { return value_done(); }
+    bool on_bool(bool, error_code&) { return value_done(); }
+    bool on_null(error_code&) { return value_done(); }
+    bool on_comment_part(json::string_view, error_code&) { return true; }
+    bool on_comment(json::string_view, error_code&) { return true; }
+
+  private:
+    enum class scope : std::uint8_t { other, top, usage, message, message_usage };
+
+    bool open(scope s) {
+        if (depth_ < scopes_.size()) {
+            scopes_[depth_] = s;
+        }
+        ++depth_;
+        if (s == scope::usage || s == scope::message_usage) {
+            (s == scope::usage ? found.top : found.message).has_usage = true;
+        }
+        found.has_message = found.has_message || s == scope::message;
+        return value_done();
+    }
+    bool close() {
+        --depth_;
+        return true;
+    }
+    scope current() const {
+        return depth_ == 0 || depth_ > scopes_.size() ? scope::other : scopes_[depth_ - 1];
+    }
+    void on_member(std::string_view key) {
+        switch (current()) {
+            case scope::top:
+            case scope::message: {
+                auto& fields = current() == scope::top ? found.top : found.message;
+                if (key == "usage") {
+                    next_object_ = current() == scope::top ? scope::usage : scope::message_usage;
+                } else if (key == "message" && current() == scope::top) {
+                    next_object_ = scope::message;
+                } else if (key == "model") {
+                    fields.model.clear();
+                    model_ = &fields.model;
+                }
+                break;
+            }
+            case scope::usage:
+            case scope::message_usage: {
+                auto& fields = current() == scope::usage ? found.top : found.message;
+                number_ = key == "total_tokens"        ? &fields.total
+                          : key == "prompt_tokens"     ? &fields.prompt
+                          : key == "completion_tokens" ? &fields.completion
+                          : key == "input_tokens"      ? &fields.input
+                          : key == "output_tokens"     ? &fields.output
+                                                       : nullptr;
+                break;
+            }
+            case scope::other:
+                break;
+        }
+    }
+    bool count(std::uint64_t v) {
+        if (number_ != nullptr) {
+            *number_ = v;
+        }
+        return value_done();
+    }
+    // A member's value is over (or a container opened): what the key pointed at no longer applies.
+    bool value_done() {
+        next_object_ = scope::other;
+        model_ = nullptr;
+        number_ = nullptr;
+        return true;
+    }
+
+    std::array<scope, 4> scopes_{};
+    std::size_t depth_ = 0;
+    std::array<char, 24> key_{};
+    std::size_t key_size_ = 0;
+    scope next_object_ = scope::other;
+    std::string* model_ = nullptr;
+    std::uint64_t* number_ = nullptr;
+};
+
+std::optional<document_usage> read_document(std::string_view text) {
+    json::basic_parser<usage_handler> parser(json::parse_options{});
+    error_code ec;
+    parser.write_some(false, text.data(), text.size(), ec);
+    if (ec) {
+        return std::nullopt;
+    }
+    return std::move(parser.handler().found);
 }
 
 struct partial {
@@ -28,22 +168,18 @@ struct partial {
     bool found = false;
 };
 
-void take(const json::object& object, partial& p) {
+void take(usage_fields& fields, partial& p) {
     if (p.model.empty()) {
-        if (const auto* m = object.if_contains("model"); m != nullptr && m->is_string()) {
-            p.model = std::string(m->as_string());
-        }
+        p.model = std::move(fields.model);
     }
-    const auto* u = object.if_contains("usage");
-    if (u == nullptr || !u->is_object() || p.found) {
+    if (!fields.has_usage || p.found) {
         return;
     }
-    const auto& usage = u->as_object();
-    p.total = field(usage, "total_tokens");
-    p.prompt = field(usage, "prompt_tokens");
-    p.completion = field(usage, "completion_tokens");
-    p.input = field(usage, "input_tokens");
-    p.output = field(usage, "output_tokens");
+    p.total = fields.total;
+    p.prompt = fields.prompt;
+    p.completion = fields.completion;
+    p.input = fields.input;
+    p.output = fields.output;
     p.found = p.total + p.prompt + p.completion + p.input + p.output != 0;
 }
 
@@ -55,19 +191,6 @@ std::optional<token_usage> finish(const partial& p) {
             ? p.total
             : (p.prompt + p.completion != 0 ? p.prompt + p.completion : p.input + p.output);
     return token_usage{p.model.empty() ? "unknown" : p.model, tokens};
-}
-
-// Parses `text` and hands the object to `use`. A usual completion fits the stack buffer, so
-// reading usage costs no heap allocation on every proxied response.
-template <class Use>
-void with_object(std::string_view text, Use&& use) {
-    std::array<unsigned char, 8192> stack;
-    json::monotonic_resource resource(stack.data(), stack.size());
-    boost::system::error_code ec;
-    auto v = json::parse(text, ec, &resource);
-    if (!ec && v.is_object()) {
-        use(v.as_object());
-    }
 }
 
 // The `data:` payloads of an SSE stream, in order.
@@ -109,31 +232,30 @@ std::optional<token_usage> extract_usage(std::string_view content_type,
     }
     partial p;
     if (content_type.find("event-stream") == std::string_view::npos) {
-        with_object(text, [&](const json::object& object) { take(object, p); });
+        if (auto doc = read_document(text)) {
+            take(doc->top, p);
+        }
         return finish(p);
     }
     const auto payloads = data_payloads(text);
     for (auto it = payloads.rbegin(); it != payloads.rend() && !p.found; ++it) {
-        with_object(*it, [&](const json::object& object) { take(object, p); });
+        if (auto doc = read_document(*it)) {
+            take(doc->top, p);
+        }
     }
     if (p.found && p.total == 0 && p.prompt == 0 && p.input == 0) {
         // Anthropic: the input tokens and the model are in message_start.
-        bool seen = false;
         for (const auto payload : payloads) {
-            with_object(payload, [&](const json::object& object) {
-                const auto* message = object.if_contains("message");
-                if (seen || message == nullptr || !message->is_object()) {
-                    return;
-                }
-                seen = true;
-                partial start;
-                take(message->as_object(), start);
-                p.input = start.input;
-                if (p.model.empty())
-                    p.model = start.model;
-            });
-            if (seen)
-                break;
+            auto doc = read_document(payload);
+            if (!doc || !doc->has_message) {
+                continue;
+            }
+            partial start;
+            take(doc->message, start);
+            p.input = start.input;
+            if (p.model.empty())
+                p.model = start.model;
+            break;
         }
     }
     return finish(p);
