@@ -55,7 +55,7 @@ void sample(std::string& out, std::string_view name, std::string_view labels,
 
 }  // namespace
 
-metrics::metrics(const config& cfg) {
+metrics::metrics(const config& cfg) : instance_(next_instance()) {
     for (const auto& r : cfg.routes)
         route_names_.push_back(r.prefix);
     route_names_.push_back("none");
@@ -109,10 +109,24 @@ void metrics::flight_finished(std::size_t subscribers) noexcept {
 }
 
 token_counter& metrics::tokens(std::size_t upstream, const std::string& model) {
+    // A worker's responses mostly name the same model: the last lookup is remembered per thread
+    // rather than taking the shared lock on every response. Counters are never removed; the
+    // instance number (not the address) tells a later metrics object apart.
+    struct last_lookup {
+        std::uint64_t instance = 0;
+        std::size_t upstream = 0;
+        std::string model;
+        token_counter* counter = nullptr;
+    };
+    thread_local last_lookup last;
+    if (last.instance == instance_ && last.upstream == upstream && last.model == model) {
+        return *last.counter;
+    }
     std::lock_guard lock(tokens_mutex_);
     auto& slot = tokens_[{upstream, model}];
     if (!slot)
         slot = std::make_unique<token_counter>();
+    last = {instance_, upstream, model, slot.get()};
     return *slot;
 }
 

@@ -93,6 +93,11 @@ class metrics {
     histogram subscribers_{histogram::counts()};
     std::atomic<std::uint64_t> slow_dropped_{0};
     std::atomic<std::int64_t> open_connections_{0};
+    static std::uint64_t next_instance() noexcept {
+        static std::atomic<std::uint64_t> counter{0};
+        return ++counter;
+    }
+    const std::uint64_t instance_;  // never 0, never reused
     mutable std::mutex tokens_mutex_;
     std::map<std::pair<std::size_t, std::string>, std::unique_ptr<token_counter>> tokens_;
 };
