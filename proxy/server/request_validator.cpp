@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cstring>
 
 namespace coalescer::server {
 namespace http = boost::beast::http;
@@ -153,25 +154,34 @@ error_code check_raw_head(std::string_view head) {
             return proxy_errc::unsupported_version;
         }
     }
+    // Line by line with memchr (every request pays for this scan): within a line a CR may only
+    // end it and a NUL may not appear at all; each LF needs its CR and may not start a folded
+    // continuation.
     std::size_t fields = 0;
-    for (std::size_t i = 0; i < head.size(); ++i) {
-        const char c = head[i];
-        if (c == '\r' && (i + 1 >= head.size() || head[i + 1] != '\n')) {
+    const char* p = head.data();
+    const char* const end = p + head.size();
+    while (p < end) {
+        const auto* lf = static_cast<const char*>(std::memchr(p, '\n', end - p));
+        const char* const line_end = lf != nullptr ? lf : end;
+        const auto* cr = static_cast<const char*>(std::memchr(p, '\r', line_end - p));
+        if (std::memchr(p, '\0', line_end - p) != nullptr) {
+            return proxy_errc::bad_request;
+        }
+        if (cr != nullptr && (cr != line_end - 1 || lf == nullptr)) {
             return proxy_errc::bad_request;  // bare CR
         }
-        if (c == '\n') {
-            if (i == 0 || head[i - 1] != '\r') {
-                return proxy_errc::bad_request;  // bare LF
-            }
-            if (i + 1 < head.size() && (head[i + 1] == ' ' || head[i + 1] == '\t')) {
-                return proxy_errc::bad_request;  // obs-fold (H-08)
-            }
-            if (i + 1 < head.size() && head[i + 1] != '\r' && ++fields > max_header_fields) {
-                return proxy_errc::headers_too_large;
-            }
+        if (lf == nullptr) {
+            break;
         }
-        if (c == '\0') {
-            return proxy_errc::bad_request;
+        if (cr == nullptr) {
+            return proxy_errc::bad_request;  // bare LF
+        }
+        p = lf + 1;
+        if (p < end && (*p == ' ' || *p == '\t')) {
+            return proxy_errc::bad_request;  // obs-fold (H-08)
+        }
+        if (p < end && *p != '\r' && ++fields > max_header_fields) {
+            return proxy_errc::headers_too_large;
         }
     }
     return {};
