@@ -4,9 +4,11 @@
 #include "ops/errors.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <charconv>
 #include <cstring>
+#include <optional>
 
 namespace coalescer::server {
 namespace http = boost::beast::http;
@@ -16,27 +18,94 @@ using ops::proxy_errc;
 
 namespace {
 
-std::size_t count(const request_header& h, http::field f) {
-    const auto range = h.equal_range(f);
-    return static_cast<std::size_t>(std::distance(range.first, range.second));
+// What the checks need from the fields, gathered in one pass over them: each lookup in Beast's
+// fields is a search with case-insensitive string compares, and the checks made a dozen.
+struct head_facts {
+    std::size_t te_lines = 0, cl_lines = 0, host_lines = 0, expect_lines = 0;
+    std::string_view te, cl, host, expect;  // the first line of each
+    std::optional<std::string_view> authorization, api_key;
+    bool protected_connection_token = false;  // H-15
+    bool repeated_identity = false;           // H-17
+};
+
+// H-15: `Connection: x-api-key` would make a hop-by-hop header of a credential or of framing.
+bool names_protected(std::string_view connection, const ops::config& cfg) {
+    bool bad = false;
+    http_rules::for_each_list_item(connection, [&](std::string_view token) {
+        static constexpr std::string_view protected_names[] = {"authorization", "x-api-key", "host",
+                                                               "content-length", "content-type"};
+        bad = bad || std::any_of(std::begin(protected_names), std::end(protected_names),
+                                 [&](auto n) { return iequals(n, token); });
+        for (const auto& id : cfg.coalesce.identity_headers)
+            bad = bad || iequals(id, token);
+    });
+    return bad;
 }
 
-std::size_t count(const request_header& h, std::string_view name) {
-    const auto range = h.equal_range(name);
-    return static_cast<std::size_t>(std::distance(range.first, range.second));
+void note(std::size_t& lines, std::string_view& first, std::string_view value) {
+    if (lines++ == 0)
+        first = value;
 }
 
-error_code check_transfer_encoding(const request_header& h) {
-    const auto te_lines = count(h, http::field::transfer_encoding);
-    if (te_lines == 0) {
+// Fails on the first field name with an underscore or outside the token grammar (H-16).
+error_code gather(const request_header& h, const ops::config& cfg, head_facts& f) {
+    const auto& ids = cfg.coalesce.identity_headers;
+    // Identity headers seen so far, by position in the configured list (a list longer than
+    // this is counted with lookups below).
+    std::array<std::uint8_t, 32> id_lines{};
+    for (const auto& field : h) {
+        const auto name = field.name_string();
+        if (name.find('_') != std::string_view::npos || !http_rules::is_token(name)) {
+            return proxy_errc::bad_request;
+        }
+        const auto value = field.value();
+        switch (field.name()) {
+            case http::field::transfer_encoding:
+                note(f.te_lines, f.te, value);
+                break;
+            case http::field::content_length:
+                note(f.cl_lines, f.cl, value);
+                break;
+            case http::field::host:
+                note(f.host_lines, f.host, value);
+                break;
+            case http::field::expect:
+                note(f.expect_lines, f.expect, value);
+                break;
+            case http::field::authorization:
+                if (!f.authorization)
+                    f.authorization = value;
+                break;
+            case http::field::connection:
+                f.protected_connection_token =
+                    f.protected_connection_token || names_protected(value, cfg);
+                break;
+            default:
+                if (!f.api_key && iequals(name, "x-api-key"))
+                    f.api_key = value;
+                break;
+        }
+        for (std::size_t i = 0; i < ids.size() && i < id_lines.size(); ++i) {
+            if (iequals(name, ids[i]) && ++id_lines[i] > 1)
+                f.repeated_identity = true;
+        }
+    }
+    for (std::size_t i = id_lines.size(); i < ids.size(); ++i) {
+        const auto range = h.equal_range(ids[i]);
+        f.repeated_identity = f.repeated_identity || std::distance(range.first, range.second) > 1;
+    }
+    return {};
+}
+
+error_code check_transfer_encoding(const request_header& h, const head_facts& f) {
+    if (f.te_lines == 0) {
         return {};
     }
-    if (count(h, http::field::content_length) != 0 || h.version() < 11 || te_lines > 1) {
+    if (f.cl_lines != 0 || h.version() < 11 || f.te_lines > 1) {
         return proxy_errc::bad_request;  // H-01, H-03, H-02 (two TE lines)
     }
     std::vector<std::string_view> codings;
-    http_rules::for_each_list_item(h[http::field::transfer_encoding],
-                                   [&](std::string_view c) { codings.push_back(c); });
+    http_rules::for_each_list_item(f.te, [&](std::string_view c) { codings.push_back(c); });
     if (codings.size() == 1 && iequals(codings.front(), "chunked")) {
         return {};
     }
@@ -50,13 +119,12 @@ error_code check_transfer_encoding(const request_header& h) {
     return proxy_errc::unsupported_coding;  // gzip, identity, …: 501
 }
 
-error_code check_content_length(const request_header& h) {
-    const auto lines = count(h, http::field::content_length);
-    if (lines == 0) {
+error_code check_content_length(const head_facts& f) {
+    if (f.cl_lines == 0) {
         return {};
     }
-    const auto value = h[http::field::content_length];
-    if (lines > 1 || value.empty() || value.size() > 18 ||
+    const auto value = f.cl;
+    if (f.cl_lines > 1 || value.empty() || value.size() > 18 ||
         !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; })) {
         return proxy_errc::bad_request;  // H-04, H-05, H-06
     }
@@ -78,36 +146,15 @@ error_code check_target(const request_header& h) {
     return clean ? error_code{} : error_code(proxy_errc::bad_request);
 }
 
-error_code check_host(const request_header& h) {
-    const auto lines = count(h, http::field::host);
-    if (lines > 1 || (lines == 0 && h.version() >= 11)) {
+error_code check_host(const request_header& h, const head_facts& f) {
+    if (f.host_lines > 1 || (f.host_lines == 0 && h.version() >= 11)) {
         return proxy_errc::bad_request;
     }
-    const auto host = h[http::field::host];
-    const bool valid = std::all_of(host.begin(), host.end(), [](char c) {
+    const bool valid = std::all_of(f.host.begin(), f.host.end(), [](char c) {
         return std::isalnum(static_cast<unsigned char>(c)) ||
                std::string_view("-._~:[]%!$&'()*+,;=").find(c) != std::string_view::npos;
     });
     return valid ? error_code{} : error_code(proxy_errc::bad_request);
-}
-
-// H-15: `Connection: x-api-key` would make a hop-by-hop header of a credential or of framing.
-error_code check_connection_tokens(const request_header& h, const ops::config& cfg) {
-    error_code result;
-    for (auto it = h.find(http::field::connection);
-         it != h.end() && it->name() == http::field::connection; ++it) {
-        http_rules::for_each_list_item(it->value(), [&](std::string_view token) {
-            static constexpr std::string_view protected_names[] = {
-                "authorization", "x-api-key", "host", "content-length", "content-type"};
-            bool bad = std::any_of(std::begin(protected_names), std::end(protected_names),
-                                   [&](auto n) { return iequals(n, token); });
-            for (const auto& id : cfg.coalesce.identity_headers)
-                bad = bad || iequals(id, token);
-            if (bad)
-                result = proxy_errc::bad_request;
-        });
-    }
-    return result;
 }
 
 std::string_view bearer_token(std::string_view authorization) {
@@ -120,16 +167,12 @@ std::string_view bearer_token(std::string_view authorization) {
 }
 
 // H-17: the tenant is exactly one value, never "the first of several".
-error_code check_credentials(const request_header& h, const ops::config& cfg) {
-    for (const auto& name : cfg.coalesce.identity_headers) {
-        if (count(h, name) > 1) {
-            return proxy_errc::ambiguous_credentials;
-        }
+error_code check_credentials(const head_facts& f) {
+    if (f.repeated_identity) {
+        return proxy_errc::ambiguous_credentials;
     }
-    const auto auth = h.find(http::field::authorization);
-    const auto key = h.find("x-api-key");
-    if (auth != h.end() && key != h.end() &&
-        bearer_token(auth->value()) != http_rules::trim(key->value())) {
+    if (f.authorization && f.api_key &&
+        bearer_token(*f.authorization) != http_rules::trim(*f.api_key)) {
         return proxy_errc::ambiguous_credentials;
     }
     return {};
@@ -191,40 +234,43 @@ error_code check_request(const request_header& h, const ops::config& cfg) {
     if (h.version() != 10 && h.version() != 11) {
         return proxy_errc::unsupported_version;
     }
-    for (const auto& field : h) {
-        const auto name = field.name_string();
-        if (name.find('_') != std::string_view::npos || !http_rules::is_token(name)) {
-            return proxy_errc::bad_request;  // H-16
-        }
-    }
+    head_facts f;
+    if (auto ec = gather(h, cfg, f))
+        return ec;
     if (auto ec = check_target(h))
         return ec;
-    if (auto ec = check_host(h))
+    if (auto ec = check_host(h, f))
         return ec;
-    if (auto ec = check_transfer_encoding(h))
+    if (auto ec = check_transfer_encoding(h, f))
         return ec;
-    if (auto ec = check_content_length(h))
+    if (auto ec = check_content_length(f))
         return ec;
-    if (auto ec = check_connection_tokens(h, cfg))
+    if (f.protected_connection_token)
+        return proxy_errc::bad_request;
+    if (auto ec = check_credentials(f))
         return ec;
-    if (auto ec = check_credentials(h, cfg))
-        return ec;
-    if (const auto expect = h.find(http::field::expect); expect != h.end()) {
-        if (count(h, http::field::expect) > 1 ||
-            !iequals(http_rules::trim(expect->value()), "100-continue")) {
-            return proxy_errc::expectation_failed;
-        }
+    if (f.expect_lines > 1 ||
+        (f.expect_lines == 1 && !iequals(http_rules::trim(f.expect), "100-continue"))) {
+        return proxy_errc::expectation_failed;
     }
     return {};
 }
 
 std::optional<std::uint64_t> declared_length(const request_header& h) {
-    if (h.find(http::field::transfer_encoding) != h.end()) {
-        return std::nullopt;
+    // A scan by field code: cheaper than two searches of the case-insensitive index.
+    std::string_view length;
+    bool have_length = false;
+    for (const auto& field : h) {
+        if (field.name() == http::field::transfer_encoding) {
+            return std::nullopt;
+        }
+        if (field.name() == http::field::content_length && !have_length) {
+            length = field.value();
+            have_length = true;
+        }
     }
-    const auto value = h[http::field::content_length];
     std::uint64_t n = 0;
-    std::from_chars(value.data(), value.data() + value.size(), n);
+    std::from_chars(length.data(), length.data() + length.size(), n);
     return n;
 }
 
