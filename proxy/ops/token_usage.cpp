@@ -3,6 +3,7 @@
 #include <boost/json/basic_parser_impl.hpp>
 
 #include <array>
+#include <cstdint>
 
 namespace coalescer::ops {
 namespace json = boost::json;
@@ -60,6 +61,10 @@ class usage_handler {
         return true;
     }
     bool on_key(json::string_view s, std::size_t, error_code& ec) {
+        if (key_size_ == 0) {  // the usual case: the whole key in one piece, no copy
+            on_member(s);
+            return true;
+        }
         on_key_part(s, 0, ec);
         const std::string_view key =
             key_size_ <= key_.size() ? std::string_view(key_.data(), key_size_) : "";
@@ -103,10 +108,16 @@ class usage_handler {
         switch (current()) {
             case scope::top:
             case scope::message: {
+                // A repeated key replaces what the earlier one said, as in a parsed document.
                 auto& fields = current() == scope::top ? found.top : found.message;
                 if (key == "usage") {
+                    auto model = std::move(fields.model);
+                    fields = usage_fields{};
+                    fields.model = std::move(model);
                     next_object_ = current() == scope::top ? scope::usage : scope::message_usage;
                 } else if (key == "message" && current() == scope::top) {
+                    found.message = usage_fields{};
+                    found.has_message = false;
                     next_object_ = scope::message;
                 } else if (key == "model") {
                     fields.model.clear();
@@ -123,6 +134,9 @@ class usage_handler {
                           : key == "input_tokens"      ? &fields.input
                           : key == "output_tokens"     ? &fields.output
                                                        : nullptr;
+                if (number_ != nullptr) {
+                    *number_ = 0;  // a later non-number counts as nothing
+                }
                 break;
             }
             case scope::other:
@@ -155,9 +169,9 @@ class usage_handler {
 std::optional<document_usage> read_document(std::string_view text) {
     json::basic_parser<usage_handler> parser(json::parse_options{});
     error_code ec;
-    parser.write_some(false, text.data(), text.size(), ec);
-    if (ec) {
-        return std::nullopt;
+    const auto used = parser.write_some(false, text.data(), text.size(), ec);
+    if (ec || used != text.size()) {
+        return std::nullopt;  // not JSON, or something after the document
     }
     return std::move(parser.handler().found);
 }

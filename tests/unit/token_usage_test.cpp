@@ -2,9 +2,16 @@
 
 #include <doctest/doctest.h>
 
+#include <boost/json/parse.hpp>
+#include <boost/json/value.hpp>
+
 #include <array>
+#include <cstdint>
+#include <optional>
+#include <random>
 #include <string>
 #include <string_view>
+#include <utility>
 
 using coalescer::ops::extract_usage;
 
@@ -88,4 +95,82 @@ TEST_CASE("usage of an Anthropic stream: input from message_start, output from m
     REQUIRE(u);
     CHECK(u->model == "claude-x");
     CHECK(u->tokens == 40);
+}
+
+namespace {
+
+// The straightforward reading, on a parsed document tree: what the event-driven reader (and
+// its fast path for plain ASCII) must agree with.
+std::uint64_t number_field(const boost::json::object& usage, std::string_view name) {
+    const auto* v = usage.if_contains(name);
+    if (v != nullptr && v->is_uint64())
+        return v->as_uint64();
+    if (v != nullptr && v->is_int64() && v->as_int64() > 0)
+        return static_cast<std::uint64_t>(v->as_int64());
+    return 0;
+}
+
+std::optional<std::pair<std::string, std::uint64_t>> reference_usage(std::string_view text) {
+    boost::system::error_code ec;
+    const auto v = boost::json::parse(text, ec);
+    if (ec || !v.is_object())
+        return std::nullopt;
+    const auto& o = v.as_object();
+    std::string model = "unknown";
+    if (const auto* m = o.if_contains("model");
+        m != nullptr && m->is_string() && !m->as_string().empty())
+        model = std::string(m->as_string());
+    const auto* u = o.if_contains("usage");
+    if (u == nullptr || !u->is_object())
+        return std::nullopt;
+    const auto& usage = u->as_object();
+    const auto total = number_field(usage, "total_tokens");
+    const auto pc = number_field(usage, "prompt_tokens") + number_field(usage, "completion_tokens");
+    const auto io = number_field(usage, "input_tokens") + number_field(usage, "output_tokens");
+    if (total + pc + io == 0)
+        return std::nullopt;
+    return std::pair{model, total != 0 ? total : (pc != 0 ? pc : io)};
+}
+
+}  // namespace
+
+TEST_CASE("usage reading agrees with a document-tree reading on 30,000 mutated completions") {
+    const std::array<std::string, 4> samples{
+        R"({"id":"c1","model":"gpt-4o","choices":[{"message":{"content":"Paris."}}],)"
+        R"("usage":{"prompt_tokens":10,"completion_tokens":5,"total_tokens":15}})",
+        R"({"model":"sonar","citations":["https://e.example/a?b=1"],"choices":[{"index":0,)"
+        R"("message":{"content":"Caf\u00e9 \"quoted\" é"}}],"usage":{"total_tokens":123,)"
+        R"("prompt_tokens":100,"completion_tokens":23,"extra":[1,2.5,-3,true,false,null]}})",
+        R"({"usage":{"input_tokens":7,"output_tokens":9},"model":"claude-x","stop":null})",
+        R"( { "model" : "m" , "usage" : { "total_tokens" : 18446744073709551615 } } )"};
+    const std::string alphabet =
+        std::string("{}[]\":,\\ 0123456789-.eEtrunfals_ku\xc3\xa9\x01") + std::string(1, '\0');
+    std::mt19937 rng(20261127);
+    for (int round = 0; round < 30000; ++round) {
+        std::string doc = samples[rng() % samples.size()];
+        const int edits = static_cast<int>(rng() % 4);
+        for (int e = 0; e < edits; ++e) {
+            const auto at = rng() % doc.size();
+            const char c = alphabet[rng() % alphabet.size()];
+            switch (rng() % 3) {
+                case 0:
+                    doc[at] = c;
+                    break;
+                case 1:
+                    doc.insert(doc.begin() + static_cast<std::ptrdiff_t>(at), c);
+                    break;
+                default:
+                    doc.erase(at, 1);
+                    break;
+            }
+        }
+        INFO("document: " << doc);
+        const auto expected = reference_usage(doc);
+        const auto got = usage_of(json_type, doc);
+        REQUIRE(got.has_value() == expected.has_value());
+        if (got) {
+            CHECK(got->model == expected->first);
+            CHECK(got->tokens == expected->second);
+        }
+    }
 }
