@@ -37,7 +37,10 @@ using clock = std::chrono::steady_clock;
 struct response_head {
     unsigned status = 0;
     std::string reason;
-    std::vector<std::pair<std::string, std::string>> headers;
+    // The end-to-end fields as "Name: value\r\n" lines in upstream order, ready to copy into
+    // every client's head (one string, not a string pair per field).
+    std::string fields;
+    bool has_age = false;  // upstream sent Age: a hit's head replaces it with its own
     std::optional<std::uint64_t>
         content_length;     // nullopt: upstream streamed (chunked or until close)
     bool no_store = false;  // upstream said Cache-Control: no-store/private

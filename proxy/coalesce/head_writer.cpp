@@ -17,6 +17,18 @@ void append_number(std::string& out, std::uint64_t n) {
     out.append(digits, end);
 }
 
+// Upstream's Age lines are dropped from a hit's head, which carries its own.
+void append_without_age(std::string& out, std::string_view fields) {
+    while (!fields.empty()) {
+        const auto end = fields.find("\r\n");
+        const auto line = fields.substr(0, end == std::string_view::npos ? fields.size() : end + 2);
+        if (!http_rules::iequals(line.substr(0, line.find(':')), "age")) {
+            out += line;
+        }
+        fields.remove_prefix(line.size());
+    }
+}
+
 }  // namespace
 
 response_framing framing_for(const response_head& head, bool client_http11, bool keep_alive) {
@@ -31,7 +43,7 @@ std::string serialize_head(const response_head& head, role r, std::string_view f
                            std::optional<std::chrono::seconds> age,
                            const response_framing& framing) {
     std::string out;
-    out.reserve(256 + head.headers.size() * 48);
+    out.reserve(256 + head.fields.size());
     out += "HTTP/1.1 ";
     append_number(out, head.status);
     out += ' ';
@@ -41,14 +53,10 @@ std::string serialize_head(const response_head& head, role r, std::string_view f
         out += http::obsolete_reason(static_cast<http::status>(head.status));
     }
     out += "\r\n";
-    for (const auto& [name, value] : head.headers) {
-        if (age && http_rules::iequals(name, "age")) {
-            continue;
-        }
-        out += name;
-        out += ": ";
-        out += value;
-        out += "\r\n";
+    if (age && head.has_age) {
+        append_without_age(out, head.fields);
+    } else {
+        out += head.fields;
     }
     out += "x-coalesce: ";
     out += to_string(r);

@@ -65,32 +65,60 @@ bool token_listed(std::string_view list, std::string_view token) {
 }
 
 // The head as subscribers see it, or an error for framing a proxy must not relay (H-20).
-error_code make_head(const response_parser& parser, bool head_method,
-                     coalesce::response_head& out) {
+// `content_type` views the parser's fields.
+error_code make_head(const response_parser& parser, bool head_method, coalesce::response_head& out,
+                     std::string_view& content_type) {
     const auto& msg = parser.get();
-    const bool has_te = msg.find(http::field::transfer_encoding) != msg.end();
-    const bool has_cl = msg.find(http::field::content_length) != msg.end();
+    // One pass by field code for what decides the rest (each lookup by name is a search).
+    bool has_te = false;
+    bool has_cl = false;
+    std::string_view connection_list;
+    std::size_t text_size = 0;
+    for (const auto& field : msg) {
+        switch (field.name()) {
+            case http::field::transfer_encoding:
+                has_te = true;
+                break;
+            case http::field::content_length:
+                has_cl = true;
+                break;
+            case http::field::connection:
+                if (connection_list.empty())
+                    connection_list = field.value();
+                break;
+            case http::field::content_type:
+                if (content_type.empty())
+                    content_type = field.value();
+                break;
+            default:
+                break;
+        }
+        text_size += field.name_string().size() + field.value().size() + 4;
+    }
     if (has_te && has_cl) {
         return proxy_errc::upstream_protocol_error;
     }
     out.status = msg.result_int();
     out.reason = std::string(msg.reason());
-    const auto connection_list = msg[http::field::connection];
-    out.headers.reserve(static_cast<std::size_t>(std::distance(msg.begin(), msg.end())));
+    out.fields.reserve(text_size);
     for (const auto& field : msg) {
         const auto name = field.name_string();
-        if (http_rules::is_hop_by_hop(name) || http_rules::iequals(name, "content-length") ||
+        if (http_rules::is_hop_by_hop(name) || field.name() == http::field::content_length ||
             token_listed(connection_list, name)) {
             continue;
         }
-        if (http_rules::iequals(name, "cache-control") &&
+        if (field.name() == http::field::cache_control &&
             (token_listed(field.value(), "no-store") || token_listed(field.value(), "private"))) {
             out.no_store = true;
         }
-        if (http_rules::iequals(name, "set-cookie")) {
+        if (field.name() == http::field::set_cookie) {
             out.no_store = true;  // never replay one client's cookie to another
         }
-        out.headers.emplace_back(std::string(name), std::string(field.value()));
+        out.has_age = out.has_age || field.name() == http::field::age;
+        out.fields.append(name.data(), name.size());
+        out.fields += ": ";
+        out.fields.append(field.value().data(), field.value().size());
+        out.fields += "\r\n";
     }
     const unsigned s = out.status;
     out.has_body = !head_method && !(s / 100 == 1 || s == 204 || s == 304);
@@ -250,9 +278,9 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
             co_await sleep_for(*delay, cancel);
             continue;
         }
-        out.ec = a.ec ? a.ec : make_head(*a.parser, request.head_method, out.head);
+        out.ec =
+            a.ec ? a.ec : make_head(*a.parser, request.head_method, out.head, out.content_type);
         if (!out.ec) {
-            out.content_type = std::string(a.parser->get()[http::field::content_type]);
             out.conn = std::move(a.conn);
             out.parser = std::move(a.parser);
             out.slot = std::move(slot);

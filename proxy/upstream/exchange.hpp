@@ -52,7 +52,7 @@ struct response_start {
     std::unique_ptr<parsed_response> parser;
     pacer_slot slot;
     coalesce::response_head head;
-    std::string content_type;
+    std::string_view content_type;                  // views the parser's fields
     std::chrono::steady_clock::time_point sent_at;  // of the attempt that answered
     double ttfb = 0;                                // seconds, that attempt's
     int attempts = 0;
