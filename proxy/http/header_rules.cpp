@@ -40,6 +40,24 @@ bool is_hop_by_hop(std::string_view name) noexcept {
                        [&](std::string_view n) { return iequals(n, name); });
 }
 
+bool is_hop_by_hop(boost::beast::http::field name) noexcept {
+    using boost::beast::http::field;
+    switch (name) {
+        case field::connection:
+        case field::keep_alive:
+        case field::te:
+        case field::trailer:
+        case field::transfer_encoding:
+        case field::upgrade:
+        case field::proxy_connection:
+        case field::proxy_authorization:
+        case field::proxy_authenticate:
+            return true;
+        default:
+            return false;
+    }
+}
+
 bool is_token(std::string_view text) noexcept {
     return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
         return tchar[static_cast<unsigned char>(c)];

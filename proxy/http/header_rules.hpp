@@ -1,6 +1,8 @@
 // Small, allocation-free rules about HTTP header names and values (RFC 9110).
 #pragma once
 
+#include <boost/beast/http/field.hpp>
+
 #include <string_view>
 
 namespace coalescer::http_rules {
@@ -9,6 +11,8 @@ bool iequals(std::string_view a, std::string_view b) noexcept;
 
 // RFC 9110 §7.6.1: headers that describe one connection and never cross a proxy.
 bool is_hop_by_hop(std::string_view name) noexcept;
+// The same by the parser's field code (every hop-by-hop name has one): no string compares.
+bool is_hop_by_hop(boost::beast::http::field name) noexcept;
 
 // token = 1*tchar (RFC 9110 §5.6.2).
 bool is_token(std::string_view text) noexcept;

@@ -14,6 +14,9 @@
 #include <boost/asio/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include <algorithm>
+#include <charconv>
+
 namespace coalescer::server {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
@@ -37,6 +40,11 @@ bool listed_in_connection(const client_request& request, std::string_view name) 
     return found;
 }
 
+void append_number(std::string& out, std::uint64_t n) {
+    char digits[24];
+    out.append(digits, std::to_chars(std::begin(digits), std::end(digits), n).ptr);
+}
+
 // The request as the upstream gets it: host from config, hop-by-hop headers and the client's
 // framing and encoding preferences removed, the body byte for byte.
 upstream::upstream_request make_upstream_request(client_request& request, const route_match& match,
@@ -50,11 +58,14 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
     head += " HTTP/1.1\r\nHost: ";
     head += up.host.find(':') != std::string::npos ? "[" + up.host + "]" : up.host;
     if (up.port != (up.https ? 443 : 80)) {
-        head += ':' + std::to_string(up.port);
+        head += ':';
+        append_number(head, up.port);
     }
     head += "\r\n";
     // Most requests have no Connection header naming others: don't scan for one per field.
-    const bool names_others = request.find(http::field::connection) != request.end();
+    const bool names_others = std::any_of(request.begin(), request.end(), [](const auto& field) {
+        return field.name() == http::field::connection;
+    });
     for (const auto& field : request) {
         const auto known = field.name();
         if (known == http::field::host || known == http::field::content_length ||
@@ -62,7 +73,7 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
             continue;
         }
         const auto name = field.name_string();
-        if (http_rules::is_hop_by_hop(name) ||
+        if (http_rules::is_hop_by_hop(known) ||
             http_rules::iequals(name, cfg.coalesce.bypass_header) ||
             (names_others && listed_in_connection(request, name))) {
             continue;
@@ -77,7 +88,9 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
     const auto method = request.method();
     if (!request.body().empty() || method == http::verb::post || method == http::verb::put ||
         method == http::verb::patch) {
-        head += "Content-Length: " + std::to_string(request.body().size()) + "\r\n";
+        head += "Content-Length: ";
+        append_number(head, request.body().size());
+        head += "\r\n";
     }
     head += "\r\n";
     return {std::move(head), std::move(request.body()), method == http::verb::head};
