@@ -86,7 +86,9 @@ asio::awaitable<error_code> connection::connect(const ops::upstream_config& upst
         deadline_->expires_at(by);
         std::tie(cec) = co_await socket().async_connect(endpoint, use_tuple);
         cec = deadline_->finish(cec);
-        if (!cec || cec == beast::error::timeout) {
+        // A close by the exchange's cancel aborts the connect: never move on to the next
+        // address (reopening the socket there would lose the cancel).
+        if (!cec || cec == beast::error::timeout || cec == asio::error::operation_aborted) {
             break;
         }
     }
@@ -161,6 +163,9 @@ asio::awaitable<error_code> connection::read_header(response_parser& parser, dea
     for (;;) {
         error_code ec;
         if (!parse(parser, true, ec)) {
+            if (deadline_->fired()) {  // it passed between two receives
+                co_return deadline_->finish(asio::error::operation_aborted);
+            }
             ec = co_await receive(parser);
             if (!ec) {
                 continue;
@@ -175,6 +180,9 @@ asio::awaitable<error_code> connection::read_some(response_parser& parser, deadl
     for (;;) {
         error_code ec;
         if (!parse(parser, false, ec)) {
+            if (deadline_->fired()) {  // it passed between two receives
+                co_return deadline_->finish(asio::error::operation_aborted);
+            }
             ec = co_await receive(parser);
             if (!ec && !parser.is_done()) {
                 continue;

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <array>
+#include <optional>
 #include <random>
 
 namespace coalescer::upstream {
@@ -72,7 +73,9 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
     // One pass by field code for what decides the rest (each lookup by name is a search).
     bool has_te = false;
     bool has_cl = false;
-    std::string_view connection_list;
+    std::optional<std::string_view> connection_list;  // the first line of each, as msg[] gives
+    std::optional<std::string_view> type;
+    bool names_others = false;  // the Connection list names more than keep-alive
     std::size_t text_size = 0;
     for (const auto& field : msg) {
         switch (field.name()) {
@@ -83,12 +86,16 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
                 has_cl = true;
                 break;
             case http::field::connection:
-                if (connection_list.empty())
+                if (!connection_list) {
                     connection_list = field.value();
+                    http_rules::for_each_list_item(*connection_list, [&](std::string_view t) {
+                        names_others = names_others || !http_rules::iequals(t, "keep-alive");
+                    });
+                }
                 break;
             case http::field::content_type:
-                if (content_type.empty())
-                    content_type = field.value();
+                if (!type)
+                    type = field.value();
                 break;
             default:
                 break;
@@ -98,13 +105,15 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
     if (has_te && has_cl) {
         return proxy_errc::upstream_protocol_error;
     }
+    content_type = type.value_or(std::string_view{});
     out.status = msg.result_int();
     out.reason = std::string(msg.reason());
     out.fields.reserve(text_size);
     for (const auto& field : msg) {
         const auto name = field.name_string();
-        if (http_rules::is_hop_by_hop(name) || field.name() == http::field::content_length ||
-            token_listed(connection_list, name)) {
+        if (http_rules::is_hop_by_hop(field.name()) ||
+            field.name() == http::field::content_length ||
+            (names_others && token_listed(*connection_list, name))) {
             continue;
         }
         if (field.name() == http::field::cache_control &&
