@@ -13,6 +13,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <poll.h>
 #include <sys/socket.h>
 
 #include <cstdlib>
@@ -82,10 +83,7 @@ asio::awaitable<error_code> connection::connect(const ops::upstream_config& upst
     }
     error_code cec = asio::error::host_not_found;
     for (const auto& endpoint : endpoints) {  // in order, each under what is left of `by`
-        socket().close(ec);
-        deadline_->expires_at(by);
-        std::tie(cec) = co_await socket().async_connect(endpoint, use_tuple);
-        cec = deadline_->finish(cec);
+        cec = co_await connect_to(endpoint, by);
         // A close by the exchange's cancel aborts the connect: never move on to the next
         // address (reopening the socket there would lose the cancel).
         if (!cec || cec == beast::error::timeout || cec == asio::error::operation_aborted) {
@@ -109,6 +107,43 @@ asio::awaitable<error_code> connection::connect(const ops::upstream_config& upst
         }
     }
     co_return error_code{};
+}
+
+// A nearby upstream (a gateway on the node, loopback) completes the handshake inside the
+// connect call; when the socket is writable at once the request goes out without a wait
+// through the worker's queue. During a burst that queue holds every other client's request,
+// and a flight's upstream call would otherwise start only after all of them.
+asio::awaitable<error_code> connection::connect_to(const tcp::endpoint& endpoint, deadline by) {
+    error_code ec;
+    socket().close(ec);
+    socket().open(endpoint.protocol(), ec);
+    if (!ec) {
+        socket().non_blocking(true, ec);
+    }
+    if (ec) {
+        co_return ec;
+    }
+    const int fd = socket().native_handle();
+    if (::connect(fd, endpoint.data(), static_cast<socklen_t>(endpoint.size())) == 0) {
+        co_return error_code{};
+    }
+    if (errno != EINPROGRESS && errno != EINTR) {
+        co_return error_code(errno, boost::system::system_category());
+    }
+    pollfd ready{fd, POLLOUT, 0};
+    if (::poll(&ready, 1, 0) != 1) {
+        deadline_->expires_at(by);
+        auto [wec] = co_await socket().async_wait(tcp::socket::wait_write, use_tuple);
+        if (const auto fec = deadline_->finish(wec)) {
+            co_return fec;
+        }
+    }
+    int failure = 0;
+    socklen_t size = sizeof failure;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &failure, &size) != 0) {
+        failure = errno;
+    }
+    co_return failure == 0 ? error_code{} : error_code(failure, boost::system::system_category());
 }
 
 asio::awaitable<error_code> connection::write(std::span<const asio::const_buffer> buffers,

@@ -74,6 +74,8 @@ class connection {
 
   private:
     boost::asio::ip::tcp::socket& socket() noexcept;
+    boost::asio::awaitable<boost::system::error_code> connect_to(
+        const boost::asio::ip::tcp::endpoint& endpoint, deadline by);
     // Parses what is buffered: true when the caller's read is over (`ec` says how).
     bool parse(response_parser& parser, bool header_only, boost::system::error_code& ec);
     // One receive into the buffer; end of stream is put to the parser as HTTP defines it.

@@ -4,8 +4,13 @@
 
 #include <doctest/doctest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <thread>
+#include <vector>
 
 using namespace coalescer;
 using namespace coalescer::test;
@@ -102,6 +107,40 @@ TEST_CASE("a refused connection is retried with backoff, then 502") {
     CHECK(steady::now() - started >= 200ms);  // two backoffs of at least base_delay
     CHECK(metric(proxy.admin_port(), "coalescer_upstream_retries_total{upstream=\"mock\"} ") ==
           "2");
+}
+
+TEST_CASE("an upstream that never completes the TCP handshake gets 504 at the connect timeout") {
+    // A listener that never accepts, its queue filled: the kernel drops further SYNs, so a
+    // connect neither succeeds nor fails until the sidecar's own deadline ends it.
+    const int listener = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in at{};
+    at.sin_family = AF_INET;
+    at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    REQUIRE(::bind(listener, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0);
+    REQUIRE(::listen(listener, 0) == 0);
+    socklen_t size = sizeof at;
+    ::getsockname(listener, reinterpret_cast<sockaddr*>(&at), &size);
+    std::vector<int> fillers;
+    for (int i = 0; i < 4; ++i) {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+        ::connect(fd, reinterpret_cast<sockaddr*>(&at), sizeof at);
+        fillers.push_back(fd);
+    }
+    std::this_thread::sleep_for(100ms);
+    running_proxy proxy(
+        proxy_yaml("http://127.0.0.1:" + std::to_string(ntohs(at.sin_port)), "",
+                   "    timeouts: {connect: 300ms, head: 10s, idle: 10s, total: 60s}\n"
+                   "    retries: {max_attempts: 1}\n"));
+    const auto started = steady::now();
+    const auto r = request(proxy.port(), "POST", "/chat/completions", chat_body("blackhole"));
+    const auto took = steady::now() - started;
+    CHECK(r.status == 504);
+    CHECK(r.header("x-coalesce-error") == "upstream_connect_timeout");
+    CHECK(took >= 300ms);
+    CHECK(took < 3s);  // the deadline, not the kernel's SYN retries, ended it
+    for (const int fd : fillers)
+        ::close(fd);
+    ::close(listener);
 }
 
 TEST_CASE("max_concurrent: 2 keeps the provider at 2 calls at once, the rest queue in order") {
