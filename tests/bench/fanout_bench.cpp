@@ -4,18 +4,18 @@
 //                [--latency-ms 300] [--timeout-s 60] [--client-threads 1] [--workers 2]
 //                [--per-event]
 //
-// For each N, in this one process: the mock provider and the sidecar (fresh for each N), then N
-// client connections opened to the sidecar (set-up is not measured), then N identical streaming
-// requests written as fast as possible, then all N responses read concurrently by one client
-// thread (an io_context; --client-threads for more), each connection de-chunking its SSE stream
-// incrementally. The mock stamps every event with "mock_sent_us" (steady_clock, the same clock
-// here), so each (event, subscriber) pair yields a delivery delay = arrival - mock_sent_us: the
-// time through the sidecar (upstream read, shared log, subscriber wake-up, write) plus the
-// client's own read latency.
+// For each N: the mock provider and the sidecar (fresh for each N) in a child process, then, in
+// this one, N client connections opened to the sidecar (set-up is not measured), then N
+// identical streaming requests written as fast as possible, then all N responses read
+// concurrently by one client thread (an io_context; --client-threads for more), each connection
+// de-chunking its SSE stream incrementally. The mock stamps every event with "mock_sent_us"
+// (steady_clock, the same clock in both processes), so each (event, subscriber) pair yields a
+// delivery delay = arrival - mock_sent_us: the time through the sidecar (upstream read, shared
+// log, subscriber wake-up, write) plus the client's own read latency.
 //
-// Memory: VmRSS before opening the connections and its peak while streaming (sampled every
-// 50 ms). That counts the client's sockets too, so the same N connections are first opened to a
-// listener that does nothing; that growth is the client's share and is subtracted.
+// Memory: the sidecar process's VmRSS before the connections are opened and its peak while
+// streaming (sampled every 50 ms); the growth per subscriber is the sidecar's share. The client
+// process's own growth is printed next to it.
 //
 // Targets (product fan-out goals): 10000 subscribers all complete; p99 delay <= 50 ms;
 // <= 20 KiB RSS per subscriber in the sidecar.
@@ -24,12 +24,12 @@
 // before the first event (a later joiner's first events are replays, with a larger delay), the
 // x-coalesce roles seen, per event the fastest and the slowest subscriber's delay (the fastest
 // is the pipeline's latency, the gap to the slowest is the cost of fanning out), and the CPU
-// seconds of the client threads versus the rest of the process (sidecar + mock).
+// seconds of the client threads versus the sidecar process (sidecar + mock).
 //
 // Caveats printed with the results: the client, the mock and the sidecar share this machine's
 // cores (and anything else running on it: the load average is printed), so the delay includes
-// time waiting for a CPU; and 10000 subscribers need 2 x 10000 descriptors in one process, so N
-// is capped to what RLIMIT_NOFILE allows (marked * in the table).
+// time waiting for a CPU; each process needs one descriptor per subscriber, so N is capped to
+// what RLIMIT_NOFILE allows (marked * in the table).
 #include "mock_server.hpp"
 #include "ops/config.hpp"
 #include "server/server.hpp"
@@ -40,16 +40,16 @@
 #include <boost/asio/write.hpp>
 
 #include <malloc.h>
-#include <netinet/in.h>
-#include <poll.h>
 #include <pthread.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -59,8 +59,10 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -150,8 +152,10 @@ options parse_args(int argc, char** argv) {
 // ---------------------------------------------------------------------------------------------
 // Process resources
 
-long rss_kib() {
-    std::ifstream in("/proc/self/status");
+// VmRSS of this process (pid 0) or of another one.
+long rss_kib(pid_t pid = 0) {
+    std::ifstream in(pid == 0 ? std::string("/proc/self/status")
+                              : "/proc/" + std::to_string(pid) + "/status");
     std::string line;
     while (std::getline(in, line)) {
         if (line.rfind("VmRSS:", 0) == 0)
@@ -179,20 +183,27 @@ rlim_t raise_fd_limit() {
     return lim.rlim_cur;
 }
 
-// CPU seconds (user + system) used so far by the calling thread, or by the whole process.
+// CPU seconds (user + system) used so far by the calling thread.
 double thread_cpu_s() {
     timespec t{};
     clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
     return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
 }
 
-double process_cpu_s() {
-    rusage u{};
-    getrusage(RUSAGE_SELF, &u);
-    const auto s = [](const timeval& t) {
-        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
-    };
-    return s(u.ru_utime) + s(u.ru_stime);
+// CPU seconds (user + system) used so far by another process.
+double process_cpu_s(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const auto after_name = text.rfind(')');  // the command name may hold spaces
+    if (after_name == std::string::npos)
+        return 0;
+    std::istringstream fields(text.substr(after_name + 2));
+    std::string skip;
+    for (int i = 3; i < 14; ++i)  // fields 3..13: state .. cmajflt
+        fields >> skip;
+    double user = 0, system = 0;
+    fields >> user >> system;
+    return (user + system) / static_cast<double>(sysconf(_SC_CLK_TCK));
 }
 
 // Other processes on the machine take CPU from all three parties here; printed with the results.
@@ -210,10 +221,10 @@ long open_fds() {
     return n;
 }
 
-// Samples VmRSS every 50 ms on its own thread (the client loop may be saturated) and keeps the max.
+// Samples a process's VmRSS every 50 ms on its own thread and keeps the max.
 class rss_sampler {
   public:
-    explicit rss_sampler(long first) : peak_(first) {
+    rss_sampler(pid_t pid, long first) : pid_(pid), peak_(first) {
         thread_ = std::thread([this] {
             while (!stop_.load()) {
                 sample();
@@ -232,11 +243,12 @@ class rss_sampler {
 
   private:
     void sample() {
-        const long now = rss_kib();
+        const long now = rss_kib(pid_);
         long seen = peak_.load();
         while (now > seen && !peak_.compare_exchange_weak(seen, now)) {
         }
     }
+    pid_t pid_;
     std::atomic<long> peak_;
     std::atomic<bool> stop_{false};
     std::thread thread_;
@@ -595,52 +607,6 @@ void fanout_client::read_all(steady::time_point deadline) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// A listener that accepts and does nothing: the baseline for the client's own memory.
-
-class idle_listener {
-  public:
-    idle_listener() {
-        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
-        sockaddr_in a{};
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        if (fd_ < 0 || ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-            ::listen(fd_, 4096) != 0) {
-            throw std::runtime_error("idle listener: " + std::string(std::strerror(errno)));
-        }
-        socklen_t len = sizeof a;
-        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len);
-        port_ = ntohs(a.sin_port);
-        thread_ = std::thread([this] { accept_loop(); });
-    }
-    ~idle_listener() {
-        stop_ = true;
-        thread_.join();
-        for (int fd : accepted_)
-            ::close(fd);
-        ::close(fd_);
-    }
-    std::uint16_t port() const { return port_; }
-
-  private:
-    void accept_loop() {
-        while (!stop_.load()) {
-            pollfd p{fd_, POLLIN, 0};
-            if (::poll(&p, 1, 50) <= 0)
-                continue;
-            const int fd = ::accept(fd_, nullptr, nullptr);
-            if (fd >= 0)
-                accepted_.push_back(fd);
-        }
-    }
-    int fd_ = -1;
-    std::uint16_t port_ = 0;
-    std::vector<int> accepted_;
-    std::atomic<bool> stop_{false};
-    std::thread thread_;
-};
-
-// ---------------------------------------------------------------------------------------------
 // One run
 
 struct run_result {
@@ -691,22 +657,6 @@ std::string request_for(int n, const options& o) {
            "fanout-bench\r\n"
            "Content-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: " +
            std::to_string(body.size()) + "\r\n\r\n" + body;
-}
-
-// The client's own RSS per connection: the same N connections, request written and a read armed,
-// against a listener that never answers.
-double client_kib_per_connection(std::size_t n, const options& o) {
-    settle_heap();
-    fanout_client client(o.client_threads, n, static_cast<std::size_t>(o.chunks) + 2);
-    const long before = rss_kib();
-    idle_listener sink;
-    const auto connected = client.connect(sink.port(), n);
-    client.send_all(request_for(0, o));
-    for (auto& loop : client.loops())
-        loop->start_reading(steady::now() + std::chrono::seconds(1));
-    const long after = rss_kib();
-    return connected == 0 ? 0.0
-                          : static_cast<double>(after - before) / static_cast<double>(connected);
 }
 
 double percentile(std::vector<std::int32_t>& v, double q) {
@@ -780,39 +730,136 @@ void count_outcomes(fanout_client& client, run_result& r, std::int64_t send_end_
     r.head_start_ms = first_event == INT64_MAX ? 0 : ms(first_event - send_end_us);
 }
 
+bool write_all(int fd, const void* data, std::size_t size) {
+    const auto* p = static_cast<const char*>(data);
+    while (size > 0) {
+        const auto n = ::write(fd, p, size);
+        if (n <= 0 && errno != EINTR)
+            return false;
+        if (n > 0) {
+            p += n;
+            size -= static_cast<std::size_t>(n);
+        }
+    }
+    return true;
+}
+
+bool read_exact(int fd, void* data, std::size_t size) {
+    auto* p = static_cast<char*>(data);
+    while (size > 0) {
+        const auto n = ::read(fd, p, size);
+        if (n == 0 || (n < 0 && errno != EINTR))
+            return false;
+        if (n > 0) {
+            p += n;
+            size -= static_cast<std::size_t>(n);
+        }
+    }
+    return true;
+}
+
+// The mock provider and the sidecar, in a child process: each process then holds one
+// descriptor per subscriber (10,000 fit under RLIMIT_NOFILE 20,000, which two per subscriber in
+// one process did not), and the sidecar's RSS and CPU are its own, not net of the client's.
+// Forked while this process has no other thread (every run's threads are joined by then).
+class sidecar_process {
+  public:
+    explicit sidecar_process(const options& o) {
+        int up[2], down[2];
+        if (::pipe(up) != 0 || ::pipe(down) != 0)
+            throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
+        std::fflush(stdout);  // or the child would print it again
+        pid_ = ::fork();
+        if (pid_ < 0)
+            throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+        if (pid_ == 0) {
+            ::close(up[0]);
+            ::close(down[1]);
+            serve(o, up[1], down[0]);
+        }
+        ::close(up[1]);
+        ::close(down[0]);
+        from_child_ = up[0];
+        to_child_ = down[1];
+        if (!read_exact(from_child_, &port_, sizeof port_) || port_ == 0) {
+            finish();
+            throw std::runtime_error("the sidecar process did not start");
+        }
+    }
+    ~sidecar_process() { finish(); }
+    pid_t pid() const { return pid_; }
+    std::uint16_t port() const { return port_; }
+
+    // Ends the child; returns the upstream calls the mock counted.
+    std::uint64_t finish() {
+        if (pid_ <= 0)
+            return calls_;
+        const char done = 'x';
+        write_all(to_child_, &done, 1);
+        read_exact(from_child_, &calls_, sizeof calls_);
+        ::close(to_child_);
+        ::close(from_child_);
+        ::waitpid(pid_, nullptr, 0);
+        pid_ = -1;
+        return calls_;
+    }
+
+  private:
+    [[noreturn]] static void serve(const options& o, int to_parent, int from_parent) {
+        std::uint16_t port = 0;
+        try {
+            auto provider = std::make_unique<mock::mock_server>(mock::mock_options{});
+            provider->start();
+            auto sidecar = std::make_unique<server::server>(
+                ops::load_config_text(yaml_for(provider->port(), o.workers), "fanout_bench.yaml"));
+            sidecar->start();
+            port = sidecar->port();
+            write_all(to_parent, &port, sizeof port);
+            char done = 0;
+            read_exact(from_parent, &done, 1);  // or EOF: the parent is gone
+            const std::uint64_t calls = provider->stats().calls;
+            write_all(to_parent, &calls, sizeof calls);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "  sidecar process: %s\n", e.what());
+            if (port == 0)
+                write_all(to_parent, &port, sizeof port);
+        }
+        // No destructors: 10,000 sessions are not worth tearing down one by one, and the
+        // parent's objects copied into this process are not this process's to destroy.
+        std::fflush(stderr);
+        ::_exit(0);
+    }
+
+    pid_t pid_ = -1;
+    int from_child_ = -1, to_child_ = -1;
+    std::uint16_t port_ = 0;
+    std::uint64_t calls_ = 0;
+};
+
 run_result run_once(int requested, const options& o, rlim_t fd_limit) {
     run_result r;
     r.requested = requested;
+    sidecar_process sidecar(o);
 
-    auto provider = std::make_unique<mock::mock_server>(mock::mock_options{});
-    provider->start();
-    auto sidecar = std::make_unique<server::server>(
-        ops::load_config_text(yaml_for(provider->port(), o.workers), "fanout_bench.yaml"));
-    sidecar->start();
-
-    // Each subscriber costs two descriptors here (client end, sidecar end); keep some spare for
-    // the loops, /proc reads and the upstream connection.
+    // One descriptor per subscriber in this process; keep some spare for the loops and /proc.
     const long spare = 32 + 3L * o.client_threads;
-    const long fit = (static_cast<long>(fd_limit) - open_fds() - spare) / 2;
+    const long fit = static_cast<long>(fd_limit) - open_fds() - spare;
     r.n = static_cast<int>(std::min<long>(requested, std::max(0L, fit)));
     if (r.n < requested) {
-        std::printf(
-            "  N=%d does not fit RLIMIT_NOFILE=%ld (2 descriptors per subscriber in one process): "
-            "capped to N=%d\n",
-            requested, static_cast<long>(fd_limit), r.n);
+        std::printf("  N=%d does not fit RLIMIT_NOFILE=%ld: capped to N=%d\n", requested,
+                    static_cast<long>(fd_limit), r.n);
     }
     const auto n = static_cast<std::size_t>(r.n);
-
-    r.client_kib_per_sub = client_kib_per_connection(n, o);
 
     settle_heap();
     fanout_client client(o.client_threads, n, static_cast<std::size_t>(o.chunks) + 2);
     const std::string request = request_for(requested, o);
-    r.rss_before_kib = rss_kib();
-    r.n = static_cast<int>(client.connect(sidecar->port(), n));
+    const long client_before = rss_kib();
+    r.rss_before_kib = rss_kib(sidecar.pid());
+    r.n = static_cast<int>(client.connect(sidecar.port(), n));
 
     r.load_before = load_average();
-    const double process_cpu_before = process_cpu_s();
+    const double sidecar_cpu_before = process_cpu_s(sidecar.pid());
     const double send_cpu_before = thread_cpu_s();
     const auto start = steady::now();
     client.send_all(request);
@@ -821,26 +868,25 @@ run_result run_once(int requested, const options& o, rlim_t fd_limit) {
     r.send_ms =
         ms(send_end_us -
            std::chrono::duration_cast<std::chrono::microseconds>(start.time_since_epoch()).count());
-    rss_sampler sampler(rss_kib());
+    rss_sampler sampler(sidecar.pid(), rss_kib(sidecar.pid()));
     client.read_all(start + std::chrono::seconds(o.timeout_s));
     r.rss_peak_kib = sampler.finish();
     r.wall_s = std::chrono::duration<double>(steady::now() - start).count();
     r.timed_out = steady::now() >= start + std::chrono::seconds(o.timeout_s);
     for (auto& loop : client.loops())
         r.client_cpu_s += loop->cpu_s;
-    r.other_cpu_s = process_cpu_s() - process_cpu_before - r.client_cpu_s;
+    r.other_cpu_s = process_cpu_s(sidecar.pid()) - sidecar_cpu_before;
     r.load_after = load_average();
+    const long client_after = rss_kib();
 
-    r.upstream_calls = provider->stats().calls;
+    r.upstream_calls = sidecar.finish();
     count_outcomes(client, r, send_end_us);
     summarise_delays(client, r, o.per_event);
-    r.total_kib_per_sub =
-        r.n == 0 ? 0 : static_cast<double>(r.rss_peak_kib - r.rss_before_kib) / r.n;
-
-    // Stopped before the client's sockets close (when `client` goes out of scope), so the
-    // sidecar does not spend the teardown tearing down 10000 sessions one by one.
-    sidecar.reset();
-    provider.reset();
+    if (r.n != 0) {
+        r.client_kib_per_sub = static_cast<double>(client_after - client_before) / r.n;
+        r.total_kib_per_sub =
+            static_cast<double>(r.rss_peak_kib - r.rss_before_kib) / r.n + r.client_kib_per_sub;
+    }
     return r;
 }
 
@@ -885,8 +931,8 @@ void print_table(const std::vector<run_result>& runs) {
     std::printf(
         "  (* = capped by the descriptor limit; ! = not exactly one upstream call; delays are "
         "arrival - mock_sent_us over every (event, "
-        "subscriber) pair; KiB/sub = (peak RSS - RSS before connecting) / N, client = the same N "
-        "connections to an idle listener, sidecar = KiB/sub - client)\n\n");
+        "subscriber) pair; KiB/sub = client + sidecar; sidecar = (the sidecar process's peak RSS - "
+        "its RSS before connecting) / N; client = the client process's growth / N)\n\n");
 }
 
 void print_targets(const std::vector<run_result>& runs) {

@@ -473,7 +473,7 @@ if want c; then
     p99_ok=$(awk -v p="$p99" 'BEGIN { print ((p <= 50) ? 1 : 0) }')
     kib_ok=$(awk -v k="$kib" 'BEGIN { print ((k <= 20) ? 1 : 0) }')
     if [[ ${FAN_N[0]} == *\** ]]; then
-        overall="NOT MEASURED at 10000 (capped to N=${FAN_N[0]%\*} by RLIMIT_NOFILE $(ulimit -Hn): fanout_bench needs 2 descriptors per subscriber in one process); at that N:"
+        overall="NOT MEASURED at 10000 (capped to N=${FAN_N[0]%\*} by RLIMIT_NOFILE $(ulimit -Hn): fanout_bench needs 1 descriptor per subscriber in each of its two processes); at that N:"
     elif ((${n%.*} < 10000)); then
         overall="NOT MEASURED at 10000 (largest N requested: $n); at that N:"
     else
