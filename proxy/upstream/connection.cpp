@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <stdexcept>
+#include <utility>
 
 namespace coalescer::upstream {
 namespace asio = boost::asio;
@@ -52,7 +53,7 @@ bool set_peer_name(SSL* ssl, const std::string& host) {
 }  // namespace
 
 connection::connection(asio::any_io_executor ex, http_rules::deadline_sweep& deadlines)
-    : executor_(ex), deadlines_(deadlines) {}
+    : executor_(std::move(ex)), deadlines_(deadlines) {}
 
 tcp::socket& connection::socket() noexcept {
     return tls_ ? beast::get_lowest_layer(*tls_) : *plain_;
@@ -166,7 +167,8 @@ bool connection::parse(response_parser& parser, bool header_only, error_code& ec
 }
 
 asio::awaitable<error_code> connection::receive(response_parser& parser) {
-    const auto space = beast::read_size(buffer_, 64 * 1024);
+    constexpr std::size_t max_read = 64 * 1024;
+    const auto space = beast::read_size(buffer_, max_read);
     if (space == 0) {
         co_return beast::http::error::buffer_overflow;
     }
