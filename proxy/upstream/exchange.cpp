@@ -392,7 +392,10 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
     while (!ec && !parser.is_done()) {
         ec = co_await read_body_piece(response, buffer, got, up, total, *cancel);
         if (got != 0 && !cancel->cancelled) {
-            flight->append(std::string(buffer.data(), got));
+            // The last piece wakes no one: the completion (with the usage) follows at once, so
+            // a subscriber never holds the whole body while its flight is still unfinished (its
+            // client could leave in between and be counted as gone).
+            flight->append(std::string(buffer.data(), got), !ec && parser.is_done());
         }
     }
     context.metrics.upstream_timing(context.upstream_index, response.ttfb,
