@@ -193,30 +193,22 @@ asio::awaitable<error_code> connection::receive(response_parser& parser) {
     co_return ec;
 }
 
-// Both reads loop like Beast's own: parse what is buffered, receive only when that is not
-// enough. The deadline covers the whole read.
 asio::awaitable<error_code> connection::read_header(response_parser& parser, deadline by) {
-    deadline_->expires_at(by);
-    for (;;) {
-        error_code ec;
-        if (!parse(parser, true, ec)) {
-            if (deadline_->fired()) {  // it passed between two receives
-                co_return deadline_->finish(asio::error::operation_aborted);
-            }
-            ec = co_await receive(parser);
-            if (!ec) {
-                continue;
-            }
-        }
-        co_return deadline_->finish(ec);
-    }
+    return read(parser, true, by);
 }
 
 asio::awaitable<error_code> connection::read_some(response_parser& parser, deadline by) {
+    return read(parser, false, by);
+}
+
+// Loops like Beast's own reads: parse what is buffered, receive only when that is not enough.
+// The deadline covers the whole read.
+asio::awaitable<error_code> connection::read(response_parser& parser, bool header_only,
+                                             deadline by) {
     deadline_->expires_at(by);
     for (;;) {
         error_code ec;
-        if (!parse(parser, false, ec)) {
+        if (!parse(parser, header_only, ec)) {
             if (deadline_->fired()) {  // it passed between two receives
                 co_return deadline_->finish(asio::error::operation_aborted);
             }

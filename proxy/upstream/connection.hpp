@@ -78,6 +78,8 @@ class connection {
         const boost::asio::ip::tcp::endpoint& endpoint, deadline by);
     // Parses what is buffered: true when the caller's read is over (`ec` says how).
     bool parse(response_parser& parser, bool header_only, boost::system::error_code& ec);
+    boost::asio::awaitable<boost::system::error_code> read(response_parser& parser,
+                                                           bool header_only, deadline by);
     // One receive into the buffer; end of stream is put to the parser as HTTP defines it.
     boost::asio::awaitable<boost::system::error_code> receive(response_parser& parser);
 
