@@ -167,8 +167,13 @@ bool connection::parse(response_parser& parser, bool header_only, error_code& ec
 }
 
 asio::awaitable<error_code> connection::receive(response_parser& parser) {
+    // Beast's read_size() offers only the buffer's spare capacity (512 bytes at first, and it
+    // stays there): a streamed event would arrive in several pieces, each one a wake-up and a
+    // write per subscriber. Every receive offers at least min_read.
+    constexpr std::size_t min_read = 16 * 1024;
     constexpr std::size_t max_read = 64 * 1024;
-    const auto space = beast::read_size(buffer_, max_read);
+    const auto space = std::min(std::max(min_read, buffer_.capacity() - buffer_.size()),
+                                std::min(max_read, buffer_.max_size() - buffer_.size()));
     if (space == 0) {
         co_return beast::http::error::buffer_overflow;
     }

@@ -6,6 +6,9 @@
 
 #include <boost/json/parse.hpp>
 
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <atomic>
 #include <set>
 #include <thread>
@@ -62,6 +65,44 @@ bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
         std::this_thread::sleep_for(10ms);
     }
     return pred();
+}
+
+// Sends `request` on a fresh connection and returns the data of each HTTP chunk of a chunked
+// response, as framed on the wire (empty when the response is not chunked or is cut).
+std::vector<std::string> chunks_on_the_wire(std::uint16_t port, const std::string& request) {
+    boost::asio::io_context io;
+    boost::asio::ip::tcp::socket socket(io);
+    socket.connect({boost::asio::ip::make_address("127.0.0.1"), port});
+    timeval limit{.tv_sec = 20, .tv_usec = 0};  // a blocking read never hangs the test
+    ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+    boost::asio::write(socket, boost::asio::buffer(request));
+    std::string raw;
+    std::array<char, 16384> buf{};
+    boost::system::error_code ec;
+    while (raw.find("\r\n0\r\n\r\n") == std::string::npos) {
+        const auto n = socket.read_some(boost::asio::buffer(buf), ec);
+        if (ec) {
+            return {};
+        }
+        raw.append(buf.data(), n);
+    }
+    const auto head_end = raw.find("\r\n\r\n");
+    std::string head = raw.substr(0, head_end);
+    std::transform(head.begin(), head.end(), head.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    if (head.find("transfer-encoding: chunked") == std::string::npos) {
+        return {};
+    }
+    std::vector<std::string> chunks;
+    for (std::size_t pos = head_end + 4;;) {
+        const auto line_end = raw.find("\r\n", pos);
+        const auto size = std::stoul(raw.substr(pos, line_end - pos), nullptr, 16);
+        if (size == 0) {
+            return chunks;
+        }
+        chunks.push_back(raw.substr(line_end + 2, size));
+        pos = line_end + 2 + size + 2;
+    }
 }
 
 }  // namespace
@@ -371,4 +412,40 @@ TEST_CASE("max_subscribers_per_flight answers 503 with Retry-After and never mak
     CHECK(ok == 3);
     CHECK(refused == 5);
     CHECK(env.mock->stats().calls == 1);
+}
+
+TEST_CASE(
+    "every subscriber gets each streamed event in one HTTP chunk, events past 512 bytes too") {
+    // An event's bytes are one wake-up and one write per subscriber only if the upstream read
+    // takes the whole event at once; the growing Perplexity-style events pass 512 bytes.
+    mock::mock_options options;
+    options.latency_ms = 200;
+    options.chunks = 40;
+    options.chunk_interval_ms = 5;
+    mock_and_proxy env(options);
+    const auto body = chat_body("events in one piece", true);
+    const auto request =
+        "POST /chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        "application/json\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\n\r\n" + body;
+    std::vector<std::vector<std::string>> seen(3);
+    std::vector<std::thread> clients;
+    for (auto& chunks : seen) {
+        clients.emplace_back(
+            [&, out = &chunks] { *out = chunks_on_the_wire(env.proxy->port(), request); });
+    }
+    for (auto& t : clients)
+        t.join();
+    CHECK(env.mock->stats().calls == 1);
+    for (const auto& chunks : seen) {
+        REQUIRE(chunks.size() >= 40);
+        std::size_t largest = 0;
+        for (const auto& chunk : chunks) {
+            CHECK(chunk.starts_with("data: "));
+            CHECK(chunk.ends_with("\n\n"));
+            largest = std::max(largest, chunk.size());
+        }
+        CHECK(largest > 600);
+        CHECK(chunks == seen.front());
+    }
 }
