@@ -790,6 +790,25 @@ class sidecar_process {
     pid_t pid() const { return pid_; }
     std::uint16_t port() const { return port_; }
 
+    // Waits until the sidecar has accepted `n` connections (or `limit` passes); false if not.
+    // Connections the kernel completed but the sidecar has not accepted yet can sit in an
+    // overflowing listen queue and only complete a second later: their requests would join
+    // as late replays and measure the queue, not the fan-out.
+    bool wait_accepted(std::int64_t n, std::chrono::seconds limit) {
+        const auto until = steady::now() + limit;
+        for (;;) {
+            const char ask = 'c';
+            std::int64_t open = 0;
+            if (!write_all(to_child_, &ask, 1) || !read_exact(from_child_, &open, sizeof open))
+                return false;
+            if (open >= n)
+                return true;
+            if (steady::now() >= until)
+                return false;
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+    }
+
     // Ends the child; returns the upstream calls the mock counted.
     std::uint64_t finish() {
         if (pid_ <= 0)
@@ -815,8 +834,13 @@ class sidecar_process {
             sidecar->start();
             port = sidecar->port();
             write_all(to_parent, &port, sizeof port);
-            char done = 0;
-            read_exact(from_parent, &done, 1);  // or EOF: the parent is gone
+            char command = 0;
+            // 'c': how many client connections the sidecar holds; anything else (or EOF: the
+            // parent is gone) ends the run.
+            while (read_exact(from_parent, &command, 1) && command == 'c') {
+                const std::int64_t open = sidecar->context().metrics.open_connections();
+                write_all(to_parent, &open, sizeof open);
+            }
             const std::uint64_t calls = provider->stats().calls;
             write_all(to_parent, &calls, sizeof calls);
         } catch (const std::exception& e) {
@@ -857,6 +881,8 @@ run_result run_once(int requested, const options& o, rlim_t fd_limit) {
     const long client_before = rss_kib();
     r.rss_before_kib = rss_kib(sidecar.pid());
     r.n = static_cast<int>(client.connect(sidecar.port(), n));
+    if (!sidecar.wait_accepted(r.n, std::chrono::seconds(20)))
+        std::printf("  N=%d: the sidecar had not accepted every connection after 20 s\n", r.n);
 
     r.load_before = load_average();
     const double sidecar_cpu_before = process_cpu_s(sidecar.pid());
