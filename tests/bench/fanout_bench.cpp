@@ -2,7 +2,7 @@
 //
 //   fanout_bench [--subscribers 1,100,1000,10000] [--chunks 20] [--interval-ms 50]
 //                [--latency-ms 300] [--timeout-s 60] [--client-threads 1] [--workers 2]
-//                [--per-event]
+//                [--per-event] [--floor]
 //
 // For each N: the mock provider and the sidecar (fresh for each N) in a child process, then, in
 // this one, N client connections opened to the sidecar (set-up is not measured), then N
@@ -30,6 +30,11 @@
 // cores (and anything else running on it: the load average is printed), so the delay includes
 // time waiting for a CPU; each process needs one descriptor per subscriber, so N is capped to
 // what RLIMIT_NOFILE allows (marked * in the table).
+//
+// --floor also runs every N against a bare server in place of the mock and the sidecar (see
+// bare_fanout.hpp): plain send() calls of pre-built events, measured by the same client. Its
+// p99 is what this machine allows any server, and is printed next to the target.
+#include "bare_fanout.hpp"
 #include "mock_server.hpp"
 #include "ops/config.hpp"
 #include "server/server.hpp"
@@ -101,6 +106,7 @@ struct options {
     int client_threads = 1;
     int workers = 2;
     bool per_event = false;  // print each event's fastest / median / slowest subscriber
+    bool floor = false;      // also measure the bare server (bare_fanout.hpp) at every N
 };
 
 std::vector<int> parse_list(const std::string& text) {
@@ -118,8 +124,8 @@ options parse_args(int argc, char** argv) {
     options o;
     for (int i = 1; i < argc; ++i) {
         const std::string flag = argv[i];
-        if (flag == "--per-event") {
-            o.per_event = true;
+        if (flag == "--per-event" || flag == "--floor") {
+            (flag == "--floor" ? o.floor : o.per_event) = true;
             continue;
         }
         if (i + 1 >= argc)
@@ -758,13 +764,15 @@ bool read_exact(int fd, void* data, std::size_t size) {
     return true;
 }
 
-// The mock provider and the sidecar, in a child process: each process then holds one
-// descriptor per subscriber (10,000 fit under RLIMIT_NOFILE 20,000, which two per subscriber in
-// one process did not), and the sidecar's RSS and CPU are its own, not net of the client's.
-// Forked while this process has no other thread (every run's threads are joined by then).
+// The mock provider and the sidecar (or the bare server), in a child process: each process then
+// holds one descriptor per subscriber (10,000 fit under RLIMIT_NOFILE 20,000, which two per
+// subscriber in one process did not), and the sidecar's RSS and CPU are its own, not net of the
+// client's. Forked while this process has no other thread (every run's threads are joined by
+// then).
 class sidecar_process {
   public:
-    explicit sidecar_process(const options& o) {
+    // With `bare`, the child runs a bare_fanout for `requested` subscribers instead.
+    sidecar_process(const options& o, bool bare, int requested) {
         int up[2], down[2];
         if (::pipe(up) != 0 || ::pipe(down) != 0)
             throw std::runtime_error(std::string("pipe: ") + std::strerror(errno));
@@ -775,6 +783,8 @@ class sidecar_process {
         if (pid_ == 0) {
             ::close(up[0]);
             ::close(down[1]);
+            if (bare)
+                serve_bare(o, requested, up[1], down[0]);
             serve(o, up[1], down[0]);
         }
         ::close(up[1]);
@@ -854,16 +864,45 @@ class sidecar_process {
         ::_exit(0);
     }
 
+    // The same exchange with the parent as serve(); "upstream calls" is the one stream.
+    [[noreturn]] static void serve_bare(const options& o, int requested, int to_parent,
+                                        int from_parent) {
+        std::uint16_t port = 0;
+        try {
+            auto* bare = new coalescer::bench::bare_fanout(
+                {.subscribers = requested,
+                 .request_bytes = request_for(requested, o).size(),
+                 .chunks = o.chunks,
+                 .interval_ms = o.interval_ms,
+                 .latency_ms = o.latency_ms});
+            port = bare->port();
+            write_all(to_parent, &port, sizeof port);
+            char command = 0;
+            while (read_exact(from_parent, &command, 1) && command == 'c') {
+                const std::int64_t open = bare->accepted();
+                write_all(to_parent, &open, sizeof open);
+            }
+            const std::uint64_t calls = 1;
+            write_all(to_parent, &calls, sizeof calls);
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "  bare server process: %s\n", e.what());
+            if (port == 0)
+                write_all(to_parent, &port, sizeof port);
+        }
+        std::fflush(stderr);
+        ::_exit(0);
+    }
+
     pid_t pid_ = -1;
     int from_child_ = -1, to_child_ = -1;
     std::uint16_t port_ = 0;
     std::uint64_t calls_ = 0;
 };
 
-run_result run_once(int requested, const options& o, rlim_t fd_limit) {
+run_result run_once(int requested, const options& o, rlim_t fd_limit, bool bare) {
     run_result r;
     r.requested = requested;
-    sidecar_process sidecar(o);
+    sidecar_process sidecar(o, bare, requested);
 
     // One descriptor per subscriber in this process; keep some spare for the loops and /proc.
     const long spare = 32 + 3L * o.client_threads;
@@ -961,7 +1000,7 @@ void print_table(const std::vector<run_result>& runs) {
         "its RSS before connecting) / N; client = the client process's growth / N)\n\n");
 }
 
-void print_targets(const std::vector<run_result>& runs) {
+void print_targets(const std::vector<run_result>& runs, const std::vector<run_result>& floor) {
     if (runs.empty())
         return;
     const auto& big =
@@ -980,6 +1019,14 @@ void print_targets(const std::vector<run_result>& runs) {
     }
     std::printf("p99 chunk delay <= 50 ms: %s (%.2f ms at N=%d)\n",
                 big.p99_ms <= 50.0 ? "met" : "not met", big.p99_ms, big.n);
+    for (const auto& f : floor) {
+        if (f.n == big.n) {
+            std::printf(
+                "floor p99 at N=%d: %.2f ms (bare server, %zu/%d complete); sidecar / floor: %.2f "
+                "x\n",
+                f.n, f.p99_ms, f.completed, f.n, big.p99_ms / f.p99_ms);
+        }
+    }
     const double sidecar = big.total_kib_per_sub - big.client_kib_per_sub;
     std::printf("RSS <= 20 KiB per subscriber (sidecar share): %s (%.2f KiB at N=%d)\n",
                 sidecar <= 20.0 ? "met" : "not met", sidecar, big.n);
@@ -1017,14 +1064,31 @@ int main(int argc, char** argv) {
     std::vector<run_result> runs;
     for (int n : o.subscribers) {
         try {
-            runs.push_back(run_once(n, o, fd_limit));
+            runs.push_back(run_once(n, o, fd_limit, false));
             print_run(runs.back());
         } catch (const std::exception& e) {
             std::fprintf(stderr, "  N=%d: %s\n", n, e.what());
         }
         std::fflush(stdout);
     }
+    std::vector<run_result> floor;
+    for (int n : o.floor ? o.subscribers : std::vector<int>{}) {
+        try {
+            std::printf("  floor (bare server):\n");
+            floor.push_back(run_once(n, o, fd_limit, true));
+            print_run(floor.back());
+        } catch (const std::exception& e) {
+            std::fprintf(stderr, "  floor N=%d: %s\n", n, e.what());
+        }
+        std::fflush(stdout);
+    }
     print_table(runs);
-    print_targets(runs);
+    if (!floor.empty()) {
+        std::printf(
+            "floor: the same client against a bare server (bare_fanout.hpp): pre-built events,\n"
+            "plain send() calls from 2 threads, no proxy; KiB/sub and sidecar = the bare server's");
+        print_table(floor);
+    }
+    print_targets(runs, floor);
     return 0;
 }
