@@ -1,5 +1,6 @@
 #include "server/session.hpp"
 
+#include "http/socket_read.hpp"
 #include "ops/errors.hpp"
 #include "server/forwarder.hpp"
 #include "server/request_validator.hpp"
@@ -94,7 +95,19 @@ asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadlin
         }
         // The sweep cancels the read without closing the socket, so a 408 can still be sent.
         deadline.expires_at(started ? head_deadline : clock::now() + limits.idle_timeout);
-        auto [rec, n] = co_await stream.async_read_some(buffer.prepare(read_size), use_tuple);
+        const auto space = buffer.prepare(read_size);
+        std::tuple<error_code, std::size_t> got;
+        if constexpr (std::is_same_v<Stream, asio::ip::tcp::socket>) {
+            auto attempt = http_rules::read_attempt::now(stream, space);
+            if (!attempt.done()) {
+                const auto waited = co_await stream.async_read_some(space, use_tuple);
+                attempt.waited(stream, waited);
+            }
+            got = attempt.result();
+        } else {
+            got = co_await stream.async_read_some(space, use_tuple);
+        }
+        auto [rec, n] = got;
         const auto ec = deadline.finish(rec);
         buffer.commit(n);
         if (ec) {

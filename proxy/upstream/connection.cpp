@@ -1,5 +1,6 @@
 #include "upstream/connection.hpp"
 
+#include "http/socket_read.hpp"
 #include "http/socket_write.hpp"
 #include "ops/errors.hpp"
 
@@ -181,7 +182,13 @@ asio::awaitable<error_code> connection::receive(response_parser& parser) {
     if (tls_) {
         got = co_await tls_->async_read_some(buffer_.prepare(space), use_tuple);
     } else {
-        got = co_await plain_->async_read_some(buffer_.prepare(space), use_tuple);
+        const auto buffer = buffer_.prepare(space);
+        auto attempt = http_rules::read_attempt::now(*plain_, buffer);
+        if (!attempt.done()) {
+            const auto waited = co_await plain_->async_read_some(buffer, use_tuple);
+            attempt.waited(*plain_, waited);
+        }
+        got = attempt.result();
     }
     auto [ec, n] = got;
     buffer_.commit(n);

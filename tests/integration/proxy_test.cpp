@@ -406,3 +406,38 @@ TEST_CASE(
     CHECK(after.status == 200);
     CHECK(after.complete);
 }
+
+TEST_CASE("keep-alive requests that arrive in pieces, at any moment, are all read and answered") {
+    // A read that believed the socket empty and waited for the next readiness event would
+    // hang here on some piece: each request comes in three writes with pauses between them,
+    // some right after the last answer, some pipelined behind the one before.
+    mock_and_proxy env({}, "", "", pass_routes);
+    client c(env.proxy->port());
+    auto request_text = [](int i) {
+        const auto body = chat_body("piece " + std::to_string(i));
+        return "POST /chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: "
+               "application/json\r\nContent-Length: " +
+               std::to_string(body.size()) + "\r\n\r\n" + body;
+    };
+    int answered = 0;
+    for (int i = 0; i < 60; ++i) {
+        const auto text = request_text(i);
+        const std::size_t cut1 = 1 + static_cast<std::size_t>(i * 7) % 40;
+        const std::size_t cut2 = text.size() - 1 - static_cast<std::size_t>(i * 5) % 30;
+        c.send_raw(text.substr(0, cut1));
+        std::this_thread::sleep_for(std::chrono::microseconds(300 * (i % 4)));
+        c.send_raw(text.substr(cut1, cut2 - cut1));
+        std::this_thread::sleep_for(std::chrono::microseconds(200 * (i % 3)));
+        c.send_raw(text.substr(cut2));
+        if (i % 5 == 4) {
+            c.send_raw(request_text(1000 + i));  // pipelined: two answers to read
+            answered += c.read(5s).status == 200 ? 1 : 0;
+        }
+        const auto r = c.read(5s);
+        REQUIRE(r.status == 200);
+        CHECK(r.complete);
+        ++answered;
+    }
+    CHECK(answered == 72);
+    CHECK(env.mock->stats().calls == 72);
+}
