@@ -4,42 +4,22 @@
 
 #include "http/deadline_sweep.hpp"
 #include "ops/config.hpp"
+#include "upstream/response_parser.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/buffer_body.hpp>
-#include <boost/beast/http/parser.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
-#include <array>
 #include <chrono>
 #include <cstddef>
-#include <memory_resource>
 #include <optional>
 #include <span>
 #include <vector>
 
 namespace coalescer::upstream {
 
-using response_parser = boost::beast::http::response_parser<boost::beast::http::buffer_body,
-                                                            std::pmr::polymorphic_allocator<char>>;
-
-namespace detail {
-struct response_arena {
-    std::array<std::byte, 1536> buffer;
-    std::pmr::monotonic_buffer_resource arena{buffer.data(), buffer.size()};
-};
-}  // namespace detail
-
-// A response parser whose header fields live in a buffer of its own: one allocation per
-// response instead of one per header field (more fields than fit go to the heap).
-struct parsed_response : private detail::response_arena, public response_parser {
-    parsed_response()
-        : response_parser(std::piecewise_construct, std::make_tuple(),
-                          std::make_tuple(std::pmr::polymorphic_allocator<char>(&arena))) {}
-};
 using deadline = std::chrono::steady_clock::time_point;
 
 class connection {

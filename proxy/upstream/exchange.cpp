@@ -69,7 +69,6 @@ bool token_listed(std::string_view list, std::string_view token) {
 // `content_type` views the parser's fields.
 error_code make_head(const response_parser& parser, bool head_method, coalesce::response_head& out,
                      std::string_view& content_type) {
-    const auto& msg = parser.get();
     // One pass by field code for what decides the rest (each lookup by name is a search).
     bool has_te = false;
     bool has_cl = false;
@@ -77,8 +76,8 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
     std::optional<std::string_view> type;
     bool names_others = false;  // the Connection list names more than keep-alive
     std::size_t text_size = 0;
-    for (const auto& field : msg) {
-        switch (field.name()) {
+    for (const auto& field : parser.fields()) {
+        switch (field.name) {
             case http::field::transfer_encoding:
                 has_te = true;
                 break;
@@ -87,7 +86,7 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
                 break;
             case http::field::connection:
                 if (!connection_list) {
-                    connection_list = field.value();
+                    connection_list = field.value;
                     http_rules::for_each_list_item(*connection_list, [&](std::string_view t) {
                         names_others = names_others || !http_rules::iequals(t, "keep-alive");
                     });
@@ -95,38 +94,37 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
                 break;
             case http::field::content_type:
                 if (!type)
-                    type = field.value();
+                    type = field.value;
                 break;
             default:
                 break;
         }
-        text_size += field.name_string().size() + field.value().size() + 4;
+        text_size += field.name_text.size() + field.value.size() + 4;
     }
     if (has_te && has_cl) {
         return proxy_errc::upstream_protocol_error;
     }
     content_type = type.value_or(std::string_view{});
-    out.status = msg.result_int();
-    out.reason = std::string(msg.reason());
+    out.status = parser.status();
+    out.reason = std::string(parser.reason());
     out.fields.reserve(text_size);
-    for (const auto& field : msg) {
-        const auto name = field.name_string();
-        if (http_rules::is_hop_by_hop(field.name()) ||
-            field.name() == http::field::content_length ||
+    for (const auto& field : parser.fields()) {
+        const auto name = field.name_text;
+        if (http_rules::is_hop_by_hop(field.name) || field.name == http::field::content_length ||
             (names_others && token_listed(*connection_list, name))) {
             continue;
         }
-        if (field.name() == http::field::cache_control &&
-            (token_listed(field.value(), "no-store") || token_listed(field.value(), "private"))) {
+        if (field.name == http::field::cache_control &&
+            (token_listed(field.value, "no-store") || token_listed(field.value, "private"))) {
             out.no_store = true;
         }
-        if (field.name() == http::field::set_cookie) {
+        if (field.name == http::field::set_cookie) {
             out.no_store = true;  // never replay one client's cookie to another
         }
-        out.has_age = out.has_age || field.name() == http::field::age;
+        out.has_age = out.has_age || field.name == http::field::age;
         out.fields.append(name.data(), name.size());
         out.fields += ": ";
-        out.fields.append(field.value().data(), field.value().size());
+        out.fields.append(field.value.data(), field.value.size());
         out.fields += "\r\n";
     }
     const unsigned s = out.status;
@@ -141,11 +139,11 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
 struct attempt {
     error_code ec;
     std::unique_ptr<connection> conn;
-    std::unique_ptr<parsed_response> parser;  // parsers can't move
+    std::unique_ptr<response_parser> parser;  // parsers can't move
 };
 
 asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_request& request,
-                                               std::unique_ptr<parsed_response>& parser,
+                                               std::unique_ptr<response_parser>& parser,
                                                const ops::upstream_config& up, deadline total) {
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(request.head),
                                                     asio::buffer(request.body)};
@@ -153,7 +151,7 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
         co_return ec;
     }
     for (;;) {
-        parser = std::make_unique<parsed_response>();
+        parser = std::make_unique<response_parser>();
         parser->header_limit(max_response_head);
         parser->body_limit(boost::none);  // streams are never cut by a size limit (U-06)
         if (request.head_method) {
@@ -163,7 +161,7 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
                                                 earliest(clock::now() + up.timeouts.head, total))) {
             co_return ec;
         }
-        const unsigned status = parser->get().result_int();
+        const unsigned status = parser->status();
         if (status / 100 != 1 || status == 101) {
             co_return error_code{};  // an interim 1xx is skipped: the real head follows
         }
@@ -209,12 +207,13 @@ asio::awaitable<attempt> try_once(const upstream_request& request, exchange_cont
 std::optional<std::chrono::milliseconds> retry_delay(const response_parser& parser,
                                                      const ops::retry_config& cfg,
                                                      int attempt_number, double unit) {
-    const auto& msg = parser.get();
-    if (!retryable_status(msg.result_int()) || attempt_number >= cfg.max_attempts) {
+    if (!retryable_status(parser.status()) || attempt_number >= cfg.max_attempts) {
         return std::nullopt;
     }
-    const auto hint = retry_hint(msg["retry-after-ms"], msg[http::field::retry_after],
-                                 std::chrono::system_clock::now());
+    const auto value = [](const std::string_view* v) { return v ? *v : std::string_view{}; };
+    const auto hint =
+        retry_hint(value(parser.find("retry-after-ms")),
+                   value(parser.find(http::field::retry_after)), std::chrono::system_clock::now());
     if (hint && *hint > cfg.max_delay) {
         return std::nullopt;
     }
@@ -270,8 +269,7 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
         out.sent_at = clock::now();
         out.attempts = number;
         attempt a = co_await try_once(request, context, total, cancel);
-        context.metrics.upstream_call(context.upstream_index,
-                                      a.ec ? 0 : a.parser->get().result_int());
+        context.metrics.upstream_call(context.upstream_index, a.ec ? 0 : a.parser->status());
         out.ttfb = seconds_since(out.sent_at);
         std::optional<std::chrono::milliseconds> delay;
         if (a.ec && retryable_failure(a.ec) && number < up.retries.max_attempts) {
@@ -303,8 +301,7 @@ namespace {
 // Parses body bytes already read into `buffer`, without I/O; returns how many.
 std::size_t parse_buffered_piece(response_start& response, std::span<char> buffer, error_code& ec) {
     auto& parser = *response.parser;
-    parser.get().body().data = buffer.data();
-    parser.get().body().size = buffer.size();
+    parser.body_into(buffer);
     response.conn->parse_buffered(parser, ec);
     if (ec == http::error::need_buffer) {
         ec = {};
@@ -312,7 +309,7 @@ std::size_t parse_buffered_piece(response_start& response, std::span<char> buffe
     if (ec) {
         ec = proxy_errc::upstream_protocol_error;
     }
-    return buffer.size() - parser.get().body().size;
+    return parser.body_taken();
 }
 
 }  // namespace
@@ -321,8 +318,7 @@ asio::awaitable<error_code> read_body_piece(response_start& response, std::span<
                                             std::size_t& got, const ops::upstream_config& up,
                                             deadline total, exchange_cancel& cancel) {
     auto& parser = *response.parser;
-    parser.get().body().data = buffer.data();
-    parser.get().body().size = buffer.size();
+    parser.body_into(buffer);
     error_code ec;
     if (!response.conn->parse_buffered(parser, ec)) {
         cancel.current = response.conn.get();
@@ -330,7 +326,7 @@ asio::awaitable<error_code> read_body_piece(response_start& response, std::span<
                                                earliest(clock::now() + up.timeouts.idle, total));
         cancel.current = nullptr;
     }
-    got = buffer.size() - parser.get().body().size;
+    got = parser.body_taken();
     if (ec == http::error::need_buffer) {
         ec = {};
     }

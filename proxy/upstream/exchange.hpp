@@ -49,7 +49,7 @@ struct exchange_cancel {
 struct response_start {
     boost::system::error_code ec;  // a proxy_errc: no head for the clients
     std::unique_ptr<connection> conn;
-    std::unique_ptr<parsed_response> parser;
+    std::unique_ptr<response_parser> parser;
     pacer_slot slot;
     coalesce::response_head head;
     std::string_view content_type;                  // views the parser's fields

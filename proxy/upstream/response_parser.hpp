@@ -1,0 +1,75 @@
+// An upstream response's parser: Beast's HTTP/1.1 state machine (framing, chunked coding,
+// limits) with the head kept as a flat list of fields in a small arena of its own. Beast's
+// `parser` stores fields in a case-insensitive multiset, one node and a tree insertion each;
+// an upstream head is read once, front to back, by the code that turns it into the
+// subscribers' head. The body goes to a caller's buffer, as with Beast's buffer_body.
+#pragma once
+
+#include <boost/beast/http/basic_parser.hpp>
+#include <boost/beast/http/field.hpp>
+
+#include <array>
+#include <cstddef>
+#include <memory_resource>
+#include <span>
+#include <string_view>
+#include <vector>
+
+namespace coalescer::upstream {
+
+struct header_field {
+    boost::beast::http::field name;  // field::unknown for a name Beast does not know
+    std::string_view name_text;      // as received
+    std::string_view value;
+};
+
+class response_parser final : public boost::beast::http::basic_parser<false> {
+  public:
+    response_parser() = default;
+
+    response_parser(const response_parser&) = delete;  // the fields point into its arena
+    response_parser& operator=(const response_parser&) = delete;
+
+    unsigned status() const noexcept { return status_; }
+    std::string_view reason() const noexcept { return reason_; }
+    std::span<const header_field> fields() const noexcept { return fields_; }
+    // The first field's value with this name (any case), or nullptr.
+    const std::string_view* find(boost::beast::http::field name) const noexcept;
+    const std::string_view* find(std::string_view name) const noexcept;
+
+    // Body bytes are copied into `buffer` until it is full (then put() stops with
+    // http::error::need_buffer); body_taken() says how many went in since.
+    void body_into(std::span<char> buffer) noexcept;
+    std::size_t body_taken() const noexcept { return body_size_ - body_left_; }
+
+  private:
+    void on_request_impl(boost::beast::http::verb, boost::beast::string_view,
+                         boost::beast::string_view, int, boost::beast::error_code& ec) override;
+    void on_response_impl(int code, boost::beast::string_view reason, int version,
+                          boost::beast::error_code& ec) override;
+    void on_field_impl(boost::beast::http::field name, boost::beast::string_view name_string,
+                       boost::beast::string_view value, boost::beast::error_code& ec) override;
+    void on_header_impl(boost::beast::error_code& ec) override;
+    void on_body_init_impl(boost::optional<std::uint64_t> const& content_length,
+                           boost::beast::error_code& ec) override;
+    std::size_t on_body_impl(boost::beast::string_view body, boost::beast::error_code& ec) override;
+    void on_chunk_header_impl(std::uint64_t size, boost::beast::string_view extensions,
+                              boost::beast::error_code& ec) override;
+    std::size_t on_chunk_body_impl(std::uint64_t remain, boost::beast::string_view body,
+                                   boost::beast::error_code& ec) override;
+    void on_finish_impl(boost::beast::error_code& ec) override;
+
+    std::string_view keep(boost::beast::string_view text);
+
+    // A typical provider head fits; a larger one continues on the heap.
+    std::array<std::byte, 1536> storage_;
+    std::pmr::monotonic_buffer_resource arena_{storage_.data(), storage_.size()};
+    std::pmr::vector<header_field> fields_{&arena_};
+    unsigned status_ = 0;
+    std::string_view reason_;
+    char* body_ = nullptr;
+    std::size_t body_size_ = 0;
+    std::size_t body_left_ = 0;
+};
+
+}  // namespace coalescer::upstream
