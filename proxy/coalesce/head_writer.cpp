@@ -7,6 +7,7 @@
 #include <charconv>
 
 namespace coalescer::coalesce {
+using namespace std::string_view_literals;  // appends of literals without strlen()
 namespace http = boost::beast::http;
 
 namespace {
@@ -44,7 +45,7 @@ std::string serialize_head(const response_head& head, role r, std::string_view f
                            const response_framing& framing) {
     std::string out;
     out.reserve(256 + head.fields.size());
-    out += "HTTP/1.1 ";
+    out += "HTTP/1.1 "sv;
     append_number(out, head.status);
     out += ' ';
     if (!head.reason.empty() && http_rules::is_safe_value(head.reason)) {
@@ -52,33 +53,33 @@ std::string serialize_head(const response_head& head, role r, std::string_view f
     } else {
         out += http::obsolete_reason(static_cast<http::status>(head.status));
     }
-    out += "\r\n";
+    out += "\r\n"sv;
     if (age && head.has_age) {
         append_without_age(out, head.fields);
     } else {
         out += head.fields;
     }
-    out += "x-coalesce: ";
+    out += "x-coalesce: "sv;
     out += to_string(r);
-    out += "\r\nx-coalesce-flight: ";
+    out += "\r\nx-coalesce-flight: "sv;
     out += flight_id;
-    out += "\r\n";
+    out += "\r\n"sv;
     if (age) {
-        out += "Age: ";
+        out += "Age: "sv;
         append_number(out, static_cast<std::uint64_t>(std::max<std::int64_t>(0, age->count())));
-        out += "\r\n";
+        out += "\r\n"sv;
     }
     if (head.content_length) {
-        out += "Content-Length: ";
+        out += "Content-Length: "sv;
         append_number(out, *head.content_length);
-        out += "\r\n";
+        out += "\r\n"sv;
     } else if (framing.chunked) {
-        out += "Transfer-Encoding: chunked\r\n";
+        out += "Transfer-Encoding: chunked\r\n"sv;
     }
     if (!framing.keep_alive) {
-        out += "Connection: close\r\n";
+        out += "Connection: close\r\n"sv;
     }
-    out += "\r\n";
+    out += "\r\n"sv;
     return out;
 }
 

@@ -18,6 +18,7 @@
 #include <charconv>
 
 namespace coalescer::server {
+using namespace std::string_view_literals;  // appends of literals without strlen()
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -55,13 +56,13 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
     head += request.method_string();
     head += ' ';
     head += match.upstream_target;
-    head += " HTTP/1.1\r\nHost: ";
+    head += " HTTP/1.1\r\nHost: "sv;
     head += up.host.find(':') != std::string::npos ? "[" + up.host + "]" : up.host;
     if (up.port != (up.https ? 443 : 80)) {
         head += ':';
         append_number(head, up.port);
     }
-    head += "\r\n";
+    head += "\r\n"sv;
     // Most requests have no Connection header naming others: don't scan for one per field.
     const bool names_others = std::any_of(request.begin(), request.end(), [](const auto& field) {
         return field.name() == http::field::connection;
@@ -79,20 +80,20 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
             continue;
         }
         head += name;
-        head += ": ";
+        head += ": "sv;
         head += field.value();
-        head += "\r\n";
+        head += "\r\n"sv;
     }
     // Identity encoding: the shared bytes must be readable by every subscriber.
-    head += "Accept-Encoding: identity\r\n";
+    head += "Accept-Encoding: identity\r\n"sv;
     const auto method = request.method();
     if (!request.body().empty() || method == http::verb::post || method == http::verb::put ||
         method == http::verb::patch) {
-        head += "Content-Length: ";
+        head += "Content-Length: "sv;
         append_number(head, request.body().size());
-        head += "\r\n";
+        head += "\r\n"sv;
     }
-    head += "\r\n";
+    head += "\r\n"sv;
     return {std::move(head), std::move(request.body()), method == http::verb::head};
 }
 

@@ -19,6 +19,7 @@
 #include <random>
 
 namespace coalescer::upstream {
+using namespace std::string_view_literals;  // appends of literals without strlen()
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
@@ -123,9 +124,9 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
         }
         out.has_age = out.has_age || field.name == http::field::age;
         out.fields.append(name.data(), name.size());
-        out.fields += ": ";
+        out.fields += ": "sv;
         out.fields.append(field.value.data(), field.value.size());
-        out.fields += "\r\n";
+        out.fields += "\r\n"sv;
     }
     const unsigned s = out.status;
     out.has_body = !head_method && !(s / 100 == 1 || s == 204 || s == 304);

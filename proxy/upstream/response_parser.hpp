@@ -25,7 +25,7 @@ struct header_field {
 
 class response_parser final : public boost::beast::http::basic_parser<false> {
   public:
-    response_parser() = default;
+    response_parser() { fields_.reserve(16); }  // most heads: no regrowth
 
     response_parser(const response_parser&) = delete;  // the fields point into its arena
     response_parser& operator=(const response_parser&) = delete;
