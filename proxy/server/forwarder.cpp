@@ -32,11 +32,12 @@ constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 bool listed_in_connection(const client_request& request, std::string_view name) {
     bool found = false;
-    for (auto it = request.find(http::field::connection);
-         it != request.end() && it->name() == http::field::connection; ++it) {
-        http_rules::for_each_list_item(it->value(), [&](std::string_view t) {
-            found = found || http_rules::iequals(t, name);
-        });
+    for (const auto& field : request.fields()) {
+        if (field.name == http::field::connection) {
+            http_rules::for_each_list_item(field.value, [&](std::string_view t) {
+                found = found || http_rules::iequals(t, name);
+            });
+        }
     }
     return found;
 }
@@ -64,16 +65,14 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
     }
     head += "\r\n"sv;
     // Most requests have no Connection header naming others: don't scan for one per field.
-    const bool names_others = std::any_of(request.begin(), request.end(), [](const auto& field) {
-        return field.name() == http::field::connection;
-    });
-    for (const auto& field : request) {
-        const auto known = field.name();
+    const bool names_others = request.find(http::field::connection) != nullptr;
+    for (const auto& field : request.fields()) {
+        const auto known = field.name;
         if (known == http::field::host || known == http::field::content_length ||
             known == http::field::accept_encoding || known == http::field::expect) {
             continue;
         }
-        const auto name = field.name_string();
+        const auto name = field.name_text;
         if (http_rules::is_hop_by_hop(known) ||
             http_rules::iequals(name, cfg.coalesce.bypass_header) ||
             (names_others && listed_in_connection(request, name))) {
@@ -81,7 +80,7 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
         }
         head += name;
         head += ": "sv;
-        head += field.value();
+        head += field.value;
         head += "\r\n"sv;
     }
     // Identity encoding: the shared bytes must be readable by every subscriber.
@@ -98,19 +97,20 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
 }
 
 bool wants_bypass(const client_request& request, const ops::config& cfg) {
-    if (const auto it = request.find(cfg.coalesce.bypass_header); it != request.end()) {
-        const auto v = http_rules::trim(it->value());
+    if (const auto* value = request.find(cfg.coalesce.bypass_header)) {
+        const auto v = http_rules::trim(*value);
         if (v != "0" && !http_rules::iequals(v, "false")) {
             return true;
         }
     }
     bool no_cache = false;
-    for (auto it = request.find(http::field::cache_control);
-         it != request.end() && it->name() == http::field::cache_control; ++it) {
-        http_rules::for_each_list_item(it->value(), [&](std::string_view d) {
-            no_cache = no_cache || http_rules::iequals(d, "no-cache") ||
-                       http_rules::iequals(d, "no-store");
-        });
+    for (const auto& field : request.fields()) {
+        if (field.name == http::field::cache_control) {
+            http_rules::for_each_list_item(field.value, [&](std::string_view d) {
+                no_cache = no_cache || http_rules::iequals(d, "no-cache") ||
+                           http_rules::iequals(d, "no-store");
+            });
+        }
     }
     return no_cache;
 }
@@ -119,8 +119,8 @@ coalesce::flight_key key_of(const client_request& request, const route_match& ma
                             const ops::config& cfg, const coalesce::flight_key_builder& keys) {
     std::vector<std::pair<std::string_view, std::string_view>> headers;
     headers.reserve(16);
-    for (const auto& field : request) {
-        headers.emplace_back(field.name_string(), field.value());
+    for (const auto& field : request.fields()) {
+        headers.emplace_back(field.name_text, field.value);
     }
     coalesce::key_request k{cfg.upstreams[match.route->upstream_index].name,
                             request.method_string(), match.upstream_target, &headers,

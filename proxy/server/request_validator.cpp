@@ -48,18 +48,18 @@ void note(std::size_t& lines, std::string_view& first, std::string_view value) {
 }
 
 // Fails on the first field name with an underscore or outside the token grammar (H-16).
-error_code gather(const request_header& h, const ops::config& cfg, head_facts& f) {
+error_code gather(const client_request& h, const ops::config& cfg, head_facts& f) {
     const auto& ids = cfg.coalesce.identity_headers;
     // Identity headers seen so far, by position in the configured list (a list longer than
     // this is counted with lookups below).
     std::array<std::uint8_t, 32> id_lines{};
-    for (const auto& field : h) {
-        const auto name = field.name_string();
+    for (const auto& field : h.fields()) {
+        const auto name = field.name_text;
         if (name.find('_') != std::string_view::npos || !http_rules::is_token(name)) {
             return proxy_errc::bad_request;
         }
-        const auto value = field.value();
-        switch (field.name()) {
+        const auto value = field.value;
+        switch (field.name) {
             case http::field::transfer_encoding:
                 note(f.te_lines, f.te, value);
                 break;
@@ -91,13 +91,15 @@ error_code gather(const request_header& h, const ops::config& cfg, head_facts& f
         }
     }
     for (std::size_t i = id_lines.size(); i < ids.size(); ++i) {
-        const auto range = h.equal_range(ids[i]);
-        f.repeated_identity = f.repeated_identity || std::distance(range.first, range.second) > 1;
+        const auto lines =
+            std::count_if(h.fields().begin(), h.fields().end(),
+                          [&](const auto& field) { return iequals(field.name_text, ids[i]); });
+        f.repeated_identity = f.repeated_identity || lines > 1;
     }
     return {};
 }
 
-error_code check_transfer_encoding(const request_header& h, const head_facts& f) {
+error_code check_transfer_encoding(const client_request& h, const head_facts& f) {
     if (f.te_lines == 0) {
         return {};
     }
@@ -131,7 +133,7 @@ error_code check_content_length(const head_facts& f) {
     return {};
 }
 
-error_code check_target(const request_header& h) {
+error_code check_target(const client_request& h) {
     if (h.method() == http::verb::connect) {
         return proxy_errc::method_not_allowed;
     }
@@ -146,7 +148,7 @@ error_code check_target(const request_header& h) {
     return clean ? error_code{} : error_code(proxy_errc::bad_request);
 }
 
-error_code check_host(const request_header& h, const head_facts& f) {
+error_code check_host(const client_request& h, const head_facts& f) {
     if (f.host_lines > 1 || (f.host_lines == 0 && h.version() >= 11)) {
         return proxy_errc::bad_request;
     }
@@ -230,7 +232,7 @@ error_code check_raw_head(std::string_view head) {
     return {};
 }
 
-error_code check_request(const request_header& h, const ops::config& cfg) {
+error_code check_request(const client_request& h, const ops::config& cfg) {
     if (h.version() != 10 && h.version() != 11) {
         return proxy_errc::unsupported_version;
     }
@@ -256,16 +258,16 @@ error_code check_request(const request_header& h, const ops::config& cfg) {
     return {};
 }
 
-std::optional<std::uint64_t> declared_length(const request_header& h) {
+std::optional<std::uint64_t> declared_length(const client_request& h) {
     // A scan by field code: cheaper than two searches of the case-insensitive index.
     std::string_view length;
     bool have_length = false;
-    for (const auto& field : h) {
-        if (field.name() == http::field::transfer_encoding) {
+    for (const auto& field : h.fields()) {
+        if (field.name == http::field::transfer_encoding) {
             return std::nullopt;
         }
-        if (field.name() == http::field::content_length && !have_length) {
-            length = field.value();
+        if (field.name == http::field::content_length && !have_length) {
+            length = field.value;
             have_length = true;
         }
     }

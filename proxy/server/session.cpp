@@ -134,9 +134,6 @@ error_code parse_error_to_proxy(error_code ec) {
 }
 
 // Parses the body bytes that arrived with the head, without I/O or a scheduler round trip.
-using request_parser =
-    http::request_parser<http::string_body, std::pmr::polymorphic_allocator<char>>;
-
 error_code parse_buffered_body(request_parser& parser, beast::flat_buffer& buffer) {
     while (!parser.is_done() && buffer.size() != 0) {
         error_code ec;
@@ -206,8 +203,7 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
             ec = check_raw_head(view(buffer).substr(0, head_size));
         }
         arena.release();  // the previous request is gone: reuse the whole buffer
-        request_parser parser(std::piecewise_construct, std::make_tuple(),
-                              std::make_tuple(std::pmr::polymorphic_allocator<char>(&arena)));
+        request_parser parser(&arena);
         if (!ec) {
             parser.header_limit(static_cast<std::uint32_t>(
                 std::max<std::size_t>(limits.max_header_bytes, head_size)));
@@ -219,13 +215,13 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
                                                           : error_code(proxy_errc::bad_request);
             } else {
                 buffer.consume(head_size);
-                ec = check_request(parser.get().base(), cfg);
+                ec = check_request(parser.get(), cfg);
             }
         }
-        if (!ec && declared_length(parser.get().base()).value_or(0) > limits.max_request_body) {
+        if (!ec && declared_length(parser.get()).value_or(0) > limits.max_request_body) {
             ec = proxy_errc::body_too_large;  // refused before reading a byte of it
         }
-        if (!ec && parser.get().find(http::field::expect) != parser.get().end()) {
+        if (!ec && parser.get().find(http::field::expect) != nullptr) {
             constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
             deadline.expires_after(limits.write_timeout);
             auto [wec, n] = co_await asio::async_write(stream, asio::buffer(go_on), use_tuple);
@@ -258,8 +254,7 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
         }
         const bool keep_alive =
             parser.keep_alive() && !context.draining.load(std::memory_order_relaxed);
-        auto request = parser.release();
-        if (!co_await forward(stream, deadline, request, keep_alive, self, context, started)) {
+        if (!co_await forward(stream, deadline, parser.get(), keep_alive, self, context, started)) {
             break;
         }
     }

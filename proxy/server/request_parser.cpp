@@ -1,0 +1,85 @@
+#include "server/request_parser.hpp"
+
+#include "http/header_rules.hpp"
+
+#include <boost/beast/http/error.hpp>
+
+#include <cstring>
+
+namespace coalescer::server {
+namespace beast = boost::beast;
+namespace http = beast::http;
+
+const std::string_view* client_request::find(http::field name) const noexcept {
+    for (const auto& f : fields_) {
+        if (f.name == name) {
+            return &f.value;
+        }
+    }
+    return nullptr;
+}
+
+const std::string_view* client_request::find(std::string_view name) const noexcept {
+    for (const auto& f : fields_) {
+        if (http_rules::iequals(f.name_text, name)) {
+            return &f.value;
+        }
+    }
+    return nullptr;
+}
+
+request_parser::request_parser(std::pmr::memory_resource* arena) : arena_(arena), request_(arena) {
+    request_.fields_.reserve(16);  // most requests: no regrowth
+}
+
+std::string_view request_parser::keep(beast::string_view text) {
+    if (text.empty()) {
+        return {};
+    }
+    auto* copy = static_cast<char*>(arena_->allocate(text.size(), 1));
+    std::memcpy(copy, text.data(), text.size());
+    return {copy, text.size()};
+}
+
+void request_parser::on_request_impl(http::verb method, beast::string_view method_str,
+                                     beast::string_view target, int version, beast::error_code&) {
+    request_.method_ = method;
+    request_.method_text_ = keep(method_str);
+    request_.target_ = keep(target);
+    request_.version_ = static_cast<unsigned>(version);
+}
+
+void request_parser::on_response_impl(int, beast::string_view, int, beast::error_code& ec) {
+    ec = http::error::bad_version;  // a request parser never sees a status line
+}
+
+void request_parser::on_field_impl(http::field name, beast::string_view name_string,
+                                   beast::string_view value, beast::error_code&) {
+    request_.fields_.push_back({name, keep(name_string), keep(value)});
+}
+
+void request_parser::on_header_impl(beast::error_code&) {}
+
+void request_parser::on_body_init_impl(boost::optional<std::uint64_t> const& content_length,
+                                       beast::error_code&) {
+    // The parser already refused a declared length over body_limit.
+    if (content_length) {
+        request_.body_.reserve(static_cast<std::size_t>(*content_length));
+    }
+}
+
+std::size_t request_parser::on_body_impl(beast::string_view body, beast::error_code&) {
+    request_.body_.append(body.data(), body.size());
+    return body.size();
+}
+
+void request_parser::on_chunk_header_impl(std::uint64_t, beast::string_view, beast::error_code&) {}
+
+std::size_t request_parser::on_chunk_body_impl(std::uint64_t, beast::string_view body,
+                                               beast::error_code& ec) {
+    return on_body_impl(body, ec);
+}
+
+void request_parser::on_finish_impl(beast::error_code&) {}
+
+}  // namespace coalescer::server
