@@ -143,8 +143,12 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
             !head_sent && r.head == nullptr && r.state == flight_state::failed;
 
         if (!buffers.empty()) {
-            const auto ec =
-                co_await http_rules::write_fully(stream, deadline, buffers, options.write_timeout);
+            error_code ec;
+            const auto sent = http_rules::write_now(stream, buffers, ec);
+            if (!ec && sent != asio::buffer_size(buffers)) {
+                ec = co_await http_rules::write_rest(stream, deadline, buffers, sent,
+                                                     options.write_timeout);
+            }
             if (ec) {
                 // A slow or vanished client is dropped alone.
                 result.dropped_slow = ec == beast::error::timeout;

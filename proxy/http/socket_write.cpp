@@ -57,29 +57,20 @@ std::size_t send_now(asio::ip::tcp::socket& socket, std::span<const asio::const_
     }
 }
 
-namespace {
-
-std::size_t send_now(asio::ip::tcp::socket& socket, std::span<const asio::const_buffer> buffers,
-                     error_code& ec, bool /*plain*/) noexcept {
-    return http_rules::send_now(socket, buffers, ec);
+template <class Stream>
+std::size_t write_now(Stream& stream, std::span<const asio::const_buffer> buffers,
+                      error_code& ec) noexcept {
+    if constexpr (std::is_same_v<Stream, asio::ip::tcp::socket>) {
+        return send_now(stream, buffers, ec);
+    } else {
+        return 0;  // TLS records are OpenSSL's to write
+    }
 }
-
-template <class Next>
-std::size_t send_now(beast::ssl_stream<Next>&, std::span<const asio::const_buffer>, error_code&,
-                     bool) noexcept {
-    return 0;  // TLS records are OpenSSL's to write
-}
-
-}  // namespace
 
 template <class Stream, class Limit>
-asio::awaitable<error_code> write_fully(Stream& stream, socket_deadline& deadline,
-                                        std::span<const asio::const_buffer> buffers, Limit limit) {
-    error_code ec;
-    const auto sent = send_now(stream, buffers, ec, true);
-    if (ec || sent == asio::buffer_size(buffers)) {
-        co_return ec;
-    }
+asio::awaitable<error_code> write_rest(Stream& stream, socket_deadline& deadline,
+                                       std::span<const asio::const_buffer> buffers,
+                                       std::size_t sent, Limit limit) {
     beast::buffers_suffix<std::span<const asio::const_buffer>> rest(buffers);
     rest.consume(sent);
     if constexpr (std::is_same_v<Limit, socket_deadline::clock::time_point>) {
@@ -87,8 +78,19 @@ asio::awaitable<error_code> write_fully(Stream& stream, socket_deadline& deadlin
     } else {
         deadline.expires_after(limit);
     }
-    auto [wec, n] = co_await asio::async_write(stream, rest, asio::as_tuple(asio::use_awaitable));
-    co_return deadline.finish(wec);
+    auto [ec, n] = co_await asio::async_write(stream, rest, asio::as_tuple(asio::use_awaitable));
+    co_return deadline.finish(ec);
+}
+
+template <class Stream, class Limit>
+asio::awaitable<error_code> write_fully(Stream& stream, socket_deadline& deadline,
+                                        std::span<const asio::const_buffer> buffers, Limit limit) {
+    error_code ec;
+    const auto sent = write_now(stream, buffers, ec);
+    if (ec || sent == asio::buffer_size(buffers)) {
+        co_return ec;
+    }
+    co_return co_await write_rest(stream, deadline, buffers, sent, limit);
 }
 
 using buffer_span = std::span<const asio::const_buffer>;
@@ -102,5 +104,17 @@ template asio::awaitable<error_code> write_fully(asio::ip::tcp::socket&, socket_
                                                  buffer_span, time_point);
 template asio::awaitable<error_code> write_fully(tls_stream&, socket_deadline&, buffer_span,
                                                  time_point);
+
+template std::size_t write_now(asio::ip::tcp::socket&, buffer_span, error_code&) noexcept;
+template std::size_t write_now(tls_stream&, buffer_span, error_code&) noexcept;
+template asio::awaitable<error_code> write_rest(asio::ip::tcp::socket&, socket_deadline&,
+                                                buffer_span, std::size_t,
+                                                std::chrono::milliseconds);
+template asio::awaitable<error_code> write_rest(tls_stream&, socket_deadline&, buffer_span,
+                                                std::size_t, std::chrono::milliseconds);
+template asio::awaitable<error_code> write_rest(asio::ip::tcp::socket&, socket_deadline&,
+                                                buffer_span, std::size_t, time_point);
+template asio::awaitable<error_code> write_rest(tls_stream&, socket_deadline&, buffer_span,
+                                                std::size_t, time_point);
 
 }  // namespace coalescer::http_rules

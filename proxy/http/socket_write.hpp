@@ -32,4 +32,18 @@ boost::asio::awaitable<boost::system::error_code> write_fully(
     Stream& stream, socket_deadline& deadline, std::span<const boost::asio::const_buffer> buffers,
     Limit limit);
 
+// The same in two steps, for the paths taken on every request or delivery, where even a
+// coroutine frame per write shows: what the socket takes now (nothing for TLS), then, only if
+// something is left, the rest from byte `sent` on.
+//
+//     auto sent = write_now(stream, buffers, ec);
+//     if (!ec && sent != buffer_size(buffers)) ec = co_await write_rest(..., sent, limit);
+template <class Stream>
+std::size_t write_now(Stream& stream, std::span<const boost::asio::const_buffer> buffers,
+                      boost::system::error_code& ec) noexcept;
+template <class Stream, class Limit>
+boost::asio::awaitable<boost::system::error_code> write_rest(
+    Stream& stream, socket_deadline& deadline, std::span<const boost::asio::const_buffer> buffers,
+    std::size_t sent, Limit limit);
+
 }  // namespace coalescer::http_rules

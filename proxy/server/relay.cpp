@@ -144,8 +144,13 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
             list.add("0\r\n\r\n");
         }
         if (!list.empty()) {
-            if (const auto wec = co_await http_rules::write_fully(client, deadline, list.buffers(),
-                                                                  options.write_timeout)) {
+            error_code wec;
+            const auto sent = http_rules::write_now(client, list.buffers(), wec);
+            if (!wec && sent != asio::buffer_size(list.buffers())) {
+                wec = co_await http_rules::write_rest(client, deadline, list.buffers(), sent,
+                                                      options.write_timeout);
+            }
+            if (wec) {
                 result.dropped_slow = wec == beast::error::timeout;
                 result.client_gone = !result.dropped_slow;
                 break;

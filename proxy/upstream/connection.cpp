@@ -147,10 +147,16 @@ asio::awaitable<error_code> connection::connect_to(const tcp::endpoint& endpoint
     co_return failure == 0 ? error_code{} : error_code(failure, boost::system::system_category());
 }
 
-asio::awaitable<error_code> connection::write(std::span<const asio::const_buffer> buffers,
-                                              deadline by) {
-    return tls_ ? http_rules::write_fully(*tls_, *deadline_, buffers, by)
-                : http_rules::write_fully(*plain_, *deadline_, buffers, by);
+std::size_t connection::write_now(std::span<const asio::const_buffer> buffers,
+                                  error_code& ec) noexcept {
+    return tls_ ? http_rules::write_now(*tls_, buffers, ec)
+                : http_rules::write_now(*plain_, buffers, ec);
+}
+
+asio::awaitable<error_code> connection::write_rest(std::span<const asio::const_buffer> buffers,
+                                                   std::size_t sent, deadline by) {
+    return tls_ ? http_rules::write_rest(*tls_, *deadline_, buffers, sent, by)
+                : http_rules::write_rest(*plain_, *deadline_, buffers, sent, by);
 }
 
 bool connection::parse(response_parser& parser, bool header_only, error_code& ec) {

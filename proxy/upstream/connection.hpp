@@ -31,8 +31,11 @@ class connection {
                                                               boost::asio::ssl::context* tls,
                                                               deadline by);
     // Operations under deadline `by`; one the deadline aborted reports beast::error::timeout.
-    boost::asio::awaitable<boost::system::error_code> write(
-        std::span<const boost::asio::const_buffer> buffers, deadline by);
+    // A write in two steps (see http/socket_write.hpp): what the socket takes now, then the rest.
+    std::size_t write_now(std::span<const boost::asio::const_buffer> buffers,
+                          boost::system::error_code& ec) noexcept;
+    boost::asio::awaitable<boost::system::error_code> write_rest(
+        std::span<const boost::asio::const_buffer> buffers, std::size_t sent, deadline by);
     boost::asio::awaitable<boost::system::error_code> read_header(response_parser& parser,
                                                                   deadline by);
     // Parses at least one more byte (or fills the body buffer), reading when nothing is buffered.

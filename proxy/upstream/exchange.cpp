@@ -148,7 +148,13 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
                                                const ops::upstream_config& up, deadline total) {
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(request.head),
                                                     asio::buffer(request.body)};
-    if (auto ec = co_await conn.write(buffers, earliest(clock::now() + up.timeouts.head, total))) {
+    error_code ec;
+    const auto sent = conn.write_now(buffers, ec);
+    if (!ec && sent != asio::buffer_size(buffers)) {
+        ec = co_await conn.write_rest(buffers, sent,
+                                      earliest(clock::now() + up.timeouts.head, total));
+    }
+    if (ec) {
         co_return ec;
     }
     for (;;) {
