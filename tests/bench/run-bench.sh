@@ -8,7 +8,8 @@
 #      coalescer, through nginx (plain keep-alive reverse proxy, same number of workers) and
 #      directly, to one fast upstream (nginx answering `return 200` with a fixed JSON body).
 #   b. coalesced burst: burst_bench (N identical concurrent requests, mock provider with latency L).
-#   c. fan-out: fanout_bench (one SSE flight to N subscribers).
+#   c. fan-out: fanout_bench (one SSE flight to N subscribers), and the same client against a
+#      bare send() loop (--floor): what this machine allows any server.
 #   d. key cost: key_bench (canonical JSON + SHA-256 MB/s).
 #
 # Every figure in the table is the median of BENCH_REPEAT runs; the load average before each run
