@@ -339,8 +339,15 @@ EOF
     local rep
     for rep in $(seq "$REPEAT"); do
         run_wrk direct "http://127.0.0.1:$up_port/chat/completions" "$rep"
-        run_wrk nginx "http://127.0.0.1:$nginx_port/chat/completions" "$rep" "$nginx_pid"
-        run_wrk coalescer "http://127.0.0.1:$co_port/chat/completions" "$rep" "$co_pid"
+        # The two proxies swap places every run: the VM's speed drifts within minutes, and a
+        # fixed order would hand the drift inside a run to the one that always goes second.
+        if ((rep % 2)); then
+            run_wrk nginx "http://127.0.0.1:$nginx_port/chat/completions" "$rep" "$nginx_pid"
+            run_wrk coalescer "http://127.0.0.1:$co_port/chat/completions" "$rep" "$co_pid"
+        else
+            run_wrk coalescer "http://127.0.0.1:$co_port/chat/completions" "$rep" "$co_pid"
+            run_wrk nginx "http://127.0.0.1:$nginx_port/chat/completions" "$rep" "$nginx_pid"
+        fi
     done
     if [[ $PERF == 1 ]]; then
         run_wrk coalescer "http://127.0.0.1:$co_port/chat/completions" perf "$co_pid"
