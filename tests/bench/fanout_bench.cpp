@@ -869,6 +869,7 @@ class sidecar_process {
                                         int from_parent) {
         std::uint16_t port = 0;
         try {
+            // Never deleted: the process ends with _exit, its threads still holding it.
             auto* bare = new coalescer::bench::bare_fanout(
                 {.subscribers = requested,
                  .request_bytes = request_for(requested, o).size(),
