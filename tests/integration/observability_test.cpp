@@ -135,8 +135,18 @@ TEST_CASE("a scripted scenario leaves exactly the expected numbers in /metrics")
     REQUIRE(limited.status == 429);
     REQUIRE(env.mock->stats().calls == 6);
 
-    const auto m = parse_exposition(request(env.proxy->admin_port(), "GET", "/metrics", "").body);
+    // Each request is counted just after its answer is written: wait for the last one.
     const std::string route = R"(route="/chat/completions")";
+    auto scrape = [&] {
+        return parse_exposition(request(env.proxy->admin_port(), "GET", "/metrics", "").body);
+    };
+    auto m = scrape();
+    const auto until = std::chrono::steady_clock::now() + 2s;
+    while (value(m, "coalescer_request_duration_seconds_count{" + route + "}") < 26 &&
+           std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(10ms);
+        m = scrape();
+    }
     CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="leader",status_class="2xx"})") ==
           4);
     CHECK(value(m, "coalescer_requests_total{" + route +
@@ -270,5 +280,10 @@ TEST_CASE("pass and bypass exchanges count in coalescer_flights_in_flight while 
     CHECK(in_flight() == 2);
     CHECK(pass.read(10s).header("x-coalesce") == "pass");
     CHECK(bypass.read(10s).header("x-coalesce") == "bypass");
+    // The exchange ends just after its last byte is written (then it is logged and counted),
+    // so a client can read its answer a moment before the gauge drops.
+    const auto until = std::chrono::steady_clock::now() + 2s;
+    while (in_flight() != 0 && std::chrono::steady_clock::now() < until)
+        std::this_thread::sleep_for(10ms);
     CHECK(in_flight() == 0);
 }
