@@ -1,51 +1,18 @@
 #include "server/request_parser.hpp"
 
-#include "http/header_rules.hpp"
-
 #include <boost/beast/http/error.hpp>
-
-#include <cstring>
 
 namespace coalescer::server {
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-const std::string_view* client_request::find(http::field name) const noexcept {
-    for (const auto& f : fields_) {
-        if (f.name == name) {
-            return &f.value;
-        }
-    }
-    return nullptr;
-}
-
-const std::string_view* client_request::find(std::string_view name) const noexcept {
-    for (const auto& f : fields_) {
-        if (http_rules::iequals(f.name_text, name)) {
-            return &f.value;
-        }
-    }
-    return nullptr;
-}
-
-request_parser::request_parser(std::pmr::memory_resource* arena) : arena_(arena), request_(arena) {
-    request_.fields_.reserve(16);  // most requests: no regrowth
-}
-
-std::string_view request_parser::keep(beast::string_view text) {
-    if (text.empty()) {
-        return {};
-    }
-    auto* copy = static_cast<char*>(arena_->allocate(text.size(), 1));
-    std::memcpy(copy, text.data(), text.size());
-    return {copy, text.size()};
-}
+request_parser::request_parser(std::pmr::memory_resource* arena) : request_(arena) {}
 
 void request_parser::on_request_impl(http::verb method, beast::string_view method_str,
                                      beast::string_view target, int version, beast::error_code&) {
     request_.method_ = method;
-    request_.method_text_ = keep(method_str);
-    request_.target_ = keep(target);
+    request_.method_text_ = request_.fields_.keep(method_str);
+    request_.target_ = request_.fields_.keep(target);
     request_.version_ = static_cast<unsigned>(version);
 }
 
@@ -55,7 +22,7 @@ void request_parser::on_response_impl(int, beast::string_view, int, beast::error
 
 void request_parser::on_field_impl(http::field name, beast::string_view name_string,
                                    beast::string_view value, beast::error_code&) {
-    request_.fields_.push_back({name, keep(name_string), keep(value)});
+    request_.fields_.add(name, name_string, value);
 }
 
 void request_parser::on_header_impl(beast::error_code&) {}

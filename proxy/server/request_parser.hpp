@@ -5,23 +5,19 @@
 // a head the sidecar reads front to back: the checks, the key, the upstream request.
 #pragma once
 
+#include "http/field_list.hpp"
+
 #include <boost/beast/http/basic_parser.hpp>
-#include <boost/beast/http/field.hpp>
 #include <boost/beast/http/verb.hpp>
 
 #include <memory_resource>
 #include <span>
 #include <string>
 #include <string_view>
-#include <vector>
 
 namespace coalescer::server {
 
-struct request_field {
-    boost::beast::http::field name;  // field::unknown for a name Beast does not know
-    std::string_view name_text;      // as received
-    std::string_view value;
-};
+using request_field = http_rules::header_field;
 
 class client_request {
   public:
@@ -31,10 +27,14 @@ class client_request {
     std::string_view method_string() const noexcept { return method_text_; }
     std::string_view target() const noexcept { return target_; }
     unsigned version() const noexcept { return version_; }  // 10 or 11
-    std::span<const request_field> fields() const noexcept { return fields_; }
+    std::span<const request_field> fields() const noexcept { return fields_.all(); }
     // The first value of a field (by code, or by name in any case), or nullptr.
-    const std::string_view* find(boost::beast::http::field name) const noexcept;
-    const std::string_view* find(std::string_view name) const noexcept;
+    const std::string_view* find(boost::beast::http::field name) const noexcept {
+        return fields_.find(name);
+    }
+    const std::string_view* find(std::string_view name) const noexcept {
+        return fields_.find(name);
+    }
     std::string& body() noexcept { return body_; }
     const std::string& body() const noexcept { return body_; }
 
@@ -44,7 +44,7 @@ class client_request {
     std::string_view method_text_;
     std::string_view target_;
     unsigned version_ = 11;
-    std::pmr::vector<request_field> fields_;
+    http_rules::field_list fields_;
     std::string body_;
 };
 
@@ -75,9 +75,6 @@ class request_parser final : public boost::beast::http::basic_parser<true> {
                                    boost::beast::error_code& ec) override;
     void on_finish_impl(boost::beast::error_code& ec) override;
 
-    std::string_view keep(boost::beast::string_view text);
-
-    std::pmr::memory_resource* arena_;
     client_request request_;
 };
 

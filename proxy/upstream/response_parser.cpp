@@ -1,7 +1,5 @@
 #include "upstream/response_parser.hpp"
 
-#include "http/header_rules.hpp"
-
 #include <boost/beast/http/error.hpp>
 
 #include <algorithm>
@@ -11,37 +9,10 @@ namespace coalescer::upstream {
 namespace beast = boost::beast;
 namespace http = beast::http;
 
-const std::string_view* response_parser::find(http::field name) const noexcept {
-    for (const auto& f : fields_) {
-        if (f.name == name) {
-            return &f.value;
-        }
-    }
-    return nullptr;
-}
-
-const std::string_view* response_parser::find(std::string_view name) const noexcept {
-    for (const auto& f : fields_) {
-        if (http_rules::iequals(f.name_text, name)) {
-            return &f.value;
-        }
-    }
-    return nullptr;
-}
-
 void response_parser::body_into(std::span<char> buffer) noexcept {
     body_ = buffer.data();
     body_size_ = buffer.size();
     body_left_ = buffer.size();
-}
-
-std::string_view response_parser::keep(beast::string_view text) {
-    if (text.empty()) {
-        return {};
-    }
-    auto* copy = static_cast<char*>(arena_.allocate(text.size(), 1));
-    std::memcpy(copy, text.data(), text.size());
-    return {copy, text.size()};
 }
 
 void response_parser::on_request_impl(http::verb, beast::string_view, beast::string_view, int,
@@ -52,12 +23,12 @@ void response_parser::on_request_impl(http::verb, beast::string_view, beast::str
 void response_parser::on_response_impl(int code, beast::string_view reason, int,
                                        beast::error_code&) {
     status_ = static_cast<unsigned>(code);
-    reason_ = keep(reason);
+    reason_ = fields_.keep(reason);
 }
 
 void response_parser::on_field_impl(http::field name, beast::string_view name_string,
                                     beast::string_view value, beast::error_code&) {
-    fields_.push_back({name, keep(name_string), keep(value)});
+    fields_.add(name, name_string, value);
 }
 
 void response_parser::on_header_impl(beast::error_code&) {}

@@ -5,37 +5,37 @@
 // subscribers' head. The body goes to a caller's buffer, as with Beast's buffer_body.
 #pragma once
 
+#include "http/field_list.hpp"
+
 #include <boost/beast/http/basic_parser.hpp>
-#include <boost/beast/http/field.hpp>
 
 #include <array>
 #include <cstddef>
 #include <memory_resource>
 #include <span>
 #include <string_view>
-#include <vector>
 
 namespace coalescer::upstream {
 
-struct header_field {
-    boost::beast::http::field name;  // field::unknown for a name Beast does not know
-    std::string_view name_text;      // as received
-    std::string_view value;
-};
+using http_rules::header_field;
 
 class response_parser final : public boost::beast::http::basic_parser<false> {
   public:
-    response_parser() { fields_.reserve(16); }  // most heads: no regrowth
+    response_parser() = default;
 
     response_parser(const response_parser&) = delete;  // the fields point into its arena
     response_parser& operator=(const response_parser&) = delete;
 
     unsigned status() const noexcept { return status_; }
     std::string_view reason() const noexcept { return reason_; }
-    std::span<const header_field> fields() const noexcept { return fields_; }
+    std::span<const header_field> fields() const noexcept { return fields_.all(); }
     // The first field's value with this name (any case), or nullptr.
-    const std::string_view* find(boost::beast::http::field name) const noexcept;
-    const std::string_view* find(std::string_view name) const noexcept;
+    const std::string_view* find(boost::beast::http::field name) const noexcept {
+        return fields_.find(name);
+    }
+    const std::string_view* find(std::string_view name) const noexcept {
+        return fields_.find(name);
+    }
 
     // Body bytes are copied into `buffer` until it is full (then put() stops with
     // http::error::need_buffer); body_taken() says how many went in since.
@@ -59,12 +59,10 @@ class response_parser final : public boost::beast::http::basic_parser<false> {
                                    boost::beast::error_code& ec) override;
     void on_finish_impl(boost::beast::error_code& ec) override;
 
-    std::string_view keep(boost::beast::string_view text);
-
     // A typical provider head fits; a larger one continues on the heap.
     std::array<std::byte, 1536> storage_;
     std::pmr::monotonic_buffer_resource arena_{storage_.data(), storage_.size()};
-    std::pmr::vector<header_field> fields_{&arena_};
+    http_rules::field_list fields_{&arena_};
     unsigned status_ = 0;
     std::string_view reason_;
     char* body_ = nullptr;

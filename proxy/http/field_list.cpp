@@ -1,0 +1,41 @@
+#include "http/field_list.hpp"
+
+#include "http/header_rules.hpp"
+
+#include <cstring>
+
+namespace coalescer::http_rules {
+
+const std::string_view* field_list::find(boost::beast::http::field name) const noexcept {
+    for (const auto& f : fields_) {
+        if (f.name == name) {
+            return &f.value;
+        }
+    }
+    return nullptr;
+}
+
+const std::string_view* field_list::find(std::string_view name) const noexcept {
+    for (const auto& f : fields_) {
+        if (iequals(f.name_text, name)) {
+            return &f.value;
+        }
+    }
+    return nullptr;
+}
+
+void field_list::add(boost::beast::http::field name, std::string_view name_text,
+                     std::string_view value) {
+    fields_.push_back({name, keep(name_text), keep(value)});
+}
+
+std::string_view field_list::keep(std::string_view text) {
+    if (text.empty()) {
+        return {};
+    }
+    auto* copy = static_cast<char*>(arena_->allocate(text.size(), 1));
+    std::memcpy(copy, text.data(), text.size());
+    return {copy, text.size()};
+}
+
+}  // namespace coalescer::http_rules
