@@ -4,12 +4,14 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/version.hpp>
 
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <cstdint>
 
-// The flag is a private member of Asio's epoll reactor: this file is written against Boost
-// 1.81's layout and must be checked again on any other version.
+// The flag and the events are private members of Asio's epoll reactor: this file is written
+// against Boost 1.81's layout and must be checked again on any other version.
 static_assert(BOOST_VERSION == 108100, "socket_read.cpp reaches into Boost 1.81's epoll reactor");
 
 namespace coalescer::http_rules {
@@ -19,43 +21,103 @@ using boost::system::error_code;
 namespace {
 
 using reactor = asio::detail::epoll_reactor;
-using flags_member = bool (reactor::descriptor_state::*)[reactor::max_ops];
-using queues_member = asio::detail::op_queue<asio::detail::reactor_op> (
-    reactor::descriptor_state::*)[reactor::max_ops];
+using state_type = reactor::descriptor_state;
+using flags_member = bool (state_type::*)[reactor::max_ops];
+using queues_member =
+    asio::detail::op_queue<asio::detail::reactor_op> (state_type::*)[reactor::max_ops];
+using registered_member = std::uint32_t state_type::*;
+using reactor_member = reactor* state_type::*;
+using epoll_fd_member = int reactor::*;
+using ready_member = unsigned int asio::detail::scheduler_operation::*;
 
-// Access to two private members of reactor::descriptor_state through explicit instantiations,
-// the one place C++ lets a private member be named from outside.
+// Access to private members of the reactor through explicit instantiations, the one place C++
+// lets a private member be named from outside.
 struct speculative_tag {
     friend flags_member member(speculative_tag);
 };
 struct queues_tag {
     friend queues_member member(queues_tag);
 };
+struct registered_tag {
+    friend registered_member member(registered_tag);
+};
+struct reactor_tag {
+    friend reactor_member member(reactor_tag);
+};
+struct epoll_fd_tag {
+    friend epoll_fd_member member(epoll_fd_tag);
+};
+struct ready_tag {
+    friend ready_member member(ready_tag);
+};
 template <class Tag, typename Member, Member Pointer>
 struct expose {
     friend Member member(Tag) { return Pointer; }
 };
-template struct expose<speculative_tag, flags_member, &reactor::descriptor_state::try_speculative_>;
-template struct expose<queues_tag, queues_member, &reactor::descriptor_state::op_queue_>;
+template struct expose<speculative_tag, flags_member, &state_type::try_speculative_>;
+template struct expose<queues_tag, queues_member, &state_type::op_queue_>;
+template struct expose<registered_tag, registered_member, &state_type::registered_events_>;
+template struct expose<reactor_tag, reactor_member, &state_type::reactor_>;
+template struct expose<epoll_fd_tag, epoll_fd_member, &reactor::epoll_fd_>;
+template struct expose<ready_tag, ready_member, &asio::detail::scheduler_operation::task_result_>;
 
 // basic_socket keeps its implementation protected: a derived class may name it.
 struct socket_access : asio::ip::tcp::socket {
     static auto implementation() { return &socket_access::impl_; }
 };
 
-reactor::descriptor_state* state_of(asio::ip::tcp::socket& socket) noexcept {
+state_type* state_of(asio::ip::tcp::socket& socket) noexcept {
     return (socket.*socket_access::implementation()).get_implementation().reactor_data_;
 }
 
 // Whether Asio will try a receive before waiting.
-bool& try_first(reactor::descriptor_state& state) noexcept {
+bool& try_first(state_type& state) noexcept {
     return (state.*member(speculative_tag{}))[reactor::read_op];
 }
 
 // Whether another read (a hang-up watch's peek) waits on the socket: a receive queued behind
 // it completes through the scheduler, not at once, and what it saw may be stale by then.
-bool others_reading(reactor::descriptor_state& state) noexcept {
+bool others_reading(state_type& state) noexcept {
     return !(state.*member(queues_tag{}))[reactor::read_op].empty();
+}
+
+// A receive that returns fewer bytes than asked for has emptied the socket of data, but not of
+// an end: a FIN or a reset that came with the last bytes is taken in by the same receive, and
+// the next one returns it at once (0, or the error) while no new edge will ever announce it.
+// Asio registers sockets without EPOLLRDHUP, so a FIN alone would not show in the events;
+// this adds it, once per socket (an epoll_ctl), and says whether the socket has it.
+bool reports_ends(state_type& state, int fd) noexcept {
+    auto& registered = state.*member(registered_tag{});
+    if ((registered & EPOLLRDHUP) != 0) {
+        return true;
+    }
+    if (registered == 0) {
+        return false;  // not in epoll at all (Asio completes such reads its own way)
+    }
+    epoll_event ev{};
+    ev.events = registered | EPOLLRDHUP;
+    ev.data.ptr = &state;
+    const int epoll_fd = (state.*member(reactor_tag{}))->*member(epoll_fd_tag{});
+    if (::epoll_ctl(epoll_fd, EPOLL_CTL_MOD, fd, &ev) != 0) {
+        return false;
+    }
+    registered = ev.events;
+    return true;
+}
+
+// Whether the events the reactor last took in for this socket include its end. The reactor
+// keeps them in the descriptor's operation base (a private base: only a C-style cast may
+// name it). An end taken in later comes with a new edge, which sets the flag again.
+bool end_seen(state_type& state) noexcept {
+    // NOLINTNEXTLINE(cppcoreguidelines-pro-type-cstyle-cast): the base is private
+    auto& base = (asio::detail::scheduler_operation&)state;
+    return ((base.*member(ready_tag{})) & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+}
+
+// Whether a receive of fewer bytes than asked may stand for "nothing more will come without
+// a new edge", so that the flag may be cleared.
+bool drained(state_type& state) noexcept {
+    return (state.*member(registered_tag{}) & EPOLLRDHUP) != 0 && !end_seen(state);
 }
 
 }  // namespace
@@ -68,6 +130,9 @@ read_attempt read_attempt::now(asio::ip::tcp::socket& socket,
     if (state == nullptr || buffer.size() == 0 || others_reading(*state)) {
         return a;  // Asio's own read, untouched
     }
+    if (!reports_ends(*state, socket.native_handle())) {
+        return a;
+    }
     a.state_ = state;
     if (!try_first(*state)) {
         return a;  // known empty: Asio will queue the read without trying it
@@ -77,7 +142,9 @@ read_attempt read_attempt::now(asio::ip::tcp::socket& socket,
     const auto n =
         ::recv(socket.native_handle(), buffer.data(), buffer.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
     if (n > 0) {
-        try_first(*state) = static_cast<std::size_t>(n) == buffer.size();
+        if (static_cast<std::size_t>(n) < buffer.size() && drained(*state)) {
+            try_first(*state) = false;
+        }
         a.bytes_ = static_cast<std::size_t>(n);
         a.done_ = true;
     } else if (n == 0) {
@@ -101,7 +168,8 @@ void read_attempt::waited(asio::ip::tcp::socket& socket, outcome got) noexcept {
     // Asio did not try it first) and resumed the coroutine from there at once: nothing new can
     // have been taken in since.
     auto* const state = static_cast<reactor::descriptor_state*>(state_);
-    if (state != nullptr && !ec_ && bytes_ < asked_ && state_of(socket) == state) {
+    if (state != nullptr && !ec_ && bytes_ < asked_ && state_of(socket) == state &&
+        drained(*state)) {
         try_first(*state) = false;
     }
 }

@@ -6,7 +6,10 @@
 // yet when the previous exchange has just ended. That was one wasted recv() per read, 1.6 per
 // proxied request. A read_attempt keeps Asio's "try first" flag false after a receive that
 // emptied the socket (fewer bytes than asked for), as nginx does with its ready flag, so the
-// next read goes straight to epoll; any new data sets the flag again.
+// next read goes straight to epoll; any new data sets the flag again. Like nginx, it watches
+// for EPOLLRDHUP (added to the socket's registration on its first read) and leaves the flag
+// alone once the stream's end has been seen: a FIN or reset that came with the last bytes
+// brings no edge of its own.
 //
 //     auto attempt = http_rules::read_attempt::now(socket, buffer);
 //     if (!attempt.done()) {

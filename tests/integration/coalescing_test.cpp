@@ -302,12 +302,15 @@ TEST_CASE(
 TEST_CASE("a connection dropped mid-stream cuts every subscriber, and nothing is retained") {
     mock::mock_options options;
     options.chunk_interval_ms = 80;
-    mock_and_proxy env(options);
+    // The idle timeout is far beyond the clients' patience: the drop itself must end the flight.
+    mock_and_proxy env(options, "",
+                       "    timeouts: {connect: 2s, head: 10s, idle: 60s, total: 120s}\n");
     const auto body = chat_body("dropped", true, R"({"chunks":8,"drop_after":3})");
-    const auto responses = burst(env.proxy->port(), 20, body);
+    const auto responses = burst(env.proxy->port(), 20, body, {}, 10s);
     for (const auto& r : responses) {
         CHECK(r.status == 200);
         CHECK_FALSE(r.complete);
+        CHECK_FALSE(r.timed_out);
         CHECK(r.body.find("[DONE]") == std::string::npos);
     }
     CHECK(env.mock->stats().calls == 1);

@@ -11,6 +11,7 @@
 
 using namespace coalescer;
 using namespace coalescer::test;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -159,6 +160,32 @@ TEST_CASE("an idle keep-alive connection is closed quietly at idle_timeout") {
     CHECK(conn.read().status == 200);
     const auto rest = conn.read_all_raw(std::chrono::seconds(5));
     CHECK(rest.empty());  // no 408 for a connection that sent nothing
+}
+
+TEST_CASE("a request that arrives with the client's half-close is answered, then closed") {
+    // idle_timeout (60 s) is far beyond the client's patience: the end of the stream, which
+    // arrived with the request, must be noticed as soon as the response is out.
+    mock_and_proxy env;
+    const auto body = chat_body("half-close");
+    client conn(env.proxy->port());
+    conn.send_last(post_head + "Content-Type: application/json\r\nContent-Length: " +
+                   std::to_string(body.size()) + "\r\n\r\n" + body);
+    const auto r = conn.read(5s);
+    CHECK(r.status == 200);
+    CHECK(r.complete);
+    CHECK(conn.closed_by_peer(5s));
+    CHECK(env.mock->stats().calls == 1);
+}
+
+TEST_CASE("a chunked body cut short by the client's close gets 400 at once, and nothing is sent") {
+    mock_and_proxy env;
+    client conn(env.proxy->port());
+    conn.send_last(post_head + "Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    const auto r = conn.read(5s);
+    CHECK_FALSE(r.timed_out);
+    CHECK(r.status == 400);
+    CHECK(conn.closed_by_peer(5s));
+    CHECK(env.mock->stats().calls == 0);
 }
 
 TEST_CASE(

@@ -1,5 +1,8 @@
 #include "harness.hpp"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -164,6 +167,7 @@ response from_parser(http::response_parser<http::string_body>& parser, error_cod
     r.complete = !ec && parser.is_done();
     if (ec)
         r.error = ec.message();
+    r.timed_out = ec == beast::error::timeout || ec == asio::error::timed_out;
     return r;
 }
 
@@ -241,6 +245,15 @@ bool client::closed_by_peer(std::chrono::milliseconds timeout) {
     auto ec = impl_->with_stream(
         [&](auto& s, auto h) { s.async_read_some(asio::buffer(&byte, 1), h); }, timeout);
     return ec && ec != beast::error::timeout && ec != asio::error::timed_out;
+}
+
+void client::send_last(const std::string& bytes) {
+    auto& socket = impl_->tcp().socket();
+    const int on = 1;
+    // Corked, the bytes wait in the send queue; the shutdown's FIN joins their segment.
+    ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+    send_raw(bytes);
+    socket.shutdown(asio::ip::tcp::socket::shutdown_send);
 }
 
 void client::close() {

@@ -49,6 +49,7 @@ struct response {
     std::string body;                            // de-framed body bytes
     bool complete = false;                       // framing ended cleanly (not cut)
     std::string error;                           // what ended the read, if not completion
+    bool timed_out = false;                      // the client gave up: nothing ended it
     std::string header(const std::string& name) const;
 };
 
@@ -73,6 +74,10 @@ class client {
     // Everything the server sends until it closes (raw bytes, for framing tests).
     std::string read_all_raw(std::chrono::milliseconds timeout = std::chrono::seconds(20));
     bool closed_by_peer(std::chrono::milliseconds timeout = std::chrono::seconds(5));
+    // Sends `bytes` and half-closes, in one TCP segment (plain connections): the server finds
+    // the data and the end of the stream together, as from a client that shuts down its write
+    // side at once. The client still reads.
+    void send_last(const std::string& bytes);
     void close();
 
   private:

@@ -9,6 +9,11 @@
 
 #include <openssl/evp.h>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+
+#include <algorithm>
 #include <thread>
 
 using namespace coalescer;
@@ -51,6 +56,25 @@ bool eventually(Pred pred, std::chrono::milliseconds limit) {
         std::this_thread::sleep_for(20ms);
     }
     return true;
+}
+
+// Waits up to 10 s for `fd` to have something to read (a connection, bytes, or the end).
+bool readable(int fd) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, 10'000) == 1;
+}
+
+// Whether `bytes` hold a request head and all of the body its Content-Length announces.
+bool whole_request(const std::string& bytes) {
+    const auto head_end = bytes.find("\r\n\r\n");
+    if (head_end == std::string::npos)
+        return false;
+    std::string head = bytes.substr(0, head_end);
+    std::transform(head.begin(), head.end(), head.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    const auto at = head.find("content-length:");
+    const auto length = at == std::string::npos ? 0 : std::stoul(head.substr(at + 15));
+    return bytes.size() >= head_end + 4 + length;
 }
 
 }  // namespace
@@ -208,18 +232,26 @@ TEST_CASE("upstream failures before the head: refused → 502, slow head → 504
 }
 
 TEST_CASE("upstream failures after the head cut the client's response instead of ending it") {
-    SUBCASE("connection dropped mid-stream") {
-        for (const auto& routes : route_kinds) {
-            CAPTURE(routes);
-            mock_and_proxy env({}, "", "", routes);
-            client c(env.proxy->port());
-            c.send("POST", "/chat/completions",
-                   chat_body("cut", true, R"({"chunks":6,"drop_after":2})"));
-            const auto r = c.read();
-            CHECK(r.status == 200);
-            CHECK_FALSE(r.complete);
-            CHECK(r.body.find("data: {") != std::string::npos);
-            CHECK(r.body.find("[DONE]") == std::string::npos);
+    SUBCASE("connection closed or reset mid-stream") {
+        // The idle timeout is far beyond the client's patience: the close or reset itself,
+        // which arrives together with the last event, must end the response.
+        const std::string patient =
+            "    timeouts: {connect: 2s, head: 10s, idle: 60s, total: 120s}\n";
+        for (const char* drop :
+             {R"({"chunks":6,"drop_after":2})", R"({"chunks":6,"drop_after":2,"drop_rst":true})"}) {
+            for (const auto& routes : route_kinds) {
+                CAPTURE(drop);
+                CAPTURE(routes);
+                mock_and_proxy env({}, "", patient, routes);
+                client c(env.proxy->port());
+                c.send("POST", "/chat/completions", chat_body("cut", true, drop));
+                const auto r = c.read(10s);
+                CHECK(r.status == 200);
+                CHECK_FALSE(r.complete);
+                CHECK_FALSE(r.timed_out);
+                CHECK(r.body.find("data: {") != std::string::npos);
+                CHECK(r.body.find("[DONE]") == std::string::npos);
+            }
         }
     }
     SUBCASE("stall longer than the idle timeout") {
@@ -234,6 +266,54 @@ TEST_CASE("upstream failures after the head cut the client's response instead of
             CHECK(r.status == 200);
             CHECK_FALSE(r.complete);
         }
+    }
+}
+
+TEST_CASE("an upstream body ended by the close arrives whole, however the close is timed") {
+    namespace asio = boost::asio;
+    using asio::ip::tcp;
+    const std::string json = R"({"id":"close-delimited","object":"chat.completion"})";
+    for (const auto& routes : route_kinds) {
+        CAPTURE(routes);
+        asio::io_context io;
+        tcp::acceptor provider(io, {asio::ip::make_address("127.0.0.1"), 0});
+        // A provider that frames its body by closing: head, body and FIN in one segment, so
+        // nothing that comes later can wake a reader that stopped looking.
+        std::thread answer([&] {
+            tcp::socket s(io);
+            boost::system::error_code ec;
+            if (!readable(provider.native_handle()))
+                return;
+            provider.accept(s, ec);
+            if (ec)
+                return;
+            std::string got;
+            while (!whole_request(got) && readable(s.native_handle())) {
+                char buf[4096];
+                const auto n = s.read_some(asio::buffer(buf), ec);
+                if (ec)
+                    return;
+                got.append(buf, n);
+            }
+            const int on = 1;
+            ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+            asio::write(
+                s, asio::buffer("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + json),
+                ec);
+            s.shutdown(tcp::socket::shutdown_send, ec);
+            readable(s.native_handle());  // until the proxy closes its end
+        });
+        running_proxy proxy(
+            proxy_yaml("http://127.0.0.1:" + std::to_string(provider.local_endpoint().port()), "",
+                       "    timeouts: {connect: 2s, head: 10s, idle: 60s, total: 120s}\n", routes));
+        client c(proxy.port());
+        c.send("POST", "/chat/completions", chat_body("close-delimited"));
+        const auto r = c.read(10s);
+        answer.join();
+        CHECK_FALSE(r.timed_out);
+        CHECK(r.status == 200);
+        CHECK(r.complete);
+        CHECK(r.body == json);
     }
 }
 
