@@ -4,6 +4,7 @@
 #include "http/hangup_watch.hpp"
 #include "http/header_rules.hpp"
 #include "http/socket_write.hpp"
+#include "http/use_tuple.hpp"
 #include "ops/errors.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -24,7 +25,6 @@ using boost::system::error_code;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 // One write carries at most this much, so write_timeout measures a client's progress rather
 // than how long it takes to swallow a whole replayed body.
 constexpr std::size_t max_chunks_per_write = 128;

@@ -1,6 +1,7 @@
 #include "ops/admin_server.hpp"
 
 #include "http/acceptor.hpp"
+#include "http/use_tuple.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -21,9 +22,7 @@ namespace http = beast::http;
 using asio::ip::tcp;
 using boost::system::error_code;
 
-namespace {
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
-}
+namespace {}
 
 admin_server::admin_server(asio::io_context& io, const std::string& address, std::uint16_t port,
                            admin_handlers handlers)

@@ -2,6 +2,7 @@
 
 #include "coalesce/subscriber.hpp"
 #include "http/header_rules.hpp"
+#include "http/use_tuple.hpp"
 #include "ops/errors.hpp"
 #include "server/relay.hpp"
 #include "upstream/exchange.hpp"
@@ -27,8 +28,6 @@ using coalesce::role;
 using clock = std::chrono::steady_clock;
 
 namespace {
-
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 bool listed_in_connection(const client_request& request, std::string_view name) {
     bool found = false;

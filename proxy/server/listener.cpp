@@ -1,6 +1,7 @@
 #include "server/listener.hpp"
 
 #include "http/acceptor.hpp"
+#include "http/use_tuple.hpp"
 #include "ops/errors.hpp"
 #include "server/session.hpp"
 
@@ -24,8 +25,6 @@ using asio::ip::tcp;
 using boost::system::error_code;
 
 namespace {
-
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 // Keeps the open-connection gauge and count true however the session ends.
 struct connection_count {

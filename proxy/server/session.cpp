@@ -1,6 +1,7 @@
 #include "server/session.hpp"
 
 #include "http/socket_read.hpp"
+#include "http/use_tuple.hpp"
 #include "ops/errors.hpp"
 #include "server/forwarder.hpp"
 #include "server/request_validator.hpp"
@@ -29,7 +30,6 @@ using clock = std::chrono::steady_clock;
 
 namespace {
 
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 constexpr std::size_t read_size = 16 * 1024;
 
 // The client closed (or never started) cleanly: nothing to answer.

@@ -2,6 +2,7 @@
 
 #include "http/socket_read.hpp"
 #include "http/socket_write.hpp"
+#include "http/use_tuple.hpp"
 #include "ops/errors.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -29,8 +30,6 @@ using boost::system::error_code;
 using ops::proxy_errc;
 
 namespace {
-
-constexpr auto use_tuple = asio::as_tuple(asio::use_awaitable);
 
 bool is_ip_literal(const std::string& host) {
     error_code ec;

@@ -56,17 +56,6 @@ void check_identical(const std::vector<response>& responses, unsigned status) {
     CHECK(roles["leader"] + roles["follower"] + roles["hit"] == static_cast<int>(responses.size()));
 }
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit = 5s) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < until) {
-        if (pred())
-            return true;
-        std::this_thread::sleep_for(10ms);
-    }
-    return pred();
-}
-
 // Sends `request` on a fresh connection and returns the data of each HTTP chunk of a chunked
 // response, as framed on the wire (empty when the response is not chunked or is cut).
 std::vector<std::string> chunks_on_the_wire(std::uint16_t port, const std::string& request) {

@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace coalescer::test {
@@ -94,5 +95,17 @@ response request(std::uint16_t port, const std::string& method, const std::strin
 std::string chat_body(const std::string& prompt, bool stream = false, const std::string& mock = "");
 
 std::string certs_dir();
+
+// Polls `pred` every 10 ms until it holds or `limit` passes; returns its last answer.
+template <class Pred>
+bool eventually(Pred pred, std::chrono::milliseconds limit = std::chrono::seconds(5)) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < until) {
+        if (pred())
+            return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return pred();
+}
 
 }  // namespace coalescer::test

@@ -47,17 +47,6 @@ std::size_t count_of(const std::string& text, const std::string& needle) {
 const std::string pass_routes = "  - {prefix: /, upstream: mock, coalesce: false}\n";
 const std::vector<std::string> route_kinds = {"", pass_routes};
 
-template <class Pred>
-bool eventually(Pred pred, std::chrono::milliseconds limit) {
-    const auto until = std::chrono::steady_clock::now() + limit;
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() > until)
-            return false;
-        std::this_thread::sleep_for(20ms);
-    }
-    return true;
-}
-
 // Waits up to 10 s for `fd` to have something to read (a connection, bytes, or the end).
 bool readable(int fd) {
     pollfd p{fd, POLLIN, 0};
