@@ -18,7 +18,7 @@ std::string timestamp() {
         1000;
     std::tm tm{};
     gmtime_r(&t, &tm);
-    char text[40];
+    char text[64];  // room for any int GCC imagines in each field
     std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                   tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                   static_cast<int>(ms));
