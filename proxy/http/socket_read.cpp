@@ -105,19 +105,22 @@ bool reports_ends(state_type& state, int fd) noexcept {
     return true;
 }
 
-// Whether the events the reactor last took in for this socket include its end. The reactor
-// keeps them in the descriptor's operation base (a private base: only a C-style cast may
-// name it). An end taken in later comes with a new edge, which sets the flag again.
-bool end_seen(state_type& state) noexcept {
+// Whether the events the reactor last took in for this socket say that a short receive may
+// have left something behind: the stream's end (a FIN or reset taken in with the last bytes),
+// or urgent data (a receive stops short at the urgent mark, with bytes still queued behind it).
+// Both stay in the polled state until read past. The reactor keeps the events in the
+// descriptor's operation base (a private base: only a C-style cast may name it). Anything
+// taken in later comes with a new edge, which sets the flag again.
+bool more_may_wait(state_type& state) noexcept {
     // NOLINTNEXTLINE(cppcoreguidelines-pro-type-cstyle-cast): the base is private
     auto& base = (asio::detail::scheduler_operation&)state;
-    return ((base.*member(ready_tag{})) & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
+    return ((base.*member(ready_tag{})) & (EPOLLRDHUP | EPOLLHUP | EPOLLERR | EPOLLPRI)) != 0;
 }
 
 // Whether a receive of fewer bytes than asked may stand for "nothing more will come without
 // a new edge", so that the flag may be cleared.
 bool drained(state_type& state) noexcept {
-    return (state.*member(registered_tag{}) & EPOLLRDHUP) != 0 && !end_seen(state);
+    return (state.*member(registered_tag{}) & EPOLLRDHUP) != 0 && !more_may_wait(state);
 }
 
 }  // namespace

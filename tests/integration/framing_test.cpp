@@ -177,6 +177,25 @@ TEST_CASE("a request that arrives with the client's half-close is answered, then
     CHECK(env.mock->stats().calls == 1);
 }
 
+TEST_CASE("urgent data inside a request neither stalls its reading nor reaches the provider") {
+    // header_timeout (10 s) is beyond the client's patience: the bytes queued behind the urgent
+    // mark must be read without waiting for more to arrive.
+    mock_and_proxy env;
+    const auto body = chat_body("urgent");
+    client conn(env.proxy->port());
+    // A first request, so that the second one finds a connection the reactor already watches.
+    conn.send("POST", "/chat/completions", chat_body("before the urgent one"));
+    REQUIRE(conn.read(5s).status == 200);
+    conn.send_with_urgent_byte(
+        post_head + "Content-Type: application/json\r\n", '!',
+        "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body);
+    const auto r = conn.read(5s);
+    CHECK_FALSE(r.timed_out);
+    CHECK(r.status == 200);
+    REQUIRE(env.mock->stats().calls == 2);
+    CHECK(env.mock->calls().back().body_sha256 == sha256_hex(body));
+}
+
 TEST_CASE("a chunked body cut short by the client's close gets 400 at once, and nothing is sent") {
     mock_and_proxy env;
     client conn(env.proxy->port());

@@ -1,7 +1,10 @@
 #include "harness.hpp"
 
+#include <openssl/evp.h>
+
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/socket.h>
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/write.hpp>
@@ -256,6 +259,19 @@ void client::send_last(const std::string& bytes) {
     socket.shutdown(asio::ip::tcp::socket::shutdown_send);
 }
 
+void client::send_with_urgent_byte(const std::string& before, char urgent,
+                                   const std::string& after) {
+    const int fd = impl_->tcp().socket().native_handle();
+    int cork = 1;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &cork, sizeof cork);
+    send_raw(before);
+    if (::send(fd, &urgent, 1, MSG_OOB) != 1)
+        throw std::runtime_error("send MSG_OOB failed");
+    send_raw(after);
+    cork = 0;  // uncorking sends what has queued up, as one segment
+    ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &cork, sizeof cork);
+}
+
 void client::close() {
     error_code ignored;
     impl_->tcp().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
@@ -279,6 +295,19 @@ std::string chat_body(const std::string& prompt, bool stream, const std::string&
         body += R"(,"mock":)" + mock;
     body += "}";
     return body;
+}
+
+std::string sha256_hex(const std::string& data) {
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
+    std::string hex;
+    char buf[3];
+    for (unsigned i = 0; i < len; ++i) {
+        std::snprintf(buf, sizeof buf, "%02x", digest[i]);
+        hex += buf;
+    }
+    return hex;
 }
 
 std::string certs_dir() {

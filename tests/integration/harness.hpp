@@ -79,6 +79,9 @@ class client {
     // the data and the end of the stream together, as from a client that shuts down its write
     // side at once. The client still reads.
     void send_last(const std::string& bytes);
+    // Sends `before`, one urgent (out-of-band) byte and `after` in one TCP segment (plain
+    // connections). The server's receive stops short at the urgent mark with `after` queued.
+    void send_with_urgent_byte(const std::string& before, char urgent, const std::string& after);
     void close();
 
   private:
@@ -95,6 +98,9 @@ response request(std::uint16_t port, const std::string& method, const std::strin
 std::string chat_body(const std::string& prompt, bool stream = false, const std::string& mock = "");
 
 std::string certs_dir();
+
+// Lower-case hex SHA-256, as the mock records bodies.
+std::string sha256_hex(const std::string& data);
 
 // Polls `pred` every 10 ms until it holds or `limit` passes; returns its last answer.
 template <class Pred>
