@@ -167,7 +167,10 @@ class usage_handler {
 };
 
 std::optional<document_usage> read_document(std::string_view text) {
-    json::basic_parser<usage_handler> parser(json::parse_options{});
+    // Only a few numbers and the model are wanted: the text need not be checked for UTF-8.
+    json::parse_options options;
+    options.allow_invalid_utf8 = true;
+    json::basic_parser<usage_handler> parser(options);
     error_code ec;
     const auto used = parser.write_some(false, text.data(), text.size(), ec);
     if (ec || used != text.size()) {

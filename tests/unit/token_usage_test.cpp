@@ -112,7 +112,9 @@ std::uint64_t number_field(const boost::json::object& usage, std::string_view na
 
 std::optional<std::pair<std::string, std::uint64_t>> reference_usage(std::string_view text) {
     boost::system::error_code ec;
-    const auto v = boost::json::parse(text, ec);
+    boost::json::parse_options options;
+    options.allow_invalid_utf8 = true;  // usage is read whatever the text's encoding
+    const auto v = boost::json::parse(text, ec, {}, options);
     if (ec || !v.is_object())
         return std::nullopt;
     const auto& o = v.as_object();
@@ -173,4 +175,15 @@ TEST_CASE("usage reading agrees with a document-tree reading on 30,000 mutated c
             CHECK(got->tokens == expected->second);
         }
     }
+}
+
+TEST_CASE("usage is read past text that is not valid UTF-8") {
+    // A provider that cuts a multi-byte character still billed the tokens.
+    const std::string body =
+        "{\"model\":\"sonar\",\"choices\":[{\"message\":{\"content\":\"caf\xC3\"}}],"
+        "\"usage\":{\"total_tokens\":9}}";
+    const auto u = usage_of(json_type, body);
+    REQUIRE(u);
+    CHECK(u->model == "sonar");
+    CHECK(u->tokens == 9);
 }
