@@ -12,6 +12,7 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <cctype>
 #include <thread>
 
 using namespace coalescer;
@@ -243,7 +244,7 @@ TEST_CASE("upstream failures after the head cut the client's response instead of
     }
 }
 
-TEST_CASE("an upstream body ended by the close arrives whole, however the close is timed") {
+TEST_CASE("an upstream body ended by the close arrives whole when the close comes with it") {
     namespace asio = boost::asio;
     using asio::ip::tcp;
     const std::string json = R"({"id":"close-delimited","object":"chat.completion"})";
