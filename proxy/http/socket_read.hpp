@@ -8,8 +8,8 @@
 // emptied the socket (fewer bytes than asked for), as nginx does with its ready flag, so the
 // next read goes straight to epoll; any new data sets the flag again. Like nginx, it watches
 // for EPOLLRDHUP (added to the socket's registration on its first read) and leaves the flag
-// alone once the stream's end has been seen: a FIN or reset that came with the last bytes
-// brings no edge of its own.
+// alone once the reactor has seen the stream's end or urgent data: a FIN or reset that came
+// with the last bytes, or bytes queued behind an urgent mark, bring no edge of their own.
 //
 //     auto attempt = http_rules::read_attempt::now(socket, buffer);
 //     if (!attempt.done()) {

@@ -252,9 +252,7 @@ bool client::closed_by_peer(std::chrono::milliseconds timeout) {
 
 void client::send_last(const std::string& bytes) {
     auto& socket = impl_->tcp().socket();
-    const int on = 1;
-    // Corked, the bytes wait in the send queue; the shutdown's FIN joins their segment.
-    ::setsockopt(socket.native_handle(), IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+    set_cork(socket.native_handle(), true);  // the shutdown's FIN joins the bytes' segment
     send_raw(bytes);
     socket.shutdown(asio::ip::tcp::socket::shutdown_send);
 }
@@ -262,14 +260,12 @@ void client::send_last(const std::string& bytes) {
 void client::send_with_urgent_byte(const std::string& before, char urgent,
                                    const std::string& after) {
     const int fd = impl_->tcp().socket().native_handle();
-    int cork = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &cork, sizeof cork);
+    set_cork(fd, true);
     send_raw(before);
     if (::send(fd, &urgent, 1, MSG_OOB) != 1)
         throw std::runtime_error("send MSG_OOB failed");
     send_raw(after);
-    cork = 0;  // uncorking sends what has queued up, as one segment
-    ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &cork, sizeof cork);
+    set_cork(fd, false);
 }
 
 void client::close() {
@@ -295,6 +291,11 @@ std::string chat_body(const std::string& prompt, bool stream, const std::string&
         body += R"(,"mock":)" + mock;
     body += "}";
     return body;
+}
+
+void set_cork(int fd, bool on) {
+    const int value = on ? 1 : 0;
+    ::setsockopt(fd, IPPROTO_TCP, TCP_CORK, &value, sizeof value);
 }
 
 std::string sha256_hex(const std::string& data) {

@@ -99,6 +99,10 @@ std::string chat_body(const std::string& prompt, bool stream = false, const std:
 
 std::string certs_dir();
 
+// TCP_CORK on a socket: while on, what is written waits in the send queue; a shutdown or
+// turning it off sends what waited, together.
+void set_cork(int fd, bool on);
+
 // Lower-case hex SHA-256, as the mock records bodies.
 std::string sha256_hex(const std::string& data);
 

@@ -7,8 +7,6 @@
 
 #include <boost/json/parse.hpp>
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <poll.h>
 
 #include <algorithm>
@@ -270,8 +268,7 @@ TEST_CASE("an upstream body ended by the close arrives whole when the close come
                     return;
                 got.append(buf, n);
             }
-            const int on = 1;
-            ::setsockopt(s.native_handle(), IPPROTO_TCP, TCP_CORK, &on, sizeof on);
+            set_cork(s.native_handle(), true);
             asio::write(
                 s, asio::buffer("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n" + json),
                 ec);
