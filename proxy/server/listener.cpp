@@ -7,6 +7,7 @@
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -15,6 +16,9 @@
 #include <openssl/ssl.h>
 
 #include <stdexcept>
+#include <utility>
+
+#include <unistd.h>
 
 namespace coalescer::server {
 namespace asio = boost::asio;
@@ -52,6 +56,26 @@ asio::awaitable<void> tls_session(tcp::socket socket, asio::ssl::context& tls, w
     co_await run_session(stream, self, context);
 }
 
+// A descriptor on its way to another worker: closed if the worker's loop ends before taking it.
+class owned_descriptor {
+  public:
+    explicit owned_descriptor(int fd) noexcept : fd_(fd) {}
+    owned_descriptor(owned_descriptor&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+    owned_descriptor(const owned_descriptor&) = delete;
+    owned_descriptor& operator=(const owned_descriptor&) = delete;
+    owned_descriptor& operator=(owned_descriptor&&) = delete;
+    ~owned_descriptor() {
+        if (fd_ >= 0) {
+            ::close(fd_);
+        }
+    }
+    int get() const noexcept { return fd_; }
+    void disown() noexcept { fd_ = -1; }
+
+  private:
+    int fd_;
+};
+
 asio::awaitable<void> refuse_busy(tcp::socket socket) {
     const auto text = ops::error_response(ops::proxy_errc::shutting_down, false);
     beast::tcp_stream stream(std::move(socket));
@@ -63,7 +87,7 @@ asio::awaitable<void> refuse_busy(tcp::socket socket) {
 
 listener::listener(asio::io_context& io, const ops::listen_config& cfg,
                    std::vector<std::unique_ptr<worker>>& workers, proxy_context& context)
-    : acceptor_(io), workers_(workers), context_(context) {
+    : home_(io), acceptor_(io), workers_(workers), context_(context) {
     http_rules::bind_and_listen(acceptor_, cfg.address, cfg.port, "");
     if (cfg.tls) {
         tls_ = make_server_tls_context(*cfg.tls);
@@ -86,8 +110,7 @@ asio::awaitable<void> listener::accept_loop() {
     asio::steady_timer pause(acceptor_.get_executor());
     const auto max_connections = static_cast<std::int64_t>(context_.config->limits.max_connections);
     while (acceptor_.is_open()) {
-        worker& target = *workers_[next_worker_++ % workers_.size()];
-        auto [ec, socket] = co_await acceptor_.async_accept(target.io.get_executor(), use_tuple);
+        auto [ec, socket] = co_await acceptor_.async_accept(use_tuple);
         if (ec == asio::error::operation_aborted || !acceptor_.is_open()) {
             break;
         }
@@ -99,16 +122,45 @@ asio::awaitable<void> listener::accept_loop() {
         }
         socket.set_option(tcp::no_delay(true), ec);
         if (context_.metrics.open_connections() >= max_connections) {
-            asio::co_spawn(target.io, refuse_busy(std::move(socket)), asio::detached);
+            asio::co_spawn(acceptor_.get_executor(), refuse_busy(std::move(socket)),
+                           asio::detached);
             continue;
         }
-        if (tls_) {
-            asio::co_spawn(target.io, tls_session(std::move(socket), *tls_, target, context_),
-                           asio::detached);
-        } else {
-            asio::co_spawn(target.io, plain_session(std::move(socket), target, context_),
-                           asio::detached);
+        hand_over(std::move(socket), *workers_[next_worker_++ % workers_.size()]);
+    }
+}
+
+void listener::hand_over(tcp::socket socket, worker& target) {
+    if (&target.io == &home_) {
+        start_session(std::move(socket), target);
+        return;
+    }
+    // The descriptor is registered anew by the worker's own thread: a worker's reactor state is
+    // only ever touched by that thread, so its loop runs socket I/O without locks.
+    error_code ec;
+    const auto protocol = acceptor_.local_endpoint(ec).protocol();
+    owned_descriptor fd(socket.release(ec));
+    if (ec) {
+        return;
+    }
+    asio::post(target.io, [this, &target, protocol, fd = std::move(fd)]() mutable {
+        tcp::socket moved(target.io);
+        error_code assign_ec;
+        moved.assign(protocol, fd.get(), assign_ec);
+        if (!assign_ec) {
+            fd.disown();
+            start_session(std::move(moved), target);
         }
+    });
+}
+
+void listener::start_session(tcp::socket socket, worker& target) {
+    if (tls_) {
+        asio::co_spawn(target.io, tls_session(std::move(socket), *tls_, target, context_),
+                       asio::detached);
+    } else {
+        asio::co_spawn(target.io, plain_session(std::move(socket), target, context_),
+                       asio::detached);
     }
 }
 

@@ -1,6 +1,6 @@
 // Accepts client connections on one port and hands each to a worker, round-robin; each
-// connection then lives on that worker's thread alone. Survives accept errors (out of
-// descriptors: pause, never spin) and enforces max_connections.
+// connection then lives on that worker's thread alone, registered with that worker's reactor.
+// Survives accept errors (out of descriptors: pause, never spin) and enforces max_connections.
 #pragma once
 
 #include "server/proxy_context.hpp"
@@ -25,7 +25,10 @@ class listener {
 
   private:
     boost::asio::awaitable<void> accept_loop();
+    void hand_over(boost::asio::ip::tcp::socket socket, worker& target);
+    void start_session(boost::asio::ip::tcp::socket socket, worker& target);
 
+    boost::asio::io_context& home_;  // the acceptor's loop
     boost::asio::ip::tcp::acceptor acceptor_;
     std::vector<std::unique_ptr<worker>>& workers_;
     proxy_context& context_;

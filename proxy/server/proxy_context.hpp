@@ -44,7 +44,10 @@ struct proxy_context {
 // that cross workers (a flight holds subscribers' timers) never outlive their loop.
 struct event_loop : boost::asio::io_context {
     event_loop()
-        : boost::asio::io_context(1) {}  // one thread: what a worker owns needs no locks of ours
+        // One thread, and socket I/O without Asio's per-descriptor locks: every socket is
+        // registered and used by its own worker alone (listener::hand_over). Posting from
+        // other threads stays safe.
+        : boost::asio::io_context(BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO) {}
     using boost::asio::io_context::shutdown;
 };
 
