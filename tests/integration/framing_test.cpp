@@ -60,6 +60,8 @@ std::vector<framing_case> cases() {
         {"bare CR", "GET /models HTTP/1.1\r\nHost: x\rX: y\r\n\r\n", 400},
         {"space before colon", "GET /models HTTP/1.1\r\nHost : x\r\n\r\n", 400},
         {"underscore in name", "GET /models HTTP/1.1\r\nHost: x\r\nx_api_key: k\r\n\r\n", 400},
+        {"separator in name", "GET /models HTTP/1.1\r\nHost: x\r\nX{a}: k\r\n\r\n", 400},
+        {"non-ASCII name", "GET /models HTTP/1.1\r\nHost: x\r\nX\xc3\xa9: k\r\n\r\n", 400},
         {"no Host", "GET /models HTTP/1.1\r\n\r\n", 400},
         {"two Hosts", "GET /models HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400},
         {"HTTP/2.0", "GET /models HTTP/2.0\r\nHost: x\r\n\r\n", 505},
