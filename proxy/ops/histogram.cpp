@@ -29,7 +29,11 @@ std::string number(double v) {
 }  // namespace
 
 void histogram::render(std::string& out, std::string_view name, std::string_view labels) const {
-    const std::string prefix = labels.empty() ? "{" : "{" + std::string(labels) + ",";
+    // Appended piece by piece: GCC 12 misreads `"{" + std::string(...)` as an overflow.
+    std::string prefix = "{";
+    if (!labels.empty()) {
+        prefix.append(labels).append(",");
+    }
     std::uint64_t cumulative = 0;
     for (std::size_t i = 0; i <= bounds_.size(); ++i) {
         cumulative += buckets_[i].load(std::memory_order_relaxed);
@@ -42,7 +46,10 @@ void histogram::render(std::string& out, std::string_view name, std::string_view
         out += std::to_string(cumulative);
         out += '\n';
     }
-    const std::string label_set = labels.empty() ? "" : "{" + std::string(labels) + "}";
+    std::string label_set;
+    if (!labels.empty()) {
+        label_set.append("{").append(labels).append("}");
+    }
     out += std::string(name) + "_sum" + label_set + " " +
            number(sum_.load(std::memory_order_relaxed)) + "\n";
     // _count equals the +Inf bucket as read above, so a scrape is always self-consistent.
