@@ -187,3 +187,37 @@ TEST_CASE("usage is read past text that is not valid UTF-8") {
     CHECK(u->model == "sonar");
     CHECK(u->tokens == 9);
 }
+
+TEST_CASE("usage: escapes, exponents, long numbers, surrogates and depth read as a tree reading does") {
+    const auto nest = [](int depth) {
+        return R"({"model":"m","usage":{"total_tokens":5},"x":)" + std::string(depth, '[') +
+               std::string(depth, ']') + "}";
+    };
+    const std::array<std::string, 10> docs{
+        R"({"model":"m","us\u0061ge":{"total_tokens":5}})",                 // escaped key
+        R"({"model":"gpt\u002d4o","usage":{"total_tokens":6}})",            // escaped model
+        R"({"model":"m","usage":{"total_tokens":1e2,"prompt_tokens":3}})",  // exponent
+        R"({"model":"m","usage":{"total_tokens":12345678901234567890}})",   // 20 digits
+        R"({"model":"m","usage":{"total_tokens":7},"c":"\ud83d\ude00"})",   // surrogate pair
+        R"({"model":"m","usage":{"total_tokens":7},"c":"\ud83d"})",         // lone surrogate
+        R"({"model":"m","usage":{"total_tokens":-0,"prompt_tokens":2.50}})",
+        R"({"model":"m","usage":{"total_tokens":8},})",  // trailing comma
+        nest(20),
+        nest(40),  // deeper than Boost.JSON's limit: not read
+    };
+    for (const auto& doc : docs) {
+        INFO("document: " << doc);
+        const auto expected = reference_usage(doc);
+        const auto got = usage_of(json_type, doc);
+        REQUIRE(got.has_value() == expected.has_value());
+        if (got) {
+            CHECK(got->model == expected->first);
+            CHECK(got->tokens == expected->second);
+        }
+    }
+    CHECK(usage_of(json_type, docs[0])->tokens == 5);
+    CHECK(usage_of(json_type, docs[1])->model == "gpt-4o");
+    CHECK(usage_of(json_type, docs[2])->tokens == 3);
+    CHECK_FALSE(usage_of(json_type, docs[5]));
+    CHECK_FALSE(usage_of(json_type, docs[9]));
+}
