@@ -87,8 +87,9 @@ asio::awaitable<void> refuse_busy(tcp::socket socket) {
 
 listener::listener(asio::io_context& io, const ops::listen_config& cfg,
                    std::vector<std::unique_ptr<worker>>& workers, proxy_context& context)
-    : home_(io), acceptor_(io), workers_(workers), context_(context) {
+    : home_(io), acceptor_(io), protocol_(tcp::v4()), workers_(workers), context_(context) {
     http_rules::bind_and_listen(acceptor_, cfg.address, cfg.port, "");
+    protocol_ = acceptor_.local_endpoint().protocol();
     if (cfg.tls) {
         tls_ = make_server_tls_context(*cfg.tls);
     }
@@ -138,15 +139,14 @@ void listener::hand_over(tcp::socket socket, worker& target) {
     // The descriptor is registered anew by the worker's own thread: a worker's reactor state is
     // only ever touched by that thread, so its loop runs socket I/O without locks.
     error_code ec;
-    const auto protocol = acceptor_.local_endpoint(ec).protocol();
     owned_descriptor fd(socket.release(ec));
     if (ec) {
         return;
     }
-    asio::post(target.io, [this, &target, protocol, fd = std::move(fd)]() mutable {
+    asio::post(target.io, [this, &target, fd = std::move(fd)]() mutable {
         tcp::socket moved(target.io);
         error_code assign_ec;
-        moved.assign(protocol, fd.get(), assign_ec);
+        moved.assign(protocol_, fd.get(), assign_ec);
         if (!assign_ec) {
             fd.disown();
             start_session(std::move(moved), target);

@@ -30,6 +30,7 @@ class listener {
 
     boost::asio::io_context& home_;  // the acceptor's loop
     boost::asio::ip::tcp::acceptor acceptor_;
+    boost::asio::ip::tcp protocol_;  // of the listening address (v4 or v6)
     std::vector<std::unique_ptr<worker>>& workers_;
     proxy_context& context_;
     std::unique_ptr<boost::asio::ssl::context> tls_;
