@@ -75,7 +75,9 @@ asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadlin
     }
     std::size_t scanned = 0;
     bool started = buffer.size() != 0;
-    const auto head_deadline = clock::now() + limits.header_timeout;
+    // Set at the first wait after the head's first bytes came (microseconds after them); a
+    // head that arrives whole, the usual case, needs none.
+    std::optional<clock::time_point> head_deadline;
     for (;;) {
         if (buffer.size() != 0) {
             if (const auto end = find_head_end(view(buffer), scanned)) {
@@ -92,7 +94,10 @@ asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadlin
             }
         }
         // The sweep cancels the read without closing the socket, so a 408 can still be sent.
-        deadline.expires_at(started ? head_deadline : clock::now() + limits.idle_timeout);
+        if (started && !head_deadline) {
+            head_deadline = clock::now() + limits.header_timeout;
+        }
+        deadline.expires_at(started ? *head_deadline : clock::now() + limits.idle_timeout);
         const auto space = buffer.prepare(read_size);
         std::tuple<error_code, std::size_t> got;
         if constexpr (std::is_same_v<Stream, asio::ip::tcp::socket>) {

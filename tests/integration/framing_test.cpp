@@ -155,6 +155,22 @@ TEST_CASE("a head that trickles in slower than header_timeout gets 408") {
     CHECK(conn.closed_by_peer());
 }
 
+TEST_CASE(
+    "header_timeout counts from a head's first byte, not from the keep-alive wait before it") {
+    // A keep-alive client that waits longer than header_timeout before its next request, then
+    // sends the head in two pieces, is within its time: 408 only for a head that trickles.
+    mock_and_proxy env({}, "limits: {header_timeout: 300ms, idle_timeout: 10s}\n");
+    client conn(env.proxy->port());
+    conn.send("GET", "/models", "");
+    REQUIRE(conn.read(5s).status == 200);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    conn.send_raw("GET /models HTTP/1.1\r\nHo");
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    conn.send_raw("st: x\r\n\r\n");
+    const auto r = conn.read(5s);
+    CHECK(r.status == 200);  // the provider's answer: the proxy never makes a 200 itself
+}
+
 TEST_CASE("an idle keep-alive connection is closed quietly at idle_timeout") {
     mock_and_proxy env({}, "limits: {idle_timeout: 300ms}\n");
     client conn(env.proxy->port());
