@@ -261,9 +261,11 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
     response_start out;
     for (int number = 1;; ++number) {
         const auto queued_at = clock::now();
-        const bool admitted = context.admission.try_acquire() ||
-                              co_await context.admission.acquire(queued_at + up.queue_timeout);
-        context.metrics.pacer_wait(context.upstream_index, seconds_since(queued_at));
+        const bool at_once = context.admission.try_acquire();
+        const bool admitted =
+            at_once || co_await context.admission.acquire(queued_at + up.queue_timeout);
+        context.metrics.pacer_wait(context.upstream_index,
+                                   at_once ? 0.0 : seconds_since(queued_at));
         if (!admitted) {
             out.ec = proxy_errc::queue_timeout;
             co_return out;
@@ -273,7 +275,7 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
             out.ec = proxy_errc::flight_cancelled;
             co_return out;
         }
-        out.sent_at = clock::now();
+        out.sent_at = at_once ? queued_at : clock::now();  // no clock read when nothing waited
         out.attempts = number;
         attempt a = co_await try_once(request, context, total, cancel);
         context.metrics.upstream_call(context.upstream_index, a.ec ? 0 : a.parser->status());
