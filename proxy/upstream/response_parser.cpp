@@ -3,11 +3,66 @@
 #include <boost/beast/http/error.hpp>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 
 namespace coalescer::upstream {
 namespace beast = boost::beast;
 namespace http = beast::http;
+
+namespace {
+
+// A few freed parsers' memory, for this thread's next responses.
+class freed_parsers {
+  public:
+    freed_parsers() = default;
+    freed_parsers(const freed_parsers&) = delete;
+    freed_parsers& operator=(const freed_parsers&) = delete;
+    ~freed_parsers() {
+        while (count_ != 0) {
+            ::operator delete(blocks_[--count_], sizeof(response_parser));
+        }
+    }
+    void* take() noexcept { return count_ != 0 ? blocks_[--count_] : nullptr; }
+    bool keep(void* block) noexcept {
+        if (count_ == blocks_.size()) {
+            return false;
+        }
+        blocks_[count_++] = block;
+        return true;
+    }
+
+  private:
+    std::array<void*, 32> blocks_{};
+    std::size_t count_ = 0;
+};
+
+thread_local freed_parsers freed;
+
+// Under AddressSanitizer every parser is a fresh allocation, so a use after free is caught.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool reuse_memory = false;
+#else
+constexpr bool reuse_memory = true;
+#endif
+
+}  // namespace
+
+void* response_parser::operator new(std::size_t size) {
+    if (reuse_memory && size == sizeof(response_parser)) {
+        if (void* block = freed.take()) {
+            return block;
+        }
+    }
+    return ::operator new(size);
+}
+
+void response_parser::operator delete(void* memory, std::size_t size) noexcept {
+    if (reuse_memory && size == sizeof(response_parser) && freed.keep(memory)) {
+        return;
+    }
+    ::operator delete(memory, size);
+}
 
 void response_parser::body_into(std::span<char> buffer) noexcept {
     body_ = buffer.data();

@@ -26,6 +26,11 @@ class response_parser final : public boost::beast::http::basic_parser<false> {
     response_parser(const response_parser&) = delete;  // the fields point into its arena
     response_parser& operator=(const response_parser&) = delete;
 
+    // One parser is made per upstream response, and it is larger than what malloc keeps in its
+    // per-thread cache (1 KiB): freed parsers' memory is kept per thread for the next one.
+    static void* operator new(std::size_t size);
+    static void operator delete(void* memory, std::size_t size) noexcept;
+
     unsigned status() const noexcept { return status_; }
     std::string_view reason() const noexcept { return reason_; }
     std::span<const header_field> fields() const noexcept { return fields_.all(); }
