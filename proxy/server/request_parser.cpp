@@ -22,6 +22,12 @@ void request_parser::on_response_impl(int, beast::string_view, int, beast::error
 
 void request_parser::on_field_impl(http::field name, beast::string_view name_string,
                                    beast::string_view value, beast::error_code&) {
+    // Beast reports a chunked body's trailer fields here too, after the head was checked and
+    // keyed: they would reach the provider as headers (a second Authorization, say) unchecked.
+    // The body goes upstream with a Content-Length, so trailers are dropped (RFC 9110 §6.5.1).
+    if (is_header_done()) {
+        return;
+    }
     request_.fields_.add(name, name_string, value);
 }
 

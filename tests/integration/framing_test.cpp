@@ -7,6 +7,7 @@
 
 #include <boost/json/parse.hpp>
 
+#include <sstream>
 #include <thread>
 
 using namespace coalescer;
@@ -116,6 +117,28 @@ TEST_CASE("malformed, smuggling and oversized requests get their status and a cl
         CHECK(conn.closed_by_peer());
     }
     CHECK(env.mock->stats().calls == 0);  // nothing reached the provider
+}
+
+TEST_CASE("a chunked request's trailer fields never reach the provider") {
+    // A trailer arrives after the head was checked and keyed: an Authorization there would
+    // reach the provider next to the checked one (H-17), so trailers are dropped.
+    mock_and_proxy env;
+    const auto body = chat_body("trailers");
+    std::ostringstream size;
+    size << std::hex << body.size();
+    client conn(env.proxy->port());
+    conn.send_raw(post_head +
+                  "Authorization: Bearer tenant-a\r\nContent-Type: application/json\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n" +
+                  size.str() + "\r\n" + body +
+                  "\r\n0\r\nAuthorization: Bearer tenant-b\r\nX-Trailer: t\r\n\r\n");
+    const auto r = conn.read(5s);
+    CHECK(r.status == 200);
+    REQUIRE(env.mock->stats().calls == 1);
+    const auto call = env.mock->calls().back();
+    CHECK(call.body_sha256 == sha256_hex(body));
+    CHECK(call.headers.at("authorization") == "Bearer tenant-a");
+    CHECK(call.headers.count("x-trailer") == 0);
 }
 
 TEST_CASE("413 is sent before the body is read") {
