@@ -39,8 +39,9 @@ class freed_parsers {
 
 thread_local freed_parsers freed;
 
-// Under AddressSanitizer every parser is a fresh allocation, so a use after free is caught.
-#if defined(__SANITIZE_ADDRESS__)
+// Under the sanitizers every parser is a fresh allocation, so a use after free, or a race on
+// a freed parser, is caught.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr bool reuse_memory = false;
 #else
 constexpr bool reuse_memory = true;
