@@ -60,7 +60,12 @@ struct idle_connection
 };
 
 struct worker {
-    explicit worker(std::size_t upstreams) : pools(upstreams) {}
+    explicit worker(const std::vector<ops::upstream_config>& upstreams) {
+        pools.reserve(upstreams.size());
+        for (const auto& up : upstreams) {
+            pools.emplace_back(static_cast<std::size_t>(up.max_concurrent));
+        }
+    }
     event_loop io;
     http_rules::deadline_sweep deadlines{io.get_executor()};  // of every socket on this loop
     std::vector<upstream::pool> pools;                        // by upstream

@@ -55,7 +55,7 @@ server::server(std::shared_ptr<const ops::config> cfg)
     : context_(std::make_unique<proxy_context>(cfg)) {
     const unsigned n = cfg->workers != 0 ? cfg->workers : available_cores();
     for (unsigned i = 0; i < n; ++i) {
-        workers_.push_back(std::make_unique<worker>(cfg->upstreams.size()));
+        workers_.push_back(std::make_unique<worker>(cfg->upstreams));
     }
     listener_ = std::make_unique<listener>(workers_.front()->io, cfg->listen, workers_, *context_);
     admin_ = std::make_unique<ops::admin_server>(

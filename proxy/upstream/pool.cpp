@@ -20,7 +20,7 @@ std::unique_ptr<connection> pool::take() {
 }
 
 void pool::give_back(std::unique_ptr<connection> c) {
-    if (idle_.size() >= max_idle_connections) {
+    if (idle_.size() >= max_idle_connections_) {
         idle_.front()->close();  // the oldest goes
         idle_.erase(idle_.begin());
     }

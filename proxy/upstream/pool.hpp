@@ -15,8 +15,12 @@ class pool {
     // Idle connections older than this are closed instead of reused: below the usual provider
     // keep-alive timeouts, so we rarely reuse a socket the other side is about to close.
     static constexpr std::chrono::seconds max_idle{30};
-    static constexpr std::size_t max_idle_connections = 64;
     static constexpr std::chrono::seconds trust_idle{1};
+
+    // Keeps up to `max_idle_connections`: the upstream's max_concurrent, so that a load at the
+    // admission limit, all on one worker, reuses every connection instead of closing some after
+    // each response and opening new ones for the next requests.
+    explicit pool(std::size_t max_idle_connections) : max_idle_connections_(max_idle_connections) {}
 
     // An idle connection that still looks alive, or null.
     std::unique_ptr<connection> take();
@@ -25,6 +29,7 @@ class pool {
     void clear() noexcept { idle_.clear(); }
 
   private:
+    std::size_t max_idle_connections_;
     std::vector<std::unique_ptr<connection>> idle_;  // most recently used last
 };
 
