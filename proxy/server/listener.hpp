@@ -1,14 +1,18 @@
 // Accepts client connections on one port and hands each to a worker, round-robin; each
 // connection then lives on that worker's thread alone, registered with that worker's reactor.
-// Survives accept errors (out of descriptors: pause, never spin) and enforces max_connections.
+// Survives accept errors (out of descriptors: pause, never spin, warn at most every 10 s) and
+// enforces max_connections.
 #pragma once
 
+#include "http/acceptor.hpp"
 #include "server/proxy_context.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -25,7 +29,12 @@ class listener {
 
   private:
     boost::asio::awaitable<void> accept_loop();
-    void hand_over(boost::asio::ip::tcp::socket socket, worker& target);
+    // Accepts up to a batch of queued connections; `accepted` when more may be queued.
+    http_rules::accept_status accept_some();
+    void warn_accept_failed(int error);
+    void refuse(http_rules::owned_descriptor fd);  // 503 and close: over max_connections
+    void hand_over(http_rules::owned_descriptor fd, worker& target);
+    void adopt(http_rules::owned_descriptor fd, worker& target);  // on the target's thread
     void start_session(boost::asio::ip::tcp::socket socket, worker& target);
 
     boost::asio::io_context& home_;  // the acceptor's loop
@@ -35,6 +44,8 @@ class listener {
     proxy_context& context_;
     std::unique_ptr<boost::asio::ssl::context> tls_;
     std::size_t next_worker_ = 0;
+    std::chrono::steady_clock::time_point last_accept_warning_{};
+    std::uint64_t accept_failures_ = 0;  // since the last warning
 };
 
 // Server TLS context for listen.tls: TLS ≥ 1.2, no renegotiation. Throws on unreadable files.

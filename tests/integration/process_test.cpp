@@ -11,9 +11,11 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <memory>
 #include <regex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 using namespace coalescer;
 using namespace coalescer::test;
@@ -78,6 +80,18 @@ class child {
         return -1;
     }
     void signal(int signo) { ::kill(pid_, signo); }
+    // CPU seconds (user + system) the process has used so far.
+    double cpu_seconds() const {
+        std::istringstream stat(read_file("/proc/" + std::to_string(pid_) + "/stat"));
+        std::string field;
+        unsigned long long ticks = 0;
+        // Fields 14 and 15 (utime, stime); the command name (field 2) has no spaces here.
+        for (int i = 1; i <= 15 && stat >> field; ++i) {
+            if (i >= 14)
+                ticks += std::stoull(field);
+        }
+        return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    }
     std::string out() const { return read_file(out_); }
     std::string err() const { return read_file(err_); }
     // Waits for "listening on http://127.0.0.1:PORT, admin on http://127.0.0.1:PORT" on stderr.
@@ -226,5 +240,39 @@ TEST_CASE(
     CHECK(whole.body.find("[DONE]") != std::string::npos);
     CHECK(run.wait_exit(10s) == 0);
     CHECK(run.out().find("\"role\":\"leader\"") != std::string::npos);  // the access log line
+    ::unlink(path.c_str());
+}
+
+TEST_CASE(
+    "out of descriptors, the listener pauses instead of spinning, warns once, and accepts "
+    "again when descriptors are freed") {
+    mock::mock_server mock({});
+    mock.start();
+    const auto path = temp_path("emfile.yaml");
+    write_file(path, proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()),
+                                "log: {level: info}\n"));
+    child run(
+        {"/bin/sh", "-c", "ulimit -n 64 && exec \"$0\" --config \"$1\"", COALESCER_BINARY, path},
+        "emfile");
+    const auto [port, admin] = run.ports();
+    INFO("sidecar stderr: " << run.err());
+    // More connections than the sidecar has descriptors left: the kernel completes them all,
+    // the sidecar can accept only some.
+    std::vector<std::unique_ptr<client>> held;
+    for (int i = 0; i < 100; ++i)
+        held.push_back(std::make_unique<client>(port));
+    CHECK(eventually([&] { return run.err().find("Too many open files") != std::string::npos; }));
+    // Every accept now fails at once: a listener that retried without pausing would use a
+    // whole core here.
+    const double before = run.cpu_seconds();
+    std::this_thread::sleep_for(1s);
+    CHECK(run.cpu_seconds() - before < 0.5);
+    CHECK(lines(run.err()) < 5);  // the warning is rate-limited
+    held.clear();
+    CHECK(eventually(
+        [&] {
+            return request(port, "POST", "/chat/completions", chat_body("after")).status == 200;
+        },
+        10s));
     ::unlink(path.c_str());
 }

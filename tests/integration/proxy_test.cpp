@@ -10,8 +10,11 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
+#include <memory>
 #include <thread>
+#include <vector>
 
 using namespace coalescer;
 using namespace coalescer::test;
@@ -492,4 +495,73 @@ TEST_CASE("keep-alive requests that arrive in pieces, at any moment, are all rea
     }
     CHECK(answered == 72);
     CHECK(env.mock->stats().calls == 72);
+}
+
+TEST_CASE("300 connections opened at once are all accepted and answered") {
+    // More than one accept batch: the listener takes them in several turns of its loop.
+    mock_and_proxy env({}, "", "", pass_routes);
+    constexpr int n = 300;
+    std::vector<std::unique_ptr<client>> clients;
+    for (int i = 0; i < n; ++i)
+        clients.push_back(std::make_unique<client>(env.proxy->port()));
+    for (int i = 0; i < n; ++i)
+        clients[i]->send("POST", "/chat/completions", chat_body("burst " + std::to_string(i)));
+    int answered = 0;
+    for (auto& c : clients)
+        answered += c->read(10s).status == 200 ? 1 : 0;
+    CHECK(answered == n);
+    CHECK(env.mock->stats().calls == n);
+}
+
+TEST_CASE("over max_connections a connection gets 503 and is closed; a freed place is reused") {
+    mock_and_proxy env({}, "limits: {max_connections: 2}\n", "", pass_routes);
+    client a(env.proxy->port());
+    client b(env.proxy->port());
+    for (auto* c : {&a, &b}) {
+        c->send("POST", "/chat/completions", chat_body("held"));
+        REQUIRE(c->read().status == 200);  // both sessions are open and counted
+    }
+    client third(env.proxy->port());
+    const auto refused = third.read(5s);
+    CHECK(refused.status == 503);
+    CHECK(third.closed_by_peer());
+    a.close();
+    CHECK(eventually([&] {
+        return request(env.proxy->port(), "POST", "/chat/completions", chat_body("after")).status ==
+               200;
+    }));
+    b.send("POST", "/chat/completions", chat_body("still held"));
+    CHECK(b.read().status == 200);
+}
+
+TEST_CASE("idle upstream connections are kept up to max_concurrent: a second burst opens none") {
+    // 160 clients on 2 workers keep 80 upstream connections busy on each; a pool that kept
+    // fewer idle ones would close some after the first burst and open them again for the next.
+    mock::mock_options options;
+    options.latency_ms = 500;  // every call of a burst overlaps every other
+    mock_and_proxy env(options, "", "    max_concurrent: 256\n", pass_routes);
+    constexpr int n = 160;
+    std::vector<std::unique_ptr<client>> clients;
+    for (int i = 0; i < n; ++i)
+        clients.push_back(std::make_unique<client>(env.proxy->port()));
+    auto burst = [&](int round) {
+        std::atomic<int> answered{0};
+        std::vector<std::thread> threads;
+        for (int i = 0; i < n; ++i) {
+            threads.emplace_back([&, i] {
+                const auto prompt = std::to_string(round) + " " + std::to_string(i);
+                clients[i]->send("POST", "/chat/completions", chat_body(prompt));
+                answered += clients[i]->read().status == 200 ? 1 : 0;
+            });
+        }
+        for (auto& t : threads)
+            t.join();
+        return answered.load();
+    };
+    REQUIRE(burst(1) == n);
+    const auto opened = env.mock->stats().connections;
+    CHECK(opened == n);
+    REQUIRE(burst(2) == n);
+    CHECK(env.mock->stats().connections == opened);
+    CHECK(env.mock->stats().calls == 2 * n);
 }
