@@ -538,7 +538,7 @@ TEST_CASE("idle upstream connections are kept up to max_concurrent: a second bur
     // 160 clients on 2 workers keep 80 upstream connections busy on each; a pool that kept
     // fewer idle ones would close some after the first burst and open them again for the next.
     mock::mock_options options;
-    options.latency_ms = 500;  // every call of a burst overlaps every other
+    options.latency_ms = 2000;  // every call of a burst overlaps every other, even under TSan
     mock_and_proxy env(options, "", "    max_concurrent: 256\n", pass_routes);
     constexpr int n = 160;
     std::vector<std::unique_ptr<client>> clients;
