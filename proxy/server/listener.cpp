@@ -134,7 +134,9 @@ http_rules::accept_status listener::accept_some() {
         if (status != http_rules::accept_status::accepted) {
             return status;
         }
-        if (context_.metrics.open_connections() >= max_connections) {
+        const auto open =
+            context_.metrics.open_connections() + in_transit_.load(std::memory_order_relaxed);
+        if (open >= max_connections) {
             refuse(std::move(fd));
         } else {
             hand_over(std::move(fd), *workers_[next_worker_++ % workers_.size()]);
@@ -176,8 +178,11 @@ void listener::hand_over(http_rules::owned_descriptor fd, worker& target) {
     // The descriptor is registered by the worker's own thread: a worker's reactor state is only
     // ever touched by that thread, so its loop runs socket I/O without locks. If the worker's
     // loop ends before it runs this, the descriptor is closed with the handler.
-    asio::post(target.io,
-               [this, &target, fd = std::move(fd)]() mutable { adopt(std::move(fd), target); });
+    in_transit_.fetch_add(1, std::memory_order_relaxed);
+    asio::post(target.io, [this, &target, fd = std::move(fd)]() mutable {
+        adopt(std::move(fd), target);  // the session counts itself from here on
+        in_transit_.fetch_sub(1, std::memory_order_relaxed);
+    });
 }
 
 void listener::adopt(http_rules::owned_descriptor fd, worker& target) {

@@ -11,6 +11,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <memory>
@@ -44,6 +45,9 @@ class listener {
     proxy_context& context_;
     std::unique_ptr<boost::asio::ssl::context> tls_;
     std::size_t next_worker_ = 0;
+    // Accepted and posted to another worker, not yet counted by their session: part of
+    // max_connections, so that a burst accepted in one turn cannot pass the limit.
+    std::atomic<std::int64_t> in_transit_{0};
     std::chrono::steady_clock::time_point last_accept_warning_{};
     std::uint64_t accept_failures_ = 0;  // since the last warning
 };

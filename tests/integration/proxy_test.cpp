@@ -565,3 +565,22 @@ TEST_CASE("idle upstream connections are kept up to max_concurrent: a second bur
     CHECK(env.mock->stats().connections == opened);
     CHECK(env.mock->stats().calls == 2 * n);
 }
+
+TEST_CASE("a burst of connections past max_connections: exactly the limit are served") {
+    // Connections accepted in one turn and still on their way to the other worker count too.
+    mock_and_proxy env({}, "limits: {max_connections: 4}\n", "", pass_routes);
+    std::vector<std::unique_ptr<client>> clients;
+    for (int i = 0; i < 40; ++i)
+        clients.push_back(std::make_unique<client>(env.proxy->port()));
+    for (auto& c : clients) {
+        try {
+            c->send("POST", "/chat/completions", chat_body("burst"));
+        } catch (const std::exception&) {
+            // refused and closed already: its read below is not a 200 either
+        }
+    }
+    int served = 0;
+    for (auto& c : clients)
+        served += c->read(10s).status == 200 ? 1 : 0;
+    CHECK(served == 4);
+}
