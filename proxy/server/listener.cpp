@@ -59,7 +59,7 @@ asio::awaitable<void> tls_session(tcp::socket socket, asio::ssl::context& tls, w
 
 // Connections accepted in one go before the worker's own requests get a turn: a burst of new
 // connections is taken in a few passes of the loop rather than one connection per pass, which
-// under load left the last of 400 waiting for half a second.
+// under load left the last of 400 waiting up to 0.8 s.
 constexpr int accept_batch = 64;
 // Out of descriptors (or memory): accepting again at once would fail again.
 constexpr std::chrono::milliseconds accept_pause{50};
