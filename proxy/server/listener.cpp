@@ -16,6 +16,7 @@
 #include <openssl/ssl.h>
 
 #include <chrono>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <system_error>
@@ -64,6 +65,20 @@ constexpr int accept_batch = 64;
 // Out of descriptors (or memory): accepting again at once would fail again.
 constexpr std::chrono::milliseconds accept_pause{50};
 constexpr std::chrono::seconds accept_warning_interval{10};
+
+// An accepted descriptor as a socket of `io`'s loop (registered with it by the calling thread,
+// which must be that loop's), or nothing: `fd` then still owns the descriptor and closes it.
+std::optional<tcp::socket> socket_on(asio::io_context& io, const tcp& protocol,
+                                     http_rules::owned_descriptor& fd) {
+    tcp::socket socket(io);
+    error_code ec;
+    socket.assign(protocol, fd.get(), ec);
+    if (ec) {
+        return std::nullopt;
+    }
+    fd.disown();
+    return socket;
+}
 
 asio::awaitable<void> refuse_busy(tcp::socket socket) {
     const auto text = ops::error_response(ops::proxy_errc::shutting_down, false);
@@ -161,12 +176,8 @@ void listener::warn_accept_failed(int error) {
 }
 
 void listener::refuse(http_rules::owned_descriptor fd) {
-    tcp::socket socket(home_);
-    error_code ec;
-    socket.assign(protocol_, fd.get(), ec);
-    if (!ec) {
-        fd.disown();
-        asio::co_spawn(home_, refuse_busy(std::move(socket)), asio::detached);
+    if (auto socket = socket_on(home_, protocol_, fd)) {
+        asio::co_spawn(home_, refuse_busy(std::move(*socket)), asio::detached);
     }
 }
 
@@ -186,12 +197,8 @@ void listener::hand_over(http_rules::owned_descriptor fd, worker& target) {
 }
 
 void listener::adopt(http_rules::owned_descriptor fd, worker& target) {
-    tcp::socket socket(target.io);
-    error_code ec;
-    socket.assign(protocol_, fd.get(), ec);
-    if (!ec) {
-        fd.disown();
-        start_session(std::move(socket), target);
+    if (auto socket = socket_on(target.io, protocol_, fd)) {
+        start_session(std::move(*socket), target);
     }
 }
 
