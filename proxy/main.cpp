@@ -66,12 +66,13 @@ int run(const std::string& path) {
             };
         signals.async_wait(on_signal);
         proxy.start();
-        proxy.context().log.message(coalescer::ops::log_level::info,
-                                    "coalescer " COALESCER_VERSION " listening on " +
-                                        std::string(cfg->listen.tls ? "https://" : "http://") +
-                                        cfg->listen.address + ":" + std::to_string(proxy.port()) +
-                                        ", admin on http://" + cfg->admin.address + ":" +
-                                        std::to_string(proxy.admin_port()));
+        proxy.context().log.message(
+            coalescer::ops::log_level::info,
+            "coalescer " COALESCER_VERSION " listening on " +
+                std::string(cfg->listen.tls ? "https://" : "http://") + cfg->listen.address + ":" +
+                std::to_string(proxy.port()) + ", admin on http://" + cfg->admin.address + ":" +
+                std::to_string(proxy.admin_port()) + ", " + std::to_string(proxy.workers()) +
+                (proxy.workers() == 1 ? " worker" : " workers"));
         std::thread waiter([&] {
             proxy.wait();
             signals_io.stop();

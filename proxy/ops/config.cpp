@@ -839,12 +839,14 @@ std::shared_ptr<const config> read_config(const loader& l, const YAML::Node& roo
         l.fail(0, "document",
                "expected a mapping with upstreams and routes, got " + describe(root));
     mapping top(l, field{root, "", line_of(root)},
-                {"workers", "listen", "admin", "upstreams", "routes", "coalesce", "limits",
-                 "shutdown", "log"});
+                {"workers", "pin_workers", "listen", "admin", "upstreams", "routes", "coalesce",
+                 "limits", "shutdown", "log"});
     auto c = std::make_shared<config>();
     c->source = l.source();
     if (auto v = top.get("workers"))
         c->workers = static_cast<unsigned>(integer(l, *v, 0, 1024));
+    if (auto v = top.get("pin_workers"))
+        c->pin_workers = boolean(l, *v);
     if (auto v = top.get("listen"))
         read_listen(l, *v, c->listen);
     if (auto v = top.get("admin"))

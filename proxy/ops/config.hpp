@@ -120,8 +120,9 @@ struct log_config {
 };
 
 struct config {
-    std::string source;    // the file it was loaded from
-    unsigned workers = 0;  // 0 = one per core
+    std::string source;        // the file it was loaded from
+    unsigned workers = 0;      // 0 = one per allowed core
+    bool pin_workers = false;  // worker i runs on the i-th allowed CPU only
     listen_config listen;
     admin_config admin;
     std::vector<upstream_config> upstreams;

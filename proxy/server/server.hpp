@@ -28,6 +28,7 @@ class server {
     std::uint16_t port() const { return listener_->port(); }
     std::uint16_t admin_port() const { return admin_->port(); }
     proxy_context& context() { return *context_; }
+    std::size_t workers() const { return workers_.size(); }
 
     void start();  // returns once every worker runs
     // Graceful drain: /readyz 503 at once; after drain_delay stop accepting and close idle
@@ -40,6 +41,7 @@ class server {
     void begin_refusing();
     void check_drained(std::shared_ptr<boost::asio::steady_timer> timer,
                        std::chrono::steady_clock::time_point give_up);
+    void pin_workers();
     void schedule_sweep();
     std::string render_metrics() const;
 

@@ -5,14 +5,17 @@
 #include <doctest/doctest.h>
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <memory>
 #include <regex>
+#include <set>
 #include <sstream>
 #include <thread>
 #include <vector>
@@ -80,6 +83,7 @@ class child {
         return -1;
     }
     void signal(int signo) { ::kill(pid_, signo); }
+    pid_t pid() const { return pid_; }
     // CPU seconds (user + system) the process has used so far.
     double cpu_seconds() const {
         std::istringstream stat(read_file("/proc/" + std::to_string(pid_) + "/stat"));
@@ -284,5 +288,103 @@ TEST_CASE(
             return request(port, "POST", "/chat/completions", chat_body("after")).status == 200;
         },
         10s));
+    ::unlink(path.c_str());
+}
+
+namespace {
+
+// The CPUs a thread may run on, as the kernel lists them ("0-1", "3").
+std::string cpus_allowed(const std::string& status_path) {
+    std::istringstream status(read_file(status_path));
+    std::string line;
+    while (std::getline(status, line)) {
+        if (line.rfind("Cpus_allowed_list:", 0) == 0) {
+            return line.substr(line.find_first_not_of(" \t", 18));
+        }
+    }
+    return "";
+}
+
+std::vector<int> cpus_of_this_thread() {
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
+    std::vector<int> cpus;
+    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+        if (CPU_ISSET(cpu, &set))
+            cpus.push_back(cpu);
+    }
+    return cpus;
+}
+
+// Runs `body` with this thread (and so the processes it starts) limited to one CPU.
+template <class Body>
+void on_one_cpu(int cpu, Body body) {
+    cpu_set_t saved;
+    REQUIRE(::sched_getaffinity(0, sizeof saved, &saved) == 0);
+    cpu_set_t one;
+    CPU_ZERO(&one);
+    CPU_SET(cpu, &one);
+    REQUIRE(::sched_setaffinity(0, sizeof one, &one) == 0);
+    body();
+    REQUIRE(::sched_setaffinity(0, sizeof saved, &saved) == 0);
+}
+
+}  // namespace
+
+TEST_CASE("workers: 0 starts one worker per CPU the process may use, not per CPU of the machine") {
+    mock::mock_server mock({});
+    mock.start();
+    auto yaml =
+        proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()), "log: {level: info}\n");
+    yaml.replace(yaml.find("workers: 2"), 10, "workers: 0");
+    const auto path = temp_path("one-cpu.yaml");
+    write_file(path, yaml);
+    // As under `taskset -c N` or a container's cpuset: the mask is inherited from the parent.
+    std::unique_ptr<child> run;
+    on_one_cpu(cpus_of_this_thread().back(), [&] {
+        run = std::make_unique<child>(std::vector<std::string>{COALESCER_BINARY, "--config", path},
+                                      "one-cpu");
+    });
+    const auto [port, admin] = run->ports();
+    INFO("sidecar stderr: " << run->err());
+    CHECK(run->err().find(", 1 worker\"") != std::string::npos);
+    CHECK(request(port, "POST", "/chat/completions", chat_body("one cpu")).status == 200);
+    ::unlink(path.c_str());
+}
+
+TEST_CASE("pin_workers: each worker thread runs on a CPU of its own, the other threads anywhere") {
+    const auto allowed = cpus_of_this_thread();
+    if (allowed.size() < 2) {
+        MESSAGE("one CPU available: pinning cannot be told apart from not pinning");
+        return;
+    }
+    mock::mock_server mock({});
+    mock.start();
+    const auto path = temp_path("pinned.yaml");
+    write_file(path, proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()),
+                                "pin_workers: true\nlog: {level: info}\n"));
+    child run({COALESCER_BINARY, "--config", path}, "pinned");
+    const auto [port, admin] = run.ports();
+    INFO("sidecar stderr: " << run.err());
+    const std::string expected =
+        "workers pinned to CPUs " + std::to_string(allowed[0]) + "," + std::to_string(allowed[1]);
+    CHECK(run.err().find(expected) != std::string::npos);
+    CHECK(request(port, "POST", "/chat/completions", chat_body("pinned")).status == 200);
+
+    // Worker threads are the ones now limited to a single CPU; main and signal threads are not.
+    const std::string tasks = "/proc/" + std::to_string(run.pid()) + "/task";
+    std::multiset<std::string> single;
+    std::size_t free = 0;
+    for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+        const auto list = cpus_allowed(task.path().string() + "/status");
+        if (list.find_first_of(",-") == std::string::npos)
+            single.insert(list);
+        else
+            ++free;
+    }
+    CHECK(single ==
+          std::multiset<std::string>{std::to_string(allowed[0]), std::to_string(allowed[1])});
+    CHECK(free >= 1);
     ::unlink(path.c_str());
 }

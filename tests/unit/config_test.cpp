@@ -195,6 +195,7 @@ TEST_CASE("config: only upstreams and routes given, everything else is DESIGN.md
     auto c = load(minimal);
     CHECK(c->source == "t.yaml");
     CHECK(c->workers == 0);
+    CHECK_FALSE(c->pin_workers);
     CHECK(c->listen.address == "127.0.0.1");
     CHECK(c->listen.port == 8080);
     CHECK_FALSE(c->listen.tls.has_value());
@@ -252,6 +253,7 @@ TEST_CASE("config: every section written out is read") {
     std::string key = dir.write("key.pem", "key");
     auto c = load(
         "workers: 4\n"
+        "pin_workers: true\n"
         "listen: {address: '::1', port: 0, tls: {cert_file: " +
         cert + ", key_file: " + key + "}}\n" +
         "admin: {address: localhost, port: 0}\n"
@@ -283,6 +285,7 @@ TEST_CASE("config: every section written out is read") {
         "shutdown: {drain_delay: 0, drain_timeout: 1s}\n"
         "log: {level: debug, format: text}\n");
     CHECK(c->workers == 4);
+    CHECK(c->pin_workers);
     CHECK(c->listen.address == "::1");
     CHECK(c->listen.port == 0);
     REQUIRE(c->listen.tls.has_value());
@@ -480,6 +483,8 @@ TEST_CASE("config error: wrong types") {
                        "t.yaml:1: workers: is too large");
     CHECK_CONFIG_ERROR("workers: {n: 1}\n" + minimal,
                        "t.yaml:1: workers: expected an integer, got a mapping");
+    CHECK_CONFIG_ERROR("pin_workers: yes please\n" + minimal,
+                       "t.yaml:1: pin_workers: expected true or false, got \"yes please\"");
     CHECK_CONFIG_ERROR("listen: [127.0.0.1, 8080]\n" + minimal,
                        "t.yaml:1: listen: expected a mapping, got a sequence");
     CHECK_CONFIG_ERROR("listen: {address: {ip: 1}}\n" + minimal,
