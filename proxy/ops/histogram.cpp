@@ -1,7 +1,7 @@
 #include "ops/histogram.hpp"
 
 #include <algorithm>
-#include <cstdio>
+#include <charconv>
 #include <memory>
 
 namespace coalescer::ops {
@@ -20,10 +20,12 @@ void histogram::observe(double value) noexcept {
 
 namespace {
 
+// The shortest text that reads back as the same double: le="0.0025", not the
+// "0.0025000000000000001" of %.17g, which dashboards show as a bucket name.
 std::string number(double v) {
     char text[32];
-    std::snprintf(text, sizeof text, "%.17g", v);
-    return text;
+    const auto end = std::to_chars(text, text + sizeof text, v).ptr;
+    return std::string(text, end);
 }
 
 }  // namespace

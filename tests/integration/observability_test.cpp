@@ -167,6 +167,9 @@ TEST_CASE("a scripted scenario leaves exactly the expected numbers in /metrics")
     CHECK(value(m, "coalescer_subscribers_per_flight_count") == 5);
     CHECK(value(m, "coalescer_subscribers_per_flight_sum") == 24);
     CHECK(value(m, R"(coalescer_subscribers_per_flight_bucket{le="1"})") == 4);
+    // Bucket bounds as written in the config of a dashboard: the shortest decimal.
+    CHECK(m.count("coalescer_request_duration_seconds_bucket{" + route + R"(,le="0.0025"})") == 1);
+    CHECK(m.count("coalescer_upstream_ttfb_seconds_bucket{upstream=\"mock\",le=\"0.05\"}") == 1);
 
     const auto burst_tokens = total_tokens(burst.front());
     std::uint64_t spent = 2 * burst_tokens;  // the burst's call and the bypass call
