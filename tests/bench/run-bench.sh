@@ -2,7 +2,7 @@
 # The performance benchmark suite (issue 7): one command, not part of CI, that starts everything
 # itself on 127.0.0.1, repeats each measurement and prints one table with met / not met targets.
 #
-#   bash tests/bench/run-bench.sh          (from anywhere; about 4 minutes on 2 cores)
+#   bash tests/bench/run-bench.sh          (from anywhere; about 6 minutes on 2 cores)
 #
 #   a. pass-through: wrk POSTs a small /chat/completions body, on a non-coalescing route, through
 #      coalescer, through nginx (plain keep-alive reverse proxy, same number of workers) and

@@ -367,7 +367,7 @@ TEST_CASE("deploy: the ConfigMap's coalescer.yaml loads and is right for a pod")
     // The drain is written out, not left to defaults the manifests can't see.
     CHECK(c.raw["shutdown"]["drain_delay"]);
     CHECK(c.raw["shutdown"]["drain_timeout"]);
-    // workers: 0 would mean one thread per core of the node, not of the container's CPU limit.
+    // On a cgroup v1 node, workers: 0 would mean one thread per core of the node: set it.
     CHECK(c.raw["workers"]);
     CHECK(cfg.workers > 0);
     // Upstream TLS verification stays on in the shipped config.
