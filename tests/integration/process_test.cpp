@@ -317,17 +317,20 @@ std::vector<int> cpus_of_this_thread() {
     return cpus;
 }
 
-// Runs `body` with this thread (and so the processes it starts) limited to one CPU.
+// Runs `body` with this thread (and so the processes it starts) limited to one CPU; the
+// thread gets its CPUs back however `body` ends, so later tests keep them.
 template <class Body>
 void on_one_cpu(int cpu, Body body) {
-    cpu_set_t saved;
-    REQUIRE(::sched_getaffinity(0, sizeof saved, &saved) == 0);
+    struct restore {
+        cpu_set_t saved;
+        ~restore() { ::sched_setaffinity(0, sizeof saved, &saved); }
+    } guard{};
+    REQUIRE(::sched_getaffinity(0, sizeof guard.saved, &guard.saved) == 0);
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(cpu, &one);
     REQUIRE(::sched_setaffinity(0, sizeof one, &one) == 0);
     body();
-    REQUIRE(::sched_setaffinity(0, sizeof saved, &saved) == 0);
 }
 
 }  // namespace
