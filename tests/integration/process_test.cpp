@@ -1,6 +1,7 @@
 // The coalescer executable as operators run it: command line, config errors, start-up failures
 // and the SIGTERM drain, observed from outside the process (exit code, stderr, sockets).
 #include "harness.hpp"
+#include "server/worker_cpus.hpp"
 
 #include <doctest/doctest.h>
 
@@ -305,18 +306,6 @@ std::string cpus_allowed(const std::string& status_path) {
     return "";
 }
 
-std::vector<int> cpus_of_this_thread() {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    REQUIRE(::sched_getaffinity(0, sizeof set, &set) == 0);
-    std::vector<int> cpus;
-    for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
-        if (CPU_ISSET(cpu, &set))
-            cpus.push_back(cpu);
-    }
-    return cpus;
-}
-
 // Runs `body` with this thread (and so the processes it starts) limited to one CPU; the
 // thread gets its CPUs back however `body` ends, so later tests keep them.
 template <class Body>
@@ -345,7 +334,9 @@ TEST_CASE("workers: 0 starts one worker per CPU the process may use, not per CPU
     write_file(path, yaml);
     // As under `taskset -c N` or a container's cpuset: the mask is inherited from the parent.
     std::unique_ptr<child> run;
-    on_one_cpu(cpus_of_this_thread().back(), [&] {
+    const auto allowed = server::allowed_cpus();
+    REQUIRE_FALSE(allowed.empty());
+    on_one_cpu(allowed.back(), [&] {
         run = std::make_unique<child>(std::vector<std::string>{COALESCER_BINARY, "--config", path},
                                       "one-cpu");
     });
@@ -357,7 +348,8 @@ TEST_CASE("workers: 0 starts one worker per CPU the process may use, not per CPU
 }
 
 TEST_CASE("pin_workers: each worker thread runs on a CPU of its own, the other threads anywhere") {
-    const auto allowed = cpus_of_this_thread();
+    const auto allowed = server::allowed_cpus();
+    REQUIRE_FALSE(allowed.empty());
     if (allowed.size() < 2) {
         MESSAGE("one CPU available: pinning cannot be told apart from not pinning");
         return;
