@@ -158,7 +158,8 @@ upstream::exchange_context exchange_for(const route_match& match, worker& self,
             *context.pacers[index],
             context.metrics,
             index,
-            self.deadlines};
+            self.deadlines,
+            self.index};
 }
 
 // The flight's upstream exchange runs on this worker, detached from the client that started it.

@@ -25,7 +25,9 @@
 namespace coalescer::server {
 
 struct proxy_context {
-    explicit proxy_context(std::shared_ptr<const ops::config> cfg);
+    // `loops`: every worker's executor, by worker index.
+    proxy_context(std::shared_ptr<const ops::config> cfg,
+                  const std::vector<boost::asio::any_io_executor>& loops);
 
     std::shared_ptr<const ops::config> config;
     router routes;
@@ -60,12 +62,14 @@ struct idle_connection
 };
 
 struct worker {
-    explicit worker(const std::vector<ops::upstream_config>& upstreams) {
+    worker(std::size_t position, const std::vector<ops::upstream_config>& upstreams)
+        : index(position) {
         pools.reserve(upstreams.size());
         for (const auto& up : upstreams) {
             pools.emplace_back(static_cast<std::size_t>(up.max_concurrent));
         }
     }
+    std::size_t index;  // in the server's workers
     event_loop io;
     http_rules::deadline_sweep deadlines{io.get_executor()};  // of every socket on this loop
     std::vector<upstream::pool> pools;                        // by upstream

@@ -12,7 +12,8 @@ namespace coalescer::server {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
-proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg)
+proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg,
+                             const std::vector<asio::any_io_executor>& loops)
     : config(cfg),
       routes(cfg),
       keys(cfg->coalesce),
@@ -25,16 +26,19 @@ proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg)
         upstream_tls.push_back(
             up.https ? std::make_unique<asio::ssl::context>(upstream::make_client_tls_context(up))
                      : nullptr);
-        pacers.push_back(std::make_unique<upstream::pacer>(up.max_concurrent, up.rate_limit));
+        pacers.push_back(
+            std::make_unique<upstream::pacer>(up.max_concurrent, up.rate_limit, loops));
     }
 }
 
-server::server(std::shared_ptr<const ops::config> cfg)
-    : context_(std::make_unique<proxy_context>(cfg)) {
-    const unsigned n = cfg->workers != 0 ? cfg->workers : default_workers();
-    for (unsigned i = 0; i < n; ++i) {
-        workers_.push_back(std::make_unique<worker>(cfg->upstreams));
+server::server(std::shared_ptr<const ops::config> cfg) {
+    const std::size_t n = cfg->workers != 0 ? cfg->workers : default_workers();
+    std::vector<asio::any_io_executor> loops;
+    for (std::size_t i = 0; i < n; ++i) {
+        workers_.push_back(std::make_unique<worker>(i, cfg->upstreams));
+        loops.push_back(workers_.back()->io.get_executor());
     }
+    context_ = std::make_unique<proxy_context>(cfg, loops);
     listener_ = std::make_unique<listener>(workers_.front()->io, cfg->listen, workers_, *context_);
     admin_ = std::make_unique<ops::admin_server>(
         workers_.front()->io, cfg->admin.address, cfg->admin.port,

@@ -263,14 +263,15 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
         const auto queued_at = clock::now();
         const bool at_once = context.admission.try_acquire();
         const bool admitted =
-            at_once || co_await context.admission.acquire(queued_at + up.queue_timeout);
+            at_once || co_await context.admission.acquire(queued_at + up.queue_timeout,
+                                                          context.worker, context.deadlines);
         context.metrics.pacer_wait(context.upstream_index,
                                    at_once ? 0.0 : seconds_since(queued_at));
         if (!admitted) {
             out.ec = proxy_errc::queue_timeout;
             co_return out;
         }
-        pacer_slot slot(context.admission);
+        pacer_slot slot(context.admission, context.worker);
         if (cancel->cancelled) {
             out.ec = proxy_errc::flight_cancelled;
             co_return out;

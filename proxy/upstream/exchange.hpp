@@ -33,6 +33,7 @@ struct exchange_context {
     ops::metrics& metrics;
     std::size_t upstream_index;
     http_rules::deadline_sweep& deadlines;  // the calling worker's
+    std::size_t worker;                     // the calling worker's index: its pacer lane
 };
 
 // Lets whoever waits on an exchange stop it. Touched only on the exchange's executor.
