@@ -65,12 +65,13 @@ want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # ------------------------------------------------------------------------------------------------
-# Tools: wrk and nginx from the Debian packages, the release build of the project.
+# Tools: wrk, nginx and ss from the Debian packages, the release build of the project.
 
 install_packages() {
     local missing=()
     want a && ! command -v wrk >/dev/null && missing+=(wrk)
     want a && ! command -v nginx >/dev/null && [[ ! -x /usr/sbin/nginx ]] && missing+=(nginx-light)
+    ! command -v ss >/dev/null && missing+=(iproute2)  # free_port
     ((${#missing[@]} == 0)) && return 0
     local sudo=()
     if [[ $(id -u) != 0 ]]; then
@@ -127,14 +128,18 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# A port nothing listens on (and not handed out before in this run).
+# A port no socket uses (and not handed out before in this run), below the kernel's ephemeral
+# range: a port a client connection took as its own, even one now in TIME_WAIT, cannot be
+# bound by a listener, and wrk and curl leave thousands of those behind.
 USED_PORTS=" "
+EPHEMERAL_LOW=$(awk '{ print $1 }' /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
 free_port() {
-    local p
+    local p low=10000
     for _ in $(seq 200); do
-        p=$((20000 + RANDOM % 40000))
+        p=$((low + RANDOM % (EPHEMERAL_LOW - low)))
         [[ $USED_PORTS == *" $p "* ]] && continue
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        if [[ -z $(ss -tanH "( sport = :$p )" 2>/dev/null) ]] &&
+            ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
             USED_PORTS+="$p "
             echo "$p"
             return 0
