@@ -80,9 +80,9 @@ void server::start() {
     schedule_sweep();
     for (auto& w : workers_) {
         w->deadlines.start();
-        threads_.emplace_back([&io = w->io] {
+        threads_.emplace_back([&io = w->io, pinned = context_->config->pin_workers] {
             auto guard = asio::make_work_guard(io);
-            io.run();
+            run_worker_loop(io, pinned);
         });
     }
     if (context_->config->pin_workers) {

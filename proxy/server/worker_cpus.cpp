@@ -65,4 +65,16 @@ std::string cpu_list(const std::vector<int>& cpus) {
     return out;
 }
 
+void run_worker_loop(boost::asio::io_context& io, bool pinned) {
+    if (pinned) {
+        io.run();
+        return;
+    }
+    for (unsigned handled = 1; io.run_one() != 0; ++handled) {
+        if (handled % handlers_per_yield == 0) {
+            ::sched_yield();
+        }
+    }
+}
+
 }  // namespace coalescer::server
