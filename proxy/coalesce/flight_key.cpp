@@ -13,7 +13,7 @@ namespace coalescer::coalesce {
 
 namespace {
 
-constexpr std::string_view key_format_version = "coalescer-key-v1";
+constexpr std::string_view key_format_version = "coalescer-key-v2";
 constexpr std::size_t sha256_size = 32;
 constexpr std::size_t sha256_block = 64;
 
@@ -124,7 +124,8 @@ struct thread_state {
         reinterpret_cast<const char*>(process_secret().data()), process_secret().size())};
     digest_ctx digest;
     json_canonicalizer canonicalizer;
-    std::string fields;  // everything before the body
+    std::string fields;                                                // everything before the body
+    std::vector<std::pair<std::string, std::string_view>> identities;  // scratch
 };
 
 thread_state& local_state() {
@@ -170,31 +171,39 @@ using header_list = std::vector<std::pair<std::string_view, std::string_view>>;
 constexpr std::string_view absent_marker("\x00", 1);
 constexpr std::string_view present_marker("\x01", 1);
 
-void append_identity(std::string& out, keyed_hmac& mac, const header_list* headers,
-                     std::string_view name) {
-    append_field(out, name);
-    bool found = false;
+// Every header that names the tenant, by lower-case name in byte order (several lines of one
+// name, refused by the validator anyway, are joined with "\n" in arrival order): the count, then
+// each name and the HMAC of its value. Only present headers are listed, so a credential header
+// nobody configured still separates tenants.
+void append_identities(std::string& out, keyed_hmac& mac, const header_list* headers,
+                       const tenant_headers& rule,
+                       std::vector<std::pair<std::string, std::string_view>>& found) {
+    found.clear();
     if (headers != nullptr) {
-        for (const auto& [n, value] : *headers) {
-            if (!name_equals(n, name))
-                continue;
-            if (!found) {
-                mac.begin();
-                found = true;
-            } else {
-                mac.update("\n");
-            }
-            mac.update(value);
+        for (const auto& [name, value] : *headers) {
+            if (rule.is_identity(name))
+                found.emplace_back(to_lower(name), value);
         }
     }
-    if (!found) {
-        append_field(out, absent_marker);
-        return;
+    std::stable_sort(found.begin(), found.end(),
+                     [](const auto& a, const auto& b) { return a.first < b.first; });
+    std::size_t names = 0;
+    for (std::size_t i = 0; i < found.size(); ++i)
+        names += i == 0 || found[i].first != found[i - 1].first;
+    append_length(out, names);
+    for (std::size_t i = 0; i < found.size();) {
+        const std::string& name = found[i].first;
+        append_field(out, name);
+        mac.begin();
+        mac.update(found[i].second);
+        for (++i; i < found.size() && found[i].first == name; ++i) {
+            mac.update("\n");
+            mac.update(found[i].second);
+        }
+        unsigned char digest[sha256_size];
+        mac.finish(digest);
+        append_field(out, std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
     }
-    unsigned char digest[sha256_size];
-    mac.finish(digest);
-    append_field(out, present_marker);
-    append_field(out, std::string_view(reinterpret_cast<const char*>(digest), sizeof digest));
 }
 
 void append_vary(std::string& out, const header_list* headers, std::string_view name) {
@@ -250,14 +259,8 @@ std::size_t flight_key_hash::operator()(const flight_key& key) const noexcept {
 }
 
 flight_key_builder::flight_key_builder(const ops::coalesce_config& cfg)
-    : ignore_(cfg.ignore_fields) {
+    : tenants_(cfg), ignore_(cfg.ignore_fields) {
     process_secret();  // make it now, where failing may throw
-    identity_headers_.reserve(cfg.identity_headers.size());
-    for (const auto& name : cfg.identity_headers)
-        identity_headers_.push_back(to_lower(name));
-    vary_headers_.reserve(cfg.vary_headers.size());
-    for (const auto& name : cfg.vary_headers)
-        vary_headers_.push_back(to_lower(name));
     std::string pointers;
     for (const auto& pointer : ignore_.pointers())
         append_field(pointers, pointer);
@@ -278,9 +281,8 @@ flight_key flight_key_builder::make(const key_request& request, body_kind& kind)
     append_field(fields, request.upstream);
     append_field(fields, request.method);
     append_field(fields, request.target);
-    for (const auto& name : identity_headers_)
-        append_identity(fields, st.credential_mac, request.headers, name);
-    for (const auto& name : vary_headers_)
+    append_identities(fields, st.credential_mac, request.headers, tenants_, st.identities);
+    for (const auto& name : tenants_.vary())
         append_vary(fields, request.headers, name);
 
     std::string_view body = request.body;

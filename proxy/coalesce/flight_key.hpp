@@ -1,9 +1,11 @@
 // The coalesce key (DESIGN.md "Coalesce key"): requests with equal keys share one upstream call.
 //
 // key = SHA-256 over length-prefixed fields (8-byte little-endian length, then the bytes):
-//   "coalescer-key-v1", the ignore-list fingerprint, upstream, method, target,
-//   for each identity header (config order): name, then "\x01" + HMAC-SHA256(process secret,
-//       value) or "\x00" when absent (several lines of one header: joined with "\n", in order),
+//   "coalescer-key-v2", the ignore-list fingerprint, upstream, method, target,
+//   the number of distinct tenant headers present (tenant_headers.hpp: credentials by name and
+//       by pattern, plus identity_headers, minus shared_headers; 8 bytes, not length-prefixed),
+//       then for each in byte order of its lower-case name: name, HMAC-SHA256(secret, value)
+//       (several lines of one header: joined with "\n", in order),
 //   for each vary header (config order): name, then "\x01" + raw value or "\x00" when absent,
 //   "json" + canonical body (canonical_json.hpp) or "raw" + the body bytes.
 // The process secret is 32 random bytes made once per process, so a credential digest can neither
@@ -13,6 +15,7 @@
 #pragma once
 
 #include "coalesce/canonical_json.hpp"
+#include "coalesce/tenant_headers.hpp"
 #include "ops/config.hpp"
 
 #include <array>
@@ -60,8 +63,7 @@ class flight_key_builder {
     flight_key make(const key_request& request, body_kind& kind) const;
 
   private:
-    std::vector<std::string> identity_headers_;  // lower case
-    std::vector<std::string> vary_headers_;      // lower case
+    tenant_headers tenants_;
     ignore_list ignore_;
     std::string fingerprint_;  // the ignore pointers, length-prefixed
 };

@@ -58,6 +58,38 @@ bool is_hop_by_hop(boost::beast::http::field name) noexcept {
     }
 }
 
+namespace {
+
+bool iends_with(std::string_view name, std::string_view suffix) noexcept {
+    return name.size() >= suffix.size() &&
+           iequals(name.substr(name.size() - suffix.size()), suffix);
+}
+
+bool icontains(std::string_view name, std::string_view part) noexcept {
+    for (std::size_t i = 0; i + part.size() <= name.size(); ++i)
+        if (iequals(name.substr(i, part.size()), part))
+            return true;
+    return false;
+}
+
+}  // namespace
+
+bool is_known_credential(std::string_view name) noexcept {
+    static constexpr std::array<std::string_view, 6> names{
+        "authorization", "proxy-authorization", "x-api-key", "api-key", "x-goog-api-key", "cookie"};
+    return std::any_of(names.begin(), names.end(),
+                       [&](std::string_view n) { return iequals(n, name); });
+}
+
+bool looks_like_credential(std::string_view name) noexcept {
+    if (is_known_credential(name))
+        return true;
+    if (iequals(name, "idempotency-key"))
+        return false;
+    return iends_with(name, "-key") || iends_with(name, "-token") || iends_with(name, "-secret") ||
+           icontains(name, "auth");
+}
+
 bool is_token(std::string_view text) noexcept {
     return !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
         return tchar[static_cast<unsigned char>(c)];

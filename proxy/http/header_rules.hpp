@@ -14,6 +14,15 @@ bool is_hop_by_hop(std::string_view name) noexcept;
 // The same by the parser's field code (every hop-by-hop name has one): no string compares.
 bool is_hop_by_hop(boost::beast::http::field name) noexcept;
 
+// A credential by name alone (authorization, proxy-authorization, x-api-key, api-key,
+// x-goog-api-key, cookie), in any case.
+bool is_known_credential(std::string_view name) noexcept;
+// Fails closed: a known credential, or a name that looks like one (ends in -key, -token or
+// -secret, or contains "auth"). `idempotency-key` is the one such name that is not a credential:
+// it names a logical call (the same on every retry of it), and treating it as a tenant would
+// keep one tenant's identical calls apart for nothing.
+bool looks_like_credential(std::string_view name) noexcept;
+
 // token = 1*tchar (RFC 9110 §5.6.2).
 bool is_token(std::string_view text) noexcept;
 

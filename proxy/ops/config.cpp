@@ -3,6 +3,8 @@
 // fault: unknown keys, wrong types and impossible values are refused at every level.
 #include "ops/config.hpp"
 
+#include "http/header_rules.hpp"
+
 #include <yaml-cpp/yaml.h>
 
 #include <arpa/inet.h>
@@ -739,11 +741,33 @@ route_config read_route(const loader& l, const field& f,
     return r;
 }
 
+// Credential-like headers the operator knows to be the same for every tenant. The credentials
+// themselves can't be listed (two different values would share answers), nor a name that is not
+// keyed as a credential anyway (a typo would go unnoticed), nor one identity_headers lists.
+void read_shared_headers(const loader& l, const field& f, coalesce_config& out) {
+    const auto items = sequence(l, f);
+    out.shared_headers = read_header_list(l, f);
+    for (std::size_t i = 0; i < items.size(); ++i) {
+        const std::string& name = out.shared_headers[i];
+        if (http_rules::is_known_credential(name))
+            l.fail(items[i], quote(name) +
+                                 " carries a credential: tenants with different values must never "
+                                 "share answers");
+        if (!http_rules::looks_like_credential(name))
+            l.fail(items[i], quote(name) +
+                                 " is not keyed as a credential (only names ending in -key, "
+                                 "-token or -secret, or containing auth, are): nothing to share");
+        if (std::find(out.identity_headers.begin(), out.identity_headers.end(), name) !=
+            out.identity_headers.end())
+            l.fail(items[i], quote(name) + " is also in identity_headers");
+    }
+}
+
 void read_coalesce(const loader& l, const field& f, coalesce_config& out) {
-    mapping m(
-        l, f,
-        {"result_ttl", "max_response_bytes", "max_cache_bytes", "identity_headers", "vary_headers",
-         "ignore_fields", "bypass_header", "orphan", "max_subscribers_per_flight"});
+    mapping m(l, f,
+              {"result_ttl", "max_response_bytes", "max_cache_bytes", "identity_headers",
+               "shared_headers", "vary_headers", "ignore_fields", "bypass_header", "orphan",
+               "max_subscribers_per_flight"});
     if (auto v = m.get("result_ttl"))
         out.result_ttl = read_duration(l, *v, true);
     auto response = m.get("max_response_bytes");
@@ -768,6 +792,8 @@ void read_coalesce(const loader& l, const field& f, coalesce_config& out) {
                 out.identity_headers.end())
                 out.identity_headers.emplace_back(always);
     }
+    if (auto v = m.get("shared_headers"))
+        read_shared_headers(l, *v, out);
     if (auto v = m.get("vary_headers"))
         out.vary_headers = read_header_list(l, *v);
     if (auto v = m.get("ignore_fields")) {

@@ -89,6 +89,7 @@ struct coalesce_config {
     std::size_t max_response_bytes = 8 * mib;
     std::size_t max_cache_bytes = 256 * mib;
     std::vector<std::string> identity_headers{"authorization", "x-api-key"};  // lower case
+    std::vector<std::string> shared_headers;  // credential-like, the same for every tenant
     std::vector<std::string> vary_headers{"openai-organization", "openai-project",
                                           "anthropic-version", "anthropic-beta"};
     std::vector<std::string> ignore_fields;  // JSON pointers

@@ -35,6 +35,8 @@ class client_request {
     const std::string_view* find(std::string_view name) const noexcept {
         return fields_.find(name);
     }
+    // Replaces the target (copied into the request's arena).
+    void set_target(std::string_view target) { target_ = fields_.keep(target); }
     std::string& body() noexcept { return body_; }
     const std::string& body() const noexcept { return body_; }
 

@@ -9,6 +9,8 @@
 #include <charconv>
 #include <cstring>
 #include <optional>
+#include <span>
+#include <string>
 
 namespace coalescer::server {
 namespace http = boost::beast::http;
@@ -28,16 +30,16 @@ struct head_facts {
     bool repeated_identity = false;           // H-17
 };
 
-// H-15: `Connection: x-api-key` would make a hop-by-hop header of a credential or of framing.
-bool names_protected(std::string_view connection, const ops::config& cfg) {
+// H-15: `Connection: x-api-key` would make a hop-by-hop header of a credential, of a header
+// that changes the answer, or of framing: dropped on the way upstream while still keyed.
+bool names_protected(std::string_view connection, const coalesce::tenant_headers& tenants) {
     bool bad = false;
     http_rules::for_each_list_item(connection, [&](std::string_view token) {
-        static constexpr std::string_view protected_names[] = {"authorization", "x-api-key", "host",
-                                                               "content-length", "content-type"};
-        bad = bad || std::any_of(std::begin(protected_names), std::end(protected_names),
-                                 [&](auto n) { return iequals(n, token); });
-        for (const auto& id : cfg.coalesce.identity_headers)
-            bad = bad || iequals(id, token);
+        static constexpr std::string_view protected_names[] = {"host", "content-length",
+                                                               "content-type"};
+        bad = bad || tenants.is_identity(token) || tenants.is_vary(token) ||
+              std::any_of(std::begin(protected_names), std::end(protected_names),
+                          [&](auto n) { return iequals(n, token); });
     });
     return bad;
 }
@@ -47,12 +49,20 @@ void note(std::size_t& lines, std::string_view& first, std::string_view value) {
         first = value;
 }
 
+// A tenant header on more than one line (H-17): the tenant must be exactly one value.
+bool repeats_a_name(std::span<const std::string_view> names) {
+    for (std::size_t i = 0; i < names.size(); ++i)
+        for (std::size_t j = i + 1; j < names.size(); ++j)
+            if (iequals(names[i], names[j]))
+                return true;
+    return false;
+}
+
 // Fails on the first field name with an underscore (H-16).
-error_code gather(const client_request& h, const ops::config& cfg, head_facts& f) {
-    const auto& ids = cfg.coalesce.identity_headers;
-    // Identity headers seen so far, by position in the configured list (a list longer than
-    // this is counted with lookups below).
-    std::array<std::uint8_t, 32> id_lines{};
+error_code gather(const client_request& h, const coalesce::tenant_headers& tenants, head_facts& f) {
+    // Tenant header names seen; a request has a few at most (a hundred fields at worst).
+    std::array<std::string_view, max_header_fields + 1> identities;
+    std::size_t identity_count = 0;
     for (const auto& field : h.fields()) {
         // The parser took only token characters for a name (Beast's parse_field); an
         // underscore is one of them.
@@ -80,24 +90,18 @@ error_code gather(const client_request& h, const ops::config& cfg, head_facts& f
                 break;
             case http::field::connection:
                 f.protected_connection_token =
-                    f.protected_connection_token || names_protected(value, cfg);
+                    f.protected_connection_token || names_protected(value, tenants);
                 break;
             default:
                 if (!f.api_key && iequals(name, "x-api-key"))
                     f.api_key = value;
                 break;
         }
-        for (std::size_t i = 0; i < ids.size() && i < id_lines.size(); ++i) {
-            if (iequals(name, ids[i]) && ++id_lines[i] > 1)
-                f.repeated_identity = true;
+        if (identity_count < identities.size() && tenants.is_identity(name)) {
+            identities[identity_count++] = name;
         }
     }
-    for (std::size_t i = id_lines.size(); i < ids.size(); ++i) {
-        const auto lines =
-            std::count_if(h.fields().begin(), h.fields().end(),
-                          [&](const auto& field) { return iequals(field.name_text, ids[i]); });
-        f.repeated_identity = f.repeated_identity || lines > 1;
-    }
+    f.repeated_identity = repeats_a_name({identities.data(), identity_count});
     return {};
 }
 
@@ -135,19 +139,48 @@ error_code check_content_length(const head_facts& f) {
     return {};
 }
 
+// The characters a URI may hold (RFC 3986 §2: unreserved, reserved, and "%" for escapes), minus
+// "#": a fragment is never sent.
+constexpr auto uri_chars = [] {
+    std::array<bool, 256> table{};
+    for (int c = 0; c < 256; ++c) {
+        table[c] = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+    }
+    for (const char c : std::string_view("-._~:/?[]@!$&'()*+,;=%")) {
+        table[static_cast<unsigned char>(c)] = true;
+    }
+    return table;
+}();
+
+bool is_hex(char c) noexcept {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+// Bytes outside RFC 3986's set (non-ASCII, controls, space, "<", "{", …) or a "%" not followed
+// by two hex digits: never forwarded, whatever the upstream would make of them.
+bool clean_uri(std::string_view target) noexcept {
+    for (std::size_t i = 0; i < target.size(); ++i) {
+        const auto c = static_cast<unsigned char>(target[i]);
+        if (!uri_chars[c]) {
+            return false;
+        }
+        if (c == '%' &&
+            (i + 2 >= target.size() || !is_hex(target[i + 1]) || !is_hex(target[i + 2]))) {
+            return false;
+        }
+    }
+    return true;
+}
+
 error_code check_target(const client_request& h) {
     if (h.method() == http::verb::connect) {
         return proxy_errc::method_not_allowed;
     }
     const auto target = h.target();
     if (target.empty() || target.front() != '/') {
-        return proxy_errc::bad_request;  // asterisk-form, absolute-form (H-12, H-13)
+        return proxy_errc::bad_request;  // asterisk-form (H-13); absolute-form was made origin-form
     }
-    const bool clean = std::none_of(target.begin(), target.end(), [](char c) {
-        const auto u = static_cast<unsigned char>(c);
-        return u <= 0x20 || u == 0x7f || c == '#';
-    });
-    return clean ? error_code{} : error_code(proxy_errc::bad_request);
+    return clean_uri(target) ? error_code{} : error_code(proxy_errc::bad_request);
 }
 
 error_code check_host(const client_request& h, const head_facts& f) {
@@ -242,12 +275,12 @@ error_code check_raw_head(std::string_view head) {
     return {};
 }
 
-error_code check_request(const client_request& h, const ops::config& cfg) {
+error_code check_request(const client_request& h, const coalesce::tenant_headers& tenants) {
     if (h.version() != 10 && h.version() != 11) {
         return proxy_errc::unsupported_version;
     }
     head_facts f;
-    if (auto ec = gather(h, cfg, f))
+    if (auto ec = gather(h, tenants, f))
         return ec;
     if (auto ec = check_target(h))
         return ec;
@@ -264,6 +297,42 @@ error_code check_request(const client_request& h, const ops::config& cfg) {
     if (f.expect_lines > 1 ||
         (f.expect_lines == 1 && !iequals(http_rules::trim(f.expect), "100-continue"))) {
         return proxy_errc::expectation_failed;
+    }
+    return {};
+}
+
+error_code adopt_absolute_form(client_request& request) {
+    const auto target = request.target();
+    if (target.empty() || target.front() == '/' || target == "*" ||
+        request.method() == http::verb::connect) {
+        return {};
+    }
+    // RFC 9112 §3.2.2: a server must accept absolute-form; its authority replaces Host. Here it
+    // chooses nothing: the upstream and its Host come from the configuration alone (H-12).
+    std::size_t scheme_end = 0;
+    if (target.size() > 7 && iequals(target.substr(0, 7), "http://")) {
+        scheme_end = 7;
+    } else if (target.size() > 8 && iequals(target.substr(0, 8), "https://")) {
+        scheme_end = 8;
+    } else {
+        return proxy_errc::bad_request;
+    }
+    const auto rest = target.substr(scheme_end);
+    const auto path_at = rest.find_first_of("/?");
+    const auto authority = rest.substr(0, path_at);
+    // No userinfo (RFC 9110 §4.2.4: a recipient treats it as an error), no empty host.
+    if (authority.empty() || authority.find('@') != std::string_view::npos ||
+        !clean_uri(authority)) {
+        return proxy_errc::bad_request;
+    }
+    if (path_at == std::string_view::npos) {
+        request.set_target("/");
+    } else if (rest[path_at] == '?') {
+        std::string origin(1, '/');
+        origin.append(rest.data() + path_at, rest.size() - path_at);
+        request.set_target(origin);
+    } else {
+        request.set_target(rest.substr(path_at));
     }
     return {};
 }

@@ -274,6 +274,7 @@ TEST_CASE("config: every section written out is read") {
         "  max_response_bytes: 1MB\n"
         "  max_cache_bytes: 0\n"
         "  identity_headers: [X-Org-Id]\n"
+        "  shared_headers: [X-Gateway-Token]\n"
         "  vary_headers: []\n"
         "  ignore_fields: [/user, /metadata/a~1b, /x~0y]\n"
         "  bypass_header: X-No-Coalesce\n"
@@ -316,6 +317,7 @@ TEST_CASE("config: every section written out is read") {
     // Header names are stored lower case; the credentials always stay in the key.
     CHECK(c->coalesce.identity_headers ==
           std::vector<std::string>{"x-org-id", "authorization", "x-api-key"});
+    CHECK(c->coalesce.shared_headers == std::vector<std::string>{"x-gateway-token"});
     CHECK(c->coalesce.vary_headers.empty());
     CHECK(c->coalesce.ignore_fields ==
           std::vector<std::string>{"/user", "/metadata/a~1b", "/x~0y"});
@@ -727,6 +729,18 @@ TEST_CASE("config error: coalesce header names, JSON pointers and orphan") {
     CHECK_CONFIG_ERROR(
         minimal + "coalesce:\n  identity_headers: [Authorization, authorization]\n",
         "t.yaml:7: coalesce.identity_headers[1]: duplicate header \"authorization\"");
+    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  shared_headers: [x-api-key]\n",
+                       "t.yaml:7: coalesce.shared_headers[0]: \"x-api-key\" carries a credential");
+    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  shared_headers: [Cookie]\n",
+                       "t.yaml:7: coalesce.shared_headers[0]: \"cookie\" carries a credential");
+    CHECK_CONFIG_ERROR(minimal + "coalesce:\n  shared_headers: [x-org-id]\n",
+                       "t.yaml:7: coalesce.shared_headers[0]: \"x-org-id\" is not keyed as a "
+                       "credential");
+    CHECK_CONFIG_ERROR(minimal +
+                           "coalesce:\n  identity_headers: [x-team-token]\n  shared_headers: "
+                           "[x-team-token]\n",
+                       "t.yaml:8: coalesce.shared_headers[0]: \"x-team-token\" is also in "
+                       "identity_headers");
     CHECK_CONFIG_ERROR(minimal + "coalesce:\n  bypass_header: 'x:y'\n",
                        "t.yaml:7: coalesce.bypass_header: expected an HTTP header name");
 }

@@ -181,6 +181,41 @@ TEST_CASE("flight key: header names match case-insensitively") {
     CHECK(key_of(tenant_builder, o1) == key_of(tenant_builder, o3));
 }
 
+TEST_CASE("flight key: every credential-like header separates tenants unless shared") {
+    const flight_key_builder builder{coalesce_config{}};
+    request_parts base;
+    base.headers.erase(base.headers.begin());  // no Authorization
+    for (const char* name :
+         {"api-key", "x-goog-api-key", "cookie", "proxy-authorization", "x-custom-key",
+          "X-Session-Token", "x-client-secret", "x-authed-as", "X-Amz-Security-Token"}) {
+        CAPTURE(name);
+        request_parts a = base, b = base;
+        a.headers.emplace_back(name, "A");
+        b.headers.emplace_back(name, "B");
+        CHECK(key_of(builder, a) != key_of(builder, b));
+        CHECK(key_of(builder, a) != key_of(builder, base));
+    }
+    // The order tenant headers arrive in does not matter; the name they arrive under does.
+    request_parts ab = base, ba = base, renamed = base;
+    ab.headers.emplace_back("api-key", "A");
+    ab.headers.emplace_back("x-goog-api-key", "G");
+    ba.headers.emplace_back("x-goog-api-key", "G");
+    ba.headers.emplace_back("API-KEY", "A");
+    renamed.headers.emplace_back("x-goog-api-key", "A");
+    renamed.headers.emplace_back("api-key", "G");
+    CHECK(key_of(builder, ab) == key_of(builder, ba));
+    CHECK(key_of(builder, ab) != key_of(builder, renamed));
+
+    coalesce_config shared_cfg;
+    shared_cfg.shared_headers = {"x-gateway-token"};
+    const flight_key_builder sharing{shared_cfg};
+    request_parts g1 = base, g2 = base;
+    g1.headers.emplace_back("X-Gateway-Token", "one");
+    g2.headers.emplace_back("x-gateway-token", "two");
+    CHECK(key_of(sharing, g1) == key_of(sharing, g2));
+    CHECK(key_of(builder, g1) != key_of(builder, g2));  // not shared by default
+}
+
 TEST_CASE("flight key: headers outside identity and vary do not change the key") {
     const flight_key_builder builder{coalesce_config{}};
     const request_parts base;
@@ -305,13 +340,12 @@ TEST_CASE("flight key: the field layout (no identity headers present, so no secr
     const key_request request{"anthropic", "POST", "/v1/messages", &headers, body};
 
     std::string expected;
-    field(expected, "coalescer-key-v1");
+    field(expected, "coalescer-key-v2");
     field(expected, "");  // the ignore-list fingerprint: no pointers
     field(expected, "anthropic");
     field(expected, "POST");
     field(expected, "/v1/messages");
-    field(expected, "authorization");
-    field(expected, std::string_view("\x00", 1));
+    expected.append(8, '\0');  // no tenant header present: a count of 0
     field(expected, "anthropic-version");
     field(expected, "\x01");
     field(expected, "2023-06-01");

@@ -1,0 +1,43 @@
+#include "coalesce/tenant_headers.hpp"
+
+#include "http/header_rules.hpp"
+
+#include <algorithm>
+
+namespace coalescer::coalesce {
+namespace {
+
+std::string to_lower(std::string_view s) {
+    std::string out(s);
+    for (char& c : out)
+        c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+    return out;
+}
+
+bool listed(const std::vector<std::string>& names, std::string_view name) noexcept {
+    return std::any_of(names.begin(), names.end(),
+                       [&](const std::string& n) { return http_rules::iequals(n, name); });
+}
+
+}  // namespace
+
+tenant_headers::tenant_headers(const ops::coalesce_config& cfg) {
+    for (const auto& n : cfg.identity_headers)
+        identity_.push_back(to_lower(n));
+    for (const auto& n : cfg.shared_headers)
+        shared_.push_back(to_lower(n));
+    for (const auto& n : cfg.vary_headers)
+        vary_.push_back(to_lower(n));
+}
+
+bool tenant_headers::is_identity(std::string_view name) const noexcept {
+    if (listed(identity_, name))
+        return true;
+    return http_rules::looks_like_credential(name) && !listed(shared_, name);
+}
+
+bool tenant_headers::is_vary(std::string_view name) const noexcept {
+    return listed(vary_, name);
+}
+
+}  // namespace coalescer::coalesce
