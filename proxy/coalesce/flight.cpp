@@ -44,6 +44,11 @@ flight::join_result flight::join(bool& joined_complete, std::size_t& slot) {
     if (state_ == flight_state::failed || cancelled_ || over_limit_) {
         return join_result::closed;
     }
+    // Completed but not for keeping: the registry is about to drop it, and until then nobody
+    // may take it as a hit.
+    if (state_ == flight_state::complete && !retainable_locked()) {
+        return join_result::closed;
+    }
     if (subscribers_ >= limits_.max_subscribers) {
         return join_result::full;
     }
@@ -78,7 +83,26 @@ void flight::leave(std::size_t slot) {
         }
     }
     if (cancel_now) {
-        cancel();
+        cancel_if_orphaned();
+    }
+}
+
+void flight::cancel_if_orphaned() {
+    std::function<void()> canceller;
+    {
+        std::lock_guard lock(mutex_);
+        // A client may have joined since the last one left: it wants the answer.
+        if (subscribers_ != 0 || finished(state_) || cancelled_) {
+            return;
+        }
+        cancelled_ = true;
+        canceller = std::move(canceller_);
+    }
+    if (owner_ != nullptr) {
+        owner_->forget(*this);
+    }
+    if (canceller) {
+        canceller();
     }
 }
 
@@ -217,8 +241,27 @@ void flight::cancel() {
 
 bool flight::retainable() const {
     std::lock_guard lock(mutex_);
+    return retainable_locked();
+}
+
+bool flight::retainable_locked() const {
     return state_ == flight_state::complete && !cancelled_ && !over_limit_ && head_ != nullptr &&
-           head_->status >= 200 && head_->status < 300 && !head_->no_store;
+           head_->status >= 200 && head_->status < 300 && !head_->no_store &&
+           limits_.retain_results && retained_bytes_locked() <= limits_.max_cache_bytes;
+}
+
+std::size_t flight::retained_bytes() const {
+    std::lock_guard lock(mutex_);
+    return retained_bytes_locked();
+}
+
+std::size_t flight::retained_bytes_locked() const {
+    std::size_t head = 0;
+    if (head_ != nullptr) {
+        head = sizeof(response_head) + head_->reason.size() + head_->fields.size() +
+               head_->follower_text.size();
+    }
+    return sizeof(flight) + id_.size() + body_bytes_ + chunks_.size() * sizeof(std::string) + head;
 }
 
 std::size_t flight::joined_while_live() const {
@@ -234,7 +277,7 @@ void flight::set_usage(ops::token_counter* counter, std::uint64_t tokens) {
 
 std::optional<std::vector<std::string_view>> flight::body() const {
     std::lock_guard lock(mutex_);
-    if (released_upto_ != 0) {
+    if (over_limit_ || released_upto_ != 0) {
         return std::nullopt;
     }
     return std::vector<std::string_view>(chunks_.begin(), chunks_.end());

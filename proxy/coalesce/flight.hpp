@@ -81,6 +81,8 @@ class flight : public std::enable_shared_from_this<flight> {
         std::size_t max_response_bytes;
         std::size_t max_subscribers;
         bool cancel_when_orphaned;
+        bool retain_results = true;  // result_ttl > 0
+        std::size_t max_cache_bytes = std::size_t(-1);
     };
 
     flight(flight_key key, std::string id, limits lim, registry* owner);
@@ -92,11 +94,13 @@ class flight : public std::enable_shared_from_this<flight> {
 
     // --- Subscribers (any thread) ---
     enum class join_result { joined, full, closed };
-    // Adds a subscriber unless the flight failed, was cancelled, outgrew its memory bound, or
-    // has max_subscribers. `joined_complete` tells a hit from a follower; `slot` names the
+    // Adds a subscriber unless the flight failed, was cancelled, outgrew its memory bound,
+    // completed with an answer that will not be retained (5xx, no-store, Set-Cookie, …), or has
+    // max_subscribers. `joined_complete` tells a hit from a follower; `slot` names the
     // subscriber in later calls.
     join_result join(bool& joined_complete, std::size_t& slot);
-    // Removes a subscriber; the last one leaving an unfinished flight may cancel it.
+    // Removes a subscriber; the last one leaving an unfinished flight may cancel it (with
+    // orphan: cancel, and only if nobody joined in between).
     void leave(std::size_t slot);
     // Reads the log from `cursor` (a chunk index). Past max_response_bytes the flight frees the
     // chunks every subscriber has read, so the cursor is also recorded for `slot`.
@@ -123,19 +127,27 @@ class flight : public std::enable_shared_from_this<flight> {
     std::atomic<int> attempts{0};           // upstream attempts made for this flight
     // Token usage of the upstream response, set by the producer before complete().
     void set_usage(ops::token_counter* counter, std::uint64_t tokens);
-    // The whole body, or nullopt when part of it was already freed (past max_response_bytes).
+    // The whole body, or nullopt once it outgrew max_response_bytes (subscribers free what they
+    // have all read, at any moment, from any thread). The producer calls it after its last
+    // append; the views stay valid while the flight lives.
     std::optional<std::vector<std::string_view>> body() const;
     std::pair<ops::token_counter*, std::uint64_t> usage() const;
 
     // --- Retention (the registry) ---
     bool retainable() const;
     std::size_t body_bytes() const;
+    // What retaining it costs: body, head and bookkeeping.
+    std::size_t retained_bytes() const;
     clock::time_point completed_at() const;
     std::atomic<clock::rep> last_used{0};
 
   private:
     void wake_all(std::unique_lock<std::mutex>& lock);
     void release_read_chunks();
+    bool retainable_locked() const;
+    std::size_t retained_bytes_locked() const;
+    // Cancels the flight if it is still unfinished and nobody subscribes.
+    void cancel_if_orphaned();
 
     const flight_key key_;
     const std::string id_;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
+#include <functional>
 
 namespace coalescer::coalesce {
 
@@ -38,7 +39,8 @@ std::string registry::next_id() {
 }
 
 flight::limits registry::flight_limits() const {
-    return {max_response_bytes_, max_subscribers_, cancel_orphans_};
+    return {max_response_bytes_, max_subscribers_, cancel_orphans_, ttl_.count() > 0,
+            max_cache_bytes_};
 }
 
 join_outcome registry::join_or_create(const flight_key& key) {
@@ -78,11 +80,11 @@ void registry::on_finished(const std::shared_ptr<flight>& f) {
     if (observer_) {
         observer_(f->joined_while_live());
     }
-    const bool keep = ttl_.count() > 0 && f->retainable() && f->body_bytes() <= max_cache_bytes_;
-    if (!keep) {
+    if (!f->retainable()) {  // the TTL, the cache budget and the answer itself decide
         erase_if_current(f->key(), f.get());
         return;
     }
+    const auto bytes = f->retained_bytes();
     const auto expires = f->completed_at() + ttl_;
     std::lock_guard retained_lock(retained_mutex_);
     {
@@ -95,8 +97,12 @@ void registry::on_finished(const std::shared_ptr<flight>& f) {
         it->second.retained = true;
         it->second.expires = expires;
     }
-    retained_.push_back({f->key(), f, f->body_bytes(), expires});
-    retained_bytes_ += f->body_bytes();
+    const auto item = next_item_++;
+    retained_.emplace(item, retained_item{f->key(), f, bytes});
+    by_expiry_.emplace_back(expires, item);
+    lru_.push_back({f->last_used.load(std::memory_order_relaxed), item});
+    std::push_heap(lru_.begin(), lru_.end(), std::greater<>{});
+    retained_bytes_ += bytes;
     evict_past_budget();
 }
 
@@ -115,22 +121,31 @@ bool registry::erase_if_current(const flight_key& key, const flight* f) {
     return true;
 }
 
+void registry::drop_retained(std::unordered_map<std::uint64_t, retained_item>::iterator it) {
+    if (auto f = it->second.flight.lock()) {
+        erase_if_current(it->second.key, f.get());
+    }
+    retained_bytes_ -= it->second.bytes;
+    retained_.erase(it);
+}
+
 void registry::evict_past_budget() {
-    while (retained_bytes_ > max_cache_bytes_ && !retained_.empty()) {
-        auto victim =
-            std::min_element(retained_.begin(), retained_.end(), [](const auto& a, const auto& b) {
-                auto fa = a.flight.lock();
-                auto fb = b.flight.lock();
-                const auto ua = fa ? fa->last_used.load(std::memory_order_relaxed) : 0;
-                const auto ub = fb ? fb->last_used.load(std::memory_order_relaxed) : 0;
-                return ua < ub;
-            });
-        if (auto f = victim->flight.lock()) {
-            erase_if_current(victim->key, f.get());
+    while (retained_bytes_ > max_cache_bytes_ && !lru_.empty()) {
+        std::pop_heap(lru_.begin(), lru_.end(), std::greater<>{});
+        const lru_mark mark = lru_.back();
+        lru_.pop_back();
+        auto it = retained_.find(mark.item);
+        if (it == retained_.end()) {
+            continue;  // expired already
         }
-        retained_bytes_ -= victim->bytes;
-        *victim = std::move(retained_.back());
-        retained_.pop_back();
+        const auto f = it->second.flight.lock();
+        const auto used = f ? f->last_used.load(std::memory_order_relaxed) : mark.last_used;
+        if (used > mark.last_used) {  // a hit since it was queued: back in, in its new place
+            lru_.push_back({used, mark.item});
+            std::push_heap(lru_.begin(), lru_.end(), std::greater<>{});
+            continue;
+        }
+        drop_retained(it);
         evictions_.fetch_add(1, std::memory_order_relaxed);
     }
 }
@@ -138,18 +153,21 @@ void registry::evict_past_budget() {
 void registry::sweep() {
     const auto now = clock::now();
     std::lock_guard retained_lock(retained_mutex_);
-    for (std::size_t i = 0; i < retained_.size();) {
-        auto& item = retained_[i];
-        if (item.expires > now) {
-            ++i;
-            continue;
+    while (!by_expiry_.empty() && by_expiry_.front().first <= now) {
+        if (auto it = retained_.find(by_expiry_.front().second); it != retained_.end()) {
+            drop_retained(it);
         }
-        if (auto f = item.flight.lock()) {
-            erase_if_current(item.key, f.get());
+        by_expiry_.pop_front();
+    }
+    // Marks of expired items stay in the heap until they come up: rebuild it before they
+    // outnumber the live ones.
+    if (lru_.size() > 2 * retained_.size() + 64) {
+        lru_.clear();
+        for (const auto& [item, r] : retained_) {
+            const auto f = r.flight.lock();
+            lru_.push_back({f ? f->last_used.load(std::memory_order_relaxed) : 0, item});
         }
-        retained_bytes_ -= item.bytes;
-        item = std::move(retained_.back());
-        retained_.pop_back();
+        std::make_heap(lru_.begin(), lru_.end(), std::greater<>{});
     }
 }
 

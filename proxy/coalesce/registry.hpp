@@ -8,6 +8,7 @@
 
 #include <array>
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -67,12 +68,18 @@ class registry {
         flight_key key;
         std::weak_ptr<coalesce::flight> flight;
         std::size_t bytes;
-        clock::time_point expires;
+    };
+    // Where an item stood when it was queued for eviction: by its last use then.
+    struct lru_mark {
+        clock::rep last_used;
+        std::uint64_t item;
+        bool operator>(const lru_mark& other) const noexcept { return last_used > other.last_used; }
     };
 
     shard& shard_for(const flight_key& key);
     flight::limits flight_limits() const;
     void evict_past_budget();
+    void drop_retained(std::unordered_map<std::uint64_t, retained_item>::iterator it);
     bool erase_if_current(const flight_key& key, const flight* f);
 
     const clock::duration ttl_;
@@ -87,8 +94,15 @@ class registry {
     std::atomic<std::uint64_t> evictions_{0};
 
     std::function<void(std::size_t)> observer_;
+    // Retained flights, by a sequence number. Expiry goes in completion order (the TTL is the
+    // same for all), eviction by a min-heap of last use: a hit only stores its time in the
+    // flight; the heap learns of it when the item comes up for eviction and goes back in with
+    // its newer time. Entries of items already gone are skipped when they come up.
     mutable std::mutex retained_mutex_;  // order: retained_mutex_ → shard mutex → flight mutex
-    std::vector<retained_item> retained_;
+    std::unordered_map<std::uint64_t, retained_item> retained_;
+    std::deque<std::pair<clock::time_point, std::uint64_t>> by_expiry_;
+    std::vector<lru_mark> lru_;  // a heap, least recently used on top
+    std::uint64_t next_item_ = 0;
     std::size_t retained_bytes_ = 0;
 };
 
