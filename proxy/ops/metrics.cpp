@@ -94,6 +94,17 @@ void metrics::upstream_timing(std::size_t upstream, double ttfb_seconds, double 
     }
 }
 
+void metrics::upstream_resend(std::size_t upstream) noexcept {
+    if (upstream < upstreams_.size())
+        upstreams_[upstream]->resends.fetch_add(1, std::memory_order_relaxed);
+}
+
+void metrics::upstream_protocol_error(std::size_t upstream, protocol_fault fault) noexcept {
+    if (upstream < upstreams_.size())
+        upstreams_[upstream]->protocol_errors[static_cast<std::size_t>(fault)].fetch_add(
+            1, std::memory_order_relaxed);
+}
+
 void metrics::upstream_retry(std::size_t upstream) noexcept {
     if (upstream < upstreams_.size())
         upstreams_[upstream]->retries.fetch_add(1, std::memory_order_relaxed);
@@ -178,6 +189,22 @@ std::string metrics::render(const gauges& now) const {
     for (std::size_t u = 0; u < upstreams_.size(); ++u)
         sample(out, "coalescer_upstream_retries_total", label("upstream", upstream_names_[u]),
                std::to_string(upstreams_[u]->retries.load(std::memory_order_relaxed)));
+    header(out, "coalescer_upstream_resends_total", "counter",
+           "Requests sent again on a new connection because a reused one closed before any "
+           "answer, too soon for the upstream to have started on them.");
+    for (std::size_t u = 0; u < upstreams_.size(); ++u)
+        sample(out, "coalescer_upstream_resends_total", label("upstream", upstream_names_[u]),
+               std::to_string(upstreams_[u]->resends.load(std::memory_order_relaxed)));
+    header(out, "coalescer_upstream_protocol_errors_total", "counter",
+           "Upstream answers that broke HTTP, by kind (trailing_bytes: bytes after a complete "
+           "answer; the connection was closed, not reused).");
+    for (std::size_t u = 0; u < upstreams_.size(); ++u)
+        for (std::size_t k = 0; k < protocol_fault_count; ++k)
+            sample(
+                out, "coalescer_upstream_protocol_errors_total",
+                label("upstream", upstream_names_[u]) + "," +
+                    label("kind", to_string(static_cast<protocol_fault>(k))),
+                std::to_string(upstreams_[u]->protocol_errors[k].load(std::memory_order_relaxed)));
     header(out, "coalescer_upstream_ttfb_seconds", "histogram",
            "Time from sending a request upstream to its response head.");
     for (std::size_t u = 0; u < upstreams_.size(); ++u)

@@ -5,8 +5,10 @@
 
 #include "coalesce/flight.hpp"
 #include "ops/config.hpp"
+#include "ops/errors.hpp"
 #include "ops/histogram.hpp"
 
+#include <array>
 #include <atomic>
 #include <map>
 #include <memory>
@@ -47,6 +49,9 @@ class metrics {
     void upstream_call(std::size_t upstream, unsigned status) noexcept;
     void upstream_timing(std::size_t upstream, double ttfb_seconds, double seconds) noexcept;
     void upstream_retry(std::size_t upstream) noexcept;
+    // A request sent again on a new connection after a reused one closed before answering.
+    void upstream_resend(std::size_t upstream) noexcept;
+    void upstream_protocol_error(std::size_t upstream, protocol_fault fault) noexcept;
     void pacer_wait(std::size_t upstream, double seconds) noexcept;
     void flight_finished(std::size_t subscribers) noexcept;
     void slow_subscriber_dropped() noexcept {
@@ -78,6 +83,8 @@ class metrics {
         std::unique_ptr<std::atomic<std::uint64_t>[]> calls =
             std::make_unique<std::atomic<std::uint64_t>[]>(600);
         std::atomic<std::uint64_t> retries{0};
+        std::atomic<std::uint64_t> resends{0};
+        std::array<std::atomic<std::uint64_t>, protocol_fault_count> protocol_errors{};
         histogram ttfb;
         histogram duration;
         histogram pacer_wait;

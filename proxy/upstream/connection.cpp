@@ -245,12 +245,9 @@ void connection::close() noexcept {
     socket().close(ignored);
 }
 
-bool connection::stale(bool probe_socket) noexcept {
+bool connection::stale() noexcept {
     if (buffer_.size() != 0) {
         return true;  // bytes after the last response: the connection is out of step
-    }
-    if (!probe_socket) {
-        return false;
     }
     char probe = 0;
     const auto n = ::recv(socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);

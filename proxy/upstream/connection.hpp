@@ -47,10 +47,12 @@ class connection {
     bool has_buffered() const noexcept { return buffer_.size() != 0; }
 
     void close() noexcept;
-    // True when an idle pooled connection has unread junk, or has been closed by
-    // the peer (`probe_socket`: a MSG_PEEK syscall).
-    bool stale(bool probe_socket) noexcept;
+    // True when an idle pooled connection has unread bytes (read, or waiting in the socket: a
+    // MSG_PEEK syscall) or has been closed by the peer. Bytes nobody asked for mean the
+    // connection is out of step: read as the next answer, they would reach another request.
+    bool stale() noexcept;
     bool tls() const noexcept { return tls_.has_value(); }
+    int native_handle() noexcept { return socket().native_handle(); }
 
     bool reused = false;
     std::chrono::steady_clock::time_point idle_since{};

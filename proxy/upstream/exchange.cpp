@@ -13,6 +13,10 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <array>
 #include <optional>
@@ -30,7 +34,11 @@ using clock = std::chrono::steady_clock;
 namespace {
 
 constexpr std::size_t read_chunk = 16 * 1024;
-constexpr std::uint32_t max_response_head = 64 * 1024;
+// A reused connection that closes before any answer is resent only this soon after the request
+// went out (besides twice the path's round trip): the upstream's close crossed our request
+// (an idle timeout), it cannot have started on it. Later, it may have done the work.
+constexpr std::chrono::milliseconds resend_window{10};
+constexpr std::chrono::milliseconds max_resend_window{500};
 
 deadline earliest(deadline a, deadline b) {
     return std::min(a, b);
@@ -44,6 +52,9 @@ bool closed_by_peer(error_code ec) {
 
 // Maps a failed write or head read to what clients are told.
 error_code head_error(error_code ec, deadline total) {
+    if (ec.category() == ops::proxy_category()) {
+        return ec;  // already judged (an unasked 101, a status out of range)
+    }
     if (ec == beast::error::timeout) {
         return clock::now() >= total ? proxy_errc::upstream_total_timeout
                                      : proxy_errc::upstream_head_timeout;
@@ -51,9 +62,25 @@ error_code head_error(error_code ec, deadline total) {
     if (closed_by_peer(ec)) {
         return proxy_errc::upstream_closed;
     }
+    if (ec == http::error::header_limit) {
+        return proxy_errc::upstream_head_too_large;
+    }
+    if (ec == http::error::multiple_content_length) {
+        return proxy_errc::upstream_conflicting_framing;
+    }
     const bool malformed = ec.category() == make_error_code(http::error::header_limit).category();
     return malformed ? error_code(proxy_errc::upstream_protocol_error)
                      : error_code(proxy_errc::upstream_closed);
+}
+
+// The path's smoothed round-trip time as the kernel measured it, if it can tell.
+std::chrono::microseconds round_trip(int fd) noexcept {
+    tcp_info info{};
+    socklen_t size = sizeof info;
+    if (::getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &size) != 0) {
+        return std::chrono::microseconds{0};
+    }
+    return std::chrono::microseconds{info.tcpi_rtt};
 }
 
 bool token_listed(std::string_view list, std::string_view token) {
@@ -71,7 +98,8 @@ bool token_listed(std::string_view list, std::string_view token) {
 error_code make_head(const response_parser& parser, bool head_method, coalesce::response_head& out,
                      std::string_view& content_type) {
     // One pass by field code for what decides the rest (each lookup by name is a search).
-    bool has_te = false;
+    int te_lines = 0;
+    bool te_chunked = false;
     bool has_cl = false;
     std::optional<std::string_view> connection_list;  // the first line of each, as msg[] gives
     std::optional<std::string_view> type;
@@ -80,7 +108,8 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
     for (const auto& field : parser.fields()) {
         switch (field.name) {
             case http::field::transfer_encoding:
-                has_te = true;
+                ++te_lines;
+                te_chunked = http_rules::iequals(http_rules::trim(field.value), "chunked");
                 break;
             case http::field::content_length:
                 has_cl = true;
@@ -102,8 +131,13 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
         }
         text_size += field.name_text.size() + field.value.size() + 4;
     }
-    if (has_te && has_cl) {
-        return proxy_errc::upstream_protocol_error;
+    if (te_lines != 0 && has_cl) {
+        return proxy_errc::upstream_conflicting_framing;
+    }
+    // The sidecar asked for identity and decodes no transfer coding but chunked: relaying
+    // `gzip, chunked` as plain bytes would hand clients a body nobody can read.
+    if (te_lines > 1 || (te_lines == 1 && !te_chunked)) {
+        return proxy_errc::upstream_transfer_coding;
     }
     content_type = type.value_or(std::string_view{});
     out.status = parser.status();
@@ -145,7 +179,9 @@ struct attempt {
 
 asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_request& request,
                                                std::unique_ptr<response_parser>& parser,
-                                               const ops::upstream_config& up, deadline total) {
+                                               const exchange_context& context, deadline total,
+                                               clock::time_point& sent_at) {
+    const auto& up = context.upstream;
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(request.head),
                                                     asio::buffer(request.body)};
     error_code ec;
@@ -154,12 +190,13 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
         ec = co_await conn.write_rest(buffers, sent,
                                       earliest(clock::now() + up.timeouts.head, total));
     }
+    sent_at = clock::now();
     if (ec) {
         co_return ec;
     }
     for (;;) {
         parser = std::make_unique<response_parser>();
-        parser->header_limit(max_response_head);
+        parser->header_limit(static_cast<std::uint32_t>(context.max_head_bytes));
         parser->body_limit(boost::none);  // streams are never cut by a size limit (U-06)
         if (request.head_method) {
             parser->skip(true);
@@ -169,15 +206,32 @@ asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_
             co_return ec;
         }
         const unsigned status = parser->status();
-        if (status / 100 != 1 || status == 101) {
-            co_return error_code{};  // an interim 1xx is skipped: the real head follows
+        if (status < 100 || status > 599) {
+            co_return proxy_errc::upstream_bad_status;
         }
+        if (status == 101) {
+            co_return proxy_errc::upstream_unexpected_upgrade;  // nobody asked to switch
+        }
+        if (status >= 200) {
+            co_return error_code{};
+        }
+        // An interim 1xx (100, 103) is consumed: the real head follows.
     }
 }
 
+// Whether a reused connection that closed before any answer may carry the request again: only
+// when the close came too soon after the request for the upstream to have started on it.
+bool may_resend(connection& conn, clock::time_point sent_at) {
+    const auto window = std::min<clock::duration>(
+        resend_window + 2 * round_trip(conn.native_handle()), max_resend_window);
+    return clock::now() - sent_at <= window;
+}
+
 // Connects (or reuses a pooled connection), sends the request and reads the head. A pooled
-// connection the upstream closed just as we reused it fails before any response byte; the
-// request could not have been processed, so it is sent once more on a new connection.
+// connection the upstream closed just as we reused it fails before any response byte; when
+// that happens within the resend window the request could not have been processed, so it is
+// sent once more on a new connection (and counted). A request the upstream held longer is
+// never sent twice: its clients get the 502.
 asio::awaitable<attempt> try_once(const upstream_request& request, exchange_context& context,
                                   deadline total, const std::shared_ptr<exchange_cancel>& cancel) {
     const auto& up = context.upstream;
@@ -195,8 +249,12 @@ asio::awaitable<attempt> try_once(const upstream_request& request, exchange_cont
             }
         }
         cancel->current = a.conn.get();
-        const auto ec = co_await send_and_read_head(*a.conn, request, a.parser, up, total);
-        if (ec && a.conn->reused && closed_by_peer(ec) && !cancel->cancelled) {
+        clock::time_point sent_at;
+        const auto ec =
+            co_await send_and_read_head(*a.conn, request, a.parser, context, total, sent_at);
+        if (ec && a.conn->reused && closed_by_peer(ec) && !cancel->cancelled &&
+            may_resend(*a.conn, sent_at)) {
+            context.metrics.upstream_resend(context.upstream_index);
             continue;
         }
         a.ec = ec ? head_error(ec, total) : error_code{};
@@ -297,6 +355,7 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
         }
         out.ec =
             a.ec ? a.ec : make_head(*a.parser, request.head_method, out.head, out.content_type);
+        note_protocol_error(context, out.ec);
         if (!out.ec) {
             out.conn = std::move(a.conn);
             out.parser = std::move(a.parser);
@@ -317,7 +376,7 @@ std::size_t parse_buffered_piece(response_start& response, std::span<char> buffe
         ec = {};
     }
     if (ec) {
-        ec = proxy_errc::upstream_protocol_error;
+        ec = proxy_errc::upstream_bad_body;
     }
     return parser.body_taken();
 }
@@ -348,10 +407,28 @@ asio::awaitable<error_code> read_body_piece(response_start& response, std::span<
                                         : proxy_errc::upstream_idle_timeout;
     }
     if (ec) {
-        co_return closed_by_peer(ec) ? proxy_errc::upstream_closed
-                                     : proxy_errc::upstream_protocol_error;
+        co_return closed_by_peer(ec) ? proxy_errc::upstream_closed : proxy_errc::upstream_bad_body;
     }
     co_return error_code{};
+}
+
+void note_protocol_error(exchange_context& context, error_code ec) {
+    if (const auto fault = ops::protocol_fault_of(ec)) {
+        context.metrics.upstream_protocol_error(context.upstream_index, *fault);
+    }
+}
+
+void release_connection(response_start& response, exchange_context& context) {
+    if (!response.conn || !response.parser || !response.parser->keep_alive()) {
+        return;
+    }
+    if (response.conn->has_buffered()) {
+        context.metrics.upstream_protocol_error(context.upstream_index,
+                                                ops::protocol_fault::trailing_bytes);
+        response.conn->close();
+        return;
+    }
+    context.connections.give_back(std::move(response.conn));
 }
 
 std::pair<ops::token_counter*, std::uint64_t> count_tokens(exchange_context& context,
@@ -407,6 +484,7 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
     context.metrics.upstream_timing(context.upstream_index, response.ttfb,
                                     seconds_since(response.sent_at));
     if (ec) {
+        note_protocol_error(context, ec);
         flight->fail(ec);  // subscribers cut their responses: never a silently short one
         co_return;
     }
@@ -417,8 +495,8 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
         }
     }
     flight->complete();
-    if (response.parser->keep_alive() && !cancel->cancelled) {
-        context.connections.give_back(std::move(response.conn));
+    if (!cancel->cancelled) {
+        release_connection(response, context);
     }
 }
 

@@ -34,6 +34,7 @@ struct exchange_context {
     std::size_t upstream_index;
     http_rules::deadline_sweep& deadlines;  // the calling worker's
     std::size_t worker;                     // the calling worker's index: its pacer lane
+    std::size_t max_head_bytes;             // limits.max_header_bytes: a bigger head is a 502
 };
 
 // Lets whoever waits on an exchange stop it. Touched only on the exchange's executor.
@@ -69,6 +70,14 @@ boost::asio::awaitable<response_start> open_response(const upstream_request& req
 boost::asio::awaitable<boost::system::error_code> read_body_piece(
     response_start& response, std::span<char> buffer, std::size_t& got,
     const ops::upstream_config& upstream, deadline total, exchange_cancel& cancel);
+
+// After the answer was read whole: the connection goes back to the pool if the upstream keeps
+// it open and sent nothing past the answer; anything more (a body after HEAD, 204 or 304,
+// bytes past Content-Length) means it is out of step, and it is closed.
+void release_connection(response_start& response, exchange_context& context);
+
+// Counts an upstream protocol error by kind (no-op for other errors).
+void note_protocol_error(exchange_context& context, boost::system::error_code ec);
 
 // Adds the provider's billed tokens (from the response's own `usage`) to the metrics; returns
 // the counter and the tokens so followers can be credited with what they saved.

@@ -7,10 +7,10 @@ std::unique_ptr<connection> pool::take() {
     while (!idle_.empty()) {
         auto c = std::move(idle_.back());
         idle_.pop_back();
-        const auto idle_for = now - c->idle_since;
-        // Probing costs a syscall per request; a connection idle for less than a second is
-        // trusted (a close that raced us is retried once on a fresh connection anyway).
-        if (idle_for < max_idle && !c->stale(idle_for >= trust_idle)) {
+        // The peek costs a syscall per reuse, and nothing cheaper is sure: an upstream that
+        // sends an answer nobody asked for (after a 204, past Content-Length, 150 ms later)
+        // must never have it read as another tenant's.
+        if (now - c->idle_since < max_idle && !c->stale()) {
             c->reused = true;
             return c;
         }
@@ -20,6 +20,10 @@ std::unique_ptr<connection> pool::take() {
 }
 
 void pool::give_back(std::unique_ptr<connection> c) {
+    if (c->has_buffered()) {
+        c->close();  // out of step: it sent more than its answer
+        return;
+    }
     if (idle_.size() >= max_idle_connections_) {
         idle_.front()->close();  // the oldest goes
         idle_.erase(idle_.begin());

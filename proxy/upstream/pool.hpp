@@ -15,14 +15,14 @@ class pool {
     // Idle connections older than this are closed instead of reused: below the usual provider
     // keep-alive timeouts, so we rarely reuse a socket the other side is about to close.
     static constexpr std::chrono::seconds max_idle{30};
-    static constexpr std::chrono::seconds trust_idle{1};
 
     // Keeps up to `max_idle_connections`: the upstream's max_concurrent, so that a load at the
     // admission limit, all on one worker, reuses every connection instead of closing some after
     // each response and opening new ones for the next requests.
     explicit pool(std::size_t max_idle_connections) : max_idle_connections_(max_idle_connections) {}
 
-    // An idle connection that still looks alive, or null.
+    // An idle connection that is still open and has sent nothing since its last answer (checked
+    // with a non-blocking peek, every time), or null.
     std::unique_ptr<connection> take();
     void give_back(std::unique_ptr<connection> c);
     std::size_t idle() const noexcept { return idle_.size(); }

@@ -8,7 +8,8 @@
 // Per-request overrides: a top-level "mock" object in the request body (struct overrides).
 // Fault injections (status, retry_after, retry_after_ms, drop_before_head, drop_after,
 // error_after) apply to every call with that body, or, with "fail_times": N, only to the first N
-// calls whose raw body has the same SHA-256.
+// calls whose raw body has the same SHA-256. drop_before_head waits out a per-request latency_ms
+// first (the upstream worked on the call, then died).
 #include "mock_server.hpp"
 
 #include <openssl/evp.h>
@@ -1081,6 +1082,12 @@ class connection final : public live_session {
             !ov.fail_times || same_body <= static_cast<std::uint64_t>(*ov.fail_times);
 
         if (fault && ov.drop_before_head.value_or(false)) {
+            // A per-request latency_ms holds the request first: an upstream that worked on it,
+            // then died.
+            if (ov.latency_ms && !co_await pause(*ov.latency_ms)) {
+                ticket.finish(false, true);
+                co_return false;
+            }
             drop(ov.drop_rst.value_or(false));
             ticket.finish(false, false);
             co_return false;
