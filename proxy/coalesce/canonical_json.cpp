@@ -1,7 +1,8 @@
-// Canonical JSON: a strict RFC 8259 parser builds a flat arena of items (scalars refer to their
-// canonical bytes in the input or in a side arena; containers refer to a contiguous range of their
-// children), objects are sorted when they close, and one pass writes the canonical text into a
-// reused buffer.
+// Canonical JSON: a strict RFC 8259 parser writes the canonical text as it reads, into one reused
+// buffer. Arrays need nothing more; an object keeps 8 bytes per member while it is open and, when
+// it closes out of order (or with removed members), rewrites its own span sorted. So memory stays
+// within a small multiple of the body whatever its shape: the canonical text (about the body's
+// size), one record per member of the open objects, and one object's span while it is sorted.
 //
 // Why not boost::json::basic_parser: Boost 1.81 unescapes the rest of a string byte by byte once
 // it has seen one escape, and LLM request contents are long strings full of "\n": measured, that
@@ -200,11 +201,6 @@ bool append_canonical_number(std::string_view text, std::string& out, std::strin
     return true;
 }
 
-// Bytes that must be escaped in a canonical string: '"', '\\', U+0000..U+001F.
-constexpr bool needs_escape(unsigned char c) noexcept {
-    return c < 0x20 || c == '"' || c == '\\';
-}
-
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
@@ -355,42 +351,31 @@ class canonical_parser {
   public:
     bool run(std::string_view text, const ignore_list& ignore) {
         start(text, ignore);
-        if (!parse())
-            return false;
-        write();
-        return true;
+        return parse();
     }
 
-    std::string_view result() const noexcept { return {out_.get(), len_}; }
+    std::string_view result() const noexcept { return out_; }
 
   private:
-    enum class item_kind : std::uint8_t { string, number, true_, false_, null, object, array };
-
-    // Bytes in the input (stable for the whole call) or in arena_ (an offset: arena_ grows).
-    struct ref {
-        std::size_t off = 0;
-        std::size_t len = 0;
-        bool arena = false;
-    };
-    struct item {
-        ref key;    // object members: the unescaped name
-        ref value;  // strings, numbers: canonical bytes (strings without quotes);
-                    // containers: off = first child in items_, len = count
-        item_kind kind = item_kind::null;
-        bool dropped = false;  // named by the ignore list: validated, not written
+    // An object member already written to out_ (its name, ':' and value; no comma). Objects
+    // keep one per member until they close; arrays keep none. 8 bytes: bodies over 2 GiB are
+    // keyed on their raw bytes.
+    struct member {
+        std::uint32_t start;
+        std::uint32_t size : 31;
+        std::uint32_t dropped : 1;  // named by the ignore list: checked for duplicates, not kept
     };
     struct frame {
-        std::size_t base = 0;                     // its first child in stack_
+        std::size_t open_at = 0;       // the '{' or '[' in out_
+        std::size_t members_base = 0;  // objects: the first of their members_
+        std::size_t value_start = 0;   // the value being parsed: where it (or its member) starts
+        std::size_t index = 0;         // arrays: elements so far (ignore pointers count them)
+        std::size_t written = 0;       // elements or members written so far
         const ignore_list::node* trie = nullptr;  // nullptr: nothing below is removed
-        ref key;                                  // its own name, when a member
-        ref pending_key;                          // objects: the name of the next member
+        const ignore_list::node* value_trie = nullptr;
         bool is_object = false;
-        bool dropped = false;
-    };
-    struct placement {
-        const ignore_list::node* trie = nullptr;
-        ref key;
-        bool dropped = false;
+        bool value_dropped = false;
+        bool sorted = true;  // objects: members arrived in canonical order, none dropped
     };
 
     void start(std::string_view text, const ignore_list& ignore) {
@@ -398,16 +383,19 @@ class canonical_parser {
         input_begin_ = text.data();
         input_end_ = text.data() + text.size();
         ignore_ = &ignore;
-        arena_.clear();
-        stack_.clear();
-        items_.clear();
+        out_.clear();
+        members_.clear();
         frames_.clear();
-        len_ = 0;
+        // The canonical text is never longer than the input but for number spellings
+        // ("1e20" is 21 digits): one reservation covers nearly every body.
+        out_.reserve(text.size() + 64);
     }
 
     // --- parsing
 
     bool parse() {
+        if (static_cast<std::size_t>(input_end_ - input_begin_) > max_input)
+            return false;
         const char* p = input_begin_;
         const char* const end = input_end_;
         auto skip_space = [&] {
@@ -423,14 +411,7 @@ class canonical_parser {
                     if (p == end)
                         return false;
                     const char c = *p;
-                    if (c == '"') {
-                        ++p;
-                        ref r;
-                        if (!scan_string<false>(p, r))
-                            return false;
-                        push_scalar(item_kind::string, r);
-                        next = expect::after_value;
-                    } else if (c == '{' || c == '[') {
+                    if (c == '{' || c == '[') {
                         if (frames_.size() == max_json_depth)
                             return false;
                         open(c == '{');
@@ -438,46 +419,49 @@ class canonical_parser {
                         skip_space();
                         if (p != end && *p == (c == '{' ? '}' : ']')) {
                             ++p;
-                            close(c == '{' ? item_kind::object : item_kind::array);
+                            if (!close())
+                                return false;
                             next = expect::after_value;
                         } else {
                             next = c == '{' ? expect::member : expect::value;
                         }
-                    } else if (c == '-' || is_digit(c)) {
-                        ref r;
-                        if (!scan_number(p, r))
+                        break;
+                    }
+                    begin_value();
+                    if (c == '"') {
+                        ++p;
+                        if (!scan_string(p))
                             return false;
-                        push_scalar(item_kind::number, r);
-                        next = expect::after_value;
+                    } else if (c == '-' || is_digit(c)) {
+                        if (!scan_number(p))
+                            return false;
                     } else if (c == 't' && end - p >= 4 && std::memcmp(p, "true", 4) == 0) {
                         p += 4;
-                        push_scalar(item_kind::true_, ref{});
-                        next = expect::after_value;
+                        out_.append("true", 4);
                     } else if (c == 'f' && end - p >= 5 && std::memcmp(p, "false", 5) == 0) {
                         p += 5;
-                        push_scalar(item_kind::false_, ref{});
-                        next = expect::after_value;
+                        out_.append("false", 5);
                     } else if (c == 'n' && end - p >= 4 && std::memcmp(p, "null", 4) == 0) {
                         p += 4;
-                        push_scalar(item_kind::null, ref{});
-                        next = expect::after_value;
+                        out_.append("null", 4);
                     } else {
                         return false;
                     }
+                    end_value();
+                    next = expect::after_value;
                     break;
                 }
                 case expect::member: {  // whitespace already skipped
                     if (p == end || *p != '"')
                         return false;
                     ++p;
-                    ref name;
-                    if (!scan_string<true>(p, name))
+                    if (!begin_member(p))
                         return false;
-                    frames_.back().pending_key = name;
                     skip_space();
                     if (p == end || *p != ':')
                         return false;
                     ++p;
+                    out_.push_back(':');
                     next = expect::value;
                     break;
                 }
@@ -494,7 +478,7 @@ class canonical_parser {
                         next = in_object ? expect::member : expect::value;
                     } else if (*p == (in_object ? '}' : ']')) {
                         ++p;
-                        if (!close(in_object ? item_kind::object : item_kind::array))
+                        if (!close())
                             return false;
                     } else {
                         return false;
@@ -505,28 +489,21 @@ class canonical_parser {
         }
     }
 
-    // p: just after the opening quote; on success just after the closing one. Names (IsKey) are
-    // stored unescaped, for sorting; values are stored in their canonical spelling, which is the
-    // input itself unless it uses \/ or \u escapes.
-    template <bool IsKey>
-    bool scan_string(const char*& p, ref& out) {
+    // p: just after the opening quote; on success just after the closing one. Writes the
+    // string in its canonical spelling, quotes included: the input's own bytes, run by run,
+    // except for \/ and \u escapes, which are decoded or respelled.
+    bool scan_string(const char*& p) {
         const char* const end = input_end_;
-        const char* run = p;  // the first byte not yet copied to the arena
-        bool escaped = false;
-        std::size_t arena_start = 0;
+        const char* run = p;  // the first byte not yet copied
+        out_.push_back('"');
         for (;;) {
             p = find_string_special(p, end);
             if (p == end)
                 return false;
             const auto c = static_cast<unsigned char>(*p);
             if (c == '"') {
-                if (!escaped) {
-                    out = {static_cast<std::size_t>(run - input_begin_),
-                           static_cast<std::size_t>(p - run), false};
-                } else {
-                    arena_.append(run, static_cast<std::size_t>(p - run));
-                    out = {arena_start, arena_.size() - arena_start, true};
-                }
+                out_.append(run, static_cast<std::size_t>(p - run));
+                out_.push_back('"');
                 ++p;
                 return true;
             }
@@ -543,103 +520,62 @@ class canonical_parser {
             }
             if (c != '\\')
                 return false;  // a raw control character
-            if constexpr (!IsKey) {
-                // \" \\ \b \f \n \r \t are already canonical: they stay in the run, so a
-                // value written by a JSON.stringify-like serialiser is never copied here.
-                if (end - p >= 2) {
-                    const char e = p[1];
-                    if (e == '"' || e == '\\' || e == 'n' || e == 't' || e == 'r' || e == 'b' ||
-                        e == 'f') {
-                        p += 2;
-                        continue;
-                    }
+            // \" \\ \b \f \n \r \t are already canonical: they stay in the run, so a string
+            // written by a JSON.stringify-like serialiser is copied in one piece.
+            if (end - p >= 2) {
+                const char e = p[1];
+                if (e == '"' || e == '\\' || e == 'n' || e == 't' || e == 'r' || e == 'b' ||
+                    e == 'f') {
+                    p += 2;
+                    continue;
                 }
             }
-            if (!escaped) {
-                escaped = true;
-                arena_start = arena_.size();
-            }
-            arena_.append(run, static_cast<std::size_t>(p - run));
-            if (!decode_escape<IsKey>(p))
+            out_.append(run, static_cast<std::size_t>(p - run));
+            if (!decode_escape(p))
                 return false;
             run = p;
         }
     }
 
-    // p at a backslash: appends the character it escapes (raw for names, canonical for values)
-    // and moves p past the escape.
-    template <bool IsKey>
+    // p at a backslash (not one of the canonical escapes): appends the canonical spelling of
+    // the character it escapes and moves p past the escape.
     bool decode_escape(const char*& p) {
         const char* const end = input_end_;
         if (end - p < 2)
             return false;
-        std::uint32_t cp = 0;
-        switch (p[1]) {
-            case '"':
-                cp = '"';
-                break;
-            case '\\':
-                cp = '\\';
-                break;
-            case '/':
-                cp = '/';
-                break;
-            case 'b':
-                cp = '\b';
-                break;
-            case 'f':
-                cp = '\f';
-                break;
-            case 'n':
-                cp = '\n';
-                break;
-            case 'r':
-                cp = '\r';
-                break;
-            case 't':
-                cp = '\t';
-                break;
-            case 'u': {
-                if (end - p < 6)
-                    return false;
-                const long u = hex4(p + 2);
-                if (u < 0)
-                    return false;
-                if (u >= 0xdc00 && u <= 0xdfff)
-                    return false;  // a lone trailing surrogate
-                if (u >= 0xd800 && u <= 0xdbff) {
-                    if (end - p < 12 || p[6] != '\\' || p[7] != 'u')
-                        return false;  // lone leading
-                    const long low = hex4(p + 8);
-                    if (low < 0xdc00 || low > 0xdfff)
-                        return false;
-                    cp = 0x10000 + ((static_cast<std::uint32_t>(u) - 0xd800) << 10) +
-                         (static_cast<std::uint32_t>(low) - 0xdc00);
-                    p += 12;
-                } else {
-                    cp = static_cast<std::uint32_t>(u);
-                    p += 6;
-                }
-                if constexpr (IsKey)
-                    append_utf8(arena_, cp);
-                else
-                    append_canonical(arena_, cp);
-                return true;
-            }
-            default:
-                return false;
+        if (p[1] == '/') {
+            out_.push_back('/');
+            p += 2;
+            return true;
         }
-        p += 2;
-        if constexpr (IsKey)
-            arena_.push_back(static_cast<char>(cp));
-        else
-            append_canonical(arena_, cp);
+        if (p[1] != 'u' || end - p < 6)
+            return false;
+        const long u = hex4(p + 2);
+        if (u < 0)
+            return false;
+        if (u >= 0xdc00 && u <= 0xdfff)
+            return false;  // a lone trailing surrogate
+        std::uint32_t cp = 0;
+        if (u >= 0xd800 && u <= 0xdbff) {
+            if (end - p < 12 || p[6] != '\\' || p[7] != 'u')
+                return false;  // lone leading
+            const long low = hex4(p + 8);
+            if (low < 0xdc00 || low > 0xdfff)
+                return false;
+            cp = 0x10000 + ((static_cast<std::uint32_t>(u) - 0xd800) << 10) +
+                 (static_cast<std::uint32_t>(low) - 0xdc00);
+            p += 12;
+        } else {
+            cp = static_cast<std::uint32_t>(u);
+            p += 6;
+        }
+        append_canonical(out_, cp);
         return true;
     }
 
     // RFC 8259 number grammar; an integer's text is already canonical (no leading zeros in JSON),
     // except "-0".
-    bool scan_number(const char*& p, ref& out) {
+    bool scan_number(const char*& p) {
         const char* const end = input_end_;
         const char* const begin = p;
         if (*p == '-')
@@ -677,269 +613,225 @@ class canonical_parser {
         }
         const std::string_view text(begin, static_cast<std::size_t>(p - begin));
         if (integer && text != "-0") {
-            out = {static_cast<std::size_t>(begin - input_begin_), text.size(), false};
+            out_.append(text);
             return true;
         }
-        const std::size_t off = arena_.size();
-        if (!append_canonical_number(text, arena_, digits_))
+        return append_canonical_number(text, out_, digits_);
+    }
+
+    // --- building: the canonical text is written as the input is read
+
+    // A value starts in the innermost container: separate it, and learn from the ignore list
+    // whether it is removed (array elements; members learn it from their name).
+    void begin_value() {
+        if (frames_.empty())
+            return;
+        frame& f = frames_.back();
+        if (f.is_object)
+            return;  // begin_member did it all
+        f.value_start = out_.size();
+        if (f.written != 0)
+            out_.push_back(',');
+        f.value_dropped = false;
+        f.value_trie = nullptr;
+        if (f.trie != nullptr) {
+            char buf[24];
+            auto [last, ec] = std::to_chars(buf, buf + sizeof buf, f.index);
+            place(f, ignore_->child(*f.trie,
+                                    std::string_view(buf, static_cast<std::size_t>(last - buf))));
+        }
+    }
+    static void place(frame& f, const ignore_list::node* c) {
+        if (c == nullptr)
+            return;
+        if (c->remove)
+            f.value_dropped = true;
+        else if (!c->children.empty())
+            f.value_trie = c;
+    }
+
+    // p: just after the member name's opening quote. Writes the separator and the name.
+    bool begin_member(const char*& p) {
+        frame& f = frames_.back();
+        if (f.written != 0)
+            out_.push_back(',');
+        f.value_start = out_.size();
+        if (!scan_string(p))
             return false;
-        out = {off, arena_.size() - off, true};
+        f.value_dropped = false;
+        f.value_trie = nullptr;
+        if (f.trie != nullptr) {
+            const std::string_view quoted(out_.data() + f.value_start, out_.size() - f.value_start);
+            place(f, ignore_->child(*f.trie, unescape_name(quoted)));
+        }
         return true;
     }
 
-    // --- building
-
-    std::string_view view(const ref& r) const noexcept {
-        return {(r.arena ? arena_.data() : input_begin_) + r.off, r.len};
-    }
-
-    // Where the value that starts now goes: its name, and whether the ignore list removes it.
-    placement place() const {
-        placement p;
+    // The value that began last is complete (out_ ends with it).
+    void end_value() {
         if (frames_.empty())
-            return p;  // the document itself: never removed (no empty pointer)
-        const frame& f = frames_.back();
-        if (f.is_object)
-            p.key = f.pending_key;
-        const ignore_list::node* parent = f.trie;
-        if (parent == nullptr)
-            return p;
-        const ignore_list::node* c = nullptr;
-        if (f.is_object) {
-            c = ignore_->child(*parent, view(f.pending_key));
-        } else {
-            char buf[24];
-            auto [end, ec] = std::to_chars(buf, buf + sizeof buf, stack_.size() - f.base);
-            c = ignore_->child(*parent, std::string_view(buf, static_cast<std::size_t>(end - buf)));
+            return;
+        frame& f = frames_.back();
+        if (!f.is_object) {
+            ++f.index;
+            if (f.value_dropped)
+                out_.resize(f.value_start);  // validated, and gone
+            else
+                ++f.written;
+            return;
         }
-        if (c == nullptr)
-            return p;
-        if (c->remove)
-            p.dropped = true;
-        else if (!c->children.empty())
-            p.trie = c;
-        return p;
-    }
-
-    void push_scalar(item_kind kind, ref value) {
-        const placement p = place();
-        stack_.push_back(item{p.key, value, kind, p.dropped});
+        const member m{static_cast<std::uint32_t>(f.value_start),
+                       static_cast<std::uint32_t>(out_.size() - f.value_start),
+                       f.value_dropped ? 1u : 0u};
+        if (f.value_dropped ||
+            (members_.size() > f.members_base && compare_members(members_.back(), m) >= 0))
+            f.sorted = false;
+        members_.push_back(m);
+        ++f.written;
     }
 
     void open(bool is_object) {
-        frame f;
-        f.base = stack_.size();
-        f.is_object = is_object;
+        const ignore_list::node* trie = nullptr;
+        bool dropped_here = false;
         if (frames_.empty()) {
             if (!ignore_->empty())
-                f.trie = &ignore_->nodes_[0];
+                trie = &ignore_->nodes_[0];
         } else {
-            const placement p = place();
-            f.trie = p.dropped ? nullptr : p.trie;
-            f.key = p.key;
-            f.dropped = p.dropped;
+            begin_value();
+            const frame& parent = frames_.back();
+            dropped_here = parent.value_dropped;
+            trie = dropped_here ? nullptr : parent.value_trie;
         }
+        frame f;
+        f.open_at = out_.size();
+        f.members_base = members_.size();
+        f.is_object = is_object;
+        f.trie = trie;
         frames_.push_back(f);
+        out_.push_back(is_object ? '{' : '[');
     }
 
-    int compare_keys(const item& a, const item& b) const noexcept {
-        const std::string_view x = view(a.key), y = view(b.key);
-        const std::size_t n = std::min(x.size(), y.size());
-        if (n != 0) {
-            if (const int c = std::memcmp(x.data(), y.data(), n); c != 0)
-                return c;
-        }
-        return x.size() < y.size() ? -1 : (x.size() > y.size() ? 1 : 0);
-    }
-
-    // Sorts an object's members by name; false on a duplicate name.
-    bool sort_members(item* begin, item* end) const {
-        const std::size_t n = static_cast<std::size_t>(end - begin);
-        if (n < 2)
-            return true;
-        bool sorted = true;
-        for (std::size_t i = 1; i < n; ++i) {
-            const int c = compare_keys(begin[i - 1], begin[i]);
-            if (c == 0)
-                return false;
-            if (c > 0) {
-                sorted = false;
-                break;
-            }
-        }
-        if (sorted)
-            return true;
-        std::sort(begin, end,
-                  [this](const item& a, const item& b) { return compare_keys(a, b) < 0; });
-        for (std::size_t i = 1; i < n; ++i)
-            if (compare_keys(begin[i - 1], begin[i]) == 0)
-                return false;
-        return true;
-    }
-
-    bool close(item_kind kind) {
+    bool close() {
         const frame f = frames_.back();
         frames_.pop_back();
-        item* first = stack_.data() + f.base;
-        item* last = stack_.data() + stack_.size();
-        if (kind == item_kind::object && !sort_members(first, last))
+        if (f.is_object && !finish_object(f))
             return false;
-        const std::size_t at = items_.size();
-        items_.insert(items_.end(), first, last);
-        stack_.resize(f.base);
-        stack_.push_back(item{f.key, ref{at, items_.size() - at, false}, kind, f.dropped});
+        if (!f.is_object)
+            out_.push_back(']');
+        end_value();
         return true;
+    }
+
+    // Sorts the object's members by name (the unescaped bytes), refuses duplicates (removed
+    // members included), and writes them back without the removed ones.
+    bool finish_object(const frame& f) {
+        const auto first = members_.begin() + static_cast<std::ptrdiff_t>(f.members_base);
+        const auto last = members_.end();
+        if (!f.sorted) {
+            std::sort(first, last, [this](const member& a, const member& b) {
+                return compare_members(a, b) < 0;
+            });
+            for (auto it = first; it != last && it + 1 != last; ++it)
+                if (compare_members(*it, *(it + 1)) == 0)
+                    return false;
+            scratch_.clear();
+            for (auto it = first; it != last; ++it) {
+                if (it->dropped)
+                    continue;
+                if (!scratch_.empty())
+                    scratch_.push_back(',');
+                scratch_.append(out_.data() + it->start, it->size);
+            }
+            out_.resize(f.open_at + 1);
+            out_.append(scratch_);
+            if (scratch_.capacity() > keep_bytes)
+                std::string().swap(scratch_);
+        }
+        members_.erase(first, last);
+        out_.push_back('}');
+        return true;
+    }
+
+    // Orders members by name: the names' unescaped bytes, shorter first on a common prefix;
+    // 0 for equal names. Names are canonical strings at the start of each member.
+    int compare_members(const member& a, const member& b) const noexcept {
+        const char* x = out_.data() + a.start + 1;
+        const char* y = out_.data() + b.start + 1;
+        for (;;) {
+            const int cx = next_name_byte(x), cy = next_name_byte(y);
+            if (cx != cy)
+                return cx < cy ? -1 : 1;
+            if (cx < 0)
+                return 0;
+        }
+    }
+
+    // The next unescaped byte of a canonical string, -1 at its closing quote. Canonical strings
+    // escape only '"', '\\' and bytes below 0x20.
+    static int next_name_byte(const char*& p) noexcept {
+        const auto c = static_cast<unsigned char>(*p);
+        if (c == '"')
+            return -1;
+        if (c != '\\') {
+            ++p;
+            return c;
+        }
+        const char e = p[1];
+        p += 2;
+        switch (e) {
+            case 'b':
+                return '\b';
+            case 'f':
+                return '\f';
+            case 'n':
+                return '\n';
+            case 'r':
+                return '\r';
+            case 't':
+                return '\t';
+            case 'u': {
+                const int v = (hex_value(p[2]) << 4) | hex_value(p[3]);  // \u00xx
+                p += 4;
+                return v;
+            }
+            default:
+                return static_cast<unsigned char>(e);  // '"' or '\\'
+        }
+    }
+
+    // A canonical member name (with its quotes) as its unescaped bytes, for the ignore list.
+    std::string_view unescape_name(std::string_view quoted) {
+        if (quoted.find('\\') == std::string_view::npos)
+            return quoted.substr(1, quoted.size() - 2);
+        name_.clear();
+        const char* p = quoted.data() + 1;
+        for (int c = next_name_byte(p); c >= 0; c = next_name_byte(p))
+            name_.push_back(static_cast<char>(c));
+        return name_;
     }
 
     // Releases buffers that a rare huge body grew, so one 16 MiB request does not pin memory.
     void trim() {
-        constexpr std::size_t keep = 4 * 1024 * 1024;
-        if (arena_.capacity() > keep)
-            std::string().swap(arena_);
-        if (digits_.capacity() > keep)
+        if (out_.capacity() > keep_bytes)
+            std::string().swap(out_);
+        if (digits_.capacity() > keep_bytes)
             std::string().swap(digits_);
-        if (stack_.capacity() * sizeof(item) > keep)
-            std::vector<item>().swap(stack_);
-        if (items_.capacity() * sizeof(item) > keep)
-            std::vector<item>().swap(items_);
-        if (cap_ > keep) {
-            out_.reset();
-            cap_ = 0;
-        }
+        if (members_.capacity() * sizeof(member) > keep_bytes)
+            std::vector<member>().swap(members_);
     }
 
-    // --- writing
-
-    void write() {
-        // Output never exceeds the input plus the arena (which holds the canonical numbers):
-        // canonical escapes are never longer than the input escapes they replace.
-        ensure(static_cast<std::size_t>(input_end_ - input_begin_) + arena_.size() + 64);
-        write_value(stack_.front());
-    }
-
-    void ensure(std::size_t n) {
-        if (cap_ - len_ < n)
-            grow(n);
-    }
-    [[gnu::noinline]] void grow(std::size_t n) {
-        const std::size_t cap = std::max(cap_ * 2, len_ + n + 256);
-        std::unique_ptr<char[]> bigger(new char[cap]);
-        if (len_ != 0)
-            std::memcpy(bigger.get(), out_.get(), len_);
-        out_ = std::move(bigger);
-        cap_ = cap;
-    }
-    void put(char c) {
-        ensure(1);
-        out_[len_++] = c;
-    }
-    void put(std::string_view s) {
-        ensure(s.size());
-        if (!s.empty())
-            std::memcpy(out_.get() + len_, s.data(), s.size());
-        len_ += s.size();
-    }
-
-    // A member name: stored unescaped (for sorting), escaped here.
-    void put_name(std::string_view s) {
-        ensure(s.size() * 6 + 2);
-        char* o = out_.get() + len_;
-        *o++ = '"';
-        for (const char ch : s) {
-            const auto c = static_cast<unsigned char>(ch);
-            if (!needs_escape(c)) {
-                *o++ = ch;
-                continue;
-            }
-            *o++ = '\\';
-            switch (c) {
-                case '"':
-                    *o++ = '"';
-                    break;
-                case '\\':
-                    *o++ = '\\';
-                    break;
-                case '\b':
-                    *o++ = 'b';
-                    break;
-                case '\f':
-                    *o++ = 'f';
-                    break;
-                case '\n':
-                    *o++ = 'n';
-                    break;
-                case '\r':
-                    *o++ = 'r';
-                    break;
-                case '\t':
-                    *o++ = 't';
-                    break;
-                default:
-                    *o++ = 'u';
-                    *o++ = '0';
-                    *o++ = '0';
-                    *o++ = hex_digits[c >> 4];
-                    *o++ = hex_digits[c & 0xf];
-            }
-        }
-        *o++ = '"';
-        len_ = static_cast<std::size_t>(o - out_.get());
-    }
-
-    void write_value(const item& it) {
-        switch (it.kind) {
-            case item_kind::string:
-                put('"');
-                put(view(it.value));
-                put('"');
-                return;
-            case item_kind::number:
-                put(view(it.value));
-                return;
-            case item_kind::true_:
-                put("true");
-                return;
-            case item_kind::false_:
-                put("false");
-                return;
-            case item_kind::null:
-                put("null");
-                return;
-            case item_kind::object:
-            case item_kind::array: {
-                const bool object = it.kind == item_kind::object;
-                put(object ? '{' : '[');
-                bool first = true;
-                for (std::size_t i = it.value.off, e = it.value.off + it.value.len; i < e; ++i) {
-                    const item& child = items_[i];
-                    if (child.dropped)
-                        continue;
-                    if (!first)
-                        put(',');
-                    first = false;
-                    if (object) {
-                        put_name(view(child.key));
-                        put(':');
-                    }
-                    write_value(child);
-                }
-                put(object ? '}' : ']');
-                return;
-            }
-        }
-    }
+    static constexpr std::size_t keep_bytes = 4 * 1024 * 1024;
+    static constexpr std::size_t max_input = 0x7fffffff;  // member offsets and sizes fit 31 bits
 
     const char* input_begin_ = nullptr;
     const char* input_end_ = nullptr;
     const ignore_list* ignore_ = nullptr;
-    std::string arena_;          // escaped strings in canonical spelling, unescaped names, numbers
-    std::string digits_;         // scratch for number canonicalisation
-    std::vector<item> stack_;    // completed values whose container is still open
-    std::vector<item> items_;    // children of closed containers, each container's contiguous
-    std::vector<frame> frames_;  // open containers
-    std::unique_ptr<char[]> out_;
-    std::size_t cap_ = 0;
-    std::size_t len_ = 0;
+    std::string out_;              // the canonical text, written as the input is read
+    std::string scratch_;          // an object's members in canonical order, while it closes
+    std::string digits_;           // scratch for number canonicalisation
+    std::string name_;             // scratch for unescaping a member name
+    std::vector<member> members_;  // the members of every open object, innermost last
+    std::vector<frame> frames_;    // open containers (at most max_json_depth)
 };
 
 }  // namespace detail
