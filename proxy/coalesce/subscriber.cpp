@@ -82,9 +82,12 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
         if (!head_sent) {
             if (r.head == nullptr && r.state == flight_state::failed) {
                 // Failed before the head: every subscriber gets the same synthesized error.
-                head_text = ops::error_response(r.failure, options.keep_alive);
+                head_text =
+                    ops::error_response(r.failure, options.keep_alive, options.head_request);
                 result.status = ops::reply_for(r.failure).status;
                 result.reusable = options.keep_alive && !ops::reply_for(r.failure).close_connection;
+                result.answered = r.failure;
+                result.body_bytes = ops::content_size(head_text);
                 buffers.push_back(asio::buffer(head_text));
             } else if (r.head != nullptr) {
                 has_body = r.head->has_body;
@@ -169,6 +172,7 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
             break;
         }
         if (caught_up && r.state == flight_state::failed) {
+            result.cut_by = r.failure;
             result.reusable = false;  // cut: no terminating chunk, the connection closes
             break;
         }
@@ -191,11 +195,14 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
         if (give_up.due()) {
             // The flight did not move for max_wait: give up on it for this client.
             if (!head_sent) {
-                head_text = ops::error_response(ops::proxy_errc::upstream_total_timeout, false);
+                const error_code failure = ops::proxy_errc::upstream_total_timeout;
+                head_text = ops::error_response(failure, false, options.head_request);
                 const asio::const_buffer text = asio::buffer(head_text);
-                co_await http_rules::write_fully(stream, deadline, {&text, 1},
-                                                 options.write_timeout);
+                const auto wec = co_await http_rules::write_fully(stream, deadline, {&text, 1},
+                                                                  options.write_timeout);
                 result.status = 504;
+                result.answered = failure;
+                result.body_bytes = wec ? 0 : ops::content_size(head_text);
             }
             break;
         }

@@ -7,6 +7,7 @@
 #include "http/deadline_sweep.hpp"
 
 #include <boost/asio/awaitable.hpp>
+#include <boost/system/error_code.hpp>
 
 #include <chrono>
 #include <cstdint>
@@ -20,6 +21,7 @@ struct delivery_options {
     std::chrono::milliseconds max_wait{600000};  // safety net for a flight that never moves
     bool keep_alive = true;                      // what the client asked for and we allow
     bool client_http11 = true;                   // false: HTTP/1.0, no chunked framing
+    bool head_request = false;                   // HEAD: an error the sidecar makes has no content
 };
 
 struct delivery_result {
@@ -30,6 +32,8 @@ struct delivery_result {
     bool dropped_slow = false;  // its writes timed out: cut so nobody else waits
     bool complete = false;      // the whole response reached the client's socket
     std::optional<clock::time_point> first_byte;
+    boost::system::error_code answered;  // the sidecar's own error answer, when it sent one
+    boost::system::error_code cut_by;    // the upstream failure that cut the response
 };
 
 template <class Stream>

@@ -125,6 +125,14 @@ bool drained(state_type& state) noexcept {
 
 }  // namespace
 
+void drop_stale_reads(asio::ip::tcp::socket& socket) noexcept {
+    auto* const state = state_of(socket);
+    if (state != nullptr && others_reading(*state)) {
+        error_code ignored;
+        socket.cancel(ignored);
+    }
+}
+
 read_attempt read_attempt::now(asio::ip::tcp::socket& socket,
                                asio::mutable_buffer buffer) noexcept {
     read_attempt a;

@@ -30,6 +30,12 @@
 
 namespace coalescer::http_rules {
 
+// Cancels a read still queued on the socket from an earlier owner (a hang-up watch's peek that
+// outlived its watch). Queued ahead of a new read, it would take the peer's close for itself:
+// the reactor stops at a receive that sees the end of the stream, leaving the reads behind it
+// waiting for an edge that never comes. Costs nothing when nothing is queued.
+void drop_stale_reads(boost::asio::ip::tcp::socket& socket) noexcept;
+
 class read_attempt {
   public:
     using outcome = std::tuple<boost::system::error_code, std::size_t>;

@@ -24,6 +24,7 @@ struct access_record {
     double ttfb_ms = 0;
     int attempts = 0;          // upstream attempts of the flight this client was served from
     std::string_view outcome;  // "ok", "cut", "client_gone", or an error code
+    std::string_view detail;   // for upstream protocol errors: what the upstream broke
 };
 
 class access_log {

@@ -15,7 +15,7 @@ struct errc_info {
 };
 
 // Indexed by proxy_errc.
-constexpr std::array<errc_info, 26> table{{
+constexpr std::array<errc_info, 33> table{{
     {"unknown error", {500, "internal_error", true, 0}},
     {"malformed HTTP request", {400, "bad_request", true, 0}},
     {"request carries more than one credential", {400, "ambiguous_credentials", true, 0}},
@@ -24,6 +24,7 @@ constexpr std::array<errc_info, 26> table{{
     {"request body exceeds the configured limit", {413, "body_too_large", true, 0}},
     {"request line too long", {414, "uri_too_long", true, 0}},
     {"request headers exceed the configured limit", {431, "headers_too_large", true, 0}},
+    {"chunked framing line exceeds the configured limit", {400, "framing_too_long", true, 0}},
     {"transfer coding not supported", {501, "unsupported_transfer_coding", true, 0}},
     {"HTTP version not supported", {505, "unsupported_http_version", true, 0}},
     {"method not allowed", {405, "method_not_allowed", true, 0}},
@@ -42,6 +43,14 @@ constexpr std::array<errc_info, 26> table{{
     {"waited too long for an upstream slot", {503, "queue_timeout", false, 1}},
     {"the upstream call was cancelled", {502, "flight_cancelled", false, 0}},
     {"the sidecar is shutting down", {503, "shutting_down", true, 1}},
+    {"the upstream sent a response head past the size limit",
+     {502, "upstream_protocol_error", false, 0}},
+    {"the upstream sent an invalid status code", {502, "upstream_protocol_error", false, 0}},
+    {"the upstream switched protocols unasked", {502, "upstream_protocol_error", false, 0}},
+    {"the upstream used a transfer coding other than chunked",
+     {502, "upstream_protocol_error", false, 0}},
+    {"the upstream sent conflicting message framing", {502, "upstream_protocol_error", false, 0}},
+    {"the upstream sent a malformed body", {502, "upstream_protocol_error", false, 0}},
 }};
 
 const errc_info& info(int value) noexcept {
@@ -71,6 +80,37 @@ local_reply reply_for(boost::system::error_code ec) noexcept {
     return table[0].reply;
 }
 
+std::string_view to_string(protocol_fault f) noexcept {
+    static constexpr std::array<std::string_view, protocol_fault_count> names{
+        "malformed",       "head_too_large",      "bad_status", "unexpected_101",
+        "transfer_coding", "conflicting_framing", "bad_body",   "trailing_bytes"};
+    return names[static_cast<std::size_t>(f)];
+}
+
+std::optional<protocol_fault> protocol_fault_of(boost::system::error_code ec) noexcept {
+    if (ec.category() != proxy_category()) {
+        return std::nullopt;
+    }
+    switch (static_cast<proxy_errc>(ec.value())) {
+        case proxy_errc::upstream_protocol_error:
+            return protocol_fault::malformed;
+        case proxy_errc::upstream_head_too_large:
+            return protocol_fault::head_too_large;
+        case proxy_errc::upstream_bad_status:
+            return protocol_fault::bad_status;
+        case proxy_errc::upstream_unexpected_upgrade:
+            return protocol_fault::unexpected_upgrade;
+        case proxy_errc::upstream_transfer_coding:
+            return protocol_fault::transfer_coding;
+        case proxy_errc::upstream_conflicting_framing:
+            return protocol_fault::conflicting_framing;
+        case proxy_errc::upstream_bad_body:
+            return protocol_fault::bad_body;
+        default:
+            return std::nullopt;
+    }
+}
+
 std::string error_body(std::string_view message, std::string_view code) {
     std::string out = R"({"error":{"message":)";
     out += boost::json::serialize(boost::json::string(message));
@@ -80,7 +120,12 @@ std::string error_body(std::string_view message, std::string_view code) {
     return out;
 }
 
-std::string error_response(boost::system::error_code ec, bool keep_alive) {
+std::size_t content_size(std::string_view response) noexcept {
+    const auto end = response.find("\r\n\r\n");
+    return end == std::string_view::npos ? 0 : response.size() - end - 4;
+}
+
+std::string error_response(boost::system::error_code ec, bool keep_alive, bool head_request) {
     const local_reply reply = reply_for(ec);
     const std::string body =
         error_body(ec.category() == proxy_category() ? info(ec.value()).message : "internal error",
@@ -96,7 +141,9 @@ std::string error_response(boost::system::error_code ec, bool keep_alive) {
         out += "\r\nRetry-After: " + std::to_string(reply.retry_after_seconds);
     }
     out += (keep_alive && !reply.close_connection) ? "\r\n\r\n" : "\r\nConnection: close\r\n\r\n";
-    out += body;
+    if (!head_request) {
+        out += body;
+    }
     return out;
 }
 

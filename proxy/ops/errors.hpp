@@ -4,6 +4,7 @@
 
 #include <boost/system/error_code.hpp>
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -18,6 +19,7 @@ enum class proxy_errc {
     body_too_large,         // 413
     uri_too_long,           // 414
     headers_too_large,      // 431
+    framing_too_long,       // 400: a chunk-size line or the trailer section past max_header_bytes
     unsupported_coding,     // 501
     unsupported_version,    // 505
     method_not_allowed,     // 405 (CONNECT)
@@ -38,7 +40,33 @@ enum class proxy_errc {
     queue_timeout,     // 503 + Retry-After
     flight_cancelled,  // 502: the flight was cancelled (orphan: cancel, shutdown)
     shutting_down,     // 503
+    // More upstream protocol errors: each a 502 upstream_protocol_error to clients, told apart
+    // in the metrics and the access log (protocol_fault).
+    upstream_head_too_large,       // response head past max_header_bytes
+    upstream_bad_status,           // a status outside 100–599
+    upstream_unexpected_upgrade,   // 101 Switching Protocols, never asked for
+    upstream_transfer_coding,      // a transfer coding other than chunked alone
+    upstream_conflicting_framing,  // Content-Length with Transfer-Encoding, or two lengths
+    upstream_bad_body,             // the body's framing broke after the head
 };
+
+// How an upstream broke HTTP: coalescer_upstream_protocol_errors_total{kind} and the access
+// log's error_detail. `trailing_bytes` is no error for the answer it follows (clients got it
+// whole), only for the connection, which is closed instead of reused.
+enum class protocol_fault {
+    malformed,
+    head_too_large,
+    bad_status,
+    unexpected_upgrade,
+    transfer_coding,
+    conflicting_framing,
+    bad_body,
+    trailing_bytes,
+};
+inline constexpr std::size_t protocol_fault_count = 8;
+std::string_view to_string(protocol_fault f) noexcept;
+// The fault an upstream protocol error code stands for, if it is one.
+std::optional<protocol_fault> protocol_fault_of(boost::system::error_code ec) noexcept;
 
 const boost::system::error_category& proxy_category() noexcept;
 
@@ -60,8 +88,13 @@ local_reply reply_for(boost::system::error_code ec) noexcept;
 // display.
 std::string error_body(std::string_view message, std::string_view code);
 
-// The complete HTTP/1.1 response for a local error, ready to write.
-std::string error_response(boost::system::error_code ec, bool keep_alive);
+// The size of the content in a complete response text (what follows its blank line).
+std::size_t content_size(std::string_view response) noexcept;
+
+// The complete HTTP/1.1 response for a local error, ready to write. The answer to a HEAD
+// request has the same head and no content (RFC 9110 §9.3.2).
+std::string error_response(boost::system::error_code ec, bool keep_alive,
+                           bool head_request = false);
 
 }  // namespace coalescer::ops
 

@@ -135,13 +135,14 @@ asio::awaitable<bool> answer_locally(Stream& stream, http_rules::socket_deadline
                                      error_code ec, bool keep_alive, std::size_t route_index,
                                      ops::access_record& record, proxy_context& context,
                                      clock::time_point started) {
-    const auto text = ops::error_response(ec, keep_alive);
+    const auto text = ops::error_response(ec, keep_alive, record.method == "HEAD");
     deadline.expires_after(context.config->limits.write_timeout);
     auto [wec, n] = co_await asio::async_write(stream, asio::buffer(text), use_tuple);
     deadline.clear();
     const auto reply = ops::reply_for(ec);
     record.status = reply.status;
     record.outcome = reply.code;
+    record.bytes_out = wec ? 0 : ops::content_size(text);
     record.duration_ms = ms_between(started, clock::now());
     context.metrics.client_request(route_index, record.role, reply.status,
                                    record.duration_ms / 1000, std::nullopt);
@@ -159,7 +160,8 @@ upstream::exchange_context exchange_for(const route_match& match, worker& self,
             context.metrics,
             index,
             self.deadlines,
-            self.index};
+            self.index,
+            context.config->limits.max_header_bytes};
 }
 
 // The flight's upstream exchange runs on this worker, detached from the client that started it.
@@ -179,10 +181,18 @@ void account(const coalesce::delivery_result& delivered, std::string_view exchan
     record.duration_ms = ms_between(started, clock::now());
     record.ttfb_ms = delivered.first_byte ? ms_between(started, *delivered.first_byte) : 0;
     record.attempts = attempts;
-    record.outcome = delivered.complete       ? "ok"
+    record.outcome = delivered.answered && !delivered.client_gone
+                         ? ops::reply_for(delivered.answered).code
+                     : delivered.complete     ? "ok"
                      : delivered.dropped_slow ? "slow_client_dropped"
                      : delivered.client_gone  ? "client_gone"
                                               : "cut";
+    const auto failure = delivered.answered ? delivered.answered : delivered.cut_by;
+    if (const auto fault = ops::protocol_fault_of(failure)) {
+        record.detail = ops::to_string(*fault);
+    } else if (delivered.cut_by && !delivered.complete) {
+        record.detail = ops::reply_for(delivered.cut_by).code;  // upstream_idle_timeout, …
+    }
     context.log.request(record);
     std::optional<double> ttfb;
     if (delivered.first_byte)
@@ -213,6 +223,7 @@ asio::awaitable<bool> relay_alone(Stream& stream, http_rules::socket_deadline& d
         .write_timeout = cfg.limits.write_timeout,
         .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
         .client_http11 = request.version() >= 11,
+        .head_request = request.method() == http::verb::head,
     };
     const auto relayed =
         co_await relay(stream, deadline, make_upstream_request(request, match, cfg),
@@ -262,6 +273,7 @@ asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadl
         .max_wait = up.timeouts.total + up.queue_timeout + std::chrono::seconds(5),
         .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
         .client_http11 = request.version() >= 11,
+        .head_request = request.method() == http::verb::head,
     };
     auto& flight = *joined.flight;
     const auto delivered =

@@ -4,6 +4,7 @@
 
 #include "coalesce/flight_key.hpp"
 #include "coalesce/registry.hpp"
+#include "coalesce/tenant_headers.hpp"
 #include "http/deadline_sweep.hpp"
 #include "ops/access_log.hpp"
 #include "ops/config.hpp"
@@ -31,6 +32,7 @@ struct proxy_context {
 
     std::shared_ptr<const ops::config> config;
     router routes;
+    coalesce::tenant_headers tenants;
     coalesce::flight_key_builder keys;
     coalesce::registry flights;
     std::vector<std::unique_ptr<boost::asio::ssl::context>>
@@ -38,7 +40,8 @@ struct proxy_context {
     std::vector<std::unique_ptr<upstream::pacer>> pacers;  // by upstream
     ops::metrics metrics;
     ops::access_log log;
-    std::atomic<bool> draining{false};
+    std::atomic<bool> draining{false};  // from the signal on: /readyz 503, Connection: close
+    std::atomic<bool> refusing{false};  // after drain_delay: no new requests
     std::atomic<std::size_t> relays_in_progress{0};  // pass and bypass exchanges (no flight)
 };
 

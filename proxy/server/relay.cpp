@@ -67,7 +67,7 @@ template <class Stream>
 asio::awaitable<void> answer_failure(Stream& client, http_rules::socket_deadline& deadline,
                                      error_code failure, const relay_options& options,
                                      coalesce::delivery_result& result) {
-    const auto text = ops::error_response(failure, options.keep_alive);
+    const auto text = ops::error_response(failure, options.keep_alive, options.head_request);
     write_list list;
     list.add(text);
     const auto wec =
@@ -76,8 +76,10 @@ asio::awaitable<void> answer_failure(Stream& client, http_rules::socket_deadline
     result.status = reply.status;
     result.reusable = !wec && options.keep_alive && !reply.close_connection;
     result.client_gone = static_cast<bool>(wec);
+    result.answered = failure;
     if (!wec) {
         result.first_byte = clock::now();
+        result.body_bytes = ops::content_size(text);
     }
 }
 
@@ -175,18 +177,20 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
             break;
         }
         if (upstream_ec) {
+            result.cut_by = upstream_ec;
             break;  // cut: no terminating chunk, the connection closes
         }
     }
     watch->stop();
+    upstream::note_protocol_error(context, upstream_ec);
     context.metrics.upstream_timing(context.upstream_index, response.ttfb,
                                     seconds_since(response.sent_at));
     if (result.complete && counting) {
         const std::string_view whole(usage_text);
         upstream::count_tokens(context, response.content_type, {&whole, 1});
     }
-    if (result.complete && response.parser->keep_alive()) {
-        context.connections.give_back(std::move(response.conn));
+    if (result.complete) {
+        upstream::release_connection(response, context);
     }
     co_return out;
 }

@@ -19,6 +19,7 @@ struct relay_options {
     std::chrono::milliseconds write_timeout{30000};
     bool keep_alive = true;
     bool client_http11 = true;
+    bool head_request = false;
 };
 
 struct relay_result {

@@ -16,6 +16,7 @@ proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg,
                              const std::vector<asio::any_io_executor>& loops)
     : config(cfg),
       routes(cfg),
+      tenants(cfg->coalesce),
       keys(cfg->coalesce),
       flights(cfg->coalesce),
       metrics(*cfg),
@@ -137,6 +138,7 @@ void server::drain() {
 }
 
 void server::begin_refusing() {
+    context_->refusing.store(true);
     listener_->stop();
     for (auto& w : workers_) {
         asio::post(w->io, [&w = *w] {

@@ -63,12 +63,15 @@ class idle_registration {
 template <class Stream>
 asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadline& deadline,
                                       beast::flat_buffer& buffer, const ops::limits_config& limits,
-                                      worker& self, const std::atomic<bool>& draining,
+                                      worker& self, const std::atomic<bool>& refusing,
                                       std::size_t& head_size) {
     auto& tcp = beast::get_lowest_layer(stream);
-    if (buffer.size() == 0 && draining.load(std::memory_order_relaxed)) {
+    if (buffer.size() == 0 && refusing.load(std::memory_order_relaxed)) {
         co_return quiet_close;
     }
+    // A hang-up watch of the previous request may have left a peek queued on the socket; a
+    // close would complete it and no edge would ever wake a read queued behind it.
+    http_rules::drop_stale_reads(tcp);
     std::optional<idle_registration> idle;
     if (buffer.size() == 0) {
         idle.emplace(self, tcp);
@@ -136,23 +139,79 @@ error_code parse_error_to_proxy(error_code ec) {
     return proxy_errc::bad_request;
 }
 
-// Parses the body bytes that arrived with the head, without I/O or a scheduler round trip.
-error_code parse_buffered_body(request_parser& parser, beast::flat_buffer& buffer) {
-    while (!parser.is_done() && buffer.size() != 0) {
-        error_code ec;
-        const auto used = parser.put(buffer.data(), ec);
-        buffer.consume(used);
-        if (ec == http::error::need_more) {
-            break;
+// Reads the body through the parser, bounded in memory and time whatever the client sends:
+// - the unparsed bytes the parser waits on (a chunk-size line with its extensions, the trailer
+//   section) never exceed max_header_bytes: Beast would buffer either without limit;
+// - everything read for the body, framing included, stays within max_request_body plus a
+//   framing allowance (a sixteenth of it, and 64 KiB), so tiny chunks can't make it endless;
+// - each read waits at most header_timeout for a byte, and the whole body idle_timeout.
+template <class Stream>
+asio::awaitable<error_code> read_body(Stream& stream, http_rules::socket_deadline& deadline,
+                                      beast::flat_buffer& buffer, request_parser& parser,
+                                      const ops::limits_config& limits) {
+    const std::size_t budget = limits.max_request_body + limits.max_request_body / 16 + 64 * 1024;
+    const auto whole_by = clock::now() + limits.idle_timeout;
+    std::size_t consumed = 0;
+    for (;;) {
+        while (!parser.is_done() && buffer.size() != 0) {
+            error_code ec;
+            const auto used = parser.put(buffer.data(), ec);
+            buffer.consume(used);
+            consumed += used;
+            if (ec == http::error::need_more || (!ec && used == 0)) {
+                break;
+            }
+            if (ec) {
+                co_return parse_error_to_proxy(ec);
+            }
+        }
+        if (parser.is_done()) {
+            co_return error_code{};
+        }
+        if (buffer.size() > limits.max_header_bytes) {
+            co_return proxy_errc::framing_too_long;
+        }
+        if (consumed + buffer.size() >= budget) {
+            co_return proxy_errc::body_too_large;
+        }
+        const auto want = std::min(read_size, budget - consumed - buffer.size());
+        deadline.expires_at(std::min(whole_by, clock::now() + limits.header_timeout));
+        auto [rec, n] = co_await stream.async_read_some(buffer.prepare(want), use_tuple);
+        const auto ec = deadline.finish(rec);
+        buffer.commit(n);
+        if (ec == beast::error::timeout) {
+            co_return proxy_errc::body_timeout;
+        }
+        if (ec == asio::error::eof) {
+            // A half-close mid-body: the client may still read why nothing was forwarded.
+            co_return proxy_errc::bad_request;
         }
         if (ec) {
-            return parse_error_to_proxy(ec);
-        }
-        if (used == 0) {
-            break;
+            co_return quiet_close;  // the client is gone: nothing to answer or forward
         }
     }
-    return {};
+}
+
+// What the access log says of a request refused before it was parsed: its request line's
+// method and target, as far as they can be made out.
+struct request_line {
+    std::string_view method;
+    std::string_view target;
+    bool head = false;
+};
+
+request_line first_line(std::string_view data) {
+    constexpr std::size_t most = 256;  // a log line, not a copy of whatever was sent
+    request_line r;
+    const auto line = data.substr(0, std::min(data.find_first_of("\r\n"), most));
+    const auto sp = line.find(' ');
+    r.method = line.substr(0, std::min(sp, std::size_t{16}));
+    if (sp != std::string_view::npos) {
+        const auto rest = line.substr(sp + 1);
+        r.target = rest.substr(0, rest.find(' '));
+    }
+    r.head = r.method == "HEAD";
+    return r;
 }
 
 // After an error that ends the connection: stop sending, then read and drop what the client is
@@ -175,12 +234,73 @@ asio::awaitable<void> linger_and_close(Stream& stream, http_rules::socket_deadli
     tcp.close(ignored);
 }
 
+// Answers a request the session refuses, logs it, and closes the connection.
 template <class Stream>
-asio::awaitable<void> answer_error(Stream& stream, http_rules::socket_deadline& deadline,
-                                   error_code ec) {
-    const auto text = ops::error_response(ec, false);
+asio::awaitable<void> refuse(Stream& stream, http_rules::socket_deadline& deadline, error_code ec,
+                             const request_line& line, proxy_context& context,
+                             clock::time_point started) {
+    const auto text = ops::error_response(ec, false, line.head);
     deadline.expires_after(std::chrono::seconds(5));
-    co_await asio::async_write(stream, asio::buffer(text), use_tuple);
+    auto [wec, n] = co_await asio::async_write(stream, asio::buffer(text), use_tuple);
+    deadline.clear();
+    const auto reply = ops::reply_for(ec);
+    const double ms = std::chrono::duration<double, std::milli>(clock::now() - started).count();
+    context.metrics.client_request(context.config->routes.size(), coalesce::role::pass,
+                                   reply.status, ms / 1000, std::nullopt);
+    context.log.request({.route = "none",
+                         .method = line.method,
+                         .target = line.target,
+                         .status = reply.status,
+                         .role = coalesce::role::pass,
+                         .bytes_out = wec ? 0 : ops::content_size(text),
+                         .duration_ms = ms,
+                         .outcome = reply.code});
+    co_await linger_and_close(stream, deadline);
+}
+
+// Parses and checks the head in `buffer` (its first `head_size` bytes, consumed on success).
+error_code take_head(beast::flat_buffer& buffer, std::size_t head_size, request_parser& parser,
+                     const ops::limits_config& limits, const coalesce::tenant_headers& tenants) {
+    if (auto ec = check_raw_head(view(buffer).substr(0, head_size))) {
+        return ec;
+    }
+    parser.header_limit(
+        static_cast<std::uint32_t>(std::max<std::size_t>(limits.max_header_bytes, head_size)));
+    parser.body_limit(limits.max_request_body);
+    error_code pec;
+    parser.put(asio::buffer(buffer.data().data(), head_size), pec);
+    if (pec || !parser.is_header_done()) {
+        return pec && pec != http::error::need_more ? parse_error_to_proxy(pec)
+                                                    : error_code(proxy_errc::bad_request);
+    }
+    buffer.consume(head_size);
+    auto& request = parser.get();
+    if (auto ec = adopt_absolute_form(request)) {
+        return ec;
+    }
+    if (auto ec = check_request(request, tenants)) {
+        return ec;
+    }
+    if (declared_length(request).value_or(0) > limits.max_request_body) {
+        return proxy_errc::body_too_large;  // refused before reading a byte of it
+    }
+    return {};
+}
+
+// RFC 9110 §10.1.1: an HTTP/1.1 client that asked may send its body once told to; an HTTP/1.0
+// client can't have asked (and can't parse an interim answer).
+template <class Stream>
+asio::awaitable<error_code> continue_if_asked(Stream& stream, http_rules::socket_deadline& deadline,
+                                              const client_request& request,
+                                              const ops::limits_config& limits) {
+    if (request.version() < 11 || request.find(http::field::expect) == nullptr) {
+        co_return error_code{};
+    }
+    constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+    deadline.expires_after(limits.write_timeout);
+    auto [wec, n] = co_await asio::async_write(stream, asio::buffer(go_on), use_tuple);
+    deadline.clear();
+    co_return wec;
 }
 
 }  // namespace
@@ -197,62 +317,30 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
     for (;;) {
         std::size_t head_size = 0;
         error_code ec =
-            co_await read_head(stream, deadline, buffer, limits, self, context.draining, head_size);
+            co_await read_head(stream, deadline, buffer, limits, self, context.refusing, head_size);
         const auto started = clock::now();
         if (ec == quiet_close) {
             break;
         }
-        if (!ec) {
-            ec = check_raw_head(view(buffer).substr(0, head_size));
-        }
+        auto line = first_line(view(buffer));
         arena.release();  // the previous request is gone: reuse the whole buffer
         request_parser parser(&arena);
         if (!ec) {
-            parser.header_limit(static_cast<std::uint32_t>(
-                std::max<std::size_t>(limits.max_header_bytes, head_size)));
-            parser.body_limit(limits.max_request_body);
-            error_code pec;
-            parser.put(asio::buffer(buffer.data().data(), head_size), pec);
-            if (pec || !parser.is_header_done()) {
-                ec = pec && pec != http::error::need_more ? parse_error_to_proxy(pec)
-                                                          : error_code(proxy_errc::bad_request);
-            } else {
-                buffer.consume(head_size);
-                ec = check_request(parser.get(), cfg);
-            }
+            ec = take_head(buffer, head_size, parser, limits, context.tenants);
         }
-        if (!ec && declared_length(parser.get()).value_or(0) > limits.max_request_body) {
-            ec = proxy_errc::body_too_large;  // refused before reading a byte of it
-        }
-        if (!ec && parser.get().find(http::field::expect) != nullptr) {
-            constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
-            deadline.expires_after(limits.write_timeout);
-            auto [wec, n] = co_await asio::async_write(stream, asio::buffer(go_on), use_tuple);
-            deadline.clear();
-            if (wec)
+        if (!ec) {
+            line = {parser.get().method_string(), parser.get().target(),
+                    parser.get().method() == http::verb::head};
+            if (co_await continue_if_asked(stream, deadline, parser.get(), limits)) {
                 break;
-        }
-        if (!ec && !parser.is_done()) {
-            ec = parse_buffered_body(parser, buffer);  // usually the whole body came with the head
-        }
-        if (!ec && !parser.is_done()) {
-            deadline.expires_after(limits.idle_timeout);
-            auto [body_ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
-            const auto rec = deadline.finish(body_ec);
-            if (rec == http::error::end_of_stream || rec == asio::error::eof ||
-                rec == asio::error::connection_reset) {
-                break;  // the client left mid-body: nothing to answer, nothing forwarded
             }
-            if (rec) {
-                ec = parse_error_to_proxy(rec);
+            ec = co_await read_body(stream, deadline, buffer, parser, limits);
+            if (ec == quiet_close) {
+                break;
             }
         }
         if (ec) {
-            const double seconds = std::chrono::duration<double>(clock::now() - started).count();
-            context.metrics.client_request(cfg.routes.size(), coalesce::role::pass,
-                                           ops::reply_for(ec).status, seconds, std::nullopt);
-            co_await answer_error(stream, deadline, ec);
-            co_await linger_and_close(stream, deadline);
+            co_await refuse(stream, deadline, ec, line, context, started);
             co_return;
         }
         const bool keep_alive =
