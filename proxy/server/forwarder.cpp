@@ -10,6 +10,7 @@
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
@@ -123,6 +124,23 @@ coalesce::flight_key key_of(const client_request& request, const route_match& ma
                             request.method_string(), match.upstream_target, &headers,
                             request.body()};
     return keys.make(k);
+}
+
+// Keying a body this large takes long enough (about a millisecond per MiB) to hold up the other
+// connections of the worker: it is done on the key thread, and the request waits there.
+constexpr std::size_t key_elsewhere_from = 256 * 1024;
+
+asio::awaitable<coalesce::flight_key> key_for(const client_request& request,
+                                              const route_match& match, proxy_context& context) {
+    const auto& cfg = *context.config;
+    if (request.body().size() < key_elsewhere_from) {
+        co_return key_of(request, match, cfg, context.keys);
+    }
+    // Hoisted: GCC 12 mishandles a capturing lambda in the co_await's full-expression.
+    auto make = [&]() -> asio::awaitable<coalesce::flight_key> {
+        co_return key_of(request, match, cfg, context.keys);
+    };
+    co_return co_await asio::co_spawn(context.key_threads, make(), asio::use_awaitable);
 }
 
 double ms_between(clock::time_point a, clock::time_point b) {
@@ -254,7 +272,7 @@ asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadl
         co_return co_await relay_alone(stream, deadline, request, *match, keep_alive, self, context,
                                        record, started);
     }
-    const auto key = key_of(request, *match, cfg, context.keys);
+    const auto key = co_await key_for(request, *match, context);
     const auto key_prefix = key.prefix();  // the record only views it
     record.key_prefix = key_prefix;
     const auto joined = context.flights.join_or_create(key);

@@ -15,6 +15,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl/context.hpp>
+#include <boost/asio/thread_pool.hpp>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/intrusive/list.hpp>
@@ -43,6 +44,11 @@ struct proxy_context {
     std::atomic<bool> draining{false};  // from the signal on: /readyz 503, Connection: close
     std::atomic<bool> refusing{false};  // after drain_delay: no new requests
     std::atomic<std::size_t> relays_in_progress{0};  // pass and bypass exchanges (no flight)
+    // Keys of large bodies are computed here, off the workers (forwarder.cpp).
+    struct key_pool : boost::asio::thread_pool {
+        key_pool() : boost::asio::thread_pool(1) {}
+        using boost::asio::execution_context::shutdown;
+    } key_threads;
 };
 
 // An io_context whose handlers can be destroyed before the context itself, so that objects

@@ -55,6 +55,11 @@ server::~server() {
     admin_.reset();
     listener_.reset();
     sweep_timer_.reset();
+    // A key being computed reads a request in a worker's coroutine: finish it, and drop what
+    // it would resume, before the workers' loops go.
+    context_->key_threads.stop();
+    context_->key_threads.join();
+    context_->key_threads.shutdown();
     for (auto& w : workers_) {
         w->io.shutdown();
     }

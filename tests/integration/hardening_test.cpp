@@ -254,3 +254,67 @@ TEST_CASE("during drain_delay a new connection is served, with Connection: close
     CHECK(r.header("connection") == "close");
     CHECK(request(env.proxy->admin_port(), "GET", "/readyz", "").status == 503);
 }
+
+TEST_CASE("a keep-alive connection the client closes is let go at once, whatever it carried") {
+    // The answers take 200 ms, so every client waits past the 50 ms after which the sidecar
+    // watches it for a hang-up; that watch used to swallow the later close (CLOSE-WAIT until
+    // idle_timeout).
+    mock::mock_options slow;
+    slow.latency_ms = 200;
+    mock_and_proxy env(slow, "limits: {idle_timeout: 30s}\n", "",
+                       "  - {prefix: /p/, upstream: mock, strip_prefix: /p, coalesce: false}\n"
+                       "  - {prefix: /chat/completions, upstream: mock, coalesce: true}\n");
+    auto& metrics = env.proxy->server->context().metrics;
+    const std::vector<std::pair<std::string, std::string>> json = {
+        {"Content-Type", "application/json"}};
+    for (const bool reset : {false, true}) {
+        CAPTURE(reset);
+        const auto body = chat_body(reset ? "closed with a reset" : "closed with a FIN");
+        auto finish = [&](client& c) { reset ? c.close_with_reset() : c.close(); };
+        {
+            client leader(env.proxy->port()), follower(env.proxy->port());
+            leader.send("POST", "/chat/completions", body, json);
+            std::this_thread::sleep_for(50ms);
+            follower.send("POST", "/chat/completions", body, json);
+            CHECK(leader.read(5s).header("x-coalesce") == "leader");
+            CHECK(follower.read(5s).header("x-coalesce") == "follower");
+            client hit(env.proxy->port());
+            hit.send("POST", "/chat/completions", body, json);
+            CHECK(hit.read(5s).header("x-coalesce") == "hit");
+            client pass(env.proxy->port()), bypass(env.proxy->port());
+            pass.send("POST", "/p/chat/completions", body, json);
+            CHECK(pass.read(5s).header("x-coalesce") == "pass");
+            bypass.send("POST", "/chat/completions", body,
+                        {{"Content-Type", "application/json"}, {"x-coalesce-bypass", "1"}});
+            CHECK(bypass.read(5s).header("x-coalesce") == "bypass");
+            REQUIRE(metrics.open_connections() == 5);
+            for (auto* c : {&leader, &follower, &hit, &pass, &bypass})
+                finish(*c);
+            // Within a second, far below idle_timeout: the sidecar noticed every close.
+            CHECK(eventually([&] { return metrics.open_connections() == 0; }, 1s));
+        }
+    }
+}
+
+TEST_CASE("bodies keyed off the worker (256 KiB and more) coalesce like small ones") {
+    mock::mock_options slow;
+    slow.latency_ms = 300;
+    mock_and_proxy env(slow, "workers: 1\n");
+    auto big = [](char fill) {
+        return R"({"model":"sonar","messages":[{"role":"user","content":")" +
+               std::string(1024 * 1024, fill) + R"("}]})";
+    };
+    const auto a = big('a'), b = big('b');
+    auto ask = [&](const std::string& body) {
+        return std::async(std::launch::async, [&env, &body] {
+            return request(env.proxy->port(), "POST", "/chat/completions", body,
+                           {{"Content-Type", "application/json"}});
+        });
+    };
+    auto r1 = ask(a), r2 = ask(a), r3 = ask(b);
+    const auto x = r1.get(), y = r2.get(), z = r3.get();
+    CHECK(x.status == 200);
+    CHECK(x.header("x-coalesce-flight") == y.header("x-coalesce-flight"));
+    CHECK(x.header("x-coalesce-flight") != z.header("x-coalesce-flight"));
+    CHECK(env.mock->stats().calls == 2);
+}

@@ -22,8 +22,10 @@ using boost::system::error_code;
 
 std::string proxy_yaml(const std::string& upstream_url, const std::string& extra,
                        const std::string& upstream_extra, const std::string& routes) {
+    const bool sets_workers =
+        extra.rfind("workers:", 0) == 0 || extra.find("\nworkers:") != std::string::npos;
     std::string yaml =
-        "workers: 2\n"
+        std::string(sets_workers ? "" : "workers: 2\n") +
         "listen: {address: 127.0.0.1, port: 0}\n"
         "admin: {address: 127.0.0.1, port: 0}\n"
         "upstreams:\n"
@@ -272,6 +274,14 @@ void client::close() {
     error_code ignored;
     impl_->tcp().socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     impl_->tcp().socket().close(ignored);
+}
+
+void client::close_with_reset() {
+    auto& socket = impl_->tcp().socket();
+    const ::linger abort{1, 0};
+    ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    error_code ignored;
+    socket.close(ignored);
 }
 
 response request(std::uint16_t port, const std::string& method, const std::string& target,

@@ -23,8 +23,9 @@
 
 namespace coalescer::test {
 
-// YAML for a sidecar in front of `upstream_url`, with `extra` appended (more top-level sections)
-// and `upstream_extra` inserted into the upstream's mapping (indented 4 spaces).
+// YAML for a sidecar in front of `upstream_url`, with `extra` appended (more top-level sections;
+// `workers: 2` unless it sets workers) and `upstream_extra` inserted into the upstream's
+// mapping (indented 4 spaces).
 std::string proxy_yaml(const std::string& upstream_url, const std::string& extra = "",
                        const std::string& upstream_extra = "", const std::string& routes = "");
 
@@ -83,6 +84,8 @@ class client {
     // connections). The server's receive stops short at the urgent mark with `after` queued.
     void send_with_urgent_byte(const std::string& before, char urgent, const std::string& after);
     void close();
+    // Closes with a reset (SO_LINGER 0): the peer sees RST, not FIN.
+    void close_with_reset();
 
   private:
     struct impl;
