@@ -1,0 +1,46 @@
+// The coalescer executable (or any program) as a child process, its stdout and stderr in files:
+// what tests that watch the process from outside (exit codes, logs, memory) start it with.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace coalescer::test {
+
+// A path under /tmp unique to this test process.
+std::string temp_path(const std::string& name);
+std::string read_file(const std::string& path);
+void write_file(const std::string& path, const std::string& text);
+
+class child {
+  public:
+    // Starts args[0] with args; `tag` names its output files.
+    child(std::vector<std::string> args, const std::string& tag);
+    ~child();  // SIGKILL if still running
+    child(const child&) = delete;
+    child& operator=(const child&) = delete;
+
+    // The exit code (128 + signal when killed), or -1 if it did not exit in time.
+    int wait_exit(std::chrono::milliseconds limit);
+    void signal(int signo);
+    pid_t pid() const { return pid_; }
+    // CPU seconds (user + system) used so far.
+    double cpu_seconds() const;
+    // Peak resident memory so far (VmHWM), bytes.
+    std::uint64_t peak_rss() const;
+    std::string out() const;
+    std::string err() const;
+    // Waits for "listening on http://HOST:PORT, admin on http://HOST:PORT" on stderr.
+    std::pair<std::uint16_t, std::uint16_t> ports() const;
+
+  private:
+    pid_t pid_ = 0;
+    std::string out_, err_;
+};
+
+}  // namespace coalescer::test
