@@ -735,6 +735,7 @@ class canonical_parser {
                 if (compare_members(*it, *(it + 1)) == 0)
                     return false;
             scratch_.clear();
+            scratch_.reserve(out_.size() - f.open_at);  // exactly: no doubling past the span
             for (auto it = first; it != last; ++it) {
                 if (it->dropped)
                     continue;
@@ -810,6 +811,7 @@ class canonical_parser {
         return name_;
     }
 
+  public:
     // Releases buffers that a rare huge body grew, so one 16 MiB request does not pin memory.
     void trim() {
         if (out_.capacity() > keep_bytes)
@@ -818,8 +820,11 @@ class canonical_parser {
             std::string().swap(digits_);
         if (members_.capacity() * sizeof(member) > keep_bytes)
             std::vector<member>().swap(members_);
+        if (scratch_.capacity() > keep_bytes)
+            std::string().swap(scratch_);
     }
 
+  private:
     static constexpr std::size_t keep_bytes = 4 * 1024 * 1024;
     static constexpr std::size_t max_input = 0x7fffffff;  // member offsets and sizes fit 31 bits
 
@@ -854,6 +859,11 @@ bool json_canonicalizer::run(std::string_view text, const ignore_list& ignore) {
 
 std::string_view json_canonicalizer::result() const noexcept {
     return impl_->ok ? impl_->parser.result() : std::string_view();
+}
+
+void json_canonicalizer::release_large() {
+    impl_->ok = false;
+    impl_->parser.trim();
 }
 
 std::optional<std::string> canonicalize_json(std::string_view text, const ignore_list& ignore) {

@@ -86,6 +86,9 @@ class json_canonicalizer {
     // next call to run() on this object.
     bool run(std::string_view text, const ignore_list& ignore);
     std::string_view result() const noexcept;
+    // Frees the scratch a huge body grew (result() is then empty): a thread that keys only
+    // large bodies would otherwise hold a body's worth until its next one.
+    void release_large();
 
   private:
     struct impl;

@@ -1,5 +1,7 @@
 #include "coalesce/flight_key.hpp"
 
+#include "http/header_rules.hpp"
+
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
@@ -149,13 +151,6 @@ char lower(char c) noexcept {
     return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
-std::string to_lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out)
-        c = lower(c);
-    return out;
-}
-
 // `lowered` is already lower case.
 bool name_equals(std::string_view name, std::string_view lowered) noexcept {
     if (name.size() != lowered.size())
@@ -182,7 +177,7 @@ void append_identities(std::string& out, keyed_hmac& mac, const header_list* hea
     if (headers != nullptr) {
         for (const auto& [name, value] : *headers) {
             if (rule.is_identity(name))
-                found.emplace_back(to_lower(name), value);
+                found.emplace_back(http_rules::lower_case(name), value);
         }
     }
     std::stable_sort(found.begin(), found.end(),
@@ -303,6 +298,8 @@ flight_key flight_key_builder::make(const key_request& request, body_kind& kind)
     st.digest.final(key.digest.data());
     if (fields.capacity() > 64 * 1024)
         std::string().swap(fields);  // huge header values: don't pin
+    if (request.body.size() > 4 * 1024 * 1024)
+        st.canonicalizer.release_large();  // nor huge bodies
     return key;
 }
 

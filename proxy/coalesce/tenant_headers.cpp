@@ -7,13 +7,6 @@
 namespace coalescer::coalesce {
 namespace {
 
-std::string to_lower(std::string_view s) {
-    std::string out(s);
-    for (char& c : out)
-        c = (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-    return out;
-}
-
 bool listed(const std::vector<std::string>& names, std::string_view name) noexcept {
     return std::any_of(names.begin(), names.end(),
                        [&](const std::string& n) { return http_rules::iequals(n, name); });
@@ -23,11 +16,11 @@ bool listed(const std::vector<std::string>& names, std::string_view name) noexce
 
 tenant_headers::tenant_headers(const ops::coalesce_config& cfg) {
     for (const auto& n : cfg.identity_headers)
-        identity_.push_back(to_lower(n));
+        identity_.push_back(http_rules::lower_case(n));
     for (const auto& n : cfg.shared_headers)
-        shared_.push_back(to_lower(n));
+        shared_.push_back(http_rules::lower_case(n));
     for (const auto& n : cfg.vary_headers)
-        vary_.push_back(to_lower(n));
+        vary_.push_back(http_rules::lower_case(n));
 }
 
 bool tenant_headers::is_identity(std::string_view name) const noexcept {

@@ -31,6 +31,13 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
                                               [](char x, char y) { return lower(x) == lower(y); });
 }
 
+std::string lower_case(std::string_view name) {
+    std::string out(name);
+    for (char& c : out)
+        c = lower(c);
+    return out;
+}
+
 bool is_hop_by_hop(std::string_view name) noexcept {
     static constexpr std::array<std::string_view, 9> names{
         "connection",       "keep-alive",          "te",

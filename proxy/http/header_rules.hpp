@@ -3,11 +3,14 @@
 
 #include <boost/beast/http/field.hpp>
 
+#include <string>
 #include <string_view>
 
 namespace coalescer::http_rules {
 
 bool iequals(std::string_view a, std::string_view b) noexcept;
+// A header name in lower case (ASCII letters only; names are tokens).
+std::string lower_case(std::string_view name);
 
 // RFC 9110 §7.6.1: headers that describe one connection and never cross a proxy.
 bool is_hop_by_hop(std::string_view name) noexcept;
