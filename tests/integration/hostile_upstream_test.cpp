@@ -23,9 +23,12 @@
 
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <sstream>
 #include <thread>
 
@@ -86,8 +89,9 @@ class hclient {
 
     void send(const std::string& method, const tenant& t) {
         method_ = method;
-        std::string text = method + " /chat/completions HTTP/1.1\r\nHost: localhost\r\n"
-                                    "Authorization: " +
+        std::string text = method +
+                           " /chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+                           "Authorization: " +
                            t.auth + "\r\n";
         if (method != "HEAD") {
             text += "Content-Type: application/json\r\nContent-Length: " +
@@ -121,8 +125,7 @@ class hclient {
                 std::transform(name.begin(), name.end(), name.begin(),
                                [](unsigned char c) { return std::tolower(c); });
                 auto& slot = r.headers[name];
-                slot = slot.empty() ? std::string(f.value())
-                                    : slot + ", " + std::string(f.value());
+                slot = slot.empty() ? std::string(f.value()) : slot + ", " + std::string(f.value());
             }
             r.body = msg.body();
         }
@@ -320,14 +323,18 @@ std::string config_for(const hostile_case& c, const raw_upstream& up, int worker
 
 // The first request gets the entry's answer (held until release() when `hold`), every other
 // one a genuine answer of its own.
-raw_upstream::responder script_for(const hostile_case& c, bool hold) {
-    return [step = c.step, hold](const recorded_request& r) {
-        if (r.call != 0)
-            return genuine(r);
-        auto s = step;
-        s.hold = hold;
-        return s;
-    };
+responder script_for(const hostile_case& c, bool hold) {
+    auto step = c.step;
+    step.hold = hold;
+    return on_call(0, step, genuine);
+}
+
+// With HOSTILE_VERBOSE=1 in the environment, one line per client outcome on stderr: what each
+// client saw in the runs that pass too.
+void note(const std::string& line) {
+    static const bool verbose = std::getenv("HOSTILE_VERBOSE") != nullptr;
+    if (verbose)
+        std::fprintf(stderr, "hostile: %s\n", line.c_str());
 }
 
 std::chrono::milliseconds since(steady::time_point t) {
@@ -359,24 +366,28 @@ void check_repeat(const hostile_case& c, const raw_upstream& up, const response&
     CHECK_FALSE(repeat.timed_out);
     CHECK_FALSE(has_injected(repeat));
     if (repeat.header("x-coalesce") == "hit") {
+        note(c.name + " | repeat: " + describe(repeat));
         CHECK_MESSAGE(valid_outcome(c, first),
                       "an invalid outcome was retained and served as a hit");
         CHECK_MESSAGE(repeat.body == first.body, "the hit's bytes differ from the answer's");
         CHECK(repeat.status == first.status);
         return;
     }
-    CHECK_MESSAGE(eventually([&] { return up.calls() > calls_before; }, 1s),
-                  "no new upstream call for the repeat");
-    const auto problem = next_problem(repeat, tenant_a, c.method, false);
-    CHECK_MESSAGE(problem.empty(), problem);
-    if (c.poisons) {
-        for (const auto& r : up.requests()) {
-            if (r.call >= calls_before) {
+    const bool called = eventually([&] { return up.calls() > calls_before; }, 1s);
+    std::string where;
+    for (const auto& r : up.requests()) {
+        if (r.call >= calls_before) {
+            where += " " + std::to_string(r.connection);
+            if (c.poisons) {
                 CHECK_MESSAGE(r.connection != 0,
                               "the repeat went out on the connection that misbehaved");
             }
         }
     }
+    note(c.name + " | repeat: " + describe(repeat) + ", upstream connection(s):" + where);
+    CHECK_MESSAGE(called, "no new upstream call for the repeat");
+    const auto problem = next_problem(repeat, tenant_a, c.method, false);
+    CHECK_MESSAGE(problem.empty(), problem);
 }
 
 // (a) Four identical requests share one flight; every client sees the same clean outcome.
@@ -407,7 +418,7 @@ void run_concurrent(const hostile_case& c) {
     for (std::size_t i = 1; i < n; ++i)
         start(i);
     eventually([&] { return sent.load() == n; }, 3s);
-    std::this_thread::sleep_for(150ms);  // the followers' heads are read and they join
+    std::this_thread::sleep_for(200ms);  // the followers' heads are read and they join
     const auto released = steady::now();
     up.release();
     for (auto& t : clients)
@@ -429,7 +440,10 @@ void run_concurrent(const hostile_case& c) {
         CHECK_MESSAGE(took <= c.within,
                       "the outcome came " << took.count() << " ms after the upstream's release");
         ++roles[out[i].header("x-coalesce")];
+        note(c.name + " | concurrent | client " + std::to_string(i) + ": " + describe(out[i]) +
+             " after " + std::to_string(took.count()) + " ms");
     }
+    note(c.name + " | concurrent | upstream calls: " + std::to_string(up.calls()));
     if (out[0].status == c.status && c.outcome != expect::error) {
         CHECK_MESSAGE(roles["leader"] == 1, "roles: " << roles["leader"] << " leader(s)");
         CHECK_MESSAGE(roles["leader"] + roles["follower"] == static_cast<int>(n),
@@ -456,32 +470,42 @@ void run_two_tenants(const hostile_case& c, int workers, bool pass) {
     const auto a_sent = steady::now();
     a_client->send(c.method, tenant_a);
     const auto a = a_client->read();
+    const auto label = c.name + " | two tenants, " + (pass ? "pass" : "coalescing") + ", workers " +
+                       std::to_string(workers) + " | ";
+    note(label + "A: " + describe(a));
     {
         INFO("(b) tenant A's request, answered by the misbehaving upstream");
         const auto problem = outcome_problem(c, a);
         CHECK_MESSAGE(problem.empty(), problem);
-        CHECK_MESSAGE(since(a_sent) <= c.within, "A's outcome took " << since(a_sent).count() << " ms");
+        CHECK_MESSAGE(since(a_sent) <= c.within,
+                      "A's outcome took " << since(a_sent).count() << " ms");
     }
     // Everything the script says is on the wire (delayed trailing bytes too) before B asks.
     CHECK(eventually([&] { return up.steps_done() >= 1; }, 3s));
     const auto connections_before_b = up.connections();
     const auto calls_before_b = up.calls();
 
-    auto b_client = a_client->reusable() ? std::move(a_client)
-                                         : std::make_unique<hclient>(proxy.port());
+    auto b_client =
+        a_client->reusable() ? std::move(a_client) : std::make_unique<hclient>(proxy.port());
     const auto b_sent = steady::now();
     b_client->send("POST", tenant_b);
     const auto b = b_client->read();
     {
+        eventually([&] { return up.calls() > calls_before_b; }, 1s);
+        std::string where;
+        for (const auto& r : up.requests())
+            if (r.call >= calls_before_b)
+                where += " " + std::to_string(r.connection);
+        note(label + "B: " + describe(b) + ", upstream connection(s):" + where);
         INFO("(b) tenant B's request after it: " << describe(b));
         const auto problem = next_problem(b, tenant_b, "POST", strict);
         CHECK_MESSAGE(problem.empty(), problem);
         CHECK_FALSE(b.timed_out);
-        CHECK_MESSAGE(since(b_sent) <= c.within, "B's answer took " << since(b_sent).count() << " ms");
+        CHECK_MESSAGE(since(b_sent) <= c.within,
+                      "B's answer took " << since(b_sent).count() << " ms");
         CHECK(b.header("x-coalesce") != "hit");
-        // The upstream records a request as it reads it: a sidecar that answered B from bytes
-        // it already had may have been quicker than that.
-        eventually([&] { return up.calls() > calls_before_b; }, 1s);
+        // (The upstream records a request as it reads it: a sidecar that answered B from bytes
+        // it already had may have been quicker than that, hence the wait above.)
         const auto requests = up.requests();
         std::size_t b_calls = 0;
         for (const auto& r : requests) {
@@ -493,7 +517,7 @@ void run_two_tenants(const hostile_case& c, int workers, bool pass) {
                 CHECK_MESSAGE(r.connection != 0,
                               "B's request went out on the connection that misbehaved ("
                                   << up.connections() - connections_before_b
-                                  << " new connections)");
+                                  << " new upstream connection(s) opened after A)");
             }
         }
         CHECK_MESSAGE(b_calls == 1, "B's request made " << b_calls << " upstream calls");
@@ -508,6 +532,7 @@ void run_two_tenants(const hostile_case& c, int workers, bool pass) {
         b_client->send("POST", tenant_b);
         const auto b2 = b_client->read();
         INFO("(b) tenant B's same request again: " << describe(b2));
+        note(label + "B again: " + describe(b2));
         if (b2.header("x-coalesce") == "hit") {
             CHECK_MESSAGE(b2.body == expected_genuine(tenant_b, "POST"),
                           "a hit for B that is not B's own answer");
@@ -565,6 +590,81 @@ void run_group(int group) {
 }
 
 }  // namespace
+
+TEST_CASE("hostile upstream: 0. the scripted upstream records and answers as scripted") {
+    // The tool first: requests parsed and recorded per connection, steps chosen by position,
+    // pieces written apart, held steps waiting for release(), and each ending as scripted.
+    raw_upstream up(
+        on_request(0, 1, answer("second").after(100ms, "-later").ending_with(ending::reset),
+                   [](const recorded_request& r) {
+                       return answer("[" + r.method + " " + r.target + " " + r.body + "]");
+                   }));
+    asio::io_context io;
+    auto open = [&](std::uint16_t port) {
+        asio::ip::tcp::socket socket(io);
+        socket.connect({asio::ip::make_address("127.0.0.1"), port});
+        timeval limit{.tv_sec = 5, .tv_usec = 0};
+        ::setsockopt(socket.native_handle(), SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
+        return socket;
+    };
+    auto read_some = [](asio::ip::tcp::socket& socket, error_code& ec) {
+        char buf[256];
+        const auto n = socket.read_some(asio::buffer(buf), ec);
+        return std::string(buf, n);
+    };
+    auto first = open(up.port());
+    // Two requests in one write: the second is read from what the first left over.
+    asio::write(first, asio::buffer(std::string(
+                           "POST /x HTTP/1.1\r\nHost: h\r\nAuthorization: Bearer k\r\n"
+                           "Content-Length: 5\r\n\r\nhelloGET /y HTTP/1.1\r\nHost: h\r\n\r\n")));
+    error_code ec;
+    std::string got;
+    while (!ec && got.size() < std::string("[POST /x hello]second").size())
+        got += read_some(first, ec);
+    CHECK(got == "[POST /x hello]second");
+    const auto before_later = steady::now();
+    got = read_some(first, ec);
+    CHECK(got == "-later");  // a segment of its own, 100 ms later
+    CHECK(since(before_later) >= 80ms);
+    read_some(first, ec);
+    CHECK(ec == asio::error::connection_reset);
+
+    auto second = open(up.port());
+    asio::write(second, asio::buffer(std::string("GET /z HTTP/1.1\r\nHost: h\r\n\r\n")));
+    CHECK(read_some(second, ec) == "[GET /z ]");
+    second.close();
+    CHECK(eventually([&] { return up.closed_by_peer(1); }, 2s));
+    CHECK_FALSE(up.closed_by_peer(0));  // the upstream reset that one itself
+
+    const auto requests = up.requests();
+    REQUIRE(requests.size() == 3);
+    CHECK(requests[0].connection == 0);
+    CHECK(requests[0].index == 0);
+    CHECK(requests[0].header("Authorization") == "Bearer k");
+    CHECK(requests[0].body == "hello");
+    CHECK(requests[1].connection == 0);
+    CHECK(requests[1].index == 1);
+    CHECK(requests[1].target == "/y");
+    CHECK(requests[2].connection == 1);
+    CHECK(requests[2].call == 2);
+    CHECK(up.steps_done() == 3);
+
+    raw_upstream held(on_call(
+        0,
+        [] {
+            auto s = answer("held");
+            s.hold = true;
+            return s;
+        }(),
+        [](const recorded_request&) { return answer("other"); }));
+    auto third = open(held.port());
+    asio::write(third, asio::buffer(std::string("GET / HTTP/1.1\r\nHost: h\r\n\r\n")));
+    CHECK(eventually([&] { return held.calls() == 1; }, 2s));
+    std::this_thread::sleep_for(100ms);
+    CHECK(held.steps_done() == 0);
+    held.release();
+    CHECK(read_some(third, ec) == "held");
+}
 
 TEST_CASE("hostile upstream: 1. a pooled connection out of step never answers another request") {
     run_group(1);

@@ -101,6 +101,17 @@ script_step answer(std::string bytes, ending then) {
     return s;
 }
 
+responder on_request(std::size_t connection, std::size_t index, script_step step,
+                     responder otherwise) {
+    return [=](const recorded_request& r) {
+        return r.connection == connection && r.index == index ? step : otherwise(r);
+    };
+}
+
+responder on_call(std::size_t call, script_step step, responder otherwise) {
+    return [=](const recorded_request& r) { return r.call == call ? step : otherwise(r); };
+}
+
 raw_upstream::raw_upstream(responder script) : script_(std::move(script)) {
     listen_fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (listen_fd_ < 0)

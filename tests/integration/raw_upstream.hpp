@@ -61,9 +61,18 @@ struct script_step {
 };
 script_step answer(std::string bytes, ending then = ending::keep_open);
 
+using responder = std::function<script_step(const recorded_request&)>;
+
+// Scripts by position: `step` answers request `index` on connection `connection` (both 0-based,
+// in arrival order); `otherwise` answers every other request.
+responder on_request(std::size_t connection, std::size_t index, script_step step,
+                     responder otherwise);
+// `step` answers call `call` (0-based, in the order requests arrived on any connection).
+responder on_call(std::size_t call, script_step step, responder otherwise);
+
 class raw_upstream {
   public:
-    using responder = std::function<script_step(const recorded_request&)>;
+    using responder = test::responder;
 
     // A held step waits at most this long for release(): a forgotten release never hangs a test.
     static constexpr std::chrono::milliseconds hold_limit{5000};

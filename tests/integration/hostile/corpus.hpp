@@ -37,9 +37,9 @@ struct hostile_case {
     std::string name;
     script_step step;  // the upstream's answer to the first request
     expect outcome;
-    unsigned status = 200;          // answer and cut: the status line the clients see
-    std::string body;               // answer: the exact body; cut: the body of which a prefix
-    unsigned error_status = 502;    // error: the status the sidecar must make
+    unsigned status = 200;        // answer and cut: the status line the clients see
+    std::string body;             // answer: the exact body; cut: the body of which a prefix
+    unsigned error_status = 502;  // error: the status the sidecar must make
     std::string code = "upstream_protocol_error";  // error: its code ("" = any)
     // The upstream connection may not carry another request after this answer.
     bool poisons = true;
@@ -111,11 +111,14 @@ inline std::vector<hostile_case> corpus() {
     {
         // 204 and 304 have no content whatever their fields say: the "body" they announce is
         // the next response on the wire. Refusing the answer (H-20) is as good as ending it.
-        hostile_case c{1, "a 204 announcing a body that arrives 150 ms later",
+        hostile_case c{1,
+                       "a 204 announcing a body that arrives 150 ms later",
                        answer("HTTP/1.1 204 No Content\r\nContent-Length: " +
                               std::to_string(injected.size()) + "\r\n\r\n")
                            .after(later, injected),
-                       expect::answer_or_protocol_error, 204, ""};
+                       expect::answer_or_protocol_error,
+                       204,
+                       ""};
         add(c);
         c.name = "a 304 announcing a body that arrives 150 ms later";
         c.step = answer("HTTP/1.1 304 Not Modified\r\nContent-Length: " +
@@ -125,12 +128,15 @@ inline std::vector<hostile_case> corpus() {
         add(c);
     }
     {
-        hostile_case c{1, "a HEAD answer followed 150 ms later by the body it announced",
+        hostile_case c{1,
+                       "a HEAD answer followed 150 ms later by the body it announced",
                        answer("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                               "Content-Length: " +
                               std::to_string(injected.size()) + "\r\n\r\n")
                            .after(later, injected),
-                       expect::answer, 200, ""};
+                       expect::answer,
+                       200,
+                       ""};
         c.method = "HEAD";
         add(c);
     }
@@ -153,9 +159,12 @@ inline std::vector<hostile_case> corpus() {
 
     // 3. Interim answers are consumed; the final one is what every client sees.
     {
-        hostile_case c{3, "100 Continue, then 200 in another segment",
+        hostile_case c{3,
+                       "100 Continue, then 200 in another segment",
                        answer("HTTP/1.1 100 Continue\r\n\r\n").after(30ms, cl_response(valid_body)),
-                       expect::answer, 200, valid_body};
+                       expect::answer,
+                       200,
+                       valid_body};
         c.poisons = false;
         add(c);
         c.name = "103 Early Hints, then 200 in another segment";
@@ -163,8 +172,9 @@ inline std::vector<hostile_case> corpus() {
                      .after(30ms, cl_response(valid_body));
         add(c);
         c.name = "100 and 103 and a chunked 200 in one segment";
-        c.step = answer("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" +
-                        sse_response);
+        c.step =
+            answer("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" +
+                   sse_response);
         c.body = sse_body;
         add(c);
     }
@@ -182,14 +192,16 @@ inline std::vector<hostile_case> corpus() {
          expect::error});
     add({5, "Transfer-Encoding: gzip alone, body ended by the close",
          answer("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: "
-                "gzip\r\n\r\n\x1f\x8b\x08" "garbage")
+                "gzip\r\n\r\n\x1f\x8b\x08"
+                "garbage")
              .after(30ms, "")
              .ending_with(ending::close),
          expect::error});
 
     // 6. A header section over limits.max_header_bytes.
     add({6, "a 20 KiB header section (default max_header_bytes 16 KiB)",
-         answer(cl_response(valid_body, "200 OK", "X-Big: " + std::string(20 * 1024, 'b') + "\r\n")),
+         answer(
+             cl_response(valid_body, "200 OK", "X-Big: " + std::string(20 * 1024, 'b') + "\r\n")),
          expect::error});
     {
         hostile_case c{6, "a 6 KiB header section with max_header_bytes: 4KiB",
@@ -209,8 +221,9 @@ inline std::vector<hostile_case> corpus() {
 
     // 7. Bytes a field line may not hold.
     add({7, "a field line ended by a bare LF",
-         answer("HTTP/1.1 200 OK\r\nX-Odd: yes\nContent-Type: application/json\r\nContent-Length: " +
-                std::to_string(valid_body.size()) + "\r\n\r\n" + valid_body),
+         answer(
+             "HTTP/1.1 200 OK\r\nX-Odd: yes\nContent-Type: application/json\r\nContent-Length: " +
+             std::to_string(valid_body.size()) + "\r\n\r\n" + valid_body),
          expect::error});
     add({7, "the status line ended by a bare LF",
          answer("HTTP/1.1 200 OK\nContent-Type: application/json\r\nContent-Length: " +
@@ -226,8 +239,8 @@ inline std::vector<hostile_case> corpus() {
     add({8, "Content-Length: 5 and Content-Length: 6",
          answer("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"),
          expect::error});
-    add({8, "Content-Length: 5, 6",
-         answer("HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!"), expect::error});
+    add({8, "Content-Length: 5, 6", answer("HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello!"),
+         expect::error});
     add({8, "Content-Length then Transfer-Encoding: chunked",
          answer("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n" +
                 chunk("hello") + "0\r\n\r\n"),
@@ -261,7 +274,9 @@ inline std::vector<hostile_case> corpus() {
              .after(50ms, "FFFFFFFFFFFFFFFFF\r\n" + event_2 + "\r\n0\r\n\r\n"),
          expect::cut, 200, sse_body});
     add({10, "no last chunk, then the close",
-         answer(sse_head + chunk(event_1) + chunk(event_2)).after(30ms, "").ending_with(ending::close),
+         answer(sse_head + chunk(event_1) + chunk(event_2))
+             .after(30ms, "")
+             .ending_with(ending::close),
          expect::cut, 200, sse_body});
     add({10, "a chunk extension of garbage",
          answer(sse_head + chunk(event_1) + hex(event_2.size()) + ";\x01\x7f=\"\r\n" + event_2 +
@@ -271,10 +286,13 @@ inline std::vector<hostile_case> corpus() {
          answer(sse_head + chunk(event_1) + "zz\r\n" + event_2 + "\r\n0\r\n\r\n"),
          expect::error_or_cut, 200, sse_body});
     {
-        hostile_case c{10, "a well-formed chunk extension (control: a valid answer)",
-                       answer(sse_head + chunk(event_1) + hex(event_2.size()) +
-                              ";name=value\r\n" + event_2 + "\r\n0\r\n\r\n"),
-                       expect::answer, 200, sse_body};
+        hostile_case c{10,
+                       "a well-formed chunk extension (control: a valid answer)",
+                       answer(sse_head + chunk(event_1) + hex(event_2.size()) + ";name=value\r\n" +
+                              event_2 + "\r\n0\r\n\r\n"),
+                       expect::answer,
+                       200,
+                       sse_body};
         c.poisons = false;
         add(c);
     }
@@ -303,13 +321,13 @@ inline std::vector<hostile_case> corpus() {
     };
     for (const auto& p : points) {
         for (const auto how : {ending::close, ending::reset}) {
-            hostile_case c{11,
-                           std::string(how == ending::close ? "close " : "reset ") + p.name,
-                           answer(p.prefix).after(30ms, "").ending_with(how),
-                           p.head_whole ? expect::error_or_cut : expect::error,
-                           200,
-                           p.prefix.find("Content-Length") != std::string::npos ? valid_body
-                                                                                 : sse_body};
+            hostile_case c{
+                11,
+                std::string(how == ending::close ? "close " : "reset ") + p.name,
+                answer(p.prefix).after(30ms, "").ending_with(how),
+                p.head_whole ? expect::error_or_cut : expect::error,
+                200,
+                p.prefix.find("Content-Length") != std::string::npos ? valid_body : sse_body};
             c.code = "";  // upstream_closed, most likely: any well-formed 502 will do
             add(c);
         }
@@ -318,8 +336,12 @@ inline std::vector<hostile_case> corpus() {
     // 12. Stalls: each must end at its own timeout, not later.
     {
         // The head may have gone out already: then the cut, else the idle timeout's 504.
-        hostile_case c{12, "the head, then nothing (idle 500ms)", answer(sse_head),
-                       expect::error_or_cut, 200, sse_body};
+        hostile_case c{12,
+                       "the head, then nothing (idle 500ms)",
+                       answer(sse_head),
+                       expect::error_or_cut,
+                       200,
+                       sse_body};
         c.error_status = 504;
         c.code = "upstream_idle_timeout";
         c.timeouts = stall_timeouts;
