@@ -529,10 +529,17 @@ void run_two_tenants(const hostile_case& c, int workers, bool pass) {
     {
         if (!b_client->reusable())
             b_client = std::make_unique<hclient>(proxy.port());
+        const auto calls_before_b2 = up.calls();
         b_client->send("POST", tenant_b);
         const auto b2 = b_client->read();
         INFO("(b) tenant B's same request again: " << describe(b2));
-        note(label + "B again: " + describe(b2));
+        if (b2.header("x-coalesce") != "hit")
+            eventually([&] { return up.calls() > calls_before_b2; }, 1s);
+        std::string where;
+        for (const auto& r : up.requests())
+            if (r.call >= calls_before_b2)
+                where += " " + std::to_string(r.connection);
+        note(label + "B again: " + describe(b2) + ", upstream connection(s):" + where);
         if (b2.header("x-coalesce") == "hit") {
             CHECK_MESSAGE(b2.body == expected_genuine(tenant_b, "POST"),
                           "a hit for B that is not B's own answer");

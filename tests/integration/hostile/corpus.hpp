@@ -145,6 +145,16 @@ inline std::vector<hostile_case> corpus() {
     add({1, "a second response in the same segment as a chunked answer",
          answer(sse_response + injected), expect::answer, 200, sse_body});
 
+    // The connection ends under the pooled connection: a FIN (the upstream may still read what
+    // is sent to it, and act on it) or a full close, 150 ms after a valid answer. A request sent
+    // there afterwards could be processed and then sent again on a new connection.
+    add({1, "a valid answer, then a half-close (FIN) 150 ms later",
+         answer(cl_response(valid_body)).after(later, "").ending_with(ending::half_close),
+         expect::answer, 200, valid_body});
+    add({1, "a valid answer, then a close 150 ms later",
+         answer(cl_response(valid_body)).after(later, "").ending_with(ending::close),
+         expect::answer, 200, valid_body});
+
     // 2. An upgrade nobody asked for.
     add({2, "101 Switching Protocols to a POST",
          answer("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: "
