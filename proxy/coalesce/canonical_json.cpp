@@ -107,6 +107,8 @@ bool is_digit(char c) noexcept {
     return c >= '0' && c <= '9';
 }
 
+constexpr std::int64_t max_exponent = 1'000'000'000'000'000;
+
 void append_int(std::string& out, std::int64_t v) {
     char buf[24];
     auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
@@ -114,7 +116,8 @@ void append_int(std::string& out, std::int64_t v) {
 }
 
 // Appends the canonical spelling of the JSON number `text` (see the header). `digits` is scratch.
-// False when `text` is not a JSON number or its exponent is beyond any sane range (|e| > 10^15).
+// False when `text` is not a JSON number or its value's exponent is beyond any sane range
+// (|e| > 10^15 in scientific notation: the canonical spelling must itself be accepted).
 bool append_canonical_number(std::string_view text, std::string& out, std::string& digits) {
     std::size_t i = 0;
     const std::size_t size = text.size();
@@ -147,7 +150,7 @@ bool append_canonical_number(std::string_view text, std::string& out, std::strin
         const std::size_t exp_begin = i;
         while (i < size && is_digit(text[i])) {
             exponent = exponent * 10 + (text[i] - '0');
-            if (exponent > 1'000'000'000'000'000)
+            if (exponent > 100'000'000'000'000'000)  // far past the limit, short of overflow
                 return false;
             ++i;
         }
@@ -173,6 +176,9 @@ bool append_canonical_number(std::string_view text, std::string& out, std::strin
     // value = d × 10^q
     const std::int64_t q =
         exponent - static_cast<std::int64_t>(frac_end - frac_begin) + trailing_zeros;
+    const std::int64_t scientific = q + n - 1;
+    if (scientific > max_exponent || scientific < -max_exponent)
+        return false;
 
     if (negative)
         out.push_back('-');

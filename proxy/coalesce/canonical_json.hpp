@@ -23,7 +23,9 @@
 // leading zeros, whitespace other than space/tab/CR/LF, ...), invalid UTF-8 (overlong forms,
 // encoded surrogates, beyond U+10FFFF), lone surrogates, bytes after the value, duplicate member
 // names in one object (compared after unescaping, removed members included), nesting deeper than
-// max_json_depth, an exponent beyond ±10^15 (kept exact below that: 1e400 is not 1e401).
+// max_json_depth, a value whose exponent in scientific notation is beyond ±10^15 (kept exact
+// below that: 1e400 is not 1e401; 10e1000000000000000 is refused, as its canonical spelling
+// 1e+1000000000000001 would be).
 #pragma once
 
 #include <cstddef>

@@ -29,6 +29,28 @@ bool tenant_headers::is_identity(std::string_view name) const noexcept {
     return http_rules::looks_like_credential(name) && !listed(shared_, name);
 }
 
+std::uint64_t tenant_headers::tag(std::span<const http_rules::header_field> fields) const noexcept {
+    std::uint64_t sum = 0;
+    for (const auto& field : fields) {
+        if (!is_identity(field.name_text)) {
+            continue;
+        }
+        // FNV-1a over the lower-case name and the value; summed, so order does not matter.
+        std::uint64_t h = 14695981039346656037ull;
+        auto mix = [&h](unsigned char c) {
+            h ^= c;
+            h *= 1099511628211ull;
+        };
+        for (const char c : field.name_text)
+            mix(static_cast<unsigned char>(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c));
+        mix(0);
+        for (const char c : field.value)
+            mix(static_cast<unsigned char>(c));
+        sum += h | 1;
+    }
+    return sum;
+}
+
 bool tenant_headers::is_vary(std::string_view name) const noexcept {
     return listed(vary_, name);
 }

@@ -7,7 +7,11 @@
 // provider's new credential header is keyed before anyone configures it.
 #pragma once
 
+#include "http/field_list.hpp"
 #include "ops/config.hpp"
+
+#include <cstdint>
+#include <span>
 
 #include <string>
 #include <string_view>
@@ -22,6 +26,11 @@ class tenant_headers {
     // Names compare in any case.
     bool is_identity(std::string_view name) const noexcept;
     bool is_vary(std::string_view name) const noexcept;
+    // A tag of the tenant a request's headers name, the same whatever their order and letter
+    // case; 0 without any tenant header. Not a secret (a hash to partition connections by,
+    // never shown): the key uses HMACs.
+    std::uint64_t tag(std::span<const http_rules::header_field> fields) const noexcept;
+
     // The configured vary headers, lower case, in configuration order.
     const std::vector<std::string>& vary() const noexcept { return vary_; }
 

@@ -5,6 +5,7 @@
 
 #include "http/header_rules.hpp"
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <arpa/inet.h>
@@ -19,6 +20,7 @@
 #include <cstdio>
 #include <initializer_list>
 #include <limits>
+#include <sstream>
 #include <string_view>
 #include <system_error>
 #include <utility>
@@ -961,20 +963,59 @@ std::optional<std::size_t> parse_size(const std::string& text) {
     return static_cast<std::size_t>(*value * multiplier);
 }
 
-std::shared_ptr<const config> load_config_text(const std::string& yaml, const std::string& source) {
-    loader l(source);
-    std::vector<YAML::Node> documents;
+namespace {
+
+// Counts documents and where each starts, nothing more.
+class document_counter final : public YAML::EventHandler {
+  public:
+    int documents = 0;
+    int last_line = 0;
+    void OnDocumentStart(const YAML::Mark& mark) override {
+        ++documents;
+        last_line = std::max(mark.line, 0);
+    }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+};
+
+// The one document of `yaml`. Not YAML::LoadAll: yaml-cpp 0.7's never returns on some inputs
+// (a lone ","), finding one empty document after another until memory runs out
+// (jbeder/yaml-cpp#1040, found by the config fuzzer). At most two documents are looked for.
+YAML::Node the_document(const loader& l, const std::string& yaml) {
     try {
-        documents = YAML::LoadAll(yaml);
+        std::istringstream in(yaml);
+        YAML::Parser parser(in);
+        document_counter counter;
+        for (int i = 0; i < 2 && parser.HandleNextDocument(counter); ++i) {
+        }
+        if (counter.documents == 0)
+            l.fail(0, "document", "empty; expected a mapping with upstreams and routes");
+        if (counter.documents > 1)
+            l.fail(counter.last_line, "document", "expected one YAML document, found another");
+        return YAML::Load(yaml);
     } catch (const YAML::Exception& e) {
         l.fail(std::max(e.mark.line, 0), "invalid YAML", e.msg);
     }
-    if (documents.empty())
+}
+
+}  // namespace
+
+std::shared_ptr<const config> load_config_text(const std::string& yaml, const std::string& source) {
+    loader l(source);
+    const YAML::Node document = the_document(l, yaml);
+    if (document.IsNull())
         l.fail(0, "document", "empty; expected a mapping with upstreams and routes");
-    if (documents.size() > 1)
-        l.fail(line_of(documents[1]), "document", "expected one YAML document, found another");
     try {
-        return read_config(l, documents.front());
+        return read_config(l, document);
     } catch (const YAML::Exception& e) {  // not expected: the walk only reads what it has checked
         l.fail(std::max(e.mark.line, 0), "document", e.msg);
     }

@@ -48,7 +48,8 @@ void append_number(std::string& out, std::uint64_t n) {
 // The request as the upstream gets it: host from config, hop-by-hop headers and the client's
 // framing and encoding preferences removed, the body byte for byte.
 upstream::upstream_request make_upstream_request(client_request& request, const route_match& match,
-                                                 const ops::config& cfg) {
+                                                 const proxy_context& context) {
+    const auto& cfg = *context.config;
     const auto& up = cfg.upstreams[match.route->upstream_index];
     std::string head;
     head.reserve(512 + request.body().size() / 64);
@@ -91,7 +92,8 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
         head += "\r\n"sv;
     }
     head += "\r\n"sv;
-    return {std::move(head), std::move(request.body()), method == http::verb::head};
+    return {std::move(head), std::move(request.body()), method == http::verb::head,
+            context.tenants.tag(request.fields())};
 }
 
 bool wants_bypass(const client_request& request, const ops::config& cfg) {
@@ -185,7 +187,7 @@ upstream::exchange_context exchange_for(const route_match& match, worker& self,
 // The flight's upstream exchange runs on this worker, detached from the client that started it.
 void start_fetch(const std::shared_ptr<coalesce::flight>& flight, client_request& request,
                  const route_match& match, worker& self, proxy_context& context) {
-    auto fetch = upstream::fetch(flight, make_upstream_request(request, match, *context.config),
+    auto fetch = upstream::fetch(flight, make_upstream_request(request, match, context),
                                  exchange_for(match, self, context));
     asio::co_spawn(self.io, std::move(fetch), asio::detached);
 }
@@ -244,7 +246,7 @@ asio::awaitable<bool> relay_alone(Stream& stream, http_rules::socket_deadline& d
         .head_request = request.method() == http::verb::head,
     };
     const auto relayed =
-        co_await relay(stream, deadline, make_upstream_request(request, match, cfg),
+        co_await relay(stream, deadline, make_upstream_request(request, match, context),
                        exchange_for(match, self, context), options);
     account(relayed.delivered, id, relayed.attempts, match.route_index, record, context, started);
     co_return relayed.delivered.reusable;

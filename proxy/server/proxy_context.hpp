@@ -70,6 +70,24 @@ struct idle_connection
     boost::asio::ip::tcp::socket& socket;
 };
 
+// Prunes a worker's upstream pools every quarter second, on its own thread.
+class pool_pruning final : public http_rules::sweep_task {
+  public:
+    pool_pruning(http_rules::deadline_sweep& sweep, std::vector<upstream::pool>& pools)
+        : sweep_(sweep), pools_(pools) {}
+    void start() { sweep_.schedule(*this, std::chrono::steady_clock::now() + period); }
+
+  private:
+    static constexpr std::chrono::milliseconds period{250};
+    void on_due() override {
+        for (auto& p : pools_)
+            p.prune();
+        start();
+    }
+    http_rules::deadline_sweep& sweep_;
+    std::vector<upstream::pool>& pools_;
+};
+
 struct worker {
     worker(std::size_t position, const std::vector<ops::upstream_config>& upstreams)
         : index(position) {
@@ -82,6 +100,7 @@ struct worker {
     event_loop io;
     http_rules::deadline_sweep deadlines{io.get_executor()};  // of every socket on this loop
     std::vector<upstream::pool> pools;                        // by upstream
+    pool_pruning pruning{deadlines, pools};
     // Connections waiting for their next request: closed at once when a drain starts.
     boost::intrusive::list<idle_connection, boost::intrusive::constant_time_size<false>> idle;
 };

@@ -86,6 +86,7 @@ void server::start() {
     schedule_sweep();
     for (auto& w : workers_) {
         w->deadlines.start();
+        w->pruning.start();
         threads_.emplace_back([&io = w->io, pinned = context_->config->pin_workers] {
             auto guard = asio::make_work_guard(io);
             run_worker_loop(io, pinned);

@@ -49,8 +49,9 @@ bool set_peer_name(SSL* ssl, const std::string& host) {
 
 }  // namespace
 
-connection::connection(asio::any_io_executor ex, http_rules::deadline_sweep& deadlines)
-    : executor_(std::move(ex)), deadlines_(deadlines) {}
+connection::connection(asio::any_io_executor ex, http_rules::deadline_sweep& deadlines,
+                       std::size_t max_buffered)
+    : buffer_(max_buffered), executor_(std::move(ex)), deadlines_(deadlines) {}
 
 tcp::socket& connection::socket() noexcept {
     return tls_ ? beast::get_lowest_layer(*tls_) : *plain_;

@@ -24,7 +24,10 @@ using deadline = std::chrono::steady_clock::time_point;
 
 class connection {
   public:
-    connection(boost::asio::any_io_executor ex, http_rules::deadline_sweep& deadlines);
+    // `max_buffered`: bytes read but not yet parsed may not exceed it (an endless chunk-size
+    // line, a head past its limit): the read then fails instead of growing the buffer.
+    connection(boost::asio::any_io_executor ex, http_rules::deadline_sweep& deadlines,
+               std::size_t max_buffered);
 
     // Resolves, connects and (for https) handshakes, all before `by`. Errors are proxy_errc.
     boost::asio::awaitable<boost::system::error_code> connect(const ops::upstream_config& upstream,
@@ -55,6 +58,7 @@ class connection {
     int native_handle() noexcept { return socket().native_handle(); }
 
     bool reused = false;
+    std::uint64_t tenant = 0;  // whose requests it carries (upstream_request::tenant)
     std::chrono::steady_clock::time_point idle_since{};
 
   private:

@@ -96,7 +96,7 @@ bool token_listed(std::string_view list, std::string_view token) {
 // The head as subscribers see it, or an error for framing a proxy must not relay (H-20).
 // `content_type` views the parser's fields.
 error_code make_head(const response_parser& parser, bool head_method, coalesce::response_head& out,
-                     std::string_view& content_type) {
+                     std::string_view& content_type, bool& announced) {
     // One pass by field code for what decides the rest (each lookup by name is a search).
     int te_lines = 0;
     bool te_chunked = false;
@@ -166,6 +166,10 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
     out.has_body = !head_method && !(s / 100 == 1 || s == 204 || s == 304);
     if (has_cl && (out.has_body || head_method)) {
         out.content_length = parser.content_length().value_or(0);
+    }
+    if (!out.has_body) {
+        const auto* length = parser.find(http::field::content_length);
+        announced = te_lines != 0 || (length != nullptr && http_rules::trim(*length) != "0");
     }
     return {};
 }
@@ -238,9 +242,12 @@ asio::awaitable<attempt> try_once(const upstream_request& request, exchange_cont
     const auto executor = co_await asio::this_coro::executor;
     attempt a;
     for (int round = 0; round < 2; ++round) {
-        a.conn = round == 0 ? context.connections.take() : nullptr;
+        a.conn = round == 0 ? context.connections.take(request.tenant) : nullptr;
         if (!a.conn) {
-            a.conn = std::make_unique<connection>(executor, context.deadlines);
+            // Room for a whole head and one receive (connection.cpp reads at most 64 KiB).
+            a.conn = std::make_unique<connection>(executor, context.deadlines,
+                                                  context.max_head_bytes + 64 * 1024);
+            a.conn->tenant = request.tenant;
             cancel->current = a.conn.get();
             a.ec = co_await a.conn->connect(up, context.tls,
                                             earliest(clock::now() + up.timeouts.connect, total));
@@ -353,8 +360,9 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
             co_await sleep_for(*delay, cancel);
             continue;
         }
-        out.ec =
-            a.ec ? a.ec : make_head(*a.parser, request.head_method, out.head, out.content_type);
+        out.ec = a.ec ? a.ec
+                      : make_head(*a.parser, request.head_method, out.head, out.content_type,
+                                  out.announced_unsent_content);
         note_protocol_error(context, out.ec);
         if (!out.ec) {
             out.conn = std::move(a.conn);
@@ -419,7 +427,8 @@ void note_protocol_error(exchange_context& context, error_code ec) {
 }
 
 void release_connection(response_start& response, exchange_context& context) {
-    if (!response.conn || !response.parser || !response.parser->keep_alive()) {
+    if (!response.conn || !response.parser || !response.parser->keep_alive() ||
+        response.announced_unsent_content) {
         return;
     }
     if (response.conn->has_buffered()) {

@@ -23,6 +23,7 @@ struct upstream_request {
     std::string head;          // serialized request line and headers, ending in CRLF CRLF
     std::string body;          // the client's bytes, unchanged
     bool head_method = false;  // HEAD: the response has no body whatever its headers say
+    std::uint64_t tenant = 0;  // the credentials' partition: connections never cross it
 };
 
 struct exchange_context {
@@ -58,6 +59,9 @@ struct response_start {
     std::chrono::steady_clock::time_point sent_at;  // of the attempt that answered
     double ttfb = 0;                                // seconds, that attempt's
     int attempts = 0;
+    // The head announced content (a length, a coding) that the answer cannot have (HEAD, 204,
+    // 304): whether those bytes come later is unknowable, so the connection is not reused.
+    bool announced_unsent_content = false;
 };
 
 // Waits for a pacer slot, then tries until a head worth relaying arrives: retries before the

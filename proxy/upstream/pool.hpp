@@ -5,6 +5,7 @@
 #include "upstream/connection.hpp"
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
 #include <vector>
 
@@ -21,10 +22,16 @@ class pool {
     // each response and opening new ones for the next requests.
     explicit pool(std::size_t max_idle_connections) : max_idle_connections_(max_idle_connections) {}
 
-    // An idle connection that is still open and has sent nothing since its last answer (checked
-    // with a non-blocking peek, every time), or null.
-    std::unique_ptr<connection> take();
+    // An idle connection that last carried `tenant`'s requests, is still open and has sent
+    // nothing since its last answer (checked with a non-blocking peek, every time), or null.
+    // Connections are never shared between tenants: whatever an upstream sends out of step
+    // (bytes that arrive after our peek) can only reach the tenant whose call it follows.
+    std::unique_ptr<connection> take(std::uint64_t tenant);
     void give_back(std::unique_ptr<connection> c);
+    // Closes the idle connections the upstream closed, sent bytes on, or left idle too long:
+    // called every few hundred milliseconds, so such a connection is let go before any request
+    // could find it (and its descriptor with it).
+    void prune();
     std::size_t idle() const noexcept { return idle_.size(); }
     void clear() noexcept { idle_.clear(); }
 

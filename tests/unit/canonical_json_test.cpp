@@ -334,6 +334,8 @@ TEST_CASE("canonical json: the number normal form") {
         {"123e-400", "1.23e-398"},
         {"1673382441.141209", "1673382441.141209"},
         {"1e99999999999", "1e+99999999999"},  // beyond Boost.JSON's int exponent, kept exact
+        {"1e1000000000000000", "1e+1000000000000000"},    // the largest exponent kept
+        {"0.1e-999999999999999", "1e-1000000000000000"},  // and the smallest
         {"1e-0000000000000000000000001", "0.1"},
     };
     for (const auto& [in_text, out] : cases) {
@@ -466,6 +468,9 @@ TEST_CASE("canonical json: what is not acceptable JSON") {
         "[NaN]",
         "Infinity",
         "1e10000000000000000",  // exponent beyond ±10^15
+        "10e1000000000000000",  // the value's exponent is 10^15 + 1 (found by fuzzing: its
+                                // canonical spelling was refused when canonicalised again)
+        "0.01e-1000000000000000",
         "-Infinity",
         "[1e]",
         "-",
