@@ -341,22 +341,27 @@ configs = {
                     "  identity_headers: [authorization, x-api-key, x-tenant],\n"
                     "  vary_headers: [openai-organization], ignore_fields: [/user, /a~1b/~0, /0],\n"
                     "  bypass_header: x-bypass, orphan: cancel, max_subscribers_per_flight: 1}\n"
-                    "limits: {max_request_body: 1KiB, max_header_bytes: 512, header_timeout: 250ms,\n"
+                    "limits: {max_request_body: 1KiB, max_header_bytes: 1KiB, header_timeout: 250ms,\n"
                     "  idle_timeout: 1h, write_timeout: 2m, max_connections: 1}\n"
                     "shutdown: {drain_delay: 0, drain_timeout: 1s}\n"
                     "log: {level: debug, format: text}\n",
     "upstream_options": "upstreams:\n  - name: a\n    url: 'http://[::1]:8081/base'\n"
-                        "    tls: {verify: false, ca_file: /nonexistent.pem}\n"
+                        "    tls: {verify: false}\n"
                         "    max_concurrent: 1\n    queue_timeout: 1ms\n"
                         "    timeouts: {connect: 1s, head: 1m, idle: 1h, total: 24h}\n"
                         "    retries: {max_attempts: 1, base_delay: 0, max_delay: 1s}\n"
                         "    rate_limit: {requests_per_second: 0.5, burst: 3}\n"
                         "  - {name: b, url: 'HTTPS://Example.COM:443'}\n"
                         "routes:\n  - {prefix: /a, upstream: a}\n  - {prefix: /, upstream: b}\n",
-    "listen_tls_missing_files": minimal + "listen: {tls: {cert_file: /nonexistent/c.pem, "
+    "bad_ca_file_missing": "upstreams:\n  - {name: u, url: https://a, tls: {ca_file: /nonexistent.pem}}\n"
+                           "routes:\n  - {prefix: /, upstream: u}\n",
+    "bad_listen_tls_missing_files": minimal + "listen: {tls: {cert_file: /nonexistent/c.pem, "
                                           "key_file: /nonexistent/k.pem}}\n",
-    "anchors_and_merge": "base: &b {url: 'http://127.0.0.1:1'}\nupstreams:\n  - <<: *b\n"
-                         "    name: u\nroutes:\n  - {prefix: /, upstream: u}\n",
+    "anchors_and_aliases": "upstreams:\n  - {name: a, url: 'http://127.0.0.1:1', timeouts: &t {connect: 1s}}\n"
+                           "  - {name: b, url: 'http://127.0.0.1:2', timeouts: *t}\n"
+                           "routes:\n  - {prefix: &p /a, upstream: a}\n  - {prefix: /, upstream: b}\n",
+    "bad_merge_key": "base: &b {url: 'http://127.0.0.1:1'}\nupstreams:\n  - <<: *b\n"
+                     "    name: u\nroutes:\n  - {prefix: /, upstream: u}\n",
     "bad_empty": "",
     "bad_two_documents": minimal + "---\n" + minimal,
     "bad_not_mapping": "- a\n- b\n",
