@@ -16,6 +16,20 @@ targets=${COALESCER_FUZZ_TARGETS:-"request_head canonical_json response_head sse
 build=build/fuzz
 seeds=tests/fuzz/corpus
 
+# clang-16 and its libFuzzer and sanitizer runtimes, installed when missing (as
+# deploy/install-deps.sh does for the main build).
+missing=""
+for p in clang-16 libfuzzer-16-dev libclang-rt-16-dev; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+    echo "installing:$missing"
+    if [ "$(id -u)" -ne 0 ]; then sudo=sudo; else sudo=; fi
+    $sudo apt-get update -qq
+    # shellcheck disable=SC2086 # a list of package names
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+fi
+
 launcher=()
 if command -v ccache >/dev/null; then
     launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache)
