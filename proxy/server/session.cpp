@@ -4,6 +4,7 @@
 #include "http/use_tuple.hpp"
 #include "ops/errors.hpp"
 #include "server/forwarder.hpp"
+#include "server/request_framing.hpp"
 #include "server/request_validator.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -32,17 +33,6 @@ constexpr std::size_t read_size = 16 * 1024;
 
 // The client closed (or never started) cleanly: nothing to answer.
 const error_code quiet_close = asio::error::eof;
-
-std::size_t find_head_end(std::string_view data, std::size_t from) {
-    from = from > 3 ? from - 3 : 0;
-    const auto crlf = data.find("\r\n\r\n", from);
-    if (crlf != std::string_view::npos) {
-        return crlf + 4;
-    }
-    // A head of bare-LF lines never has CRLFCRLF; find it anyway so it gets its 400 promptly.
-    const auto lf = data.find("\n\n", from);
-    return lf == std::string_view::npos ? 0 : lf + 2;
-}
 
 std::string_view view(const beast::flat_buffer& b) {
     return {static_cast<const char*>(b.data().data()), b.size()};
@@ -129,64 +119,35 @@ asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadlin
     }
 }
 
-error_code parse_error_to_proxy(error_code ec) {
-    if (ec == http::error::header_limit)
-        return proxy_errc::headers_too_large;
-    if (ec == http::error::body_limit)
-        return proxy_errc::body_too_large;
-    if (ec == beast::error::timeout)
-        return proxy_errc::body_timeout;
-    return proxy_errc::bad_request;
-}
-
-// Reads the body through the parser, bounded in memory and time whatever the client sends:
-// - the unparsed bytes the parser waits on (a chunk-size line with its extensions, the trailer
-//   section) never exceed max_header_bytes: Beast would buffer either without limit;
-// - everything read for the body, framing included, stays within max_request_body plus a
-//   framing allowance (a sixteenth of it, and 64 KiB), so tiny chunks can't make it endless;
-// - each read waits at most header_timeout for a byte, and the whole body idle_timeout.
+// Reads the body, bounded by body_framing (request_framing.hpp) in memory and length; each
+// read waits at most header_timeout for a byte, the whole body at most idle_timeout.
 template <class Stream>
 asio::awaitable<error_code> read_body(Stream& stream, http_rules::socket_deadline& deadline,
                                       beast::flat_buffer& buffer, request_parser& parser,
                                       const ops::limits_config& limits) {
-    const std::size_t budget = limits.max_request_body + limits.max_request_body / 16 + 64 * 1024;
     const auto whole_by = clock::now() + limits.idle_timeout;
-    std::size_t consumed = 0;
+    body_framing framing(limits);
     for (;;) {
-        while (!parser.is_done() && buffer.size() != 0) {
-            error_code ec;
-            const auto used = parser.put(buffer.data(), ec);
-            buffer.consume(used);
-            consumed += used;
-            if (ec == http::error::need_more || (!ec && used == 0)) {
-                break;
-            }
-            if (ec) {
-                co_return parse_error_to_proxy(ec);
-            }
-        }
-        if (parser.is_done()) {
+        error_code ec;
+        if (framing.feed(parser, buffer, ec)) {
             co_return error_code{};
         }
-        if (buffer.size() > limits.max_header_bytes) {
-            co_return proxy_errc::framing_too_long;
+        if (ec) {
+            co_return ec;
         }
-        if (consumed + buffer.size() >= budget) {
-            co_return proxy_errc::body_too_large;
-        }
-        const auto want = std::min(read_size, budget - consumed - buffer.size());
+        const auto want = std::min(read_size, framing.room(buffer));
         deadline.expires_at(std::min(whole_by, clock::now() + limits.header_timeout));
         auto [rec, n] = co_await stream.async_read_some(buffer.prepare(want), use_tuple);
-        const auto ec = deadline.finish(rec);
+        const auto fec = deadline.finish(rec);
         buffer.commit(n);
-        if (ec == beast::error::timeout) {
+        if (fec == beast::error::timeout) {
             co_return proxy_errc::body_timeout;
         }
-        if (ec == asio::error::eof) {
+        if (fec == asio::error::eof) {
             // A half-close mid-body: the client may still read why nothing was forwarded.
             co_return proxy_errc::bad_request;
         }
-        if (ec) {
+        if (fec) {
             co_return quiet_close;  // the client is gone: nothing to answer or forward
         }
     }
@@ -270,7 +231,7 @@ error_code take_head(beast::flat_buffer& buffer, std::size_t head_size, request_
     error_code pec;
     parser.put(asio::buffer(buffer.data().data(), head_size), pec);
     if (pec || !parser.is_header_done()) {
-        return pec && pec != http::error::need_more ? parse_error_to_proxy(pec)
+        return pec && pec != http::error::need_more ? client_error_of(pec)
                                                     : error_code(proxy_errc::bad_request);
     }
     buffer.consume(head_size);

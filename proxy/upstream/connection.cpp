@@ -158,16 +158,7 @@ asio::awaitable<error_code> connection::write_rest(std::span<const asio::const_b
 }
 
 bool connection::parse(response_parser& parser, bool header_only, error_code& ec) {
-    if (buffer_.size() == 0) {
-        return false;
-    }
-    const auto used = parser.put(buffer_.data(), ec);
-    buffer_.consume(used);
-    if (ec != beast::http::error::need_more) {
-        return !header_only || ec || parser.is_header_done();
-    }
-    ec = {};
-    return !header_only && used != 0;
+    return feed(parser, buffer_, header_only, ec);
 }
 
 asio::awaitable<error_code> connection::receive(response_parser& parser) {

@@ -113,4 +113,18 @@ std::size_t response_parser::on_chunk_body_impl(std::uint64_t, beast::string_vie
 
 void response_parser::on_finish_impl(beast::error_code&) {}
 
+bool feed(response_parser& parser, beast::flat_buffer& buffer, bool header_only,
+          beast::error_code& ec) {
+    if (buffer.size() == 0) {
+        return false;
+    }
+    const auto used = parser.put(buffer.data(), ec);
+    buffer.consume(used);
+    if (ec != http::error::need_more) {
+        return !header_only || ec || parser.is_header_done();
+    }
+    ec = {};
+    return !header_only && used != 0;
+}
+
 }  // namespace coalescer::upstream

@@ -7,6 +7,7 @@
 
 #include "http/field_list.hpp"
 
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/basic_parser.hpp>
 
 #include <array>
@@ -74,5 +75,12 @@ class response_parser final : public boost::beast::http::basic_parser<false> {
     std::size_t body_size_ = 0;
     std::size_t body_left_ = 0;
 };
+
+// Puts what `buffer` holds to `parser` and consumes what it took: the one step of every read of
+// an upstream answer (connection.cpp), without a socket (the fuzzers call it too). True when
+// the caller's read is over: the head is done (`header_only`), a piece of body arrived, the
+// message ended, or `ec` says what broke; false when more bytes are needed.
+bool feed(response_parser& parser, boost::beast::flat_buffer& buffer, bool header_only,
+          boost::beast::error_code& ec);
 
 }  // namespace coalescer::upstream

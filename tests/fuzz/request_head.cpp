@@ -11,14 +11,17 @@
 #include "fuzz_common.hpp"
 
 #include "ops/config.hpp"
+#include "server/request_framing.hpp"
 #include "server/request_parser.hpp"
 #include "server/request_validator.hpp"
 
 #include <boost/asio/buffer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/error.hpp>
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <memory_resource>
 #include <string>
 
@@ -27,6 +30,13 @@ namespace {
 using namespace coalescer;
 namespace http = boost::beast::http;
 using boost::system::error_code;
+
+const ops::config& fuzz_config();
+
+const coalesce::tenant_headers& tenants() {
+    static const coalesce::tenant_headers rule(fuzz_config().coalesce);
+    return rule;
+}
 
 const ops::config& fuzz_config() {
     static const auto cfg = ops::load_config_text(R"(
@@ -39,16 +49,6 @@ routes:
     return *cfg;
 }
 
-// session.cpp find_head_end (not exposed: an anonymous function there), from the start.
-std::size_t find_head_end(std::string_view data) {
-    const auto crlf = data.find("\r\n\r\n");
-    if (crlf != std::string_view::npos) {
-        return crlf + 4;
-    }
-    const auto lf = data.find("\n\n");
-    return lf == std::string_view::npos ? 0 : lf + 2;
-}
-
 struct body_outcome {
     error_code ec;         // the first error other than need_more
     bool done = false;     // the parser saw the whole message
@@ -56,8 +56,9 @@ struct body_outcome {
     std::string body;
 };
 
-// session.cpp parse_buffered_body, fed `rest` in the pieces `split` gives (all at once for
-// seed 0): each piece is appended to what the parser left unconsumed, as flat_buffer does.
+// The body as the session reads it (server::body_framing), `rest` arriving in the pieces
+// `split` gives (all it may take at once for seed 0), each read no larger than the framing
+// allows.
 body_outcome parse_body(std::string_view head, std::string_view rest, std::uint32_t seed) {
     const auto& limits = fuzz_config().limits;
     std::array<std::byte, 2048> fields_buffer;
@@ -72,55 +73,32 @@ body_outcome parse_body(std::string_view head, std::string_view rest, std::uint3
 
     body_outcome out;
     fuzz::splitter split(seed, 17);
-    std::string pending;
+    boost::beast::flat_buffer buffer;
+    server::body_framing framing(limits);
     std::size_t fed = 0;
-    // Puts what is pending until the parser is done, fails or needs more.
-    auto parse_pending = [&]() -> bool {
-        while (!parser.is_done() && !pending.empty()) {
-            ec = {};
-            const auto used = parser.put(boost::asio::buffer(pending.data(), pending.size()), ec);
-            pending.erase(0, used);
-            if (ec == http::error::need_more) {
-                break;
-            }
-            if (ec) {
-                out.ec = ec;
-                return false;
-            }
-            if (used == 0) {
-                break;
-            }
-        }
-        return true;
-    };
-    bool reading = false;
-    while (!parser.is_done() && fed < rest.size()) {
-        const auto n = split.next(rest.size() - fed);
-        pending.append(rest.substr(fed, n));
-        fed += n;
-        if (!parse_pending()) {
+    for (;;) {
+        if (framing.feed(parser, buffer, ec)) {
+            out.done = true;
             break;
         }
-        // What the parser leaves unconsumed between reads is an incomplete chunk header or
-        // trailer section: bounded like a head (Beast 1.81 bounds neither; see the README).
-        if (seed != 0) {
-            FUZZ_CHECK(pending.size() <= limits.max_header_bytes + 17);
+        if (ec) {
+            out.ec = ec;
+            break;
         }
-        // The session's parse_buffered_body gives up at need_more; http::async_read then puts
-        // the same buffered bytes again before it reads.
-        if (!reading && !parser.is_done() && !pending.empty()) {
-            reading = true;
-            if (!parse_pending()) {
-                break;
-            }
+        // What waits for more bytes (a chunk-size line, a trailer section) is bounded.
+        FUZZ_CHECK(buffer.size() <= limits.max_header_bytes);
+        if (fed == rest.size()) {
+            break;
         }
+        const auto left = rest.size() - fed;
+        const auto n = std::min(seed == 0 ? left : split.next(left), framing.room(buffer));
+        FUZZ_CHECK(n != 0);
+        const auto space = buffer.prepare(n);
+        std::memcpy(space.data(), rest.data() + fed, n);
+        buffer.commit(n);
+        fed += n;
     }
-    if (out.ec) {
-        out.body = parser.get().body();
-        return out;
-    }
-    out.done = parser.is_done();
-    out.used = fed - pending.size();
+    out.used = fed - buffer.size();
     out.body = parser.get().body();
     return out;
 }
@@ -130,7 +108,7 @@ body_outcome parse_body(std::string_view head, std::string_view rest, std::uint3
 std::size_t one_request(std::string_view data) {
     const auto& cfg = fuzz_config();
     const auto& limits = cfg.limits;
-    const auto head_size = find_head_end(data);
+    const auto head_size = server::find_head_end(data);
     if (head_size == 0 || head_size > limits.max_header_bytes) {
         return 0;  // still reading, or 431 / 414
     }
@@ -153,7 +131,10 @@ std::size_t one_request(std::string_view data) {
     // check_raw_head refused more than 100 field lines and a request line over 8 KiB.
     FUZZ_CHECK(request.fields().size() <= server::max_header_fields);
     FUZZ_CHECK(request.target().size() <= server::max_request_line);
-    if (server::check_request(request, cfg)) {
+    if (server::adopt_absolute_form(parser.get())) {
+        return 0;
+    }
+    if (server::check_request(request, tenants())) {
         return 0;
     }
     const auto declared = server::declared_length(request);
