@@ -542,7 +542,7 @@ report_a() {
             "$(stats '%.3f' ${P50[$name]:-})" "$(stats '%.3f' ${P99[$name]:-})" \
             "$(stats '%.1f' ${CPU_US[$name]:-})" "${BAD[$name]:-0}")")
     done
-    DETAILS+=("   load average before each round's runs, nginx: ${LOADS[nginx]:-}" "   $ROLES_NOTE")
+    DETAILS+=("   1-minute load average before nginx's run in each round: ${LOADS[nginx]:-}" "   $ROLES_NOTE")
     local t p c tc pc cc
     mapfile -t t < <(ratios coalescer nginx RPS)
     mapfile -t p < <(ratios coalescer nginx P99)
@@ -559,7 +559,7 @@ report_a() {
     local cpu_layout="1 worker each on CPU $PROXY_CPUS, wrk and upstream on CPU $LOAD_CPUS"
     [[ ${#ALLOWED[@]} == 2 && -n $PROXY_CPUS ]] || cpu_layout="$WORKERS worker(s) each; $CPU_NOTE"
     # shellcheck disable=SC2086
-    ROWS+=("| a. pass-through (route \`coalesce: false\`), wrk -c$WRK_CONNECTIONS, $cpu_layout; $PAIRS rounds | coalescer/nginx: throughput $(stats '%.2f' "${t[@]}")×, p99 $(stats '%.2f' "${p[@]}")×, CPU/request $(stats '%.2f' "${c[@]}")×. coalescer $(stats '%.0f' ${RPS[coalescer]:-}) req/s, p99 $(stats '%.2f' ${P99[coalescer]:-}) ms, $(stats '%.1f' ${CPU_US[coalescer]:-}) µs/req; nginx $(stats '%.0f' ${RPS[nginx]:-}) req/s, p99 $(stats '%.2f' ${P99[nginx]:-}) ms, $(stats '%.1f' ${CPU_US[nginx]:-}) µs/req | throughput ≥ 1.0× nginx and p99 ≤ 1.0×: $(verdict $ok) |")
+    ROWS+=("| a. pass-through (route \`coalesce: false\`), wrk -c$WRK_CONNECTIONS, $cpu_layout; $PAIRS rounds | coalescer/nginx: throughput $(stats '%.2f' "${t[@]}")×, p99 $(stats '%.2f' "${p[@]}")×, CPU/request $(stats '%.2f' "${c[@]}")×. coalescer $(stats '%.0f' ${RPS[coalescer]:-}) req/s, p99 $(stats '%.2f' ${P99[coalescer]:-}) ms, $(stats '%.1f' ${CPU_US[coalescer]:-}) µs/req; nginx $(stats '%.0f' ${RPS[nginx]:-}) req/s, p99 $(stats '%.2f' ${P99[nginx]:-}) ms, $(stats '%.1f' ${CPU_US[nginx]:-}) µs/req | throughput ≥ 1.0× nginx and p99 ≤ 1.0×: $(verdict "$ok") |")
     # shellcheck disable=SC2086
     ROWS+=("| a. coalescing route, every body different (each request keyed, a leader, its answer retained), same load | coalescer/nginx: throughput $(stats '%.2f' "${tc[@]}")×, p99 $(stats '%.2f' "${pc[@]}")×, CPU/request $(stats '%.2f' "${cc[@]}")×. coalescer $(stats '%.0f' ${RPS[coalescer-coalesce]:-}) req/s, p99 $(stats '%.2f' ${P99[coalescer-coalesce]:-}) ms, $(stats '%.1f' ${CPU_US[coalescer-coalesce]:-}) µs/req | none (the price of keying and a flight per request) |")
 }
@@ -588,7 +588,7 @@ burst() {
         "   latency p50 $(stats '%.1f' "${p50[@]}") ms, p99 $(stats '%.1f' "${p99[@]}") ms, max $(stats '%.1f' "${max[@]}") ms"
         "")
     DETAILS+=("$(sed -n '/^ *run /,/^ *(!/p' "$out" | sed 's/^/   /')" "")
-    ROWS+=("| b. $BURST_REQUESTS identical requests at once, upstream answering after $BURST_LATENCY_MS ms; ${#calls[@]} runs | 1 upstream call in $one/${#calls[@]} runs; p50 $(stats '%.1f' "${p50[@]}") ms, p99 $(stats '%.1f' "${p99[@]}") ms | 1 call, p99 ≤ $((BURST_LATENCY_MS + 20)) ms: $(verdict $ok_p99) |")
+    ROWS+=("| b. $BURST_REQUESTS identical requests at once, upstream answering after $BURST_LATENCY_MS ms; ${#calls[@]} runs | 1 upstream call in $one/${#calls[@]} runs; p50 $(stats '%.1f' "${p50[@]}") ms, p99 $(stats '%.1f' "${p99[@]}") ms | 1 call, p99 ≤ $((BURST_LATENCY_MS + 20)) ms: $(verdict "$ok_p99") |")
 }
 
 fanout() {
@@ -609,6 +609,10 @@ fanout() {
     mapfile -t kib < <(results "$out" "$s.kib_per_sub")
     mapfile -t busy < <(results "$out" "$s.client_busy")
     mapfile -t fbusy < <(results "$out" "$f.client_busy")
+    local late_runs late late_note=""
+    mapfile -t late_runs < <(results "$out" "$s.late_join")
+    late=$(count_if 'x == 1' "${late_runs[@]}")
+    ((late == 0)) || late_note="; in $late runs a subscriber joined after the first event was due (its first events were replays)"
     ((${#p99[@]} > 0)) || die "cannot read fanout_bench's results: $(tail -5 "$out")"
     for i in "${!complete[@]}"; do
         [[ ${complete[$i]} == "$FANOUT_N" && ${n[$i]} == "$FANOUT_N" && ${calls[$i]} == 1 ]] && all_in=$((all_in + 1))
@@ -638,7 +642,7 @@ fanout() {
         "   delay p99 sidecar $(stats '%.2f' "${d99[@]}") ms, floor $(stats '%.2f' "${fd99[@]}") ms"
         "   fanout_bench's own summaries:")
     DETAILS+=("$(sed -n '/^summary,/,/^result:/p' "$out" "$out2" | grep -v '^result:' | sed 's/^/   /')" "")
-    ROWS+=("| c. fan-out: one SSE flight to $FANOUT_N subscribers, 20 events 50 ms apart, delay from each event's due time; ${#p99[@]} runs, each next to the floor (a bare \`send()\` loop, same client) | p99 delay $(stats '%.0f' "${p99[@]}") ms, floor $(stats '%.0f' "${fp99[@]}") ms (sidecar/floor $(stats '%.2f' "${ratio[@]}")×); all complete, 1 call, in $all_in/${#p99[@]} runs; $(stats '%.1f' "${kib[@]}") KiB RSS per subscriber | p99 ≤ 50 ms: $(verdict $ok_p99); ≤ 20 KiB: $(verdict $ok_kib) |")
+    ROWS+=("| c. fan-out: one SSE flight to $FANOUT_N subscribers, 20 events 50 ms apart, delay from each event's due time; ${#p99[@]} runs, each next to the floor (a bare \`send()\` loop, same client) | p99 delay $(stats '%.0f' "${p99[@]}") ms, floor $(stats '%.0f' "${fp99[@]}") ms (sidecar/floor $(stats '%.2f' "${ratio[@]}")×); all complete, 1 call, in $all_in/${#p99[@]} runs; $(stats '%.1f' "${kib[@]}") KiB RSS per subscriber$late_note | p99 ≤ 50 ms: $(verdict "$ok_p99"); ≤ 20 KiB: $(verdict "$ok_kib") |")
     ROWS+=("| c. fan-out, $SPREAD_N subscribers (unsaturated), $SPREAD_CHUNKS events: per event, the time from the first subscriber receiving it to the last | median over events: sidecar $(stats '%.2f' "${sp50[@]}") ms, floor $(stats '%.2f' "${fsp50[@]}") ms; p99 over events: sidecar $(stats '%.2f' "${sp99[@]}") ms, floor $(stats '%.2f' "${fsp99[@]}") ms | none |")
 }
 
@@ -656,7 +660,7 @@ keycost() {
     ge "$(median "${k32[@]}")" 300 && ok=true
     DETAILS+=("d. key_bench: coalesce key (canonical JSON + SHA-256) of realistic chat bodies on one core, MB/s over ${#k32[@]} runs:"
         "   1 KiB $(stats '%.0f' "${k1[@]}"), 32 KiB $(stats '%.0f' "${k32[@]}"), 1 MiB $(stats '%.0f' "${k1m[@]}")" "")
-    ROWS+=("| d. coalesce key of a 32 KiB chat body (canonical JSON + SHA-256), one core; ${#k32[@]} runs | $(stats '%.0f' "${k32[@]}") MB/s (1 KiB: $(stats '%.0f' "${k1[@]}"); 1 MiB: $(stats '%.0f' "${k1m[@]}")) | ≥ 300 MB/s: $(verdict $ok) |")
+    ROWS+=("| d. coalesce key of a 32 KiB chat body (canonical JSON + SHA-256), one core; ${#k32[@]} runs | $(stats '%.0f' "${k32[@]}") MB/s (1 KiB: $(stats '%.0f' "${k1[@]}"); 1 MiB: $(stats '%.0f' "${k1m[@]}")) | ≥ 300 MB/s: $(verdict "$ok") |")
 }
 
 memratio() {  # FILE BODY PATH: one key_memory_bench ratio, two decimals
@@ -673,7 +677,7 @@ keymemory() {
     names=$(awk '/object, [0-9]+ names/ { for (i = 1; i <= NF; i++) if ($i == "names,") print $(i - 1) }' "$out" | head -1)
     DETAILS+=("e. key_memory_bench: peak heap bytes of keying above the start of the call, per body byte (counting operator new/delete; exact, one run):"
         "$(sed -n '/^body /,/^target/p' "$out" | grep -v '^result:' | sed 's/^/   /')" "")
-    ROWS+=("| e. peak heap of keying (\`flight_key_builder::make\`) ÷ body size; exact (counting \`operator new\`), one run | 16 MiB \`[0,0,…]\` $(memratio "$out" zeros make)×; 16 MiB chat, one huge string $(memratio "$out" huge_string make)×; 16 MiB object, ${names:-?} names in reverse order $(memratio "$out" names make)×; 16 MiB chat, many messages $(memratio "$out" chat_big make)×; 32 KiB chat $(memratio "$out" chat_32k make)× | ≤ 3× for \`[0,0,…]\`: $(verdict $ok) |")
+    ROWS+=("| e. peak heap of keying (\`flight_key_builder::make\`) ÷ body size; exact (counting \`operator new\`), one run | 16 MiB \`[0,0,…]\` $(memratio "$out" zeros make)×; 16 MiB chat, one huge string $(memratio "$out" huge_string make)×; 16 MiB object, ${names:-?} names in reverse order $(memratio "$out" names make)×; 16 MiB chat, many messages $(memratio "$out" chat_big make)×; 32 KiB chat $(memratio "$out" chat_32k make)× | ≤ 3× for \`[0,0,…]\`: $(verdict "$ok") |")
 }
 
 bigbodies() {
@@ -731,16 +735,18 @@ EOF
         "$(sed -n '/^ *run /,/^target/p' "$out" | sed 's/^/   /')"
         "   failed small requests per run: with $(stats '%.0f' "${failed_w[@]}"), without $(stats '%.0f' "${failed_o[@]}")"
         "   CPU time over the section: $cpu_note (plus bigbody_bench itself); all share the machine's CPUs" "")
-    ROWS+=("| f. small coalescing requests ($BIG_RATE/s, each body different) to a \`workers: 1\` sidecar while another client sends $BIG_MIB MiB bodies to a coalescing route; ${#w99[@]} runs | with big bodies: p50 $(stats '%.2f' "${w50[@]}") ms, p99 $(stats '%.2f' "${w99[@]}") ms ($(stats '%.0f' "${big[@]}") bodies per ${BIG_SECONDS} s); without: p50 $(stats '%.2f' "${o50[@]}") ms, p99 $(stats '%.2f' "${o99[@]}") ms | p99 ≤ 50 ms with big bodies: $(verdict $ok) |")
+    ROWS+=("| f. small coalescing requests ($BIG_RATE/s, each body different) to a \`workers: 1\` sidecar while another client sends $BIG_MIB MiB bodies to a coalescing route; ${#w99[@]} runs | with big bodies: p50 $(stats '%.2f' "${w50[@]}") ms, p99 $(stats '%.2f' "${w99[@]}") ms ($(stats '%.0f' "${big[@]}") bodies per ${BIG_SECONDS} s); without: p50 $(stats '%.2f' "${o50[@]}") ms, p99 $(stats '%.2f' "${o99[@]}") ms | p99 ≤ 50 ms with big bodies: $(verdict "$ok") |")
 }
 
 log "run-bench: temporary directory $TMP; sections: $SECTIONS; row a: $PAIRS rounds; rows b c d f: $REPEAT runs"
-want a && { pass_through; report_a; }
-want b && burst
-want c && fanout
-want d && keycost
-want e && keymemory
-want f && bigbodies
+TIMES=""
+took() { TIMES+="${TIMES:+, }$1 $((SECONDS - $2)) s"; }  # ROW START: how long the row took
+if want a; then t0=$SECONDS; pass_through; report_a; took a "$t0"; fi
+if want b; then t0=$SECONDS; burst; took b "$t0"; fi
+if want c; then t0=$SECONDS; fanout; took c "$t0"; fi
+if want d; then t0=$SECONDS; keycost; took d "$t0"; fi
+if want e; then t0=$SECONDS; keymemory; took e "$t0"; fi
+if want f; then t0=$SECONDS; bigbodies; took f "$t0"; fi
 
 # ------------------------------------------------------------------------------------------------
 # The report: details, then the table for README.md.
@@ -748,7 +754,7 @@ want f && bigbodies
 ELAPSED=$((SECONDS - START_SECONDS))
 echo
 echo "coalescer benchmark suite: $START_DATE, commit $COMMIT; $HOST_LINE"
-echo "load average (1/5/15 min) at start: $START_LOAD; at end: $(cut -d' ' -f1-3 /proc/loadavg); took $((ELAPSED / 60)) min $((ELAPSED % 60)) s"
+echo "load average (1/5/15 min) at start: $START_LOAD; at end: $(cut -d' ' -f1-3 /proc/loadavg); took $((ELAPSED / 60)) min $((ELAPSED % 60)) s ($TIMES)"
 echo "every figure is median (min–max) over the runs or rounds named in its row"
 echo
 printf '%s\n' "${DETAILS[@]}"
