@@ -429,10 +429,13 @@ start_coalescer() {
     wait_http "http://127.0.0.1:$2/readyz" || die "$3 did not start: $(cat "$TMP/$3.stderr.log")"
 }
 
-roles() {  # ADMIN_PORT: "role=count ..." of coalescer_requests_total on the /co/ route
-    curl -s -m 5 "http://127.0.0.1:$1/metrics" | awk '/^coalescer_requests_total/ && /route="[^"]*co/ {
-        match($0, /role="[^"]*"/); r = substr($0, RSTART + 6, RLENGTH - 7); n[r] += $NF }
-        END { for (r in n) printf "%s=%d ", r, n[r] }'
+roles() {  # ADMIN_PORT ROUTE_PREFIX: "role status=count, ..." of coalescer_requests_total on that route
+    curl -s -m 5 "http://127.0.0.1:$1/metrics" | awk -v route="route=\"$2\"" '
+        /^coalescer_requests_total/ && index($0, route) {
+            match($0, /role="[^"]*"/); r = substr($0, RSTART + 6, RLENGTH - 7)
+            match($0, /status_class="[^"]*"/); c = substr($0, RSTART + 14, RLENGTH - 15)
+            n[r " " c] += $NF }
+        END { for (k in n) { printf "%s%s=%d", sep, k, n[k]; sep = ", " } }'
 }
 
 pass_through() {
@@ -493,7 +496,7 @@ EOF
     local paths=(nginx coalescer coalescer-coalesce) round i k order
     [[ $DIRECT == 1 ]] && paths+=(direct)
     local roles_before
-    roles_before=$(roles "$admin_port")
+    roles_before=$(roles "$admin_port" /co/)
     for round in $(seq "$PAIRS"); do
         # The order rotates every round: the VM's speed drifts within minutes, and a fixed order
         # would hand that drift to whichever path always went later.
@@ -509,7 +512,7 @@ EOF
     if [[ $PERF == 1 ]]; then
         run_wrk coalescer "${url[coalescer]}" perf "$co_pid"
     fi
-    ROLES_NOTE="roles on the coalescing route over the section: $(roles "$admin_port") (before: ${roles_before:-none}; expected: leaders only)"
+    ROLES_NOTE="requests by role and status on the coalescing route: $(roles "$admin_port" /co/) (before the rounds: ${roles_before:-none}; expected: leaders only)"
     if [[ -s $TMP/coalescer.stdout.log ]]; then
         log "  (coalescer printed $(wc -l <"$TMP/coalescer.stdout.log") stdout lines: expected none at level warn)"
     fi
@@ -715,6 +718,8 @@ EOF
     "$BUILD/tests/bench/bigbody_bench" --port "$co_port" --runs "$REPEAT" --seconds "$BIG_SECONDS" --rate "$BIG_RATE" \
         --big-mib "$BIG_MIB" >"$out" 2>&1 || die "bigbody_bench failed: $(tail -5 "$out")"
     cpu1=$(for p in "$CO_PID" "$small_pid" "$big_pid"; do cpu_seconds "$p"; done | tr '\n' ' ')
+    local big_roles small_roles
+    big_roles=$(roles "$admin_port" /big/) small_roles=$(roles "$admin_port" /)
     local cpu_note
     cpu_note=$(awk -v a="$cpu0" -v b="$cpu1" 'BEGIN { split(a, x, " "); split(b, y, " ")
         printf "sidecar %.1f s, mock (small) %.1f s, mock (big, parses each body) %.1f s",
@@ -734,7 +739,8 @@ EOF
         "   back to back to a coalescing route; everything floating over all CPUs; ${#w99[@]} runs, order swapping:"
         "$(sed -n '/^ *run /,/^target/p' "$out" | sed 's/^/   /')"
         "   failed small requests per run: with $(stats '%.0f' "${failed_w[@]}"), without $(stats '%.0f' "${failed_o[@]}")"
-        "   CPU time over the section: $cpu_note (plus bigbody_bench itself); all share the machine's CPUs" "")
+        "   CPU time over the section: $cpu_note (plus bigbody_bench itself); all share the machine's CPUs"
+        "   sidecar's requests by role and status: big-body route $big_roles; small route $small_roles (expected: leaders, 2xx)" "")
     ROWS+=("| f. small coalescing requests ($BIG_RATE/s, each body different) to a \`workers: 1\` sidecar while another client sends $BIG_MIB MiB bodies to a coalescing route; ${#w99[@]} runs | with big bodies: p50 $(stats '%.2f' "${w50[@]}") ms, p99 $(stats '%.2f' "${w99[@]}") ms ($(stats '%.0f' "${big[@]}") bodies per ${BIG_SECONDS} s); without: p50 $(stats '%.2f' "${o50[@]}") ms, p99 $(stats '%.2f' "${o99[@]}") ms | p99 ≤ 50 ms with big bodies: $(verdict "$ok") |")
 }
 
