@@ -3,7 +3,8 @@
 # 127.0.0.1, repeats each measurement, and ends with a Markdown table for README.md in which
 # every figure is "median (min–max)" over the runs.
 #
-#   bash tests/bench/run-bench.sh          (from anywhere; about 12 minutes on 2 cores)
+#   bash tests/bench/run-bench.sh          (from anywhere; about 8-9 minutes on 2 cores after the build,
+#                                           estimated from the rows timed on their own)
 #
 #   a. pass-through and coalescing path against nginx: wrk POSTs a small /chat/completions body,
 #      different on every request (distinct.lua), through nginx (plain keep-alive reverse proxy),
