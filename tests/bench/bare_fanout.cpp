@@ -1,5 +1,7 @@
 #include "bare_fanout.hpp"
 
+#include "bench_support.hpp"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -15,13 +17,6 @@
 
 namespace coalescer::bench {
 namespace {
-
-using steady = std::chrono::steady_clock;
-
-std::int64_t now_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(steady::now().time_since_epoch())
-        .count();
-}
 
 void sleep_until_us(std::int64_t when) {
     std::this_thread::sleep_until(steady::time_point(std::chrono::microseconds(when)));

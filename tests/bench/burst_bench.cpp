@@ -16,11 +16,13 @@
 // x-coalesce roles seen and the statuses; then the median of the runs and the target:
 // exactly 1 upstream call (in every run) and p99 <= L + 20 ms (median of the runs).
 //
-// A last line, "summary: key=value ...", is for tests/bench/run-bench.sh.
+// Every figure of the summary is the median (min-max) over the runs. "result: burst.<figure>"
+// lines, one per run, are for tests/bench/run-bench.sh.
 //
 // Caveats: the client, the mock and the sidecar share the machine's cores (and whatever else runs
 // on it: the load average is printed); N needs 2 N descriptors in one process, so the soft
 // RLIMIT_NOFILE is raised to the hard one.
+#include "bench_support.hpp"
 #include "mock_server.hpp"
 #include "ops/config.hpp"
 #include "server/server.hpp"
@@ -40,7 +42,6 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -55,18 +56,14 @@ namespace asio = boost::asio;
 namespace mock = coalescer::mock;
 namespace ops = coalescer::ops;
 namespace server = coalescer::server;
+namespace bench = coalescer::bench;
+using bench::load_average;
+using bench::ms;
+using bench::now_us;
+using bench::raise_fd_limit;
+using bench::steady;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
-using steady = std::chrono::steady_clock;
-
-std::int64_t now_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(steady::now().time_since_epoch())
-        .count();
-}
-
-double ms(std::int64_t us) {
-    return static_cast<double>(us) / 1000.0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Command line
@@ -132,37 +129,6 @@ options parse_args(int argc, char** argv) {
         throw std::runtime_error("every value must be >= 1 (--latency-ms >= 0)");
     }
     return o;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Process resources
-
-rlim_t raise_fd_limit() {
-    rlimit lim{};
-    if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
-        return 1024;
-    if (lim.rlim_cur < lim.rlim_max) {
-        lim.rlim_cur = lim.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &lim);
-        getrlimit(RLIMIT_NOFILE, &lim);
-    }
-    return lim.rlim_cur;
-}
-
-std::string load_average() {
-    std::ifstream in("/proc/loadavg");
-    std::string one;
-    in >> one;
-    return one;
-}
-
-double process_cpu_s() {
-    rusage u{};
-    getrusage(RUSAGE_SELF, &u);
-    const auto s = [](const timeval& t) {
-        return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
-    };
-    return s(u.ru_utime) + s(u.ru_stime);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -456,14 +422,9 @@ std::string request_for(const options& o) {
            "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
-// Nearest rank: the smallest value with at least q of the values at or below it.
+// Nearest rank (bench_support.hpp), in ms.
 double percentile(std::vector<std::int64_t> v, double q) {
-    if (v.empty())
-        return 0;
-    std::sort(v.begin(), v.end());
-    auto rank = static_cast<std::size_t>(q * static_cast<double>(v.size()) + 0.999999);
-    rank = std::clamp<std::size_t>(rank, 1, v.size());
-    return ms(v[rank - 1]);
+    return ms(bench::percentile(v, q));
 }
 
 run_result run_once(const options& o) {
@@ -500,7 +461,7 @@ run_result run_once(const options& o) {
 
     const std::string request = request_for(o);
     r.load_before = load_average();
-    const double cpu_before = process_cpu_s();
+    const double cpu_before = bench::self_cpu_s();
     std::atomic<int> ready{0};
     std::atomic<bool> go{false};
     std::vector<std::thread> threads;
@@ -539,7 +500,7 @@ run_result run_once(const options& o) {
         t.join();
     clients_done = true;
     watcher.join();
-    r.cpu_s = process_cpu_s() - cpu_before;
+    r.cpu_s = bench::self_cpu_s() - cpu_before;
     r.load_after = load_average();
     r.upstream_calls = provider->stats().calls;
 
@@ -582,10 +543,11 @@ run_result run_once(const options& o) {
 }
 
 double median(std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty()      ? 0
-           : v.size() % 2 ? v[v.size() / 2]
-                          : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+    return bench::spread_of(std::move(v)).median;
+}
+
+std::string spread(const std::vector<double>& v) {
+    return bench::format_spread(bench::spread_of(v), "%.1f");
 }
 
 }  // namespace
@@ -658,11 +620,11 @@ int main(int argc, char** argv) {
     const bool one_call = min_calls == 1 && max_calls == 1;
     const bool met = one_call && all_ok && median(p99) <= limit;
     std::printf(
-        "median of %zu: total %.1f ms, p50 %.1f ms, p99 %.1f ms, max %.1f ms; upstream calls per "
-        "run %llu..%llu; "
-        "%s\n",
-        runs.size(), median(total), median(p50), median(p99), median(max),
-        static_cast<unsigned long long>(min_calls), static_cast<unsigned long long>(max_calls),
+        "median (min\xe2\x80\x93max) of %zu runs: total %s ms, p50 %s ms, p99 %s ms, max %s ms; "
+        "upstream calls per run %llu..%llu; %s\n",
+        runs.size(), spread(total).c_str(), spread(p50).c_str(), spread(p99).c_str(),
+        spread(max).c_str(), static_cast<unsigned long long>(min_calls),
+        static_cast<unsigned long long>(max_calls),
         all_ok ? "every request answered 200" : "NOT every request answered 200");
     std::printf(
         "  (! = not exactly one upstream call; latency = response read - own request written; "
@@ -674,12 +636,13 @@ int main(int argc, char** argv) {
         "ms)\n",
         o.latency_ms, met ? "met" : "not met", static_cast<unsigned long long>(min_calls),
         static_cast<unsigned long long>(max_calls), median(p99));
-    std::printf(
-        "summary: requests=%d latency_ms=%d runs=%zu calls_min=%llu calls_max=%llu all_ok=%d "
-        "total_ms=%.1f "
-        "p50_ms=%.1f p99_ms=%.1f max_ms=%.1f met=%d\n",
-        o.requests, o.latency_ms, runs.size(), static_cast<unsigned long long>(min_calls),
-        static_cast<unsigned long long>(max_calls), all_ok ? 1 : 0, median(total), median(p50),
-        median(p99), median(max), met ? 1 : 0);
+    for (const auto& r : runs) {
+        bench::print_result("burst.calls", static_cast<double>(r.upstream_calls));
+        bench::print_result("burst.ok_200", static_cast<double>(r.ok_200));
+        bench::print_result("burst.total_ms", r.total_ms);
+        bench::print_result("burst.p50_ms", r.p50_ms);
+        bench::print_result("burst.p99_ms", r.p99_ms);
+        bench::print_result("burst.max_ms", r.max_ms);
+    }
     return 0;
 }

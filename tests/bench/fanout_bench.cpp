@@ -1,40 +1,47 @@
 // Fan-out: one streamed (SSE) flight delivered to N subscribers at once.
 //
-//   fanout_bench [--subscribers 1,100,1000,10000] [--chunks 20] [--interval-ms 50]
-//                [--latency-ms 300] [--timeout-s 60] [--client-threads 1] [--workers 2]
-//                [--per-event] [--floor]
+//   fanout_bench [--subscribers 100,1000,10000] [--runs 1] [--floor] [--chunks 20]
+//                [--interval-ms 50] [--latency-ms 1000] [--timeout-s 60] [--client-threads 0]
+//                [--workers 2] [--per-event]
 //
 // For each N: the mock provider and the sidecar (fresh for each N) in a child process, then, in
 // this one, N client connections opened to the sidecar (set-up is not measured), then N
 // identical streaming requests written as fast as possible, then all N responses read
-// concurrently by one client thread (an io_context; --client-threads for more), each connection
-// de-chunking its SSE stream incrementally. The mock stamps every event with "mock_sent_us"
-// (steady_clock, the same clock in both processes), so each (event, subscriber) pair yields a
-// delivery delay = arrival - mock_sent_us: the time through the sidecar (upstream read, shared
-// log, subscriber wake-up, write) plus the client's own read latency.
+// concurrently by the client threads (one io_context each; --client-threads 0 = one per CPU),
+// each connection de-chunking its SSE stream incrementally.
 //
-// Memory: the sidecar process's VmRSS before the connections are opened and its peak while
-// streaming (sampled every 50 ms); the growth per subscriber is the sidecar's share. The client
-// process's own growth is printed next to it.
+// The schedule: the mock is asked for an absolute schedule ("schedule":"absolute"): event i is
+// due latency + i * interval after the mock received the call, each is written when due (a late
+// write does not push the next ones back) and stamped "mock_sent_us" with the time it was DUE,
+// not the time it was written. The bare server of the floor (--floor, bare_fanout.hpp) stamps
+// its events the same way. So each (event, subscriber) pair yields a delivery delay = arrival -
+// due time, in both runs: the mock's or the bare server's own lateness is inside the figure,
+// never left out of it (a sender that stamps its actual send time and then sleeps an interval
+// hides its lateness under load: coordinated omission). steady_clock is the same clock in both
+// processes.
+//
+// Per run: the delay over every (event, subscriber) pair (p50, p99, max); per event the spread,
+// from the first subscriber that got it to the last (slowest - fastest delay), with its median
+// and p99 over the events (nearest rank: over 20 events the p99 is the largest); whether the
+// client threads were busy enough to be the bottleneck (CPU of the busiest client thread over
+// the stream's duration); the sidecar process's VmRSS growth per subscriber (sampled every
+// 50 ms, from before the connections are opened to its peak while streaming).
+//
+// --runs R repeats everything R times. With --floor, each N runs against the sidecar and against
+// the bare server back to back, the order swapping every run (sidecar first in odd runs), so
+// that both see the same minutes of a machine whose speed drifts. The summary gives, per N and
+// for each, the median (min-max) over the runs. "result: fanout.<N>.<sidecar|floor>.<figure>"
+// lines are for tests/bench/run-bench.sh.
 //
 // Targets (product fan-out goals): 10000 subscribers all complete; p99 delay <= 50 ms;
 // <= 20 KiB RSS per subscriber in the sidecar.
-//
-// Per run it also prints: how long writing the N requests took and whether they were all in
-// before the first event (a later joiner's first events are replays, with a larger delay), the
-// x-coalesce roles seen, per event the fastest and the slowest subscriber's delay (the fastest
-// is the pipeline's latency, the gap to the slowest is the cost of fanning out), and the CPU
-// seconds of the client threads versus the sidecar process (sidecar + mock).
 //
 // Caveats printed with the results: the client, the mock and the sidecar share this machine's
 // cores (and anything else running on it: the load average is printed), so the delay includes
 // time waiting for a CPU; each process needs one descriptor per subscriber, so N is capped to
 // what RLIMIT_NOFILE allows (marked * in the table).
-//
-// --floor also runs every N against a bare server in place of the mock and the sidecar (see
-// bare_fanout.hpp): plain send() calls of pre-built events, measured by the same client. Its
-// p99 is what this machine allows any server, and is printed next to the target.
 #include "bare_fanout.hpp"
+#include "bench_support.hpp"
 #include "mock_server.hpp"
 #include "ops/config.hpp"
 #include "server/server.hpp"
@@ -46,6 +53,7 @@
 
 #include <malloc.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -80,30 +88,35 @@ namespace asio = boost::asio;
 namespace mock = coalescer::mock;
 namespace ops = coalescer::ops;
 namespace server = coalescer::server;
+namespace bench = coalescer::bench;
+using bench::load_average;
+using bench::ms;
+using bench::now_us;
+using bench::process_cpu_s;
+using bench::raise_fd_limit;
+using bench::read_exact;
+using bench::rss_kib;
+using bench::steady;
+using bench::thread_cpu_s;
+using bench::write_all;
 using tcp = asio::ip::tcp;
 using boost::system::error_code;
-using steady = std::chrono::steady_clock;
-
-// The mock's clock: steady_clock microseconds since its epoch (CLOCK_MONOTONIC).
-std::int64_t now_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(steady::now().time_since_epoch())
-        .count();
-}
-
-double ms(std::int64_t us) {
-    return static_cast<double>(us) / 1000.0;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Command line
 
 struct options {
-    std::vector<int> subscribers{1, 100, 1000, 10000};
+    std::vector<int> subscribers{100, 1000, 10000};
+    int runs = 1;
     int chunks = 20;
     int interval_ms = 50;
-    int latency_ms = 300;  // before the response head: long enough for every subscriber to join
-    int timeout_s = 60;    // give up on a run after this and report what completed
-    int client_threads = 1;
+    // Before the first event, counted from the mock receiving the call (the first subscriber's
+    // request): long enough for every subscriber to join first. 10,000 requests took 0.2-0.7 s
+    // to write and be taken in on 2 loaded CPUs; a subscriber that joins after the first event
+    // was due gets replays, and the join work delays the mock's first events.
+    int latency_ms = 1000;
+    int timeout_s = 60;      // give up on a run after this and report what completed
+    int client_threads = 0;  // 0: one per CPU this process may use
     int workers = 2;
     bool per_event = false;  // print each event's fastest / median / slowest subscriber
     bool floor = false;      // also measure the bare server (bare_fanout.hpp) at every N
@@ -142,7 +155,9 @@ options parse_args(int argc, char** argv) {
         else if (flag == "--timeout-s")
             o.timeout_s = std::stoi(value);
         else if (flag == "--client-threads")
-            o.client_threads = std::max(1, std::stoi(value));
+            o.client_threads = std::max(0, std::stoi(value));
+        else if (flag == "--runs")
+            o.runs = std::max(1, std::stoi(value));
         else if (flag == "--workers")
             o.workers = std::max(1, std::stoi(value));
         else
@@ -152,72 +167,24 @@ options parse_args(int argc, char** argv) {
         if (n < 1)
             throw std::runtime_error("--subscribers: each N must be >= 1");
     }
+    if (o.client_threads == 0) {
+        cpu_set_t cpus;
+        CPU_ZERO(&cpus);
+        o.client_threads =
+            sched_getaffinity(0, sizeof cpus, &cpus) == 0
+                ? std::max(1, CPU_COUNT(&cpus))
+                : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    }
     return o;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Process resources
 
-// VmRSS of this process (pid 0) or of another one.
-long rss_kib(pid_t pid = 0) {
-    std::ifstream in(pid == 0 ? std::string("/proc/self/status")
-                              : "/proc/" + std::to_string(pid) + "/status");
-    std::string line;
-    while (std::getline(in, line)) {
-        if (line.rfind("VmRSS:", 0) == 0)
-            return std::strtol(line.c_str() + 6, nullptr, 10);
-    }
-    return 0;
-}
-
 // Returns freed heap to the kernel so that the "before" RSS of a run is not inflated by the
 // previous run's garbage and its growth is not hidden by reuse of it.
 void settle_heap() {
     malloc_trim(0);
-}
-
-// Raises the soft descriptor limit to the hard one; returns the limit now in force.
-rlim_t raise_fd_limit() {
-    rlimit lim{};
-    if (getrlimit(RLIMIT_NOFILE, &lim) != 0)
-        return 1024;
-    if (lim.rlim_cur < lim.rlim_max) {
-        lim.rlim_cur = lim.rlim_max;
-        setrlimit(RLIMIT_NOFILE, &lim);
-        getrlimit(RLIMIT_NOFILE, &lim);
-    }
-    return lim.rlim_cur;
-}
-
-// CPU seconds (user + system) used so far by the calling thread.
-double thread_cpu_s() {
-    timespec t{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
-    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
-}
-
-// CPU seconds (user + system) used so far by another process.
-double process_cpu_s(pid_t pid) {
-    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
-    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    const auto after_name = text.rfind(')');  // the command name may hold spaces
-    if (after_name == std::string::npos)
-        return 0;
-    std::istringstream fields(text.substr(after_name + 2));
-    std::string skip;
-    for (int i = 3; i < 14; ++i)  // fields 3..13: state .. cmajflt
-        fields >> skip;
-    double user = 0, system = 0;
-    fields >> user >> system;
-    return (user + system) / static_cast<double>(sysconf(_SC_CLK_TCK));
-}
-
-// Other processes on the machine take CPU from all three parties here; printed with the results.
-std::string load_average() {
-    std::ifstream in("/proc/loadavg");
-    std::string one;
-    in >> one;
-    return one;
 }
 
 long open_fds() {
@@ -616,6 +583,8 @@ void fanout_client::read_all(steady::time_point deadline) {
 // One run
 
 struct run_result {
+    bool bare = false;  // the floor: the bare server instead of the mock and the sidecar
+    int run = 0;        // 1-based repetition
     int requested = 0, n = 0;
     std::uint64_t upstream_calls = 0;
     std::size_t completed = 0, bytes = 0, deliveries = 0, roles_leader = 0, roles_follower = 0,
@@ -625,6 +594,12 @@ struct run_result {
     double head_start_ms = 0;  // first event stamped this long after the last request was written
     double first_sub_p50_ms = 0;  // per event, the fastest subscriber's delay; median over events
     double last_sub_p50_ms = 0;   // per event, the slowest subscriber's delay; median over events
+    // Per event, slowest - fastest subscriber's delay (the time from the first subscriber that
+    // got it to the last): median and p99 (nearest rank) over the events.
+    double spread_p50_ms = 0, spread_p99_ms = 0;
+    std::size_t events_seen = 0;
+    // From the first event due to the last one read; CPU of the busiest client thread over it.
+    double stream_s = 0, client_busy = 0;
     double client_kib_per_sub = 0, total_kib_per_sub = 0;
     double client_cpu_s = 0,
            other_cpu_s = 0;  // while sending and streaming; other = sidecar + mock
@@ -658,7 +633,8 @@ std::string request_for(int n, const options& o) {
         R"({"model":"sonar","messages":[{"role":"user","content":"fan-out bench, )" +
         std::to_string(n) + R"( subscribers"}],"stream":true,"mock":{"latency_ms":)" +
         std::to_string(o.latency_ms) + R"(,"chunks":)" + std::to_string(o.chunks) +
-        R"(,"chunk_interval_ms":)" + std::to_string(o.interval_ms) + R"(,"timestamps":true}})";
+        R"(,"chunk_interval_ms":)" + std::to_string(o.interval_ms) +
+        R"(,"timestamps":true,"schedule":"absolute"}})";
     return "POST /chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
            "fanout-bench\r\n"
            "Content-Type: application/json\r\nAccept: text/event-stream\r\nContent-Length: " +
@@ -666,11 +642,7 @@ std::string request_for(int n, const options& o) {
 }
 
 double percentile(std::vector<std::int32_t>& v, double q) {
-    if (v.empty())
-        return 0;
-    const auto k = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1));
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
-    return ms(v[k]);
+    return ms(bench::percentile(v, q));
 }
 
 // Delay distribution over all (event, subscriber) pairs, and per event the fastest and slowest
@@ -694,13 +666,16 @@ void summarise_delays(fanout_client& client, run_result& r, bool per_event) {
     std::sort(all.begin(), all.end(), [](const delivery& a, const delivery& b) {
         return a.sent_us != b.sent_us ? a.sent_us < b.sent_us : a.delay_us < b.delay_us;
     });
-    std::vector<std::int32_t> fastest, slowest;
+    std::vector<std::int32_t> fastest, slowest, spread;
+    std::int64_t last_arrival = 0;
     for (std::size_t i = 0; i < all.size();) {
         std::size_t j = i;
         while (j < all.size() && all[j].sent_us == all[i].sent_us)
             ++j;
         fastest.push_back(all[i].delay_us);
         slowest.push_back(all[j - 1].delay_us);
+        spread.push_back(all[j - 1].delay_us - all[i].delay_us);
+        last_arrival = std::max(last_arrival, all[j - 1].sent_us + all[j - 1].delay_us);
         if (per_event) {
             std::printf(
                 "        event %2zu at +%8.1f ms: %6zu subscribers, delay fastest %8.2f  median "
@@ -713,6 +688,10 @@ void summarise_delays(fanout_client& client, run_result& r, bool per_event) {
     }
     r.first_sub_p50_ms = percentile(fastest, 0.5);
     r.last_sub_p50_ms = percentile(slowest, 0.5);
+    r.events_seen = spread.size();
+    r.spread_p50_ms = percentile(spread, 0.5);
+    r.spread_p99_ms = percentile(spread, 0.99);
+    r.stream_s = static_cast<double>(last_arrival - all.front().sent_us) / 1e6;
 }
 
 void count_outcomes(fanout_client& client, run_result& r, std::int64_t send_end_us) {
@@ -734,34 +713,6 @@ void count_outcomes(fanout_client& client, run_result& r, std::int64_t send_end_
     if (r.min_events == ~0u)
         r.min_events = 0;
     r.head_start_ms = first_event == INT64_MAX ? 0 : ms(first_event - send_end_us);
-}
-
-bool write_all(int fd, const void* data, std::size_t size) {
-    const auto* p = static_cast<const char*>(data);
-    while (size > 0) {
-        const auto n = ::write(fd, p, size);
-        if (n <= 0 && errno != EINTR)
-            return false;
-        if (n > 0) {
-            p += n;
-            size -= static_cast<std::size_t>(n);
-        }
-    }
-    return true;
-}
-
-bool read_exact(int fd, void* data, std::size_t size) {
-    auto* p = static_cast<char*>(data);
-    while (size > 0) {
-        const auto n = ::read(fd, p, size);
-        if (n == 0 || (n < 0 && errno != EINTR))
-            return false;
-        if (n > 0) {
-            p += n;
-            size -= static_cast<std::size_t>(n);
-        }
-    }
-    return true;
 }
 
 // The mock provider and the sidecar (or the bare server), in a child process: each process then
@@ -900,8 +851,10 @@ class sidecar_process {
     std::uint64_t calls_ = 0;
 };
 
-run_result run_once(int requested, const options& o, rlim_t fd_limit, bool bare) {
+run_result run_once(int requested, const options& o, rlim_t fd_limit, bool bare, int run) {
     run_result r;
+    r.bare = bare;
+    r.run = run;
     r.requested = requested;
     sidecar_process sidecar(o, bare, requested);
 
@@ -948,6 +901,10 @@ run_result run_once(int requested, const options& o, rlim_t fd_limit, bool bare)
     r.upstream_calls = sidecar.finish();
     count_outcomes(client, r, send_end_us);
     summarise_delays(client, r, o.per_event);
+    double busiest = 0;
+    for (auto& loop : client.loops())
+        busiest = std::max(busiest, loop->cpu_s);
+    r.client_busy = r.stream_s > 0 ? busiest / r.stream_s : 0;
     if (r.n != 0) {
         r.client_kib_per_sub = static_cast<double>(client_after - client_before) / r.n;
         r.total_kib_per_sub =
@@ -959,12 +916,19 @@ run_result run_once(int requested, const options& o, rlim_t fd_limit, bool bare)
 // ---------------------------------------------------------------------------------------------
 // Report
 
+const char* kind(const run_result& r) {
+    return r.bare ? "floor" : "sidecar";
+}
+
+double sidecar_kib(const run_result& r) {
+    return r.total_kib_per_sub - r.client_kib_per_sub;
+}
+
 void print_run(const run_result& r) {
     std::printf(
-        "  N=%d: sent %d requests in %.1f ms; first event stamped %.1f ms after the last request "
-        "was "
-        "written%s\n",
-        r.n, r.n, r.send_ms, r.head_start_ms,
+        "  run %d, %s, N=%d: sent %d requests in %.1f ms; first event due %.1f ms after the "
+        "last request was written%s\n",
+        r.run, kind(r), r.n, r.n, r.send_ms, r.head_start_ms,
         r.head_start_ms < 0 ? " (some subscribers joined late: their first events are replays)"
                             : "");
     std::printf(
@@ -972,77 +936,174 @@ void print_run(const run_result& r) {
         "client: %u\n",
         r.roles_leader, r.roles_follower, r.roles_other, r.min_events);
     std::printf(
-        "        per event, median over events: fastest subscriber %.2f ms, slowest %.2f ms%s\n",
-        r.first_sub_p50_ms, r.last_sub_p50_ms, r.timed_out ? "; RUN TIMED OUT" : "");
+        "        delay p50 %.2f, p99 %.2f, max %.2f ms; per event (%zu events): fastest "
+        "subscriber %.2f ms, slowest %.2f ms (medians over events); spread first -> last "
+        "subscriber: median %.2f ms, p99 %.2f ms%s\n",
+        r.p50_ms, r.p99_ms, r.max_ms, r.events_seen, r.first_sub_p50_ms, r.last_sub_p50_ms,
+        r.spread_p50_ms, r.spread_p99_ms, r.timed_out ? "; RUN TIMED OUT" : "");
     std::printf(
-        "        CPU while sending and streaming: client %.2f s, sidecar + mock %.2f s, in %.2f s "
-        "wall; "
-        "load average %s -> %s\n",
-        r.client_cpu_s, r.other_cpu_s, r.wall_s, r.load_before.c_str(), r.load_after.c_str());
+        "        CPU while sending and streaming: client %.2f s, %s %.2f s, in %.2f s wall; "
+        "busiest client thread %.0f %% of the %.2f s stream%s; load average %s -> %s\n",
+        r.client_cpu_s, r.bare ? "bare server" : "sidecar + mock", r.other_cpu_s, r.wall_s,
+        100 * r.client_busy, r.stream_s,
+        r.client_busy >= 0.9 ? " (THE CLIENT MAY BE THE BOTTLENECK)" : "", r.load_before.c_str(),
+        r.load_after.c_str());
     std::printf("        RSS %ld -> %ld KiB\n", r.rss_before_kib, r.rss_peak_kib);
 }
 
 void print_table(const std::vector<run_result>& runs) {
-    std::printf("\n%7s %6s %9s %10s %8s %8s %8s %7s %10s %10s %10s\n", "N", "calls", "complete",
-                "bytes", "p50 ms", "p99 ms", "max ms", "wall s", "KiB/sub", "client", "sidecar");
+    std::printf("\n%4s %-7s %7s %6s %9s %10s %8s %8s %8s %9s %9s %6s %8s %8s\n", "run", "server",
+                "N", "calls", "complete", "bytes", "p50 ms", "p99 ms", "max ms", "spr50 ms",
+                "spr99 ms", "busy", "KiB/sub", "client");
     for (const auto& r : runs) {
         char n_text[32];
         std::snprintf(n_text, sizeof n_text, r.n == r.requested ? "%d" : "%d*", r.n);
-        std::printf("%7s %5llu%s %9zu %10zu %8.2f %8.2f %8.2f %7.2f %10.2f %10.2f %10.2f\n", n_text,
-                    static_cast<unsigned long long>(r.upstream_calls),
-                    r.upstream_calls == 1 ? " " : "!", r.completed, r.bytes, r.p50_ms, r.p99_ms,
-                    r.max_ms, r.wall_s, r.total_kib_per_sub, r.client_kib_per_sub,
-                    r.total_kib_per_sub - r.client_kib_per_sub);
+        std::printf(
+            "%4d %-7s %7s %5llu%s %9zu %10zu %8.2f %8.2f %8.2f %9.2f %9.2f %5.0f%% %8.2f "
+            "%8.2f\n",
+            r.run, kind(r), n_text, static_cast<unsigned long long>(r.upstream_calls),
+            r.upstream_calls == 1 ? " " : "!", r.completed, r.bytes, r.p50_ms, r.p99_ms, r.max_ms,
+            r.spread_p50_ms, r.spread_p99_ms, 100 * r.client_busy, sidecar_kib(r),
+            r.client_kib_per_sub);
     }
     std::printf(
         "  (* = capped by the descriptor limit; ! = not exactly one upstream call; delays are "
-        "arrival - mock_sent_us over every (event, "
-        "subscriber) pair; KiB/sub = client + sidecar; sidecar = (the sidecar process's peak RSS - "
-        "its RSS before connecting) / N; client = the client process's growth / N)\n\n");
+        "arrival - due time over every (event, subscriber) pair; spr50 / spr99 = per event, the "
+        "last subscriber's arrival - the first's, median / p99 over the events; busy = the "
+        "busiest client thread's CPU over the stream's duration; KiB/sub = (the server "
+        "process's peak RSS - its RSS before connecting) / N (the sidecar + mock process, or the "
+        "bare server); client = the client process's growth / N)\n\n");
 }
 
-void print_targets(const std::vector<run_result>& runs, const std::vector<run_result>& floor) {
-    if (runs.empty())
-        return;
-    const auto& big =
-        *std::max_element(runs.begin(), runs.end(), [](auto& a, auto& b) { return a.n < b.n; });
-    const bool all_complete =
-        big.completed == static_cast<std::size_t>(big.n) && big.upstream_calls == 1;
-    if (big.n >= 10000) {
-        std::printf("10000 subscribers: all complete: %s (%zu/%d)\n",
-                    all_complete ? "met" : "not met", big.completed, big.n);
-    } else {
-        std::printf(
-            "10000 subscribers: all complete: not measured at 10000 (largest run N=%d: %zu/%d "
-            "complete, "
-            "%s)\n",
-            big.n, big.completed, big.n, all_complete ? "all" : "NOT all");
+struct by_n {
+    int n = 0;
+    std::vector<const run_result*> sidecar, floor;
+};
+
+std::vector<by_n> group(const std::vector<run_result>& runs, const options& o) {
+    std::vector<by_n> out;
+    for (int n : o.subscribers) {
+        by_n g;
+        g.n = n;
+        for (const auto& r : runs)
+            (r.bare ? g.floor : g.sidecar).push_back(&r);
+        std::erase_if(g.sidecar, [n](const run_result* r) { return r->requested != n; });
+        std::erase_if(g.floor, [n](const run_result* r) { return r->requested != n; });
+        out.push_back(std::move(g));
     }
-    std::printf("p99 chunk delay <= 50 ms: %s (%.2f ms at N=%d)\n",
-                big.p99_ms <= 50.0 ? "met" : "not met", big.p99_ms, big.n);
-    for (const auto& f : floor) {
-        if (f.n == big.n) {
+    return out;
+}
+
+template <class F>
+bench::spread over(const std::vector<const run_result*>& runs, F&& figure) {
+    std::vector<double> v;
+    for (const auto* r : runs)
+        v.push_back(figure(*r));
+    return bench::spread_of(std::move(v));
+}
+
+// Per N, sidecar and floor: median (min-max) over the runs.
+void print_summary(const std::vector<by_n>& groups, const options& o) {
+    std::printf("summary, median (min\xe2\x80\x93max) over %d run(s) of each:\n", o.runs);
+    for (const auto& g : groups) {
+        for (const auto* runs : {&g.sidecar, &g.floor}) {
+            if (runs->empty())
+                continue;
+            const bool bare = runs == &g.floor;
+            std::size_t all_in = 0, late = 0;
+            for (const auto* r : *runs) {
+                all_in += r->completed == static_cast<std::size_t>(r->n) && r->n == g.n &&
+                          (r->upstream_calls == 1);
+                late += r->head_start_ms < 0;
+            }
             std::printf(
-                "floor p99 at N=%d: %.2f ms (bare server, %zu/%d complete); sidecar / floor: %.2f "
-                "x\n",
-                f.n, f.p99_ms, f.completed, f.n, big.p99_ms / f.p99_ms);
+                "  N=%-6d %-7s delay p50 %s, p99 %s ms; spread per event median %s, p99 %s ms; "
+                "%s KiB/sub; all %d complete with 1 call in %zu/%zu runs%s\n",
+                g.n, bare ? "floor" : "sidecar",
+                bench::format_spread(over(*runs, [](auto& r) { return r.p50_ms; })).c_str(),
+                bench::format_spread(over(*runs, [](auto& r) { return r.p99_ms; })).c_str(),
+                bench::format_spread(over(*runs, [](auto& r) { return r.spread_p50_ms; })).c_str(),
+                bench::format_spread(over(*runs, [](auto& r) { return r.spread_p99_ms; })).c_str(),
+                bench::format_spread(over(*runs, [](auto& r) { return sidecar_kib(r); })).c_str(),
+                g.n, all_in, runs->size(),
+                late == 0 ? ""
+                          : ("; LATE JOINS (first event due before the last request was written) "
+                             "in " +
+                             std::to_string(late) + " runs")
+                                .c_str());
+        }
+        std::vector<double> p99, spread;  // of the pairs run back to back
+        for (const auto* side : g.sidecar) {
+            for (const auto* bare : g.floor) {
+                if (bare->run != side->run)
+                    continue;
+                if (bare->p99_ms > 0)
+                    p99.push_back(side->p99_ms / bare->p99_ms);
+                if (bare->spread_p50_ms > 0)
+                    spread.push_back(side->spread_p50_ms / bare->spread_p50_ms);
+            }
+        }
+        if (!p99.empty()) {
+            std::printf(
+                "  N=%-6d sidecar / floor, per run then median: p99 delay %s x, spread "
+                "median %s x\n",
+                g.n, bench::format_spread(bench::spread_of(p99)).c_str(),
+                bench::format_spread(bench::spread_of(spread)).c_str());
         }
     }
-    const double sidecar = big.total_kib_per_sub - big.client_kib_per_sub;
-    std::printf("RSS <= 20 KiB per subscriber (sidecar share): %s (%.2f KiB at N=%d)\n",
-                sidecar <= 20.0 ? "met" : "not met", sidecar, big.n);
-    // Fixed costs (threads, the flight, the upstream connection) dominate small N; the slope
-    // between the smallest and the largest run is the cost of one more subscriber.
-    const auto& small =
-        *std::min_element(runs.begin(), runs.end(), [](auto& a, auto& b) { return a.n < b.n; });
-    if (big.n > small.n) {
-        const auto sidecar_kib = [](const run_result& r) {
-            return (r.total_kib_per_sub - r.client_kib_per_sub) * r.n;
-        };
-        std::printf(
-            "  (slope between N=%d and N=%d: %.2f KiB of sidecar RSS per additional subscriber)\n",
-            small.n, big.n, (sidecar_kib(big) - sidecar_kib(small)) / (big.n - small.n));
+}
+
+void print_results(const std::vector<run_result>& runs) {
+    for (const auto& r : runs) {
+        const std::string at = "fanout." + std::to_string(r.requested) + "." + kind(r) + ".";
+        bench::print_result(at + "n", r.n);
+        bench::print_result(at + "complete", static_cast<double>(r.completed));
+        bench::print_result(at + "calls", static_cast<double>(r.upstream_calls));
+        bench::print_result(at + "p50_ms", r.p50_ms);
+        bench::print_result(at + "p99_ms", r.p99_ms);
+        bench::print_result(at + "max_ms", r.max_ms);
+        bench::print_result(at + "spread_p50_ms", r.spread_p50_ms);
+        bench::print_result(at + "spread_p99_ms", r.spread_p99_ms);
+        bench::print_result(at + "kib_per_sub", sidecar_kib(r));
+        bench::print_result(at + "client_busy", r.client_busy);
+        bench::print_result(at + "late_join", r.head_start_ms < 0 ? 1 : 0);
     }
+}
+
+void print_targets(const std::vector<by_n>& groups) {
+    const auto big =
+        std::max_element(groups.begin(), groups.end(), [](auto& a, auto& b) { return a.n < b.n; });
+    if (big == groups.end() || big->sidecar.empty())
+        return;
+    std::size_t complete = 0;
+    int largest = 0;
+    for (const auto* r : big->sidecar) {
+        complete += r->completed == static_cast<std::size_t>(big->n) && r->upstream_calls == 1;
+        largest = std::max(largest, r->n);
+    }
+    const bool all = complete == big->sidecar.size();
+    if (big->n >= 10000) {
+        std::printf("10000 subscribers: all complete: %s (in %zu of %zu runs)\n",
+                    all ? "met" : "not met", complete, big->sidecar.size());
+    } else {
+        std::printf(
+            "10000 subscribers: not measured (largest N=%d: all complete in %zu of %zu "
+            "runs)\n",
+            big->n, complete, big->sidecar.size());
+    }
+    const auto p99 = over(big->sidecar, [](auto& r) { return r.p99_ms; });
+    std::printf("p99 chunk delay <= 50 ms: %s (%s ms at N=%d)\n",
+                p99.median <= 50.0 ? "met" : "not met", bench::format_spread(p99).c_str(), big->n);
+    if (!big->floor.empty()) {
+        std::printf(
+            "floor p99 at N=%d: %s ms (bare server)\n", big->n,
+            bench::format_spread(over(big->floor, [](auto& r) { return r.p99_ms; })).c_str());
+    }
+    const auto kib = over(big->sidecar, [](auto& r) { return sidecar_kib(r); });
+    std::printf("RSS <= 20 KiB per subscriber (sidecar share): %s (%s KiB at N=%d)\n",
+                kib.median <= 20.0 ? "met" : "not met", bench::format_spread(kib).c_str(), big->n);
+    if (largest < big->n)
+        std::printf("  (N capped to %d by the descriptor limit)\n", largest);
 }
 
 }  // namespace
@@ -1058,38 +1119,37 @@ int main(int argc, char** argv) {
     }
     const rlim_t fd_limit = raise_fd_limit();
     std::printf(
-        "fanout_bench: chunks %d every %d ms after %d ms; sidecar workers %d; client threads %d; "
-        "RLIMIT_NOFILE %ld; %u CPUs shared by client, mock and sidecar\n",
-        o.chunks, o.interval_ms, o.latency_ms, o.workers, o.client_threads,
+        "fanout_bench: %d events every %d ms, the first due %d ms after the mock got the call "
+        "(absolute schedule, events stamped with their due times); sidecar workers %d; client "
+        "threads %d; %d run(s)%s; RLIMIT_NOFILE %ld; %u CPUs shared by client, mock and "
+        "sidecar\n",
+        o.chunks, o.interval_ms, o.latency_ms, o.workers, o.client_threads, o.runs,
+        o.floor ? ", each N against the sidecar and the bare server back to back, order swapping "
+                  "every run"
+                : "",
         static_cast<long>(fd_limit), std::thread::hardware_concurrency());
     std::vector<run_result> runs;
-    for (int n : o.subscribers) {
-        try {
-            runs.push_back(run_once(n, o, fd_limit, false));
-            print_run(runs.back());
-        } catch (const std::exception& e) {
-            std::fprintf(stderr, "  N=%d: %s\n", n, e.what());
+    for (int run = 1; run <= o.runs; ++run) {
+        for (int n : o.subscribers) {
+            std::vector<bool> order{false};
+            if (o.floor)
+                order = run % 2 ? std::vector<bool>{false, true} : std::vector<bool>{true, false};
+            for (const bool bare : order) {
+                try {
+                    runs.push_back(run_once(n, o, fd_limit, bare, run));
+                    print_run(runs.back());
+                } catch (const std::exception& e) {
+                    std::fprintf(stderr, "  run %d, %s, N=%d: %s\n", run,
+                                 bare ? "floor" : "sidecar", n, e.what());
+                }
+                std::fflush(stdout);
+            }
         }
-        std::fflush(stdout);
-    }
-    std::vector<run_result> floor;
-    for (int n : o.floor ? o.subscribers : std::vector<int>{}) {
-        try {
-            std::printf("  floor (bare server):\n");
-            floor.push_back(run_once(n, o, fd_limit, true));
-            print_run(floor.back());
-        } catch (const std::exception& e) {
-            std::fprintf(stderr, "  floor N=%d: %s\n", n, e.what());
-        }
-        std::fflush(stdout);
     }
     print_table(runs);
-    if (!floor.empty()) {
-        std::printf(
-            "floor: the same client against a bare server (bare_fanout.hpp): pre-built events,\n"
-            "plain send() calls from 2 threads, no proxy; KiB/sub and sidecar = the bare server's");
-        print_table(floor);
-    }
-    print_targets(runs, floor);
+    const auto groups = group(runs, o);
+    print_summary(groups, o);
+    print_targets(groups);
+    print_results(runs);
     return 0;
 }

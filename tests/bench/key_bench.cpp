@@ -2,10 +2,12 @@
 //
 //   key_bench [seconds-per-measurement]      (default 1)
 //
-// Bodies (1 KiB, 32 KiB, 1 MiB) are generated deterministically: a system prompt, alternating
-// user/assistant turns with long prose contents (newlines, quotes, tabs, literal UTF-8 and the
-// \uXXXX escapes Python's json.dumps writes), tools with JSON-schema parameters, and the usual
-// sampling numbers. Target: >= 300 MB/s on 32 KiB.
+// Bodies (1 KiB, 32 KiB, 1 MiB) are generated deterministically (bench_support.hpp chat_body):
+// a system prompt, alternating user/assistant turns with long prose contents (newlines, quotes,
+// tabs, literal UTF-8 and the \uXXXX escapes Python's json.dumps writes), tools with JSON-schema
+// parameters, and the usual sampling numbers. Target: >= 300 MB/s on 32 KiB.
+// Prints "result: key.<size>.mb_s VALUE" lines for tests/bench/run-bench.sh.
+#include "bench_support.hpp"
 #include "coalesce/canonical_json.hpp"
 #include "coalesce/flight_key.hpp"
 
@@ -19,130 +21,10 @@
 #include <vector>
 
 using namespace coalescer::coalesce;
+using coalescer::bench::chat_body;
+using coalescer::bench::print_result;
 
 namespace {
-
-struct rng {
-    std::uint64_t s;
-    std::uint64_t next() {
-        s += 0x9e3779b97f4a7c15ull;
-        std::uint64_t z = s;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        return z ^ (z >> 31);
-    }
-    std::size_t below(std::size_t n) { return static_cast<std::size_t>(next() % n); }
-};
-
-const char* const words[] = {
-    "the",
-    "model",
-    "request",
-    "response",
-    "token",
-    "stream",
-    "function",
-    "value",
-    "server",
-    "cache",
-    "latency",
-    "upstream",
-    "please",
-    "explain",
-    "summarise",
-    "following",
-    "document",
-    "carefully",
-    "and",
-    "of",
-    "to",
-    "in",
-    "a",
-    "is",
-    "that",
-    "for",
-    "with",
-    "as",
-    "on",
-    "this",
-    "be",
-    "are",
-    "by",
-    "it",
-    "configuration",
-    "deployment",
-    "kubernetes",
-    "retry",
-    "timeout",
-    "answer",
-    "question",
-    "example",
-    "caf\xc3\xa9",
-    "na\xc3\xafve",
-    "\xe2\x80\x9cquoted\xe2\x80\x9d",
-    "\\\"escaped\\\"",
-    "\\u2019s",
-    "\\u00e9t\\u00e9",
-    "\xf0\x9f\x99\x82",
-    "C:\\\\path\\\\file",
-    "x=1;",
-    "{json}",
-    "[list]",
-    "42",
-    "3.14",
-};
-
-std::string prose(rng& r, std::size_t bytes) {
-    std::string out;
-    std::size_t line = 0;
-    while (out.size() < bytes) {
-        const char* w = words[r.below(sizeof words / sizeof words[0])];
-        out += w;
-        line += std::char_traits<char>::length(w) + 1;
-        if (line > 60 + r.below(60)) {
-            out += r.below(8) == 0 ? "\\n\\n" : "\\n";
-            if (r.below(20) == 0)
-                out += "\\t";
-            line = 0;
-        } else {
-            out += r.below(12) == 0 ? ". " : " ";
-        }
-    }
-    return out;
-}
-
-const char* const tools =
-    R"("tools":[{"type":"function","function":{"name":"get_weather","description":"Get the current weather for a location.","parameters":{"type":"object","properties":{"location":{"type":"string","description":"City and country, e.g. Paris, France"},"unit":{"type":"string","enum":["celsius","fahrenheit"]}},"required":["location"],"additionalProperties":false},"strict":true}},{"type":"function","function":{"name":"search_docs","description":"Search the internal documentation.","parameters":{"type":"object","properties":{"query":{"type":"string"},"top_k":{"type":"integer","minimum":1,"maximum":50}},"required":["query"]}}}])";
-
-std::string chat_body(std::size_t target, std::uint64_t seed) {
-    rng r{seed};
-    std::string body = "{\"model\":\"gpt-4o-2024-08-06\",\"messages\":[";
-    const std::string tail =
-        std::string(
-            "],\"temperature\":0.7,\"top_p\":1,\"max_tokens\":1024,\"presence_penalty\":0,"
-            "\"frequency_penalty\":0.0,\"seed\":1234567890123,\"stream\":true,"
-            "\"stream_options\":{\"include_usage\":true},\"user\":\"user-8f14e45f\",") +
-        (target > 4096 ? tools : "\"tool_choice\":\"auto\"") + "}";
-    const std::size_t budget =
-        target > body.size() + tail.size() + 64 ? target - body.size() - tail.size() : 64;
-    std::size_t used = 0;
-    bool first = true;
-    int turn = 0;
-    while (used < budget) {
-        const char* role = turn == 0 ? "system" : (turn % 2 == 1 ? "user" : "assistant");
-        std::string message =
-            std::string(first ? "" : ",") + "{\"role\":\"" + role + "\",\"content\":\"";
-        const std::size_t overhead = message.size() + 2;
-        const std::size_t left = budget - used > overhead ? budget - used - overhead : 16;
-        const std::size_t want = std::min<std::size_t>(left, 200 + r.below(target / 6 + 1));
-        message += prose(r, want) + "\"}";
-        used += message.size();
-        body += message;
-        first = false;
-        ++turn;
-    }
-    return body + tail;
-}
 
 struct measurement {
     double mb_per_s;
@@ -232,6 +114,12 @@ int main(int argc, char** argv) {
                     key.mb_per_s, key.ns_per_call, canon.mb_per_s, canon.ns_per_call, sha.mb_per_s);
         if (size == 32 * 1024)
             mb_32k = key.mb_per_s;
+        print_result(std::string("key.") +
+                         (size == 1024        ? "1k"
+                          : size == 32 * 1024 ? "32k"
+                                              : "1m") +
+                         ".mb_s",
+                     key.mb_per_s);
     }
     std::printf("target >= 300 MB/s on 32 KiB: %s (%.1f MB/s)\n", mb_32k >= 300 ? "met" : "not met",
                 mb_32k);

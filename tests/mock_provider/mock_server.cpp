@@ -206,6 +206,11 @@ struct overrides {
         fail_times, stall_after, stall_ms, drop_after, error_after, body_bytes;
     std::optional<std::string> object, retry_after, content_type, error_body;
     std::optional<bool> done, drop_before_head, drop_rst, timestamps;
+    // "schedule":"absolute": the head is due latency_ms after the request arrived and event i
+    // (from 0) interval * i after that; a late write does not push the later ones back, and
+    // "timestamps" stamps each event with the time it was due, not the time it was written
+    // (benchmarks measure delivery against the schedule, the mock's own lateness included).
+    bool absolute_schedule = false;
     std::vector<std::pair<std::string, std::string>> headers;  // extra response headers
 };
 
@@ -298,6 +303,9 @@ std::string parse_overrides(const json::object& body, overrides& ov) {
             ok = read_bool(v, ov.drop_rst);
         } else if (key == "timestamps") {
             ok = read_bool(v, ov.timestamps);
+        } else if (key == "schedule") {
+            ok = v.is_string() && (v.get_string() == "absolute" || v.get_string() == "relative");
+            ov.absolute_schedule = ok && v.get_string() == "absolute";
         } else if (key == "headers") {
             ok = v.is_object();
             if (ok) {
@@ -933,6 +941,18 @@ class connection final : public live_session {
         co_return ok&& keep;
     }
 
+    // Waits until `when` (not at all if it has passed); false as for pause().
+    asio::awaitable<bool> pause_until(std::chrono::steady_clock::time_point when) {
+        if (peer_gone_ || closing_) {
+            co_return false;
+        }
+        if (when > std::chrono::steady_clock::now()) {
+            pace_timer_.expires_at(when);
+            co_await pace_timer_.async_wait(use_tuple);
+        }
+        co_return !(peer_gone_ || closing_);
+    }
+
     // Waits; false when the client went away or stop() was called meanwhile.
     asio::awaitable<bool> pause(std::int64_t ms) {
         if (peer_gone_ || closing_) {
@@ -1028,6 +1048,7 @@ class connection final : public live_session {
     // --- calls -----------------------------------------------------------------------------------
     asio::awaitable<bool> answer_call(const http::request<http::string_body>& req,
                                       const std::string& path, call_ticket& ticket, bool keep) {
+        const auto received = std::chrono::steady_clock::now();
         const unsigned version = req.version();
         const std::string body_hex = sha256_hex(req.body());
         const std::uint64_t same_body = owner_.note_body(ticket, body_hex);
@@ -1092,7 +1113,16 @@ class connection final : public live_session {
             ticket.finish(false, false);
             co_return false;
         }
-        if (!co_await pause(ov.latency_ms.value_or(owner_.options_.latency_ms))) {
+        const std::int64_t latency = ov.latency_ms.value_or(owner_.options_.latency_ms);
+        // With the absolute schedule, the origin of the event times (event 0 is due then).
+        const auto origin = received + std::chrono::milliseconds(latency);
+        bool waited = false;
+        if (ov.absolute_schedule) {
+            waited = co_await pause_until(origin);
+        } else {
+            waited = co_await pause(latency);
+        }
+        if (!waited) {
             ticket.finish(false, true);
             co_return false;
         }
@@ -1134,7 +1164,7 @@ class connection final : public live_session {
             static_cast<int>(ov.chunks.value_or(std::max(1, owner_.options_.chunks)));
         const auto pieces = make_pieces(body_hex, tenant, chunks);
         if (stream) {
-            co_return co_await answer_stream(req, a, ov, pieces, fault, ticket, keep);
+            co_return co_await answer_stream(req, a, ov, pieces, fault, ticket, keep, origin);
         }
         co_return co_await answer_json(req, a, ov, pieces, ticket, keep);
     }
@@ -1202,7 +1232,8 @@ class connection final : public live_session {
     asio::awaitable<bool> answer_stream(const http::request<http::string_body>& req,
                                         const answer& a, const overrides& ov,
                                         const std::vector<std::string>& pieces, bool fault,
-                                        call_ticket& ticket, bool keep) {
+                                        call_ticket& ticket, bool keep,
+                                        std::chrono::steady_clock::time_point origin) {
         const auto& opts = owner_.options_;
         const bool chunked = req.version() >= 11;
         keep = keep && chunked;  // HTTP/1.0: the body ends when the connection does
@@ -1261,18 +1292,25 @@ class connection final : public live_session {
             if (gone || i == n) {
                 break;
             }
-            if (i > 0) {
+            const auto due = origin + std::chrono::milliseconds(interval * i);
+            if (ov.absolute_schedule) {
+                gone = !co_await pause_until(due);
+            } else if (i > 0) {
                 gone = !co_await pause(interval);
-                if (gone) {
-                    break;
-                }
+            }
+            if (gone) {
+                break;
             }
             const auto& piece = pieces[static_cast<std::size_t>(i)];
             message += piece;
             tokens += count_words(piece);
             json::object ev_json = completion_json(a, object, message, piece, tokens, i + 1 == n);
             if (timestamps) {
-                ev_json["mock_sent_us"] = steady_us();
+                ev_json["mock_sent_us"] =
+                    ov.absolute_schedule ? std::chrono::duration_cast<std::chrono::microseconds>(
+                                               due.time_since_epoch())
+                                               .count()
+                                         : steady_us();
             }
             const std::string ev = "data: " + json::serialize(ev_json) + "\n\n";
             gone = !co_await write_event(ev, chunked, ticket);

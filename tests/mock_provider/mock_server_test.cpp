@@ -437,6 +437,44 @@ TEST_CASE("server options: no [DONE], object, chunks") {
     CHECK(s.events[1].at("object").as_string() == "chat.completion");
 }
 
+TEST_CASE("schedule absolute: events stamped with the times they were due") {
+    auto mock = start_mock();
+    const auto stamp = [](const json::object& e) {
+        return e.at("mock_sent_us").to_number<std::int64_t>();
+    };
+    const auto now_us = [] {
+        return std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    };
+    const std::int64_t before = now_us();
+    const auto r = one_call(
+        mock->port(),
+        chat_body("on time", true,
+                  R"({"chunks":4,"chunk_interval_ms":25,"latency_ms":30,"timestamps":true,)"
+                  R"("schedule":"absolute"})"));
+    const std::int64_t after = now_us();
+    REQUIRE(r.status == 200);
+    const auto s = parse_sse(r.body);
+    REQUIRE(s.events.size() == 4);
+    // Event i is due exactly 25 ms * i after event 0, whatever the timer's lateness.
+    for (std::size_t i = 1; i < s.events.size(); ++i)
+        CHECK(stamp(s.events[i]) - stamp(s.events[0]) == 25'000 * static_cast<std::int64_t>(i));
+    // Event 0 is due 30 ms after the request arrived, and nothing is sent before it is due.
+    CHECK(stamp(s.events[0]) >= before + 30'000);
+    CHECK(after >= stamp(s.events[3]));
+
+    // Relative (the default) and anything else.
+    const auto rel =
+        one_call(mock->port(), chat_body("relative", true,
+                                         R"({"chunks":2,"chunk_interval_ms":0,"timestamps":true,)"
+                                         R"("schedule":"relative"})"));
+    CHECK(rel.status == 200);
+    CHECK(one_call(mock->port(), chat_body("x", true, R"({"schedule":"sometimes"})")).status ==
+          400);
+    CHECK(one_call(mock->port(), chat_body("x", true, R"({"schedule":true})")).status == 400);
+}
+
 TEST_CASE("same body twice: same content, different ids, and different bodies differ") {
     auto mock = start_mock();
     const std::string body = chat_body("same question");
