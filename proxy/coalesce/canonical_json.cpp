@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <iterator>
 #include <stdexcept>
 
 #if defined(__SSE2__)
@@ -355,12 +356,44 @@ const char* find_string_special(const char* p, const char* end) noexcept {
 
 class canonical_parser {
   public:
+    // An object at least `defer_from` bytes long whose members came out of order is not copied
+    // into order (write() hands its members over in order).
+    explicit canonical_parser(std::size_t defer_from) : defer_from_(defer_from) {}
+
     bool run(std::string_view text, const ignore_list& ignore) {
         start(text, ignore);
-        return parse();
+        if (!parse())
+            return false;
+        if (!deferred_.empty()) {
+            std::sort(deferred_.begin(), deferred_.end(),
+                      [](const auto& a, const auto& b) { return a.open_at < b.open_at; });
+            std::size_t total = 0;
+            write([](void* size,
+                     std::string_view bytes) { *static_cast<std::size_t*>(size) += bytes.size(); },
+                  &total);
+            size_ = total;
+        } else {
+            size_ = out_.size();
+        }
+        return true;
     }
 
-    std::string_view result() const noexcept { return out_; }
+    std::size_t size() const noexcept { return size_; }
+
+    void write(void (*piece)(void*, std::string_view), void* context) const {
+        emit(0, out_.size(), piece, context);
+    }
+
+    std::string_view result() {
+        if (deferred_.empty())
+            return out_;
+        joined_.clear();
+        joined_.reserve(size_);
+        write([](void* joined,
+                 std::string_view bytes) { static_cast<std::string*>(joined)->append(bytes); },
+              &joined_);
+        return joined_;
+    }
 
   private:
     // An object member already written to out_ (its name, ':' and value; no comma). Objects
@@ -392,6 +425,10 @@ class canonical_parser {
         out_.clear();
         members_.clear();
         frames_.clear();
+        deferred_.clear();
+        deferred_members_.clear();
+        joined_.clear();
+        size_ = 0;
         // The canonical text is never longer than the input but for number spellings
         // ("1e20" is 21 digits): one reservation covers nearly every body.
         out_.reserve(text.size() + 64);
@@ -681,7 +718,7 @@ class canonical_parser {
         if (!f.is_object) {
             ++f.index;
             if (f.value_dropped)
-                out_.resize(f.value_start);  // validated, and gone
+                truncate(f.value_start);  // validated, and gone
             else
                 ++f.written;
             return;
@@ -728,8 +765,18 @@ class canonical_parser {
         return true;
     }
 
-    // Sorts the object's members by name (the unescaped bytes), refuses duplicates (removed
-    // members included), and writes them back without the removed ones.
+    // Drops what was written from `at` on, with the order of any large object in it.
+    void truncate(std::size_t at) {
+        out_.resize(at);
+        while (!deferred_.empty() && deferred_.back().open_at >= at) {
+            deferred_members_.resize(deferred_.back().first_member);
+            deferred_.pop_back();
+        }
+    }
+
+    // Sorts an object's members by name (the unescaped bytes), refuses duplicates (removed
+    // members included), and writes them back without the removed ones; or, for a large object,
+    // keeps the order for write() instead of copying its text into it.
     bool finish_object(const frame& f) {
         const auto first = members_.begin() + static_cast<std::ptrdiff_t>(f.members_base);
         const auto last = members_.end();
@@ -740,6 +787,16 @@ class canonical_parser {
             for (auto it = first; it != last && it + 1 != last; ++it)
                 if (compare_members(*it, *(it + 1)) == 0)
                     return false;
+        }
+        if (!f.sorted && out_.size() - f.open_at >= defer_from_) {
+            deferred_object d{static_cast<std::uint32_t>(f.open_at),
+                              static_cast<std::uint32_t>(out_.size() + 1),
+                              static_cast<std::uint32_t>(deferred_members_.size())};
+            std::copy_if(first, last, std::back_inserter(deferred_members_),
+                         [](const member& m) { return !m.dropped; });
+            d.members = static_cast<std::uint32_t>(deferred_members_.size() - d.first_member);
+            deferred_.push_back(d);
+        } else if (!f.sorted) {
             scratch_.clear();
             scratch_.reserve(out_.size() - f.open_at);  // exactly: no doubling past the span
             for (auto it = first; it != last; ++it) {
@@ -757,6 +814,33 @@ class canonical_parser {
         members_.erase(first, last);
         out_.push_back('}');
         return true;
+    }
+
+    // Hands [start, end) of out_ to `piece`, each large object in it with its members in
+    // order (deferred_ is sorted by position by then; nested objects are found in their
+    // members' spans).
+    void emit(std::size_t start, std::size_t end, void (*piece)(void*, std::string_view),
+              void* context) const {
+        auto next = [&](std::size_t from) {
+            return std::lower_bound(
+                deferred_.begin(), deferred_.end(), from,
+                [](const deferred_object& d, std::size_t at) { return d.open_at < at; });
+        };
+        for (auto it = next(start); it != deferred_.end() && it->open_at < end; it = next(start)) {
+            if (it->open_at > start)
+                piece(context, std::string_view(out_.data() + start, it->open_at - start));
+            piece(context, "{");
+            for (std::uint32_t i = 0; i < it->members; ++i) {
+                if (i != 0)
+                    piece(context, ",");
+                const member& m = deferred_members_[it->first_member + i];
+                emit(m.start, m.start + m.size, piece, context);
+            }
+            piece(context, "}");
+            start = it->close_at;
+        }
+        if (end > start)
+            piece(context, std::string_view(out_.data() + start, end - start));
     }
 
     // Orders members by name: the names' unescaped bytes, shorter first on a common prefix;
@@ -828,10 +912,22 @@ class canonical_parser {
             std::vector<member>().swap(members_);
         if (scratch_.capacity() > keep_bytes)
             std::string().swap(scratch_);
+        if (joined_.capacity() > keep_bytes)
+            std::string().swap(joined_);
+        if (deferred_members_.capacity() * sizeof(member) > keep_bytes)
+            std::vector<member>().swap(deferred_members_);
     }
 
   private:
     static constexpr std::size_t keep_bytes = 4 * 1024 * 1024;
+
+    // A large object left in input order in out_, and its members in canonical order.
+    struct deferred_object {
+        std::uint32_t open_at;       // its '{'
+        std::uint32_t close_at;      // past its '}'
+        std::uint32_t first_member;  // in deferred_members_
+        std::uint32_t members = 0;   // kept (not removed) members
+    };
     static constexpr std::size_t max_input = 0x7fffffff;  // member offsets and sizes fit 31 bits
 
     const char* input_begin_ = nullptr;
@@ -843,6 +939,11 @@ class canonical_parser {
     std::string name_;             // scratch for unescaping a member name
     std::vector<member> members_;  // the members of every open object, innermost last
     std::vector<frame> frames_;    // open containers (at most max_json_depth)
+    std::vector<deferred_object> deferred_;
+    std::vector<member> deferred_members_;
+    std::string joined_;  // result() of a canonical text in pieces
+    std::size_t size_ = 0;
+    const std::size_t defer_from_;
 };
 
 }  // namespace detail
@@ -851,11 +952,13 @@ class canonical_parser {
 // json_canonicalizer
 
 struct json_canonicalizer::impl {
+    explicit impl(std::size_t defer_from) : parser(defer_from) {}
     detail::canonical_parser parser;
     bool ok = false;
 };
 
-json_canonicalizer::json_canonicalizer() : impl_(std::make_unique<impl>()) {}
+json_canonicalizer::json_canonicalizer(std::size_t defer_objects_from)
+    : impl_(std::make_unique<impl>(defer_objects_from)) {}
 json_canonicalizer::~json_canonicalizer() = default;
 
 bool json_canonicalizer::run(std::string_view text, const ignore_list& ignore) {
@@ -863,7 +966,16 @@ bool json_canonicalizer::run(std::string_view text, const ignore_list& ignore) {
     return impl_->ok;
 }
 
-std::string_view json_canonicalizer::result() const noexcept {
+std::size_t json_canonicalizer::size() const noexcept {
+    return impl_->ok ? impl_->parser.size() : 0;
+}
+
+void json_canonicalizer::write(void (*piece)(void*, std::string_view), void* context) const {
+    if (impl_->ok)
+        impl_->parser.write(piece, context);
+}
+
+std::string_view json_canonicalizer::result() {
     return impl_->ok ? impl_->parser.result() : std::string_view();
 }
 

@@ -79,15 +79,23 @@ class ignore_list {
 // allocate. Not thread-safe; use one per thread (canonicalize_json does).
 class json_canonicalizer {
   public:
-    json_canonicalizer();
+    // An object of at least `defer_objects_from` bytes whose members came out of order is not
+    // copied into order: write() hands its members over in order (tests set it to 0).
+    explicit json_canonicalizer(std::size_t defer_objects_from = 64 * 1024);
     ~json_canonicalizer();
     json_canonicalizer(const json_canonicalizer&) = delete;
     json_canonicalizer& operator=(const json_canonicalizer&) = delete;
 
-    // True when `text` is canonicalisable JSON; then result() views the canonical text until the
-    // next call to run() on this object.
+    // True when `text` is canonicalisable JSON; then size(), write() and result() give the
+    // canonical text until the next call to run() on this object.
     bool run(std::string_view text, const ignore_list& ignore);
-    std::string_view result() const noexcept;
+    // The canonical text's length.
+    std::size_t size() const noexcept;
+    // Hands the canonical text to `piece` in order, in one or more pieces: a large object whose
+    // members came out of order is not copied into order, its members are handed over in it.
+    void write(void (*piece)(void* context, std::string_view bytes), void* context) const;
+    // The canonical text in one piece (put together first when it is in several).
+    std::string_view result();
     // Frees the scratch a huge body grew (result() is then empty): a thread that keys only
     // large bodies would otherwise hold a body's worth until its next one.
     void release_large();

@@ -280,21 +280,24 @@ flight_key flight_key_builder::make(const key_request& request, body_kind& kind)
     for (const auto& name : tenants_.vary())
         append_vary(fields, request.headers, name);
 
-    std::string_view body = request.body;
-    if (!body.empty() && st.canonicalizer.run(body, ignore_)) {
-        kind = body_kind::json;
-        append_field(fields, "json");
-        body = st.canonicalizer.result();
-    } else {
-        kind = body_kind::raw;
-        append_field(fields, "raw");
-    }
-    append_length(fields, body.size());
+    const bool json = !request.body.empty() && st.canonicalizer.run(request.body, ignore_);
+    kind = json ? body_kind::json : body_kind::raw;
+    append_field(fields, json ? "json" : "raw");
+    append_length(fields, json ? st.canonicalizer.size() : request.body.size());
 
     flight_key key;
     st.digest.init();
     st.digest.update(fields);
-    st.digest.update(body);
+    if (json) {
+        // In pieces when a large object's members are handed over in order, not copied.
+        st.canonicalizer.write(
+            [](void* digest, std::string_view piece) {
+                static_cast<digest_ctx*>(digest)->update(piece);
+            },
+            &st.digest);
+    } else {
+        st.digest.update(request.body);
+    }
     st.digest.final(key.digest.data());
     if (fields.capacity() > 64 * 1024)
         std::string().swap(fields);  // huge header values: don't pin
