@@ -17,11 +17,11 @@ using namespace std::chrono_literals;
 
 namespace {
 
-const std::string post_head = "POST /chat/completions HTTP/1.1\r\nHost: localhost\r\n";
+const std::string chat_post_head = "POST /chat/completions HTTP/1.1\r\nHost: localhost\r\n";
 
-// The value of one sample of /metrics, e.g. metric(port, "coalescer_upstream_resends_total",
+// The value of one sample of /metrics, e.g. metric_value(port, "coalescer_upstream_resends_total",
 // "upstream=\"mock\""); fails the test when the series is missing.
-double metric(std::uint16_t admin_port, const std::string& name, const std::string& labels) {
+double metric_value(std::uint16_t admin_port, const std::string& name, const std::string& labels) {
     const auto text = request(admin_port, "GET", "/metrics", "").body;
     const auto line = name + (labels.empty() ? "" : "{" + labels + "}") + " ";
     const auto at = text.find("\n" + line);
@@ -49,7 +49,7 @@ response send_until_refused(client& conn, const std::string& head, const std::st
 TEST_CASE("a chunk-size line that never ends gets 400 once it passes max_header_bytes") {
     mock_and_proxy env({}, "limits: {max_header_bytes: 4KiB}\n");
     client conn(env.proxy->port());
-    const auto r = send_until_refused(conn, post_head + "Transfer-Encoding: chunked\r\n\r\n1;a=",
+    const auto r = send_until_refused(conn, chat_post_head + "Transfer-Encoding: chunked\r\n\r\n1;a=",
                                       std::string(1024, 'x'), 1024 * 1024);
     CHECK(r.status == 400);
     CHECK(r.header("x-coalesce-error") == "framing_too_long");
@@ -61,7 +61,7 @@ TEST_CASE("a trailer section that never ends gets 400 once it passes max_header_
     mock_and_proxy env({}, "limits: {max_header_bytes: 4KiB}\n");
     client conn(env.proxy->port());
     const auto r =
-        send_until_refused(conn, post_head + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n",
+        send_until_refused(conn, chat_post_head + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n",
                            "X: y\r\n", 1024 * 1024);
     CHECK(r.status == 400);
     CHECK(r.header("x-coalesce-error") == "framing_too_long");
@@ -74,7 +74,7 @@ TEST_CASE("chunk framing past a sixteenth of max_request_body over it gets 413")
     mock_and_proxy env({}, "limits: {max_request_body: 1KiB}\n");
     client conn(env.proxy->port());
     const std::string chunk = "1;pad=" + std::string(100, 'p') + "\r\nx\r\n";
-    const auto r = send_until_refused(conn, post_head + "Transfer-Encoding: chunked\r\n\r\n", chunk,
+    const auto r = send_until_refused(conn, chat_post_head + "Transfer-Encoding: chunked\r\n\r\n", chunk,
                                       1024 * chunk.size());
     CHECK(r.status == 413);
     CHECK(conn.closed_by_peer());
@@ -84,7 +84,7 @@ TEST_CASE("chunk framing past a sixteenth of max_request_body over it gets 413")
 TEST_CASE("a body that stalls is cut by the per-read bound (header_timeout), not idle_timeout") {
     mock_and_proxy env({}, "limits: {header_timeout: 300ms, idle_timeout: 30s}\n");
     client conn(env.proxy->port());
-    conn.send_raw(post_head + "Content-Length: 100\r\n\r\n{\"model\":");
+    conn.send_raw(chat_post_head + "Content-Length: 100\r\n\r\n{\"model\":");
     const auto r = conn.read(10s);  // well under idle_timeout
     CHECK_FALSE(r.timed_out);
     CHECK(r.status == 408);
@@ -97,7 +97,7 @@ TEST_CASE("a body that keeps coming, slowly, is read whole") {
     mock_and_proxy env({}, "limits: {header_timeout: 400ms, idle_timeout: 30s}\n");
     client conn(env.proxy->port());
     const auto body = chat_body("slow but steady");
-    conn.send_raw(post_head + "Content-Type: application/json\r\nContent-Length: " +
+    conn.send_raw(chat_post_head + "Content-Type: application/json\r\nContent-Length: " +
                   std::to_string(body.size()) + "\r\n\r\n");
     for (std::size_t i = 0; i < body.size(); i += body.size() / 4 + 1) {
         std::this_thread::sleep_for(150ms);  // each under the per-read bound, all four over it
@@ -224,7 +224,7 @@ TEST_CASE("a request the upstream held before closing a reused connection is nev
     CHECK(r.status == 502);
     CHECK(r.header("x-coalesce-error") == "upstream_closed");
     CHECK(env.mock->stats().calls == 2);
-    CHECK(metric(env.proxy->admin_port(), "coalescer_upstream_resends_total",
+    CHECK(metric_value(env.proxy->admin_port(), "coalescer_upstream_resends_total",
                  "upstream=\"mock\"") == 0);
 }
 
@@ -240,7 +240,7 @@ TEST_CASE("a reused connection closed at once, before the upstream could start, 
     const auto r = post(chat_body("dropped", false, R"({"drop_before_head":true,"fail_times":1})"));
     CHECK(r.status == 200);
     CHECK(env.mock->stats().calls == 3);
-    CHECK(metric(env.proxy->admin_port(), "coalescer_upstream_resends_total",
+    CHECK(metric_value(env.proxy->admin_port(), "coalescer_upstream_resends_total",
                  "upstream=\"mock\"") == 1);
 }
 

@@ -1,5 +1,6 @@
 // The coalescer executable as operators run it: command line, config errors, start-up failures
 // and the SIGTERM drain, observed from outside the process (exit code, stderr, sockets).
+#include "child_process.hpp"
 #include "harness.hpp"
 #include "server/worker_cpus.hpp"
 
@@ -25,101 +26,8 @@ using namespace coalescer;
 using namespace coalescer::test;
 using namespace std::chrono_literals;
 
-extern char** environ;
 
 namespace {
-
-std::string temp_path(const std::string& name) {
-    return "/tmp/coalescer-test-" + std::to_string(::getpid()) + "-" + name;
-}
-
-std::string read_file(const std::string& path) {
-    std::ifstream in(path);
-    std::stringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-void write_file(const std::string& path, const std::string& text) {
-    std::ofstream(path) << text;
-}
-
-// A child process with stdout and stderr sent to files.
-class child {
-  public:
-    explicit child(std::vector<std::string> args, const std::string& tag)
-        : out_(temp_path(tag + ".out")), err_(temp_path(tag + ".err")) {
-        posix_spawn_file_actions_t actions;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_addopen(&actions, 1, out_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                         0600);
-        posix_spawn_file_actions_addopen(&actions, 2, err_.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                         0600);
-        std::vector<char*> argv;
-        for (auto& a : args)
-            argv.push_back(a.data());
-        argv.push_back(nullptr);
-        REQUIRE(posix_spawn(&pid_, argv[0], &actions, nullptr, argv.data(), environ) == 0);
-        posix_spawn_file_actions_destroy(&actions);
-    }
-    ~child() {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            wait_exit(5s);
-        }
-        ::unlink(out_.c_str());
-        ::unlink(err_.c_str());
-    }
-    // The exit code, or -1 if it did not exit in time.
-    int wait_exit(std::chrono::milliseconds limit) {
-        const auto until = std::chrono::steady_clock::now() + limit;
-        while (std::chrono::steady_clock::now() < until) {
-            int status = 0;
-            if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-                pid_ = 0;
-                return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-            }
-            std::this_thread::sleep_for(10ms);
-        }
-        return -1;
-    }
-    void signal(int signo) { ::kill(pid_, signo); }
-    pid_t pid() const { return pid_; }
-    // CPU seconds (user + system) the process has used so far.
-    double cpu_seconds() const {
-        std::istringstream stat(read_file("/proc/" + std::to_string(pid_) + "/stat"));
-        std::string field;
-        unsigned long long ticks = 0;
-        // Fields 14 and 15 (utime, stime); the command name (field 2) has no spaces here.
-        for (int i = 1; i <= 15 && stat >> field; ++i) {
-            if (i >= 14)
-                ticks += std::stoull(field);
-        }
-        return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
-    }
-    std::string out() const { return read_file(out_); }
-    std::string err() const { return read_file(err_); }
-    // Waits for "listening on http://127.0.0.1:PORT, admin on http://127.0.0.1:PORT" on stderr.
-    std::pair<std::uint16_t, std::uint16_t> ports() const {
-        const std::regex pattern(
-            R"(listening on https?://[^:]+:(\d+), admin on http://[^:]+:(\d+))");
-        for (int i = 0; i < 500; ++i) {
-            std::smatch m;
-            const auto text = err();
-            if (std::regex_search(text, m, pattern)) {
-                return {static_cast<std::uint16_t>(std::stoi(m[1])),
-                        static_cast<std::uint16_t>(std::stoi(m[2]))};
-            }
-            std::this_thread::sleep_for(10ms);
-        }
-        FAIL("the sidecar never said it was listening: " << err());
-        return {0, 0};
-    }
-
-  private:
-    pid_t pid_ = 0;
-    std::string out_, err_;
-};
 
 std::size_t lines(const std::string& text) {
     std::size_t n = 0;
