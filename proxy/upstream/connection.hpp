@@ -48,6 +48,7 @@ class connection {
     // trip through the scheduler. False when nothing could be parsed: call read_some.
     bool parse_buffered(response_parser& parser, boost::system::error_code& ec);
     bool has_buffered() const noexcept { return buffer_.size() != 0; }
+    std::size_t buffered() const noexcept { return buffer_.size(); }
 
     void close() noexcept;
     // True when an idle pooled connection has unread bytes (read, or waiting in the socket: a

@@ -96,7 +96,7 @@ bool token_listed(std::string_view list, std::string_view token) {
 // The head as subscribers see it, or an error for framing a proxy must not relay (H-20).
 // `content_type` views the parser's fields.
 error_code make_head(const response_parser& parser, bool head_method, coalesce::response_head& out,
-                     std::string_view& content_type, bool& announced) {
+                     std::string_view& content_type) {
     // One pass by field code for what decides the rest (each lookup by name is a search).
     int te_lines = 0;
     bool te_chunked = false;
@@ -166,10 +166,6 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
     out.has_body = !head_method && !(s / 100 == 1 || s == 204 || s == 304);
     if (has_cl && (out.has_body || head_method)) {
         out.content_length = parser.content_length().value_or(0);
-    }
-    if (!out.has_body) {
-        const auto* length = parser.find(http::field::content_length);
-        announced = te_lines != 0 || (length != nullptr && http_rules::trim(*length) != "0");
     }
     return {};
 }
@@ -360,10 +356,10 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
             co_await sleep_for(*delay, cancel);
             continue;
         }
-        out.ec = a.ec ? a.ec
-                      : make_head(*a.parser, request.head_method, out.head, out.content_type,
-                                  out.announced_unsent_content);
+        out.ec =
+            a.ec ? a.ec : make_head(*a.parser, request.head_method, out.head, out.content_type);
         note_protocol_error(context, out.ec);
+        out.head_method = request.head_method;
         if (!out.ec) {
             out.conn = std::move(a.conn);
             out.parser = std::move(a.parser);
@@ -427,17 +423,21 @@ void note_protocol_error(exchange_context& context, error_code ec) {
 }
 
 void release_connection(response_start& response, exchange_context& context) {
-    if (!response.conn || !response.parser || !response.parser->keep_alive() ||
-        response.announced_unsent_content) {
+    if (!response.conn || !response.parser) {
         return;
     }
-    if (response.conn->has_buffered()) {
-        context.metrics.upstream_protocol_error(context.upstream_index,
-                                                ops::protocol_fault::trailing_bytes);
-        response.conn->close();
-        return;
+    switch (reuse_after(*response.parser, response.head_method, response.conn->buffered())) {
+        case reuse::yes:
+            context.connections.give_back(std::move(response.conn));
+            return;
+        case reuse::out_of_step:
+            context.metrics.upstream_protocol_error(context.upstream_index,
+                                                    ops::protocol_fault::trailing_bytes);
+            break;
+        case reuse::closes:
+            break;
     }
-    context.connections.give_back(std::move(response.conn));
+    response.conn->close();
 }
 
 std::pair<ops::token_counter*, std::uint64_t> count_tokens(exchange_context& context,

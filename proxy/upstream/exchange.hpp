@@ -59,9 +59,7 @@ struct response_start {
     std::chrono::steady_clock::time_point sent_at;  // of the attempt that answered
     double ttfb = 0;                                // seconds, that attempt's
     int attempts = 0;
-    // The head announced content (a length, a coding) that the answer cannot have (HEAD, 204,
-    // 304): whether those bytes come later is unknowable, so the connection is not reused.
-    bool announced_unsent_content = false;
+    bool head_method = false;  // the request was HEAD
 };
 
 // Waits for a pacer slot, then tries until a head worth relaying arrives: retries before the
@@ -75,9 +73,8 @@ boost::asio::awaitable<boost::system::error_code> read_body_piece(
     response_start& response, std::span<char> buffer, std::size_t& got,
     const ops::upstream_config& upstream, deadline total, exchange_cancel& cancel);
 
-// After the answer was read whole: the connection goes back to the pool if the upstream keeps
-// it open and sent nothing past the answer; anything more (a body after HEAD, 204 or 304,
-// bytes past Content-Length) means it is out of step, and it is closed.
+// After the answer was read whole: the connection goes back to the pool when reuse_after says
+// so; otherwise it is closed (counted as trailing_bytes when out of step).
 void release_connection(response_start& response, exchange_context& context);
 
 // Counts an upstream protocol error by kind (no-op for other errors).

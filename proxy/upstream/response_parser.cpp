@@ -127,4 +127,20 @@ bool feed(response_parser& parser, beast::flat_buffer& buffer, bool header_only,
     return !header_only && used != 0;
 }
 
+reuse reuse_after(const response_parser& parser, bool head_method, std::size_t bytes_left) {
+    if (!parser.is_done() || !parser.keep_alive()) {
+        return reuse::closes;
+    }
+    const unsigned s = parser.status();
+    if (head_method || s / 100 == 1 || s == 204 || s == 304) {
+        const auto* length = parser.find(http::field::content_length);
+        const bool announced = parser.find(http::field::transfer_encoding) != nullptr ||
+                               (length != nullptr && *length != "0");
+        if (announced) {
+            return reuse::out_of_step;
+        }
+    }
+    return bytes_left == 0 ? reuse::yes : reuse::out_of_step;
+}
+
 }  // namespace coalescer::upstream

@@ -83,4 +83,14 @@ class response_parser final : public boost::beast::http::basic_parser<false> {
 bool feed(response_parser& parser, boost::beast::flat_buffer& buffer, bool header_only,
           boost::beast::error_code& ec);
 
+// Whether the connection an answer came on may carry the next request, once the answer was
+// read whole and `bytes_left` bytes were read past it.
+enum class reuse {
+    yes,
+    closes,       // the upstream ends it (Connection: close, HTTP/1.0, body until the close)
+    out_of_step,  // bytes past the answer, or content announced that a bodiless answer can't
+                  // have (HEAD, 204, 304): whether it comes later is unknowable
+};
+reuse reuse_after(const response_parser& parser, bool head_method, std::size_t bytes_left);
+
 }  // namespace coalescer::upstream

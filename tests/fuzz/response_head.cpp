@@ -9,7 +9,8 @@
 // byte 2 = how the rest arrives (0: all at once; otherwise a seed for pieces of 1..64 bytes);
 // the rest is what the upstream sends, then the connection closes.
 //
-// Properties: no crash, leak or unbounded allocation; the unparsed bytes kept between receives
+// Properties: no crash, leak or unbounded allocation; a connection the pool would reuse had
+// nothing read past the answer; the unparsed bytes kept between receives
 // stay within the header limit plus one receive; the body is never longer than what was sent,
 // nor than a declared Content-Length; and the outcome (status, fields, body bytes, whether it
 // failed) is the same whether the bytes arrive at once or in pieces, into a small buffer or a
@@ -85,6 +86,10 @@ class fake_connection {
         }
     }
 
+    // Bytes past what the parser took: read and not parsed, or not read yet.
+    std::size_t left() const { return buffer_.size() + wire_.size(); }
+    std::size_t buffered() const { return buffer_.size(); }
+
   private:
     std::string_view wire_;
     fuzz::splitter split_;
@@ -96,6 +101,7 @@ struct outcome {
     unsigned status = 0;
     std::vector<std::string> fields;  // "name: value"
     bool done = false;
+    bool reusable = false;  // the pool would take it back, and nothing followed the answer
     std::string body;
 
     void print(const char* label) const {
@@ -171,6 +177,13 @@ outcome exchange(std::string_view wire, bool head_method, std::size_t body_buffe
     }
     out.body_ec = ec;
     out.done = parser->is_done();
+    // The pool's decision (exchange.cpp release_connection): a connection goes back only when
+    // nothing at all followed the answer, so no byte of it can be read as another answer.
+    if (!ec && out.done &&
+        upstream::reuse_after(*parser, head_method, conn.buffered()) == upstream::reuse::yes) {
+        FUZZ_CHECK(conn.buffered() == 0);
+        out.reusable = conn.left() == 0;
+    }
     FUZZ_CHECK(out.body.size() <= wire.size());
     if (const auto declared = parser->content_length()) {
         FUZZ_CHECK(out.body.size() <= *declared);

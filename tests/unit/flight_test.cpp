@@ -61,14 +61,14 @@ TEST_CASE("flight: the body is refused once subscribers may free it") {
     // Past max_response_bytes subscribers free what they have all read, from any thread, at
     // any moment: the producer must not be handed views of chunks a leave() can free (it read
     // them for token counting after the lock; under ASan that was a use after free).
-    flight f(key_named(1), "id", limits_of(10), nullptr);
+    flight f(key_named(1), "id", limits_of(100), nullptr);
     bool hit = false;
     std::size_t a = 0, b = 0;
     REQUIRE(f.join(hit, a) == flight::join_result::joined);
     REQUIRE(f.join(hit, b) == flight::join_result::joined);
     f.publish_head(head_of(200));
-    for (int i = 0; i < 3; ++i)
-        f.append(std::string(8, static_cast<char>('a' + i)));
+    for (int i = 0; i < 3; ++i)  // on the heap (past the small-string buffer): freed for real
+        f.append(std::string(64, static_cast<char>('a' + i)));
     log_read r;
     f.read(a, 3, r);  // a has read everything; b nothing yet
     const auto body = f.body();
