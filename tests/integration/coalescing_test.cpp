@@ -400,10 +400,11 @@ TEST_CASE("result_ttl expiry starts a new call, and bypass and no-cache requests
 TEST_CASE(
     "a subscriber that stops reading is dropped alone at its write timeout, holding back neither "
     "the upstream call nor the others") {
-    // write_timeout is far longer than the others need: had they waited for the stuck one to be
-    // dropped, they would finish after it was, and long after the upstream call.
+    // write_timeout is far longer than the others need (under TSan they took 5 s): had they
+    // waited for the stuck one to be dropped, they would finish after it was, and long after
+    // the upstream call.
     mock_and_proxy env({},
-                       "limits: {write_timeout: 10s}\ncoalesce: {max_response_bytes: 64MiB, "
+                       "limits: {write_timeout: 15s}\ncoalesce: {max_response_bytes: 64MiB, "
                        "max_cache_bytes: 256MiB}\n");
     const auto admin = env.proxy->admin_port();
     const auto body = chat_body("big", false, R"({"body_bytes":12000000,"latency_ms":1000})");
