@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <regex>
 #include <sstream>
@@ -73,16 +74,16 @@ void child::signal(int signo) {
     ::kill(pid_, signo);
 }
 
-double child::cpu_seconds() const {
-    std::istringstream stat(read_file("/proc/" + std::to_string(pid_) + "/stat"));
-    std::string field;
-    unsigned long long ticks = 0;
-    // Fields 14 and 15 (utime, stime); the command name (field 2) has no spaces here.
-    for (int i = 1; i <= 15 && stat >> field; ++i) {
-        if (i >= 14)
-            ticks += std::stoull(field);
+double child::runnable_seconds() const {
+    const std::string tasks = "/proc/" + std::to_string(pid_) + "/task";
+    unsigned long long ns = 0;
+    for (const auto& task : std::filesystem::directory_iterator(tasks)) {
+        std::istringstream stat(read_file(task.path().string() + "/schedstat"));
+        unsigned long long on_cpu = 0, waiting = 0;
+        if (stat >> on_cpu >> waiting)
+            ns += on_cpu + waiting;
     }
-    return static_cast<double>(ticks) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+    return static_cast<double>(ns) / 1e9;
 }
 
 std::uint64_t child::peak_rss() const {
@@ -102,7 +103,7 @@ std::string child::err() const {
 
 std::pair<std::uint16_t, std::uint16_t> child::ports() const {
     const std::regex pattern(R"(listening on https?://[^:]+:(\d+), admin on http://[^:]+:(\d+))");
-    for (int i = 0; i < 500; ++i) {
+    for (int i = 0; i < 2000; ++i) {  // up to 20 s: a sanitizer build starts slowly
         std::smatch m;
         const auto text = err();
         if (std::regex_search(text, m, pattern)) {

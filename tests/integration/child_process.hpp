@@ -29,8 +29,11 @@ class child {
     int wait_exit(std::chrono::milliseconds limit);
     void signal(int signo);
     pid_t pid() const { return pid_; }
-    // CPU seconds (user + system) used so far.
-    double cpu_seconds() const;
+    // Seconds the process's threads have been runnable so far: on a CPU or waiting in a run
+    // queue for one (the first two fields of each thread's schedstat). A thread that spins is
+    // runnable all the time however crowded the machine is, while its CPU time shrinks when
+    // other processes take the CPUs.
+    double runnable_seconds() const;
     // Peak resident memory so far (VmHWM), bytes.
     std::uint64_t peak_rss() const;
     std::string out() const;

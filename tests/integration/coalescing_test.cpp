@@ -6,10 +6,14 @@
 
 #include <boost/json/parse.hpp>
 
+#include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -40,6 +44,61 @@ std::vector<response> burst(std::uint16_t port, std::size_t n, const std::string
         t.join();
     return out;
 }
+
+using steady = std::chrono::steady_clock;
+
+// A client that sends one request and never reads its answer, with a receive buffer so small
+// that the sidecar's writes to it stall once its own send buffer is full, whatever the
+// kernel's receive-buffer autotuning would otherwise take in.
+class stuck_reader {
+  public:
+    stuck_reader(std::uint16_t port, const std::string& body) {
+        fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+        REQUIRE(fd_ >= 0);
+        const int small = 4096;
+        ::setsockopt(fd_, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        sockaddr_in at{};
+        at.sin_family = AF_INET;
+        at.sin_port = htons(port);
+        at.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        REQUIRE(::connect(fd_, reinterpret_cast<sockaddr*>(&at), sizeof at) == 0);
+        const std::string text =
+            "POST /chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: " +
+            std::to_string(body.size()) + "\r\n\r\n" + body;
+        REQUIRE(::send(fd_, text.data(), text.size(), MSG_NOSIGNAL) ==
+                static_cast<ssize_t>(text.size()));
+    }
+    ~stuck_reader() { ::close(fd_); }
+    stuck_reader(const stuck_reader&) = delete;
+    stuck_reader& operator=(const stuck_reader&) = delete;
+
+    struct result {
+        std::size_t bytes = 0;  // everything received, head included
+        bool closed = false;    // the sidecar closed or reset the connection
+    };
+    // Now reads: whatever is queued, until the sidecar closes or `limit` passes.
+    result read_until_closed(std::chrono::milliseconds limit) {
+        result r;
+        const auto until = steady::now() + limit;
+        char buf[65536];
+        while (steady::now() < until) {
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, 100) != 1)
+                continue;
+            const auto n = ::recv(fd_, buf, sizeof buf, 0);
+            if (n <= 0) {
+                r.closed = true;
+                break;
+            }
+            r.bytes += static_cast<std::size_t>(n);
+        }
+        return r;
+    }
+
+  private:
+    int fd_ = -1;
+};
 
 void check_identical(const std::vector<response>& responses, unsigned status) {
     REQUIRE(!responses.empty());
@@ -147,14 +206,16 @@ TEST_CASE(
 TEST_CASE(
     "joining before the head, after the first event, before the last event and after completion") {
     mock::mock_options options;
-    options.latency_ms = 200;
+    options.latency_ms = 1000;  // the head is 1 s away when the leader's call reaches the mock
     options.chunks = 6;
     options.chunk_interval_ms = 150;
     mock_and_proxy env(options, "coalesce: {result_ttl: 10s}\n");
-    const auto body = chat_body("late joiners", true);
+    // After the last content event the mock pauses 1 s before [DONE] and the end: a client
+    // that joins then is a follower, not a hit.
+    const auto body = chat_body("late joiners", true, R"({"stall_after":6,"stall_ms":1000})");
     client leader(env.proxy->port());
     leader.send("POST", "/chat/completions", body);
-    std::this_thread::sleep_for(50ms);
+    REQUIRE(eventually([&] { return env.mock->stats().in_flight == 1; }));
     client before_head(env.proxy->port());
     before_head.send("POST", "/chat/completions", body);
     auto lead = leader.read_until("\n\n");  // the first event has arrived
@@ -177,8 +238,10 @@ TEST_CASE(
         CHECK(r->body == lead.body);
         CHECK(r->header("x-coalesce-flight") == lead.header("x-coalesce-flight"));
     }
+    CHECK(lead.header("x-coalesce") == "leader");
     CHECK(a.header("x-coalesce") == "follower");
     CHECK(b.header("x-coalesce") == "follower");
+    CHECK(c.header("x-coalesce") == "follower");
     CHECK(d.header("x-coalesce") == "hit");
     CHECK(!d.header("age").empty());
     CHECK(env.mock->stats().calls == 1);
@@ -192,17 +255,21 @@ TEST_CASE("the leader's client hanging up after 2 events changes nothing for the
     const auto body = chat_body("leader leaves", true);
     auto leader = std::make_unique<client>(env.proxy->port());
     leader->send("POST", "/chat/completions", body);
-    std::this_thread::sleep_for(30ms);
+    REQUIRE(eventually([&] { return env.mock->stats().in_flight == 1; }));  // its flight runs
     client f1(env.proxy->port());
     client f2(env.proxy->port());
     f1.send("POST", "/chat/completions", body);
     f2.send("POST", "/chat/completions", body);
     const auto two = leader->read_until("\"completion_tokens\":2");
     CHECK(two.status == 200);
+    REQUIRE(two.header("x-coalesce") == "leader");  // the client that leaves is the leader
     leader->close();
     leader.reset();
     const auto r1 = f1.read();
     const auto r2 = f2.read();
+    CHECK(r1.header("x-coalesce") == "follower");
+    CHECK(r2.header("x-coalesce") == "follower");
+    CHECK(r1.header("x-coalesce-flight") == two.header("x-coalesce-flight"));
     CHECK(r1.complete);
     CHECK(r2.complete);
     CHECK(r1.body == r2.body);
@@ -330,24 +397,56 @@ TEST_CASE("result_ttl expiry starts a new call, and bypass and no-cache requests
     CHECK(env.mock->calls().back().headers.count("x-coalesce-bypass") == 0);
 }
 
-TEST_CASE("a follower that stops reading is dropped alone at its write timeout") {
+TEST_CASE(
+    "a subscriber that stops reading is dropped alone at its write timeout, holding back neither "
+    "the upstream call nor the others") {
+    // write_timeout is far longer than the others need (under TSan they took 5 s): had they
+    // waited for the stuck one to be dropped, they would finish after it was, and long after
+    // the upstream call.
     mock_and_proxy env({},
-                       "limits: {write_timeout: 3s}\ncoalesce: {max_response_bytes: 64MiB, "
+                       "limits: {write_timeout: 15s}\ncoalesce: {max_response_bytes: 64MiB, "
                        "max_cache_bytes: 256MiB}\n");
-    const auto body = chat_body("big", false, R"({"body_bytes":24000000,"latency_ms":200})");
-    client stuck(env.proxy->port());
-    stuck.send("POST", "/chat/completions", body);  // and never reads
-    std::this_thread::sleep_for(50ms);
-    // Generous read time: under ThreadSanitizer moving 24 MB to each reader takes a while.
+    const auto admin = env.proxy->admin_port();
+    const auto body = chat_body("big", false, R"({"body_bytes":12000000,"latency_ms":1000})");
+    stuck_reader stuck(env.proxy->port(), body);  // the leader, and it never reads
+    REQUIRE(eventually([&] { return env.mock->stats().in_flight == 1; }));
+    const auto started = steady::now();
+    // When the provider has sent its last byte, as seen from here.
+    std::atomic<bool> stop_watch{false};
+    std::optional<steady::time_point> upstream_done;
+    std::thread watch([&] {
+        while (!stop_watch && !upstream_done) {
+            if (env.mock->stats().completed == 1)
+                upstream_done = steady::now();
+            std::this_thread::sleep_for(2ms);
+        }
+    });
+    // Generous read time: under ThreadSanitizer moving 12 MB to each reader takes a while.
     const auto others = burst(env.proxy->port(), 2, body, {}, 180s);
+    const auto others_done = steady::now();
+    const auto dropped_meanwhile = metric_value(admin, "coalescer_slow_subscribers_dropped_total");
+    stop_watch = true;
+    watch.join();
     for (const auto& r : others) {
         CHECK(r.status == 200);
         CHECK(r.complete);
-        CHECK(r.body.size() >= 24000000);
+        CHECK(r.header("x-coalesce") == "follower");
+        CHECK(r.body.size() >= 12000000);
     }
-    std::this_thread::sleep_for(4s);  // past its write timeout
-    const auto late = stuck.read(10s);
-    CHECK_FALSE(late.complete);  // it was cut at its bound
+    CHECK(dropped_meanwhile == 0);  // done before the stuck one was dropped
+    REQUIRE(upstream_done.has_value());
+    // The provider's pace, not the stuck client's, set the call's length, and the others were
+    // done soon after it: within as long again as the call took, plus 2 s.
+    const auto upstream_took = *upstream_done - started;
+    CHECK(others_done - *upstream_done <= upstream_took + 2s);
+
+    // Then the stuck one is cut at its bound, and counted once.
+    CHECK(eventually(
+        [&] { return metric_value(admin, "coalescer_slow_subscribers_dropped_total") == 1; },
+        60s));
+    const auto late = stuck.read_until_closed(30s);
+    CHECK(late.closed);
+    CHECK(late.bytes < 12000000);  // it was cut, not served whole
     CHECK(env.mock->stats().calls == 1);
 }
 
@@ -361,9 +460,10 @@ TEST_CASE(
         {
             client c(env.proxy->port());
             c.send("POST", "/chat/completions", body);
-            std::this_thread::sleep_for(100ms);
+            // The call has reached the provider: now its only client leaves.
+            REQUIRE(eventually([&] { return env.mock->stats().in_flight == 1; }));
         }
-        CHECK(eventually([&] { return env.mock->stats().completed == 1; }));
+        CHECK(eventually([&] { return env.mock->stats().completed == 1; }, 10s));
         CHECK(env.mock->stats().aborted == 0);
         CHECK(request(env.proxy->port(), "POST", "/chat/completions", body).header("x-coalesce") ==
               "hit");
@@ -379,10 +479,18 @@ TEST_CASE(
             client b(env.proxy->port());
             a.send("POST", "/chat/completions", body);
             b.send("POST", "/chat/completions", body);
-            std::this_thread::sleep_for(200ms);
+            REQUIRE(eventually([&] { return env.mock->stats().in_flight == 1; }));
         }
-        CHECK(eventually([&] { return env.mock->stats().aborted == 1; }, 2s));
-        CHECK(env.mock->stats().calls == 1);
+        // Nothing tells from outside when b has joined a's flight: should b's request be read
+        // only after a's flight was cancelled, it starts a call of its own, cancelled in turn.
+        // Either way every call is aborted and none completes.
+        CHECK(eventually(
+            [&] {
+                const auto st = env.mock->stats();
+                return st.calls >= 1 && st.in_flight == 0 && st.aborted == st.calls;
+            },
+            10s));
+        CHECK(env.mock->stats().completed == 0);
     }
 }
 
@@ -440,4 +548,124 @@ TEST_CASE(
         CHECK(largest > 600);
         CHECK(chunks == seen.front());
     }
+}
+
+TEST_CASE("hits do not extend the result window: it ends result_ttl after the answer completed") {
+    mock_and_proxy env({}, "coalesce: {result_ttl: 2s}\n");
+    const auto port = env.proxy->port();
+    const auto body = chat_body("the window");
+    const auto first = request(port, "POST", "/chat/completions", body);
+    const auto answered = steady::now();  // the answer completed a little before this
+    REQUIRE(first.header("x-coalesce") == "leader");
+    // Hits through the first half of the window (a request would have to wait a whole second
+    // to fall out of it)...
+    int hits = 0;
+    while (steady::now() < answered + 1s) {
+        const auto r = request(port, "POST", "/chat/completions", body);
+        CHECK(r.header("x-coalesce") == "hit");
+        CHECK(r.body == first.body);
+        ++hits;
+        std::this_thread::sleep_for(100ms);
+    }
+    CHECK(hits >= 2);
+    CHECK(env.mock->stats().calls == 1);
+    // ...and yet 2 s after the answer, not 2 s after the last hit, the window is over.
+    std::this_thread::sleep_until(answered + 2100ms);
+    const auto after = request(port, "POST", "/chat/completions", body);
+    CHECK(after.header("x-coalesce") == "leader");
+    CHECK(env.mock->stats().calls == 2);
+}
+
+TEST_CASE("past max_cache_bytes the least recently used answer is evicted, and counted") {
+    // Three answers of about 40,000 bytes; the cache holds two.
+    mock_and_proxy env({}, "coalesce: {result_ttl: 60s, max_response_bytes: 64KiB, "
+                           "max_cache_bytes: 100KiB}\n");
+    const auto port = env.proxy->port();
+    const auto admin = env.proxy->admin_port();
+    auto body = [](const char* name) {
+        return chat_body(std::string("cached ") + name, false, R"({"body_bytes":40000})");
+    };
+    auto ask = [&](const char* name) {
+        const auto r = request(port, "POST", "/chat/completions", body(name));
+        CHECK(r.status == 200);
+        CHECK(r.complete);
+        return r;
+    };
+    auto gauge = [&](const std::string& series) { return metric_value(admin, series); };
+    // An answer is retained (or evicts another) just after its last byte went out: the tests
+    // wait for the counters to move before the next step relies on them.
+    const auto a = ask("a");
+    REQUIRE(a.header("x-coalesce") == "leader");
+    REQUIRE(eventually([&] { return gauge("coalescer_retained_entries") == 1; }));
+    const auto b = ask("b");
+    REQUIRE(b.header("x-coalesce") == "leader");
+    REQUIRE(eventually([&] { return gauge("coalescer_retained_entries") == 2; }));
+    CHECK(gauge("coalescer_evictions_total") == 0);
+    // Retained bytes count the bodies and a little bookkeeping per entry.
+    const double bodies = static_cast<double>(a.body.size() + b.body.size());
+    const double retained = gauge("coalescer_retained_bytes");
+    CHECK(retained >= bodies);
+    CHECK(retained <= bodies + 2 * 8192);
+
+    CHECK(ask("a").header("x-coalesce") == "hit");  // a is now used more recently than b
+    CHECK(ask("c").header("x-coalesce") == "leader");
+    REQUIRE(eventually([&] { return gauge("coalescer_evictions_total") == 1; }));
+    CHECK(gauge("coalescer_retained_entries") == 2);
+    CHECK(env.mock->stats().calls == 3);
+
+    // b went, a stayed.
+    CHECK(ask("a").header("x-coalesce") == "hit");
+    CHECK(env.mock->stats().calls == 3);
+    CHECK(ask("b").header("x-coalesce") == "leader");
+    CHECK(env.mock->stats().calls == 4);
+    // b's return evicts c, now the least recently used (a was asked for after c).
+    REQUIRE(eventually([&] { return gauge("coalescer_evictions_total") == 2; }));
+    CHECK(ask("a").header("x-coalesce") == "hit");
+    CHECK(ask("b").header("x-coalesce") == "hit");
+    CHECK(env.mock->stats().calls == 4);
+    CHECK(ask("c").header("x-coalesce") == "leader");
+    CHECK(env.mock->stats().calls == 5);
+    REQUIRE(eventually([&] { return gauge("coalescer_evictions_total") == 3; }));
+    CHECK(gauge("coalescer_retained_entries") == 2);
+}
+
+TEST_CASE("an answer over max_response_bytes is served whole to its clients but never a hit") {
+    mock::mock_options options;
+    options.latency_ms = 1000;
+    mock_and_proxy env(options, "coalesce: {result_ttl: 60s, max_response_bytes: 64KiB, "
+                                "max_cache_bytes: 1MiB}\n");
+    const auto port = env.proxy->port();
+    const auto admin = env.proxy->admin_port();
+    const auto big = chat_body("too big to keep", false, R"({"body_bytes":200000})");
+    // A leader and a follower share the call (the follower joins while the provider thinks).
+    client leader(port);
+    leader.send("POST", "/chat/completions", big);
+    REQUIRE(eventually([&] { return env.mock->stats().in_flight == 1; }));
+    client follower(port);
+    follower.send("POST", "/chat/completions", big);
+    const auto l = leader.read(30s);
+    const auto f = follower.read(30s);
+    CHECK(l.status == 200);
+    CHECK(l.complete);
+    CHECK(l.body.size() >= 200000);
+    CHECK(l.header("x-coalesce") == "leader");
+    CHECK(f.complete);
+    CHECK(f.header("x-coalesce") == "follower");
+    CHECK(f.body == l.body);
+    CHECK(env.mock->stats().calls == 1);
+    REQUIRE(eventually([&] { return metric_value(admin, "coalescer_flights_in_flight") == 0; }));
+    CHECK(metric_value(admin, "coalescer_retained_entries") == 0);
+    CHECK(metric_value(admin, "coalescer_retained_bytes") == 0);
+    // Not kept: the same request again is a new call.
+    const auto again = request(port, "POST", "/chat/completions", big);
+    CHECK(again.header("x-coalesce") == "leader");
+    CHECK(again.body.size() == l.body.size());
+    CHECK(env.mock->stats().calls == 2);
+
+    // Under the bound, the same route keeps it.
+    const auto small = chat_body("small enough", false, R"({"body_bytes":30000})");
+    CHECK(request(port, "POST", "/chat/completions", small).header("x-coalesce") == "leader");
+    CHECK(request(port, "POST", "/chat/completions", small).header("x-coalesce") == "hit");
+    CHECK(env.mock->stats().calls == 3);
+    CHECK(eventually([&] { return metric_value(admin, "coalescer_retained_entries") == 1; }));
 }

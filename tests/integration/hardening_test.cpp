@@ -163,7 +163,7 @@ TEST_CASE("an HTTP/1.0 client that sends Expect gets no 100 Continue") {
     CHECK(raw.find("100 Continue") == std::string::npos);
 }
 
-TEST_CASE("an absolute-form target is routed by its path; the upstream still comes from config") {
+TEST_CASE("an absolute-form target is routed by its path, and the upstream still comes from config") {
     mock_and_proxy env;
     client conn(env.proxy->port());
     const auto body = chat_body("absolute");

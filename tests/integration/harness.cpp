@@ -220,7 +220,13 @@ response client::read_rest(response, std::chrono::milliseconds timeout) {
 }
 
 std::string client::read_all_raw(std::chrono::milliseconds timeout) {
-    std::string out(static_cast<const char*>(impl_->buffer.data().data()), impl_->buffer.size());
+    return read_to_close(timeout).bytes;
+}
+
+client::raw_read client::read_to_close(std::chrono::milliseconds timeout) {
+    raw_read result;
+    std::string& out = result.bytes;
+    out.assign(static_cast<const char*>(impl_->buffer.data().data()), impl_->buffer.size());
     impl_->buffer.consume(impl_->buffer.size());
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     for (;;) {
@@ -239,10 +245,12 @@ std::string client::read_all_raw(std::chrono::milliseconds timeout) {
             },
             left);
         out.append(chunk, got);
-        if (ec)
+        if (ec) {
+            result.closed = ec != beast::error::timeout && ec != asio::error::timed_out;
             break;
+        }
     }
-    return out;
+    return result;
 }
 
 bool client::closed_by_peer(std::chrono::milliseconds timeout) {
@@ -319,6 +327,43 @@ std::string sha256_hex(const std::string& data) {
         hex += buf;
     }
     return hex;
+}
+
+std::optional<double> find_metric(std::uint16_t admin_port, const std::string& series) {
+    const auto r = request(admin_port, "GET", "/metrics", "");
+    if (r.status != 200)
+        throw std::runtime_error("GET /metrics: status " + std::to_string(r.status));
+    const std::string prefix = series + " ";
+    for (std::size_t at = 0; at < r.body.size();) {
+        const auto end = std::min(r.body.find('\n', at), r.body.size());
+        const std::string_view line(r.body.data() + at, end - at);
+        if (line.starts_with(prefix))
+            return std::stod(std::string(line.substr(prefix.size())));
+        at = end + 1;
+    }
+    return std::nullopt;
+}
+
+double metric_value(std::uint16_t admin_port, const std::string& series) {
+    const auto v = find_metric(admin_port, series);
+    if (!v)
+        throw std::runtime_error("/metrics has no series " + series);
+    return *v;
+}
+
+mock_answer answered_by(const response& r) {
+    const auto id = r.header("x-request-id");  // mock-<seq>-<tag>
+    mock_answer a;
+    const auto dash = id.rfind('-');
+    if (!id.starts_with("mock-") || dash == std::string::npos || dash <= 5)
+        return a;
+    a.seq = std::stoull(id.substr(5, dash - 5));
+    a.body_tag = id.substr(dash + 1);
+    return a;
+}
+
+std::string body_tag(const std::string& request_body) {
+    return sha256_hex(request_body).substr(0, 8);
 }
 
 std::string certs_dir() {

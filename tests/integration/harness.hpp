@@ -75,6 +75,12 @@ class client {
                        std::chrono::milliseconds timeout = std::chrono::seconds(20));
     // Everything the server sends until it closes (raw bytes, for framing tests).
     std::string read_all_raw(std::chrono::milliseconds timeout = std::chrono::seconds(20));
+    // The same, and whether the server closed (FIN or reset) rather than the timeout ending it.
+    struct raw_read {
+        std::string bytes;
+        bool closed = false;
+    };
+    raw_read read_to_close(std::chrono::milliseconds timeout = std::chrono::seconds(20));
     bool closed_by_peer(std::chrono::milliseconds timeout = std::chrono::seconds(5));
     // Sends `bytes` and half-closes, in one TCP segment (plain connections): the server finds
     // the data and the end of the stream together, as from a client that shuts down its write
@@ -108,6 +114,21 @@ void set_cork(int fd, bool on);
 
 // Lower-case hex SHA-256, as the mock records bodies.
 std::string sha256_hex(const std::string& data);
+
+// One series of the sidecar's /metrics, named as exposed: `coalescer_evictions_total`,
+// `coalescer_upstream_retries_total{upstream="mock"}`. nullopt when /metrics has no such line.
+std::optional<double> find_metric(std::uint16_t admin_port, const std::string& series);
+// The same, but a missing series is an error (std::runtime_error naming it), never a 0.
+double metric_value(std::uint16_t admin_port, const std::string& series);
+
+// What the mock's x-request-id ("mock-<seq>-<first 8 hex of the body's SHA-256>") says: which
+// call of the mock (its seq) answered, and the body it answered.
+struct mock_answer {
+    std::uint64_t seq = 0;
+    std::string body_tag;  // 8 hex digits; "" if the id is not the mock's
+};
+mock_answer answered_by(const response& r);
+std::string body_tag(const std::string& request_body);  // what answered_by().body_tag will be
 
 // Polls `pred` every 10 ms until it holds or `limit` passes; returns its last answer.
 template <class Pred>

@@ -76,9 +76,15 @@ std::map<std::string, double> parse_exposition(const std::string& text) {
     return samples;
 }
 
+// A series that is not there is a failure, not a 0: a renamed or lost series must not pass
+// for a counter that stayed at zero.
 double value(const std::map<std::string, double>& samples, const std::string& key) {
     auto it = samples.find(key);
-    return it == samples.end() ? 0 : it->second;
+    if (it == samples.end()) {
+        FAIL_CHECK("/metrics has no series " << key);
+        return std::nan("");
+    }
+    return it->second;
 }
 
 std::uint64_t total_tokens(const response& r) {
@@ -140,13 +146,11 @@ TEST_CASE("a scripted scenario leaves exactly the expected numbers in /metrics")
     auto scrape = [&] {
         return parse_exposition(request(env.proxy->admin_port(), "GET", "/metrics", "").body);
     };
-    auto m = scrape();
-    const auto until = std::chrono::steady_clock::now() + 2s;
-    while (value(m, "coalescer_request_duration_seconds_count{" + route + "}") < 26 &&
-           std::chrono::steady_clock::now() < until) {
-        std::this_thread::sleep_for(10ms);
+    std::map<std::string, double> m;
+    CHECK(eventually([&] {
         m = scrape();
-    }
+        return value(m, "coalescer_request_duration_seconds_count{" + route + "}") >= 26;
+    }));
     CHECK(value(m, "coalescer_requests_total{" + route + R"(,role="leader",status_class="2xx"})") ==
           4);
     CHECK(value(m, "coalescer_requests_total{" + route +
@@ -163,6 +167,19 @@ TEST_CASE("a scripted scenario leaves exactly the expected numbers in /metrics")
     CHECK(value(m, "coalescer_request_duration_seconds_count{" + route + "}") == 26);
     CHECK(value(m, "coalescer_flights_in_flight") == 0);
     CHECK(value(m, "coalescer_retained_entries") == 4);  // the burst and the 3 distinct answers
+    // Their bodies, and a little bookkeeping for each.
+    double bodies = static_cast<double>(burst.front().body.size());
+    for (const auto& r : distinct)
+        bodies += static_cast<double>(r.body.size());
+    CHECK(value(m, "coalescer_retained_bytes") >= bodies);
+    CHECK(value(m, "coalescer_retained_bytes") <= bodies + 4 * 8192);
+    CHECK(value(m, "coalescer_evictions_total") == 0);
+    CHECK(value(m, "coalescer_slow_subscribers_dropped_total") == 0);
+    // Six calls, each through the pacer once, none waiting now.
+    CHECK(value(m, R"(coalescer_pacer_wait_seconds_count{upstream="mock"})") == 6);
+    CHECK(value(m, R"(coalescer_pacer_wait_seconds_bucket{upstream="mock",le="+Inf"})") == 6);
+    CHECK(value(m, R"(coalescer_pacer_in_use{upstream="mock"})") == 0);
+    CHECK(value(m, R"(coalescer_pacer_queue_depth{upstream="mock"})") == 0);
     // Shared flights: the burst (20 clients), 3 distinct (1 each), the 429 (1).
     CHECK(value(m, "coalescer_subscribers_per_flight_count") == 5);
     CHECK(value(m, "coalescer_subscribers_per_flight_sum") == 24);
@@ -279,14 +296,12 @@ TEST_CASE("pass and bypass exchanges count in coalescer_flights_in_flight while 
     pass.send("POST", "/v1/chat/completions", slow);
     client bypass(env.proxy->port());
     bypass.send("POST", "/chat/completions", slow, {{"x-coalesce-bypass", "1"}});
-    std::this_thread::sleep_for(500ms);
+    // Both exchanges are at the provider (which answers after 1.5 s).
+    REQUIRE(eventually([&] { return env.mock->stats().in_flight == 2; }));
     CHECK(in_flight() == 2);
     CHECK(pass.read(10s).header("x-coalesce") == "pass");
     CHECK(bypass.read(10s).header("x-coalesce") == "bypass");
     // The exchange ends just after its last byte is written (then it is logged and counted),
     // so a client can read its answer a moment before the gauge drops.
-    const auto until = std::chrono::steady_clock::now() + 2s;
-    while (in_flight() != 0 && std::chrono::steady_clock::now() < until)
-        std::this_thread::sleep_for(10ms);
-    CHECK(in_flight() == 0);
+    CHECK(eventually([&] { return in_flight() == 0; }));
 }

@@ -1,6 +1,7 @@
 // The coalescer executable as operators run it: command line, config errors, start-up failures
 // and the SIGTERM drain, observed from outside the process (exit code, stderr, sockets).
 #include "child_process.hpp"
+#include "doctest_main.hpp"
 #include "harness.hpp"
 #include "server/worker_cpus.hpp"
 
@@ -34,6 +35,22 @@ std::size_t lines(const std::string& text) {
     for (char c : text)
         n += c == '\n';
     return n;
+}
+
+std::size_t occurrences(const std::string& text, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1))
+        ++n;
+    return n;
+}
+
+bool refuses_connections(std::uint16_t port) {
+    try {
+        client c(port);
+        return false;
+    } catch (const std::exception&) {
+        return true;
+    }
 }
 
 }  // namespace
@@ -144,15 +161,141 @@ TEST_CASE(
     auto partial = stream.read_until("\n\n");
     REQUIRE(partial.status == 200);
     run.signal(SIGTERM);
-    std::this_thread::sleep_for(50ms);
-    CHECK(request(admin, "GET", "/readyz", "").status == 503);
-    std::this_thread::sleep_for(500ms);  // past drain_delay: the listener is closed
-    CHECK_THROWS(client(port));
+    CHECK(eventually([&] { return request(admin, "GET", "/readyz", "").status == 503; }));
+    // Past drain_delay the listener is closed.
+    CHECK(eventually([&] { return refuses_connections(port); }, 10s));
     const auto whole = stream.read_rest(partial);
     CHECK(whole.complete);
     CHECK(whole.body.find("[DONE]") != std::string::npos);
     CHECK(run.wait_exit(10s) == 0);
     CHECK(run.out().find("\"role\":\"leader\"") != std::string::npos);  // the access log line
+    ::unlink(path.c_str());
+}
+
+namespace {
+
+// A sidecar process in front of `mock`, with `shutdown` as its shutdown section.
+std::string drain_config(const mock::mock_server& mock, const std::string& tag,
+                         const std::string& shutdown) {
+    const auto path = temp_path(tag + ".yaml");
+    write_file(path, proxy_yaml("http://127.0.0.1:" + std::to_string(mock.port()),
+                                "shutdown: " + shutdown + "\nlog: {level: info}\n"));
+    return path;
+}
+
+}  // namespace
+
+TEST_CASE("SIGTERM drain: idle keep-alive connections are closed after drain_delay") {
+    mock::mock_server mock({});
+    mock.start();
+    const auto path = drain_config(mock, "drain-idle", "{drain_delay: 1s, drain_timeout: 20s}");
+    child run({COALESCER_BINARY, "--config", path}, "drain-idle");
+    const auto [port, admin] = run.ports();
+    INFO("sidecar stderr: " << run.err());
+    // An idle keep-alive connection, and a request whose answer (4 s away) keeps the process
+    // draining meanwhile.
+    client idle(port);
+    idle.send("GET", "/models", "");
+    REQUIRE(idle.read().status == 200);
+    client busy(port);
+    busy.send("POST", "/chat/completions", chat_body("in progress", false, R"({"latency_ms":4000})"));
+    REQUIRE(eventually([&] { return mock.stats().in_flight == 1; }));
+    const auto signalled = std::chrono::steady_clock::now();
+    run.signal(SIGTERM);
+    REQUIRE(eventually([&] { return request(admin, "GET", "/readyz", "").status == 503; }));
+
+    const auto rest = idle.read_to_close(10s);
+    CHECK(rest.closed);  // closed by the sidecar…
+    CHECK(rest.bytes.empty());
+    CHECK(std::chrono::steady_clock::now() - signalled >= 900ms);  // …not before drain_delay…
+    // …and by the drain, not by the exit: the answer is still being awaited.
+    CHECK(mock.stats().in_flight == 1);
+    CHECK(busy.read(20s).status == 200);
+    CHECK(run.wait_exit(20s) == 0);
+    ::unlink(path.c_str());
+}
+
+TEST_CASE("SIGTERM drain: responses in progress when it starts end with Connection: close") {
+    mock::mock_server mock({});
+    mock.start();
+    const auto path = drain_config(mock, "drain-close", "{drain_delay: 1s, drain_timeout: 20s}");
+    child run({COALESCER_BINARY, "--config", path}, "drain-close");
+    const auto [port, admin] = run.ports();
+    INFO("sidecar stderr: " << run.err());
+    // Two keep-alive requests whose answers are still to come (4 s away) when the drain starts:
+    // one through a flight, one through a pass route.
+    client coalesced(port);
+    coalesced.send("POST", "/chat/completions",
+                   chat_body("in progress", false, R"({"latency_ms":4000})"));
+    client passed(port);
+    passed.send("POST", "/v1/chat/completions",
+                chat_body("in progress too", false, R"({"latency_ms":4000})"));
+    REQUIRE(eventually([&] { return mock.stats().in_flight == 2; }));
+    run.signal(SIGTERM);
+    REQUIRE(eventually([&] { return request(admin, "GET", "/readyz", "").status == 503; }));
+    for (auto* c : {&coalesced, &passed}) {
+        const auto r = c->read(20s);
+        CHECK(r.status == 200);
+        CHECK(r.complete);
+        // The head leaves after the drain began: it must tell the client not to reuse the
+        // connection, which the sidecar is about to close.
+        CHECK(r.header("connection") == "close");
+        CHECK(c->closed_by_peer(10s));
+    }
+    CHECK(run.wait_exit(20s) == 0);
+    ::unlink(path.c_str());
+}
+
+TEST_CASE("SIGTERM drain: a stream still running at drain_timeout is cut, and the exit is 0") {
+    mock::mock_options options;
+    options.chunks = 200;
+    options.chunk_interval_ms = 100;  // a 20 s stream
+    mock::mock_server mock(options);
+    mock.start();
+    const auto path =
+        drain_config(mock, "drain-cut", "{drain_delay: 100ms, drain_timeout: 1s}");
+    child run({COALESCER_BINARY, "--config", path}, "drain-cut");
+    const auto [port, admin] = run.ports();
+    INFO("sidecar stderr: " << run.err());
+    client stream(port);
+    stream.send("POST", "/chat/completions", chat_body("too long to wait for", true));
+    const auto partial = stream.read_until("\n\n");
+    REQUIRE(partial.status == 200);
+    const auto signalled = std::chrono::steady_clock::now();
+    run.signal(SIGTERM);
+    // drain_delay + drain_timeout = 1.1 s, well before the stream's 20 s. (Under ASan the exit
+    // is 134 today: ~server destroys the workers' io_contexts, then the registry, whose cut
+    // flight still holds a parked subscriber's timer on one of them: heap-use-after-free.)
+    CHECK(run.wait_exit(15s) == 0);
+    CHECK(std::chrono::steady_clock::now() - signalled >= 1s);
+    const auto rest = stream.read_rest(partial, 10s);
+    CHECK_FALSE(rest.complete);
+    CHECK_FALSE(rest.timed_out);  // ended by the exit, not by our patience
+    CHECK(rest.body.find("[DONE]") == std::string::npos);
+    ::unlink(path.c_str());
+}
+
+TEST_CASE("a second signal during the drain exits at once") {
+    mock::mock_options options;
+    options.chunks = 200;
+    options.chunk_interval_ms = 100;  // a 20 s stream keeps the drain waiting
+    mock::mock_server mock(options);
+    mock.start();
+    const auto path =
+        drain_config(mock, "drain-twice", "{drain_delay: 100ms, drain_timeout: 60s}");
+    child run({COALESCER_BINARY, "--config", path}, "drain-twice");
+    const auto [port, admin] = run.ports();
+    INFO("sidecar stderr: " << run.err());
+    client stream(port);
+    stream.send("POST", "/chat/completions", chat_body("keeps the drain waiting", true));
+    REQUIRE(stream.read_until("\n\n").status == 200);
+    run.signal(SIGTERM);
+    REQUIRE(eventually([&] { return run.err().find("draining") != std::string::npos; }));
+    // The drain is under way (the stream keeps it going for 20 s, drain_timeout is 60 s).
+    CHECK(run.wait_exit(500ms) == -1);
+    run.signal(SIGINT);
+    CHECK(run.wait_exit(5s) == 128 + SIGINT);
+    CHECK(run.err().find("second signal") != std::string::npos);
     ::unlink(path.c_str());
 }
 
@@ -167,8 +310,14 @@ constexpr bool probes_need_descriptors = false;
 
 TEST_CASE(
     "out of descriptors, the listener pauses instead of spinning, warns once, and accepts "
-    "again when descriptors are freed" *
-    doctest::skip(probes_need_descriptors)) {
+    "again when descriptors are freed") {
+    if (probes_need_descriptors) {
+        skip_test(
+            "ASan+UBSan build: UBSan's vptr check probes memory through a pipe, needs a free "
+            "descriptor, and aborts the sidecar with a false report without one; the release and "
+            "TSan runs cover this test");
+        return;
+    }
     mock::mock_server mock({});
     mock.start();
     const auto path = temp_path("emfile.yaml");
@@ -185,12 +334,13 @@ TEST_CASE(
     for (int i = 0; i < 100; ++i)
         held.push_back(std::make_unique<client>(port));
     CHECK(eventually([&] { return run.err().find("Too many open files") != std::string::npos; }));
-    // Every accept now fails at once: a listener that retried without pausing would use a
-    // whole core here.
-    const double before = run.cpu_seconds();
+    // Every accept now fails at once: a listener that retried without pausing would be
+    // runnable the whole second, one that pauses 50 ms between tries hardly at all.
+    const double before = run.runnable_seconds();
     std::this_thread::sleep_for(1s);
-    CHECK(run.cpu_seconds() - before < 0.5);
-    CHECK(lines(run.err()) < 5);  // the warning is rate-limited
+    CHECK(run.runnable_seconds() - before < 0.3);
+    // Said once: the warning comes at most every 10 s.
+    CHECK(occurrences(run.err(), "Too many open files") == 1);
     held.clear();
     CHECK(eventually(
         [&] {
@@ -259,7 +409,7 @@ TEST_CASE("pin_workers: each worker thread runs on a CPU of its own, the other t
     const auto allowed = server::allowed_cpus();
     REQUIRE_FALSE(allowed.empty());
     if (allowed.size() < 2) {
-        MESSAGE("one CPU available: pinning cannot be told apart from not pinning");
+        skip_test("one CPU available: pinning cannot be told apart from not pinning");
         return;
     }
     mock::mock_server mock({});

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -148,9 +149,11 @@ TEST_CASE("upstream connections are kept alive and reused") {
             c.send("POST", "/chat/completions", chat_body("reuse " + std::to_string(i)));
             CHECK(c.read().status == 200);
         }
+        // One client connection lives on one worker, whose pool hands the same idle upstream
+        // connection to each of these requests in turn: one connection for all six.
         const auto stats = env.mock->stats();
         CHECK(stats.calls == 6);
-        CHECK(stats.connections < stats.calls);
+        CHECK(stats.connections == 1);
     }
 }
 
@@ -393,9 +396,10 @@ TEST_CASE(
             client c(env.proxy->port());
             c.send("POST", "/chat/completions",
                    chat_body("leaves early", false, R"({"latency_ms": 3000})"));
-            std::this_thread::sleep_for(300ms);
+            // The provider has the call (and thinks for 3 s): now the client leaves.
+            REQUIRE(eventually([&] { return env.mock->stats().in_flight == 1; }));
         }
-        CHECK(eventually([&] { return env.mock->stats().aborted == 1; }, 2s));
+        CHECK(eventually([&] { return env.mock->stats().aborted == 1; }, 10s));
         CHECK(env.mock->stats().calls == 1);
     }
     SUBCASE("after the first events") {
@@ -430,7 +434,12 @@ TEST_CASE("pipelined requests on a pass route are answered in order, none lost t
     CHECK(a.complete);
     CHECK(b.status == 200);
     CHECK(b.complete);
-    CHECK(a.body != b.body);  // two answers, not one twice
+    // Each answer is the mock's answer to its own request, in the order they were sent: the
+    // mock's id names the call (seq) and the body it answered.
+    CHECK(answered_by(a).body_tag == body_tag(first));
+    CHECK(answered_by(b).body_tag == body_tag(second));
+    CHECK(answered_by(a).seq == 1);
+    CHECK(answered_by(b).seq == 2);
     CHECK(env.mock->stats().calls == 2);
     CHECK(env.mock->stats().aborted == 0);
 }
@@ -513,7 +522,8 @@ TEST_CASE("300 connections opened at once are all accepted and answered") {
     CHECK(env.mock->stats().calls == n);
 }
 
-TEST_CASE("over max_connections a connection gets 503 and is closed; a freed place is reused") {
+// (No ';' in a test name: ctest splits the name there, and each half matches no test case.)
+TEST_CASE("over max_connections a connection gets 503 and is closed, and a freed place is reused") {
     mock_and_proxy env({}, "limits: {max_connections: 2}\n", "", pass_routes);
     client a(env.proxy->port());
     client b(env.proxy->port());
@@ -583,4 +593,89 @@ TEST_CASE("a burst of connections past max_connections: exactly the limit are se
     for (auto& c : clients)
         served += c->read(10s).status == 200 ? 1 : 0;
     CHECK(served == 4);
+}
+
+namespace {
+
+// One flight whose upstream fails before the response head, shared by `n` clients: the
+// leader's request first; once `in_progress` holds, n - 1 followers join it. Returns the
+// leader's response first.
+std::vector<response> share_a_failure(std::uint16_t port, const std::string& body, int n,
+                                      const std::function<bool()>& in_progress) {
+    client leader(port);
+    leader.send("POST", "/chat/completions", body);
+    REQUIRE(eventually(in_progress, 10s));
+    std::vector<std::unique_ptr<client>> followers;
+    for (int i = 1; i < n; ++i) {
+        followers.push_back(std::make_unique<client>(port));
+        followers.back()->send("POST", "/chat/completions", body);
+    }
+    std::vector<response> out;
+    out.push_back(leader.read(30s));
+    for (auto& f : followers)
+        out.push_back(f->read(30s));
+    return out;
+}
+
+// Every one of `responses` is the same sidecar error, and the metrics say they were one flight
+// of responses.size() subscribers: one leader, the rest followers.
+void check_one_failure_for_all(const std::vector<response>& responses, unsigned status,
+                               const std::string& code, std::uint16_t admin) {
+    const auto n = static_cast<double>(responses.size());
+    for (const auto& r : responses) {
+        CHECK(r.status == status);
+        CHECK(r.complete);
+        CHECK(r.header("x-coalesce-error") == code);
+        CHECK(r.body == responses.front().body);
+    }
+    CHECK(boost::json::parse(responses.front().body).at("error").at("code").as_string() == code);
+    const std::string route = R"(coalescer_requests_total{route="/chat/completions",)";
+    // Counted once each delivery has ended, just after its last byte: wait for the last one.
+    CHECK(eventually([&] {
+        return metric_value(admin, route + R"(role="follower",status_class="5xx"})") == n - 1;
+    }));
+    CHECK(metric_value(admin, route + R"(role="leader",status_class="5xx"})") == 1);
+    CHECK(metric_value(admin, "coalescer_subscribers_per_flight_count") == 1);
+    CHECK(metric_value(admin, "coalescer_subscribers_per_flight_sum") == n);
+}
+
+}  // namespace
+
+TEST_CASE("a failure before the head reaches every subscriber of the flight as the same 502/504") {
+    constexpr int n = 8;
+    SUBCASE("head timeout: 504 for all, one upstream call") {
+        mock_and_proxy env({}, "", "    timeouts: {connect: 2s, head: 2s, idle: 10s, total: 60s}\n");
+        const auto responses =
+            share_a_failure(env.proxy->port(), chat_body("all time out", false,
+                                                         R"({"latency_ms":8000})"),
+                            n, [&] { return env.mock->stats().in_flight == 1; });
+        check_one_failure_for_all(responses, 504, "upstream_head_timeout",
+                                  env.proxy->admin_port());
+        CHECK(env.mock->stats().calls == 1);
+    }
+    SUBCASE("closed without a response: 502 for all, one upstream call") {
+        mock_and_proxy env;
+        const auto responses = share_a_failure(
+            env.proxy->port(),
+            chat_body("all dropped", false, R"({"latency_ms":2000,"drop_before_head":true})"), n,
+            [&] { return env.mock->stats().in_flight == 1; });
+        check_one_failure_for_all(responses, 502, "upstream_closed", env.proxy->admin_port());
+        CHECK(env.mock->stats().calls == 1);
+    }
+    SUBCASE("connection refused, retried: 502 for all") {
+        boost::asio::io_context io;
+        boost::asio::ip::tcp::acceptor probe(io, {boost::asio::ip::make_address("127.0.0.1"), 0});
+        const auto dead_port = probe.local_endpoint().port();
+        probe.close();  // nothing listens there now
+        // Two waits of 1 s between the three attempts keep the flight open while the others join.
+        running_proxy proxy(
+            proxy_yaml("http://127.0.0.1:" + std::to_string(dead_port), "",
+                       "    retries: {max_attempts: 3, base_delay: 1s, max_delay: 1s}\n"));
+        const auto admin = proxy.admin_port();
+        const auto responses =
+            share_a_failure(proxy.port(), chat_body("all refused"), n, [&] {
+                return metric_value(admin, "coalescer_flights_in_flight") == 1;
+            });
+        check_one_failure_for_all(responses, 502, "upstream_connect_failed", admin);
+    }
 }
