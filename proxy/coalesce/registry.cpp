@@ -171,6 +171,22 @@ void registry::sweep() {
     }
 }
 
+void registry::clear() {
+    std::lock_guard retained_lock(retained_mutex_);
+    for (auto& s : shards_) {
+        std::unordered_map<flight_key, entry, flight_key_hash> gone;
+        {
+            std::lock_guard lock(s.mutex);
+            gone.swap(s.map);
+        }
+        // Destroyed outside the shard lock: a flight's destructor may take its own.
+    }
+    retained_.clear();
+    by_expiry_.clear();
+    lru_.clear();
+    retained_bytes_ = 0;
+}
+
 std::size_t registry::retained_entries() const {
     std::lock_guard lock(retained_mutex_);
     return retained_.size();

@@ -43,6 +43,9 @@ class registry {
     void forget(const flight& f);
     // Evicts expired entries; the owner calls it periodically.
     void sweep();
+    // Drops every entry, live or retained: at shutdown, before the event loops that the flights'
+    // parked subscribers' timers belong to are destroyed.
+    void clear();
 
     // Told, for each shared flight that ends, how many clients joined it while it ran.
     void on_flight_end(std::function<void(std::size_t subscribers)> observer) {

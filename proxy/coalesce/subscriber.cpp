@@ -79,6 +79,10 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
         f.read(slot, cursor, r);
         buffers.clear();
         chunk_sizes.clear();
+        if (!head_sent && options.draining != nullptr &&
+            options.draining->load(std::memory_order_relaxed)) {
+            options.keep_alive = false;  // the drain began while this client waited
+        }
         if (!head_sent) {
             if (r.head == nullptr && r.state == flight_state::failed) {
                 // Failed before the head: every subscriber gets the same synthesized error.

@@ -9,6 +9,7 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <optional>
@@ -22,6 +23,8 @@ struct delivery_options {
     bool keep_alive = true;                      // what the client asked for and we allow
     bool client_http11 = true;                   // false: HTTP/1.0, no chunked framing
     bool head_request = false;                   // HEAD: an error the sidecar makes has no content
+    // Set once a drain began: a head written after that says Connection: close.
+    const std::atomic<bool>* draining = nullptr;
 };
 
 struct delivery_result {

@@ -244,6 +244,7 @@ asio::awaitable<bool> relay_alone(Stream& stream, http_rules::socket_deadline& d
         .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
         .client_http11 = request.version() >= 11,
         .head_request = request.method() == http::verb::head,
+        .draining = &context.draining,
     };
     const auto relayed =
         co_await relay(stream, deadline, make_upstream_request(request, match, context),
@@ -294,6 +295,7 @@ asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadl
         .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
         .client_http11 = request.version() >= 11,
         .head_request = request.method() == http::verb::head,
+        .draining = &context.draining,
     };
     auto& flight = *joined.flight;
     const auto delivered =

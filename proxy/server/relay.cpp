@@ -101,6 +101,9 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
 
     auto response = co_await upstream::open_response(request, context, total, cancel);
     out.attempts = response.attempts;
+    if (options.draining != nullptr && options.draining->load(std::memory_order_relaxed)) {
+        options.keep_alive = false;  // the drain began while the upstream answered
+    }
     if (response.ec) {
         watch->stop();
         if (watch->gone()) {

@@ -9,6 +9,7 @@
 
 #include <boost/asio/awaitable.hpp>
 
+#include <atomic>
 #include <string_view>
 
 namespace coalescer::server {
@@ -20,6 +21,7 @@ struct relay_options {
     bool keep_alive = true;
     bool client_http11 = true;
     bool head_request = false;
+    const std::atomic<bool>* draining = nullptr;  // a head written once set: Connection: close
 };
 
 struct relay_result {

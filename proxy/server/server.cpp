@@ -63,6 +63,9 @@ server::~server() {
     for (auto& w : workers_) {
         w->io.shutdown();
     }
+    // Flights the registry still holds (a stream cut at drain_timeout) hold parked subscribers'
+    // timers of those loops: they go while the loops still exist.
+    context_->flights.clear();
     workers_.clear();
 }
 

@@ -6,13 +6,32 @@
 #include <array>
 #include <cstring>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#endif
+
 namespace coalescer::upstream {
 namespace beast = boost::beast;
 namespace http = beast::http;
 
 namespace {
 
-// A few freed parsers' memory, for this thread's next responses.
+// A freed parser's memory is poisoned while it waits here: under ASan a use of a freed parser is
+// still a use after free, whether or not the block went back to malloc.
+#if defined(__SANITIZE_ADDRESS__)
+void poison(void* block) noexcept {
+    ASAN_POISON_MEMORY_REGION(block, sizeof(response_parser));
+}
+void unpoison(void* block) noexcept {
+    ASAN_UNPOISON_MEMORY_REGION(block, sizeof(response_parser));
+}
+#else
+void poison(void*) noexcept {}
+void unpoison(void*) noexcept {}
+#endif
+
+// A few freed parsers' memory, for this thread's next responses. A block is only ever reused by
+// the thread that freed it, after that thread owned the parser: no data race to hide.
 class freed_parsers {
   public:
     freed_parsers() = default;
@@ -20,14 +39,24 @@ class freed_parsers {
     freed_parsers& operator=(const freed_parsers&) = delete;
     ~freed_parsers() {
         while (count_ != 0) {
-            ::operator delete(blocks_[--count_], sizeof(response_parser));
+            void* block = blocks_[--count_];
+            unpoison(block);
+            ::operator delete(block, sizeof(response_parser));
         }
     }
-    void* take() noexcept { return count_ != 0 ? blocks_[--count_] : nullptr; }
+    void* take() noexcept {
+        if (count_ == 0) {
+            return nullptr;
+        }
+        void* block = blocks_[--count_];
+        unpoison(block);
+        return block;
+    }
     bool keep(void* block) noexcept {
         if (count_ == blocks_.size()) {
             return false;
         }
+        poison(block);
         blocks_[count_++] = block;
         return true;
     }
@@ -39,18 +68,10 @@ class freed_parsers {
 
 thread_local freed_parsers freed;
 
-// Under the sanitizers every parser is a fresh allocation, so a use after free, or a race on
-// a freed parser, is caught.
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool reuse_memory = false;
-#else
-constexpr bool reuse_memory = true;
-#endif
-
 }  // namespace
 
 void* response_parser::operator new(std::size_t size) {
-    if (reuse_memory && size == sizeof(response_parser)) {
+    if (size == sizeof(response_parser)) {
         if (void* block = freed.take()) {
             return block;
         }
@@ -59,7 +80,7 @@ void* response_parser::operator new(std::size_t size) {
 }
 
 void response_parser::operator delete(void* memory, std::size_t size) noexcept {
-    if (reuse_memory && size == sizeof(response_parser) && freed.keep(memory)) {
+    if (size == sizeof(response_parser) && freed.keep(memory)) {
         return;
     }
     ::operator delete(memory, size);

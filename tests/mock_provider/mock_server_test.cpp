@@ -1,5 +1,6 @@
 // Tests of the mock provider itself: real sockets on 127.0.0.1, port 0, a tiny blocking client.
 #include "mock_server.hpp"
+#include "doctest_main.hpp"
 
 #include <doctest/doctest.h>
 #include <openssl/evp.h>
@@ -865,7 +866,7 @@ TEST_CASE("stop() with streams in flight") {
 
 TEST_CASE("https with a self-signed certificate") {
     if (std::system("openssl version >/dev/null 2>&1") != 0) {
-        MESSAGE("openssl CLI not found: TLS test skipped");
+        coalescer::test::skip_test("the openssl command-line tool is not installed");
         return;
     }
     char dir_template[] = "/tmp/mock-tls-XXXXXX";
