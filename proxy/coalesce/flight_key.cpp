@@ -177,7 +177,7 @@ void append_identities(std::string& out, keyed_hmac& mac, const header_list* hea
     if (headers != nullptr) {
         for (const auto& [name, value] : *headers) {
             if (rule.is_identity(name))
-                found.emplace_back(http_rules::lower_case(name), value);
+                found.emplace_back(http::lower_case(name), value);
         }
     }
     std::stable_sort(found.begin(), found.end(),

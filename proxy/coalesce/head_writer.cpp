@@ -8,7 +8,7 @@
 
 namespace coalescer::coalesce {
 using namespace std::string_view_literals;  // appends of literals without strlen()
-namespace http = boost::beast::http;
+namespace beast_http = boost::beast::http;
 
 namespace {
 
@@ -23,7 +23,7 @@ void append_without_age(std::string& out, std::string_view fields) {
     while (!fields.empty()) {
         const auto end = fields.find("\r\n");
         const auto line = fields.substr(0, end == std::string_view::npos ? fields.size() : end + 2);
-        if (!http_rules::iequals(line.substr(0, line.find(':')), "age")) {
+        if (!http::iequals(line.substr(0, line.find(':')), "age")) {
             out += line;
         }
         fields.remove_prefix(line.size());
@@ -48,10 +48,10 @@ std::string serialize_head(const response_head& head, role r, std::string_view f
     out += "HTTP/1.1 "sv;
     append_number(out, head.status);
     out += ' ';
-    if (!head.reason.empty() && http_rules::is_safe_value(head.reason)) {
+    if (!head.reason.empty() && http::is_safe_value(head.reason)) {
         out += head.reason;
     } else {
-        out += http::obsolete_reason(static_cast<http::status>(head.status));
+        out += beast_http::obsolete_reason(static_cast<beast_http::status>(head.status));
     }
     out += "\r\n"sv;
     if (age && head.has_age) {

@@ -1,10 +1,10 @@
 #include "coalesce/subscriber.hpp"
 
 #include "coalesce/head_writer.hpp"
-#include "http/hangup_watch.hpp"
 #include "http/header_rules.hpp"
-#include "http/socket_write.hpp"
-#include "http/use_tuple.hpp"
+#include "net/hangup_watch.hpp"
+#include "net/socket_write.hpp"
+#include "net/use_tuple.hpp"
 #include "ops/errors.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -33,7 +33,7 @@ constexpr std::chrono::milliseconds hangup_watch_delay{50};
 // The safety net for a flight that never moves: a sweep task, so a parked subscriber's timer
 // never expires and stays out of Asio's timer heap (with thousands of subscribers, re-arming
 // and cancelling heap timers on every event cost a timerfd update each time the earliest moved).
-class give_up_task final : public http_rules::sweep_task {
+class give_up_task final : public net::sweep_task {
   public:
     explicit give_up_task(std::shared_ptr<waiter> w) : waiter_(std::move(w)) {}
     bool due() const noexcept { return due_; }
@@ -55,14 +55,14 @@ asio::ip::tcp::socket& socket_of(Stream& stream) {
 }  // namespace
 
 template <class Stream>
-asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_deadline& deadline,
-                                         flight& f, std::size_t slot, delivery_options options) {
+asio::awaitable<delivery_result> deliver(Stream& stream, net::socket_deadline& deadline, flight& f,
+                                         std::size_t slot, delivery_options options) {
     delivery_result result;
     auto parked = std::make_shared<waiter>(co_await asio::this_coro::executor);
     // The watch may fire after this delivery ended (its handler was already queued): it keeps
     // the waiter alive for that.
-    auto watch = std::make_shared<http_rules::hangup_watch>(deadline.sweep(), socket_of(stream),
-                                                            [parked] { parked->timer.cancel(); });
+    auto watch = std::make_shared<net::hangup_watch>(deadline.sweep(), socket_of(stream),
+                                                     [parked] { parked->timer.cancel(); });
     std::size_t cursor = 0;
     bool head_sent = false;
     bool chunked = false;
@@ -149,10 +149,10 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
 
         if (!buffers.empty()) {
             error_code ec;
-            const auto sent = http_rules::write_now(stream, buffers, ec);
+            const auto sent = net::write_now(stream, buffers, ec);
             if (!ec && sent != asio::buffer_size(buffers)) {
-                ec = co_await http_rules::write_rest(stream, deadline, buffers, sent,
-                                                     options.write_timeout);
+                ec = co_await net::write_rest(stream, deadline, buffers, sent,
+                                              options.write_timeout);
             }
             if (ec) {
                 // A slow or vanished client is dropped alone.
@@ -202,8 +202,8 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
                 const error_code failure = ops::proxy_errc::upstream_total_timeout;
                 head_text = ops::error_response(failure, false, options.head_request);
                 const asio::const_buffer text = asio::buffer(head_text);
-                const auto wec = co_await http_rules::write_fully(stream, deadline, {&text, 1},
-                                                                  options.write_timeout);
+                const auto wec =
+                    co_await net::write_fully(stream, deadline, {&text, 1}, options.write_timeout);
                 result.status = 504;
                 result.answered = failure;
                 result.body_bytes = wec ? 0 : ops::content_size(head_text);
@@ -215,11 +215,10 @@ asio::awaitable<delivery_result> deliver(Stream& stream, http_rules::socket_dead
     co_return result;
 }
 
-template asio::awaitable<delivery_result> deliver(asio::ip::tcp::socket&,
-                                                  http_rules::socket_deadline&, flight&,
-                                                  std::size_t, delivery_options);
+template asio::awaitable<delivery_result> deliver(asio::ip::tcp::socket&, net::socket_deadline&,
+                                                  flight&, std::size_t, delivery_options);
 template asio::awaitable<delivery_result> deliver(beast::ssl_stream<asio::ip::tcp::socket>&,
-                                                  http_rules::socket_deadline&, flight&,
-                                                  std::size_t, delivery_options);
+                                                  net::socket_deadline&, flight&, std::size_t,
+                                                  delivery_options);
 
 }  // namespace coalescer::coalesce

@@ -4,7 +4,7 @@
 #pragma once
 
 #include "coalesce/flight.hpp"
-#include "http/deadline_sweep.hpp"
+#include "net/deadline_sweep.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/system/error_code.hpp>
@@ -40,8 +40,8 @@ struct delivery_result {
 };
 
 template <class Stream>
-boost::asio::awaitable<delivery_result> deliver(Stream& stream,
-                                                http_rules::socket_deadline& deadline, flight& f,
-                                                std::size_t slot, delivery_options options);
+boost::asio::awaitable<delivery_result> deliver(Stream& stream, net::socket_deadline& deadline,
+                                                flight& f, std::size_t slot,
+                                                delivery_options options);
 
 }  // namespace coalescer::coalesce

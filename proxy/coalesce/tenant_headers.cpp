@@ -9,27 +9,27 @@ namespace {
 
 bool listed(const std::vector<std::string>& names, std::string_view name) noexcept {
     return std::any_of(names.begin(), names.end(),
-                       [&](const std::string& n) { return http_rules::iequals(n, name); });
+                       [&](const std::string& n) { return http::iequals(n, name); });
 }
 
 }  // namespace
 
 tenant_headers::tenant_headers(const ops::coalesce_config& cfg) {
     for (const auto& n : cfg.identity_headers)
-        identity_.push_back(http_rules::lower_case(n));
+        identity_.push_back(http::lower_case(n));
     for (const auto& n : cfg.shared_headers)
-        shared_.push_back(http_rules::lower_case(n));
+        shared_.push_back(http::lower_case(n));
     for (const auto& n : cfg.vary_headers)
-        vary_.push_back(http_rules::lower_case(n));
+        vary_.push_back(http::lower_case(n));
 }
 
 bool tenant_headers::is_identity(std::string_view name) const noexcept {
     if (listed(identity_, name))
         return true;
-    return http_rules::looks_like_credential(name) && !listed(shared_, name);
+    return http::looks_like_credential(name) && !listed(shared_, name);
 }
 
-std::uint64_t tenant_headers::tag(std::span<const http_rules::header_field> fields) const noexcept {
+std::uint64_t tenant_headers::tag(std::span<const http::header_field> fields) const noexcept {
     std::uint64_t sum = 0;
     for (const auto& field : fields) {
         if (!is_identity(field.name_text)) {

@@ -1,7 +1,7 @@
 // Which request headers name the tenant and which change the answer (DESIGN.md "Coalesce key").
 //
 // A header names the tenant — its value is keyed as an HMAC, and it may appear only once — when
-// its name is or looks like a credential's (http_rules::looks_like_credential), or when the
+// its name is or looks like a credential's (http::looks_like_credential), or when the
 // configuration lists it in identity_headers; unless the configuration lists it in
 // shared_headers (credential-like, but the same for every tenant). The rule fails closed: a
 // provider's new credential header is keyed before anyone configures it.
@@ -29,7 +29,7 @@ class tenant_headers {
     // A tag of the tenant a request's headers name, the same whatever their order and letter
     // case; 0 without any tenant header. Not a secret (a hash to partition connections by,
     // never shown): the key uses HMACs.
-    std::uint64_t tag(std::span<const http_rules::header_field> fields) const noexcept;
+    std::uint64_t tag(std::span<const http::header_field> fields) const noexcept;
 
     // The configured vary headers, lower case, in configuration order.
     const std::vector<std::string>& vary() const noexcept { return vary_; }

@@ -4,7 +4,7 @@
 
 #include <cstring>
 
-namespace coalescer::http_rules {
+namespace coalescer::http {
 
 const std::string_view* field_list::find(boost::beast::http::field name) const noexcept {
     for (const auto& f : fields_) {
@@ -47,4 +47,4 @@ std::string_view field_list::keep(std::string_view text) {
     return {copy, text.size()};
 }
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::http

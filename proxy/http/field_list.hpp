@@ -10,7 +10,7 @@
 #include <string_view>
 #include <vector>
 
-namespace coalescer::http_rules {
+namespace coalescer::http {
 
 struct header_field {
     boost::beast::http::field name;  // field::unknown for a name Beast does not know
@@ -38,4 +38,4 @@ class field_list {
     std::pmr::vector<header_field> fields_;
 };
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::http

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <array>
 
-namespace coalescer::http_rules {
+namespace coalescer::http {
 namespace {
 
 constexpr char lower(char c) noexcept {
@@ -118,4 +118,4 @@ std::string_view trim(std::string_view text) noexcept {
     return text;
 }
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::http

@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace coalescer::http_rules {
+namespace coalescer::http {
 
 bool iequals(std::string_view a, std::string_view b) noexcept;
 // A header name in lower case (ASCII letters only; names are tokens).
@@ -51,4 +51,4 @@ void for_each_list_item(std::string_view list, F&& f) {
     }
 }
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::http

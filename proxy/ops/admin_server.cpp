@@ -1,7 +1,7 @@
 #include "ops/admin_server.hpp"
 
-#include "http/acceptor.hpp"
-#include "http/use_tuple.hpp"
+#include "net/acceptor.hpp"
+#include "net/use_tuple.hpp"
 
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -16,14 +16,14 @@
 namespace coalescer::ops {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 using asio::ip::tcp;
 using boost::system::error_code;
 
 admin_server::admin_server(asio::io_context& io, const std::string& address, std::uint16_t port,
                            admin_handlers handlers)
     : acceptor_(io), handlers_(std::move(handlers)) {
-    http_rules::bind_and_listen(acceptor_, address, port, "admin");
+    net::bind_and_listen(acceptor_, address, port, "admin");
 }
 
 std::uint16_t admin_server::port() const {
@@ -35,7 +35,7 @@ void admin_server::start() {
 }
 
 void admin_server::stop() {
-    http_rules::close_on_executor(acceptor_);
+    net::close_on_executor(acceptor_);
 }
 
 asio::awaitable<void> admin_server::accept_loop() {
@@ -58,42 +58,42 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket) {
     beast::tcp_stream stream(std::move(socket));
     beast::flat_buffer buffer;
     for (;;) {
-        http::request_parser<http::empty_body> parser;
+        beast_http::request_parser<beast_http::empty_body> parser;
         parser.header_limit(8 * 1024);
         stream.expires_after(std::chrono::seconds(30));
-        auto [ec, n] = co_await http::async_read(stream, buffer, parser, use_tuple);
+        auto [ec, n] = co_await beast_http::async_read(stream, buffer, parser, use_tuple);
         if (ec) {
             break;
         }
         const auto& req = parser.get();
         const auto path = req.target().substr(0, req.target().find('?'));
-        http::response<http::string_body> res;
+        beast_http::response<beast_http::string_body> res;
         res.version(11);
         res.keep_alive(req.keep_alive());
-        if (req.method() != http::verb::get && req.method() != http::verb::head) {
-            res.result(http::status::method_not_allowed);
+        if (req.method() != beast_http::verb::get && req.method() != beast_http::verb::head) {
+            res.result(beast_http::status::method_not_allowed);
             res.body() = "method not allowed\n";
         } else if (path == "/healthz") {
-            res.result(http::status::ok);
+            res.result(beast_http::status::ok);
             res.body() = "ok\n";
         } else if (path == "/readyz") {
             const bool ready = handlers_.ready();
-            res.result(ready ? http::status::ok : http::status::service_unavailable);
+            res.result(ready ? beast_http::status::ok : beast_http::status::service_unavailable);
             res.body() = ready ? "ready\n" : "not ready\n";
         } else if (path == "/metrics") {
-            res.result(http::status::ok);
-            res.set(http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
+            res.result(beast_http::status::ok);
+            res.set(beast_http::field::content_type, "text/plain; version=0.0.4; charset=utf-8");
             res.body() = handlers_.metrics();
         } else {
-            res.result(http::status::not_found);
+            res.result(beast_http::status::not_found);
             res.body() = "not found\n";
         }
-        if (!res.has_content_length() && res[http::field::content_type].empty()) {
-            res.set(http::field::content_type, "text/plain; charset=utf-8");
+        if (!res.has_content_length() && res[beast_http::field::content_type].empty()) {
+            res.set(beast_http::field::content_type, "text/plain; charset=utf-8");
         }
         res.prepare_payload();
         stream.expires_after(std::chrono::seconds(10));
-        auto [wec, wn] = co_await http::async_write(stream, res, use_tuple);
+        auto [wec, wn] = co_await beast_http::async_write(stream, res, use_tuple);
         if (wec || !res.keep_alive()) {
             break;
         }

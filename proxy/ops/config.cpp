@@ -751,11 +751,11 @@ void read_shared_headers(const loader& l, const field& f, coalesce_config& out) 
     out.shared_headers = read_header_list(l, f);
     for (std::size_t i = 0; i < items.size(); ++i) {
         const std::string& name = out.shared_headers[i];
-        if (http_rules::is_known_credential(name))
+        if (http::is_known_credential(name))
             l.fail(items[i], quote(name) +
                                  " carries a credential: tenants with different values must never "
                                  "share answers");
-        if (!http_rules::looks_like_credential(name))
+        if (!http::looks_like_credential(name))
             l.fail(items[i], quote(name) +
                                  " is not keyed as a credential (only names ending in -key, "
                                  "-token or -secret, or containing auth, are): nothing to share");

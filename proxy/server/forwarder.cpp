@@ -2,7 +2,7 @@
 
 #include "coalesce/subscriber.hpp"
 #include "http/header_rules.hpp"
-#include "http/use_tuple.hpp"
+#include "net/use_tuple.hpp"
 #include "ops/errors.hpp"
 #include "server/relay.hpp"
 #include "upstream/exchange.hpp"
@@ -21,7 +21,7 @@ namespace coalescer::server {
 using namespace std::string_view_literals;  // appends of literals without strlen()
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 using boost::system::error_code;
 using coalesce::role;
 using clock = std::chrono::steady_clock;
@@ -31,10 +31,9 @@ namespace {
 bool listed_in_connection(const client_request& request, std::string_view name) {
     bool found = false;
     for (const auto& field : request.fields()) {
-        if (field.name == http::field::connection) {
-            http_rules::for_each_list_item(field.value, [&](std::string_view t) {
-                found = found || http_rules::iequals(t, name);
-            });
+        if (field.name == beast_http::field::connection) {
+            http::for_each_list_item(
+                field.value, [&](std::string_view t) { found = found || http::iequals(t, name); });
         }
     }
     return found;
@@ -64,16 +63,15 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
     }
     head += "\r\n"sv;
     // Most requests have no Connection header naming others: don't scan for one per field.
-    const bool names_others = request.find(http::field::connection) != nullptr;
+    const bool names_others = request.find(beast_http::field::connection) != nullptr;
     for (const auto& field : request.fields()) {
         const auto known = field.name;
-        if (known == http::field::host || known == http::field::content_length ||
-            known == http::field::accept_encoding || known == http::field::expect) {
+        if (known == beast_http::field::host || known == beast_http::field::content_length ||
+            known == beast_http::field::accept_encoding || known == beast_http::field::expect) {
             continue;
         }
         const auto name = field.name_text;
-        if (http_rules::is_hop_by_hop(known) ||
-            http_rules::iequals(name, cfg.coalesce.bypass_header) ||
+        if (http::is_hop_by_hop(known) || http::iequals(name, cfg.coalesce.bypass_header) ||
             (names_others && listed_in_connection(request, name))) {
             continue;
         }
@@ -85,30 +83,29 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
     // Identity encoding: the shared bytes must be readable by every subscriber.
     head += "Accept-Encoding: identity\r\n"sv;
     const auto method = request.method();
-    if (!request.body().empty() || method == http::verb::post || method == http::verb::put ||
-        method == http::verb::patch) {
+    if (!request.body().empty() || method == beast_http::verb::post ||
+        method == beast_http::verb::put || method == beast_http::verb::patch) {
         head += "Content-Length: "sv;
         append_number(head, request.body().size());
         head += "\r\n"sv;
     }
     head += "\r\n"sv;
-    return {std::move(head), std::move(request.body()), method == http::verb::head,
+    return {std::move(head), std::move(request.body()), method == beast_http::verb::head,
             context.tenants.tag(request.fields())};
 }
 
 bool wants_bypass(const client_request& request, const ops::config& cfg) {
     if (const auto* value = request.find(cfg.coalesce.bypass_header)) {
-        const auto v = http_rules::trim(*value);
-        if (v != "0" && !http_rules::iequals(v, "false")) {
+        const auto v = http::trim(*value);
+        if (v != "0" && !http::iequals(v, "false")) {
             return true;
         }
     }
     bool no_cache = false;
     for (const auto& field : request.fields()) {
-        if (field.name == http::field::cache_control) {
-            http_rules::for_each_list_item(field.value, [&](std::string_view d) {
-                no_cache = no_cache || http_rules::iequals(d, "no-cache") ||
-                           http_rules::iequals(d, "no-store");
+        if (field.name == beast_http::field::cache_control) {
+            http::for_each_list_item(field.value, [&](std::string_view d) {
+                no_cache = no_cache || http::iequals(d, "no-cache") || http::iequals(d, "no-store");
             });
         }
     }
@@ -151,8 +148,8 @@ double ms_between(clock::time_point a, clock::time_point b) {
 
 // The sidecar answers by itself (no route, flight full): write, count, log.
 template <class Stream>
-asio::awaitable<bool> answer_locally(Stream& stream, http_rules::socket_deadline& deadline,
-                                     error_code ec, bool keep_alive, std::size_t route_index,
+asio::awaitable<bool> answer_locally(Stream& stream, net::socket_deadline& deadline, error_code ec,
+                                     bool keep_alive, std::size_t route_index,
                                      ops::access_record& record, proxy_context& context,
                                      clock::time_point started) {
     const auto text = ops::error_response(ec, keep_alive, record.method == "HEAD");
@@ -226,7 +223,7 @@ void account(const coalesce::delivery_result& delivered, std::string_view exchan
 
 // pass and bypass: nobody shares the exchange, so the response is relayed without a flight.
 template <class Stream>
-asio::awaitable<bool> relay_alone(Stream& stream, http_rules::socket_deadline& deadline,
+asio::awaitable<bool> relay_alone(Stream& stream, net::socket_deadline& deadline,
                                   client_request& request, const route_match& match,
                                   bool keep_alive, worker& self, proxy_context& context,
                                   ops::access_record& record, clock::time_point started) {
@@ -243,7 +240,7 @@ asio::awaitable<bool> relay_alone(Stream& stream, http_rules::socket_deadline& d
         .write_timeout = cfg.limits.write_timeout,
         .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
         .client_http11 = request.version() >= 11,
-        .head_request = request.method() == http::verb::head,
+        .head_request = request.method() == beast_http::verb::head,
         .draining = &context.draining,
     };
     const auto relayed =
@@ -256,7 +253,7 @@ asio::awaitable<bool> relay_alone(Stream& stream, http_rules::socket_deadline& d
 }  // namespace
 
 template <class Stream>
-asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadline,
+asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
                               client_request& request, bool keep_alive, worker& self,
                               proxy_context& context, clock::time_point started) {
     const auto& cfg = *context.config;
@@ -294,7 +291,7 @@ asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadl
         .max_wait = up.timeouts.total + up.queue_timeout + std::chrono::seconds(5),
         .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
         .client_http11 = request.version() >= 11,
-        .head_request = request.method() == http::verb::head,
+        .head_request = request.method() == beast_http::verb::head,
         .draining = &context.draining,
     };
     auto& flight = *joined.flight;
@@ -311,11 +308,11 @@ asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadl
     co_return delivered.reusable;
 }
 
-template asio::awaitable<bool> forward(asio::ip::tcp::socket&, http_rules::socket_deadline&,
+template asio::awaitable<bool> forward(asio::ip::tcp::socket&, net::socket_deadline&,
                                        client_request&, bool, worker&, proxy_context&,
                                        clock::time_point);
 template asio::awaitable<bool> forward(beast::ssl_stream<asio::ip::tcp::socket>&,
-                                       http_rules::socket_deadline&, client_request&, bool, worker&,
+                                       net::socket_deadline&, client_request&, bool, worker&,
                                        proxy_context&, clock::time_point);
 
 }  // namespace coalescer::server

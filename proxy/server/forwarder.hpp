@@ -15,7 +15,7 @@ namespace coalescer::server {
 
 // Answers `request` on `stream`. Returns true when the connection may carry another request.
 template <class Stream>
-boost::asio::awaitable<bool> forward(Stream& stream, http_rules::socket_deadline& deadline,
+boost::asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
                                      client_request& request, bool keep_alive, worker& self,
                                      proxy_context& context,
                                      std::chrono::steady_clock::time_point started);

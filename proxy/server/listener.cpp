@@ -1,7 +1,7 @@
 #include "server/listener.hpp"
 
-#include "http/acceptor.hpp"
-#include "http/use_tuple.hpp"
+#include "net/acceptor.hpp"
+#include "net/use_tuple.hpp"
 #include "ops/errors.hpp"
 #include "server/session.hpp"
 
@@ -48,7 +48,7 @@ asio::awaitable<void> tls_session(tcp::socket socket, asio::ssl::context& tls, w
     beast::ssl_stream<tcp::socket> stream(std::move(socket), tls);
     {
         // A client that never finishes its handshake is dropped at the header timeout (T-09).
-        http_rules::socket_deadline deadline(self.deadlines, stream.next_layer());
+        net::socket_deadline deadline(self.deadlines, stream.next_layer());
         deadline.expires_after(context.config->limits.header_timeout);
         auto [ec] = co_await stream.async_handshake(asio::ssl::stream_base::server, use_tuple);
         if (ec) {
@@ -69,7 +69,7 @@ constexpr std::chrono::seconds accept_warning_interval{10};
 // An accepted descriptor as a socket of `io`'s loop (registered with it by the calling thread,
 // which must be that loop's), or nothing: `fd` then still owns the descriptor and closes it.
 std::optional<tcp::socket> socket_on(asio::io_context& io, const tcp& protocol,
-                                     http_rules::owned_descriptor& fd) {
+                                     net::owned_descriptor& fd) {
     tcp::socket socket(io);
     error_code ec;
     socket.assign(protocol, fd.get(), ec);
@@ -92,8 +92,8 @@ asio::awaitable<void> refuse_busy(tcp::socket socket) {
 listener::listener(asio::io_context& io, const ops::listen_config& cfg,
                    std::vector<std::unique_ptr<worker>>& workers, proxy_context& context)
     : home_(io), acceptor_(io), protocol_(tcp::v4()), workers_(workers), context_(context) {
-    http_rules::bind_and_listen(acceptor_, cfg.address, cfg.port, "");
-    http_rules::allow_accept_now(acceptor_);
+    net::bind_and_listen(acceptor_, cfg.address, cfg.port, "");
+    net::allow_accept_now(acceptor_);
     protocol_ = acceptor_.local_endpoint().protocol();
     if (cfg.tls) {
         tls_ = make_server_tls_context(*cfg.tls);
@@ -109,7 +109,7 @@ void listener::start() {
 }
 
 void listener::stop() {
-    http_rules::close_on_executor(acceptor_);
+    net::close_on_executor(acceptor_);
 }
 
 asio::awaitable<void> listener::accept_loop() {
@@ -119,11 +119,11 @@ asio::awaitable<void> listener::accept_loop() {
         // connections queued before the first wait, or left behind by a failed accept, bring
         // no new edge.
         auto status = accept_some();
-        while (status == http_rules::accept_status::accepted && acceptor_.is_open()) {
+        while (status == net::accept_status::accepted && acceptor_.is_open()) {
             co_await asio::post(acceptor_.get_executor(), use_tuple);  // this worker's turn
             status = accept_some();
         }
-        if (status == http_rules::accept_status::drained) {
+        if (status == net::accept_status::drained) {
             auto [ec] = co_await acceptor_.async_wait(tcp::acceptor::wait_read, use_tuple);
             if (ec == asio::error::operation_aborted || !acceptor_.is_open()) {
                 break;
@@ -137,16 +137,16 @@ asio::awaitable<void> listener::accept_loop() {
     }
 }
 
-http_rules::accept_status listener::accept_some() {
+net::accept_status listener::accept_some() {
     const auto max_connections = static_cast<std::int64_t>(context_.config->limits.max_connections);
     for (int i = 0; i < accept_batch; ++i) {
-        http_rules::owned_descriptor fd;
+        net::owned_descriptor fd;
         int error = 0;
-        const auto status = http_rules::accept_now(acceptor_, fd, error);
-        if (status == http_rules::accept_status::failed) {
+        const auto status = net::accept_now(acceptor_, fd, error);
+        if (status == net::accept_status::failed) {
             warn_accept_failed(error);
         }
-        if (status != http_rules::accept_status::accepted) {
+        if (status != net::accept_status::accepted) {
             return status;
         }
         const auto open =
@@ -157,7 +157,7 @@ http_rules::accept_status listener::accept_some() {
             hand_over(std::move(fd), *workers_[next_worker_++ % workers_.size()]);
         }
     }
-    return http_rules::accept_status::accepted;  // maybe more queued
+    return net::accept_status::accepted;  // maybe more queued
 }
 
 void listener::warn_accept_failed(int error) {
@@ -175,13 +175,13 @@ void listener::warn_accept_failed(int error) {
     accept_failures_ = 0;
 }
 
-void listener::refuse(http_rules::owned_descriptor fd) {
+void listener::refuse(net::owned_descriptor fd) {
     if (auto socket = socket_on(home_, protocol_, fd)) {
         asio::co_spawn(home_, refuse_busy(std::move(*socket)), asio::detached);
     }
 }
 
-void listener::hand_over(http_rules::owned_descriptor fd, worker& target) {
+void listener::hand_over(net::owned_descriptor fd, worker& target) {
     if (&target.io == &home_) {
         adopt(std::move(fd), target);
         return;
@@ -196,7 +196,7 @@ void listener::hand_over(http_rules::owned_descriptor fd, worker& target) {
     });
 }
 
-void listener::adopt(http_rules::owned_descriptor fd, worker& target) {
+void listener::adopt(net::owned_descriptor fd, worker& target) {
     if (auto socket = socket_on(target.io, protocol_, fd)) {
         start_session(std::move(*socket), target);
     }

@@ -4,7 +4,7 @@
 // enforces max_connections.
 #pragma once
 
-#include "http/acceptor.hpp"
+#include "net/acceptor.hpp"
 #include "server/proxy_context.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -31,11 +31,11 @@ class listener {
   private:
     boost::asio::awaitable<void> accept_loop();
     // Accepts up to a batch of queued connections; `accepted` when more may be queued.
-    http_rules::accept_status accept_some();
+    net::accept_status accept_some();
     void warn_accept_failed(int error);
-    void refuse(http_rules::owned_descriptor fd);  // 503 and close: over max_connections
-    void hand_over(http_rules::owned_descriptor fd, worker& target);
-    void adopt(http_rules::owned_descriptor fd, worker& target);  // on the target's thread
+    void refuse(net::owned_descriptor fd);  // 503 and close: over max_connections
+    void hand_over(net::owned_descriptor fd, worker& target);
+    void adopt(net::owned_descriptor fd, worker& target);  // on the target's thread
     void start_session(boost::asio::ip::tcp::socket socket, worker& target);
 
     boost::asio::io_context& home_;  // the acceptor's loop

@@ -5,7 +5,7 @@
 #include "coalesce/flight_key.hpp"
 #include "coalesce/registry.hpp"
 #include "coalesce/tenant_headers.hpp"
-#include "http/deadline_sweep.hpp"
+#include "net/deadline_sweep.hpp"
 #include "ops/access_log.hpp"
 #include "ops/config.hpp"
 #include "ops/metrics.hpp"
@@ -71,9 +71,9 @@ struct idle_connection
 };
 
 // Prunes a worker's upstream pools every quarter second, on its own thread.
-class pool_pruning final : public http_rules::sweep_task {
+class pool_pruning final : public net::sweep_task {
   public:
-    pool_pruning(http_rules::deadline_sweep& sweep, std::vector<upstream::pool>& pools)
+    pool_pruning(net::deadline_sweep& sweep, std::vector<upstream::pool>& pools)
         : sweep_(sweep), pools_(pools) {}
     void start() { sweep_.schedule(*this, std::chrono::steady_clock::now() + period); }
 
@@ -84,7 +84,7 @@ class pool_pruning final : public http_rules::sweep_task {
             p.prune();
         start();
     }
-    http_rules::deadline_sweep& sweep_;
+    net::deadline_sweep& sweep_;
     std::vector<upstream::pool>& pools_;
 };
 
@@ -98,8 +98,8 @@ struct worker {
     }
     std::size_t index;  // in the server's workers
     event_loop io;
-    http_rules::deadline_sweep deadlines{io.get_executor()};  // of every socket on this loop
-    std::vector<upstream::pool> pools;                        // by upstream
+    net::deadline_sweep deadlines{io.get_executor()};  // of every socket on this loop
+    std::vector<upstream::pool> pools;                 // by upstream
     pool_pruning pruning{deadlines, pools};
     // Connections waiting for their next request: closed at once when a drain starts.
     boost::intrusive::list<idle_connection, boost::intrusive::constant_time_size<false>> idle;

@@ -1,8 +1,8 @@
 #include "server/relay.hpp"
 
 #include "coalesce/head_writer.hpp"
-#include "http/hangup_watch.hpp"
-#include "http/socket_write.hpp"
+#include "net/hangup_watch.hpp"
+#include "net/socket_write.hpp"
 #include "ops/errors.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -64,14 +64,14 @@ class write_list {
 
 // No head arrived: the client gets the same synthesized error a flight's subscribers would.
 template <class Stream>
-asio::awaitable<void> answer_failure(Stream& client, http_rules::socket_deadline& deadline,
+asio::awaitable<void> answer_failure(Stream& client, net::socket_deadline& deadline,
                                      error_code failure, const relay_options& options,
                                      coalesce::delivery_result& result) {
     const auto text = ops::error_response(failure, options.keep_alive, options.head_request);
     write_list list;
     list.add(text);
     const auto wec =
-        co_await http_rules::write_fully(client, deadline, list.buffers(), options.write_timeout);
+        co_await net::write_fully(client, deadline, list.buffers(), options.write_timeout);
     const auto reply = ops::reply_for(failure);
     result.status = reply.status;
     result.reusable = !wec && options.keep_alive && !reply.close_connection;
@@ -86,7 +86,7 @@ asio::awaitable<void> answer_failure(Stream& client, http_rules::socket_deadline
 }  // namespace
 
 template <class Stream>
-asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline& deadline,
+asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadline,
                                     upstream::upstream_request request,
                                     upstream::exchange_context context, relay_options options) {
     relay_result out;
@@ -95,7 +95,7 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
     const auto total = clock::now() + up.timeouts.total;
     auto cancel = std::make_shared<upstream::exchange_cancel>();
     // The handler runs on this worker, like the exchange: no post needed.
-    auto watch = std::make_shared<http_rules::hangup_watch>(
+    auto watch = std::make_shared<net::hangup_watch>(
         deadline.sweep(), beast::get_lowest_layer(client), [cancel] { cancel->cancel(); });
     watch->arm_after(hangup_watch_delay);
 
@@ -150,10 +150,10 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
         }
         if (!list.empty()) {
             error_code wec;
-            const auto sent = http_rules::write_now(client, list.buffers(), wec);
+            const auto sent = net::write_now(client, list.buffers(), wec);
             if (!wec && sent != asio::buffer_size(list.buffers())) {
-                wec = co_await http_rules::write_rest(client, deadline, list.buffers(), sent,
-                                                      options.write_timeout);
+                wec = co_await net::write_rest(client, deadline, list.buffers(), sent,
+                                               options.write_timeout);
             }
             if (wec) {
                 result.dropped_slow = wec == beast::error::timeout;
@@ -198,12 +198,11 @@ asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline&
     co_return out;
 }
 
-template asio::awaitable<relay_result> relay(asio::ip::tcp::socket&, http_rules::socket_deadline&,
+template asio::awaitable<relay_result> relay(asio::ip::tcp::socket&, net::socket_deadline&,
                                              upstream::upstream_request, upstream::exchange_context,
                                              relay_options);
 template asio::awaitable<relay_result> relay(beast::ssl_stream<asio::ip::tcp::socket>&,
-                                             http_rules::socket_deadline&,
-                                             upstream::upstream_request, upstream::exchange_context,
-                                             relay_options);
+                                             net::socket_deadline&, upstream::upstream_request,
+                                             upstream::exchange_context, relay_options);
 
 }  // namespace coalescer::server

@@ -4,7 +4,7 @@
 #pragma once
 
 #include "coalesce/subscriber.hpp"
-#include "http/deadline_sweep.hpp"
+#include "net/deadline_sweep.hpp"
 #include "upstream/exchange.hpp"
 
 #include <boost/asio/awaitable.hpp>
@@ -30,7 +30,7 @@ struct relay_result {
 };
 
 template <class Stream>
-boost::asio::awaitable<relay_result> relay(Stream& client, http_rules::socket_deadline& deadline,
+boost::asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadline,
                                            upstream::upstream_request request,
                                            upstream::exchange_context context,
                                            relay_options options);

@@ -7,7 +7,7 @@
 
 namespace coalescer::server {
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 using boost::system::error_code;
 using ops::proxy_errc;
 
@@ -22,9 +22,9 @@ std::size_t find_head_end(std::string_view data, std::size_t scanned) {
 }
 
 error_code client_error_of(error_code ec) {
-    if (ec == http::error::header_limit)
+    if (ec == beast_http::error::header_limit)
         return proxy_errc::headers_too_large;
-    if (ec == http::error::body_limit)
+    if (ec == beast_http::error::body_limit)
         return proxy_errc::body_too_large;
     if (ec == beast::error::timeout)
         return proxy_errc::body_timeout;
@@ -42,7 +42,7 @@ bool body_framing::feed(request_parser& parser, beast::flat_buffer& buffer, erro
         const auto used = parser.put(buffer.data(), pec);
         buffer.consume(used);
         consumed_ += used;
-        if (pec == http::error::need_more || (!pec && used == 0)) {
+        if (pec == beast_http::error::need_more || (!pec && used == 0)) {
             break;
         }
         if (pec) {

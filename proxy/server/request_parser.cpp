@@ -4,11 +4,11 @@
 
 namespace coalescer::server {
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 
 request_parser::request_parser(std::pmr::memory_resource* arena) : request_(arena) {}
 
-void request_parser::on_request_impl(http::verb method, beast::string_view method_str,
+void request_parser::on_request_impl(beast_http::verb method, beast::string_view method_str,
                                      beast::string_view target, int version, beast::error_code&) {
     request_.method_ = method;
     request_.method_text_ = request_.fields_.keep(method_str);
@@ -17,10 +17,10 @@ void request_parser::on_request_impl(http::verb method, beast::string_view metho
 }
 
 void request_parser::on_response_impl(int, beast::string_view, int, beast::error_code& ec) {
-    ec = http::error::bad_version;  // a request parser never sees a status line
+    ec = beast_http::error::bad_version;  // a request parser never sees a status line
 }
 
-void request_parser::on_field_impl(http::field name, beast::string_view name_string,
+void request_parser::on_field_impl(beast_http::field name, beast::string_view name_string,
                                    beast::string_view value, beast::error_code&) {
     // Beast reports a chunked body's trailer fields here too, after the head was checked and
     // keyed: they would reach the provider as headers (a second Authorization, say) unchecked.

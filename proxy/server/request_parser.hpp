@@ -17,7 +17,7 @@
 
 namespace coalescer::server {
 
-using request_field = http_rules::header_field;
+using request_field = http::header_field;
 
 class client_request {
   public:
@@ -46,7 +46,7 @@ class client_request {
     std::string_view method_text_;
     std::string_view target_;
     unsigned version_ = 11;
-    http_rules::field_list fields_;
+    http::field_list fields_;
     std::string body_;
 };
 

@@ -13,9 +13,9 @@
 #include <string>
 
 namespace coalescer::server {
-namespace http = boost::beast::http;
+namespace beast_http = boost::beast::http;
 using boost::system::error_code;
-using http_rules::iequals;
+using http::iequals;
 using ops::proxy_errc;
 
 namespace {
@@ -34,7 +34,7 @@ struct head_facts {
 // that changes the answer, or of framing: dropped on the way upstream while still keyed.
 bool names_protected(std::string_view connection, const coalesce::tenant_headers& tenants) {
     bool bad = false;
-    http_rules::for_each_list_item(connection, [&](std::string_view token) {
+    http::for_each_list_item(connection, [&](std::string_view token) {
         static constexpr std::string_view protected_names[] = {"host", "content-length",
                                                                "content-type"};
         bad = bad || tenants.is_identity(token) || tenants.is_vary(token) ||
@@ -72,23 +72,23 @@ error_code gather(const client_request& h, const coalesce::tenant_headers& tenan
         }
         const auto value = field.value;
         switch (field.name) {
-            case http::field::transfer_encoding:
+            case beast_http::field::transfer_encoding:
                 note(f.te_lines, f.te, value);
                 break;
-            case http::field::content_length:
+            case beast_http::field::content_length:
                 note(f.cl_lines, f.cl, value);
                 break;
-            case http::field::host:
+            case beast_http::field::host:
                 note(f.host_lines, f.host, value);
                 break;
-            case http::field::expect:
+            case beast_http::field::expect:
                 note(f.expect_lines, f.expect, value);
                 break;
-            case http::field::authorization:
+            case beast_http::field::authorization:
                 if (!f.authorization)
                     f.authorization = value;
                 break;
-            case http::field::connection:
+            case beast_http::field::connection:
                 f.protected_connection_token =
                     f.protected_connection_token || names_protected(value, tenants);
                 break;
@@ -113,14 +113,14 @@ error_code check_transfer_encoding(const client_request& h, const head_facts& f)
         return proxy_errc::bad_request;  // H-01, H-03, H-02 (two TE lines)
     }
     std::vector<std::string_view> codings;
-    http_rules::for_each_list_item(f.te, [&](std::string_view c) { codings.push_back(c); });
+    http::for_each_list_item(f.te, [&](std::string_view c) { codings.push_back(c); });
     if (codings.size() == 1 && iequals(codings.front(), "chunked")) {
         return {};
     }
     const bool has_chunked =
         std::any_of(codings.begin(), codings.end(), [](auto c) { return iequals(c, "chunked"); });
     const bool all_tokens =
-        std::all_of(codings.begin(), codings.end(), [](auto c) { return http_rules::is_token(c); });
+        std::all_of(codings.begin(), codings.end(), [](auto c) { return http::is_token(c); });
     if (has_chunked || !all_tokens || codings.empty()) {
         return proxy_errc::bad_request;  // chunked not alone/last, or garbage
     }
@@ -173,7 +173,7 @@ bool clean_uri(std::string_view target) noexcept {
 }
 
 error_code check_target(const client_request& h) {
-    if (h.method() == http::verb::connect) {
+    if (h.method() == beast_http::verb::connect) {
         return proxy_errc::method_not_allowed;
     }
     const auto target = h.target();
@@ -206,7 +206,7 @@ std::string_view bearer_token(std::string_view authorization) {
     constexpr std::string_view scheme = "bearer ";
     if (authorization.size() > scheme.size() &&
         iequals(authorization.substr(0, scheme.size()), scheme)) {
-        return http_rules::trim(authorization.substr(scheme.size()));
+        return http::trim(authorization.substr(scheme.size()));
     }
     return authorization;
 }
@@ -216,8 +216,7 @@ error_code check_credentials(const head_facts& f) {
     if (f.repeated_identity) {
         return proxy_errc::ambiguous_credentials;
     }
-    if (f.authorization && f.api_key &&
-        bearer_token(*f.authorization) != http_rules::trim(*f.api_key)) {
+    if (f.authorization && f.api_key && bearer_token(*f.authorization) != http::trim(*f.api_key)) {
         return proxy_errc::ambiguous_credentials;
     }
     return {};
@@ -295,7 +294,7 @@ error_code check_request(const client_request& h, const coalesce::tenant_headers
     if (auto ec = check_credentials(f))
         return ec;
     if (f.expect_lines > 1 ||
-        (f.expect_lines == 1 && !iequals(http_rules::trim(f.expect), "100-continue"))) {
+        (f.expect_lines == 1 && !iequals(http::trim(f.expect), "100-continue"))) {
         return proxy_errc::expectation_failed;
     }
     return {};
@@ -304,7 +303,7 @@ error_code check_request(const client_request& h, const coalesce::tenant_headers
 error_code adopt_absolute_form(client_request& request) {
     const auto target = request.target();
     if (target.empty() || target.front() == '/' || target == "*" ||
-        request.method() == http::verb::connect) {
+        request.method() == beast_http::verb::connect) {
         return {};
     }
     // RFC 9112 §3.2.2: a server must accept absolute-form; its authority replaces Host. Here it
@@ -342,10 +341,10 @@ std::optional<std::uint64_t> declared_length(const client_request& h) {
     std::string_view length;
     bool have_length = false;
     for (const auto& field : h.fields()) {
-        if (field.name == http::field::transfer_encoding) {
+        if (field.name == beast_http::field::transfer_encoding) {
             return std::nullopt;
         }
-        if (field.name == http::field::content_length && !have_length) {
+        if (field.name == beast_http::field::content_length && !have_length) {
             length = field.value;
             have_length = true;
         }

@@ -1,7 +1,7 @@
 #include "server/session.hpp"
 
-#include "http/socket_read.hpp"
-#include "http/use_tuple.hpp"
+#include "net/socket_read.hpp"
+#include "net/use_tuple.hpp"
 #include "ops/errors.hpp"
 #include "server/forwarder.hpp"
 #include "server/request_framing.hpp"
@@ -22,7 +22,7 @@
 namespace coalescer::server {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 using boost::system::error_code;
 using ops::proxy_errc;
 using clock = std::chrono::steady_clock;
@@ -51,7 +51,7 @@ class idle_registration {
 // Waiting for the first byte is the keep-alive idle time; from the first byte on, the whole
 // head must arrive within header_timeout (slowloris), and within max_header_bytes.
 template <class Stream>
-asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadline& deadline,
+asio::awaitable<error_code> read_head(Stream& stream, net::socket_deadline& deadline,
                                       beast::flat_buffer& buffer, const ops::limits_config& limits,
                                       worker& self, const std::atomic<bool>& refusing,
                                       std::size_t& head_size) {
@@ -61,7 +61,7 @@ asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadlin
     }
     // A hang-up watch of the previous request may have left a peek queued on the socket; a
     // close would complete it and no edge would ever wake a read queued behind it.
-    http_rules::drop_stale_reads(tcp);
+    net::drop_stale_reads(tcp);
     std::optional<idle_registration> idle;
     if (buffer.size() == 0) {
         idle.emplace(self, tcp);
@@ -94,7 +94,7 @@ asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadlin
         const auto space = buffer.prepare(read_size);
         std::tuple<error_code, std::size_t> got;
         if constexpr (std::is_same_v<Stream, asio::ip::tcp::socket>) {
-            auto attempt = http_rules::read_attempt::now(stream, space);
+            auto attempt = net::read_attempt::now(stream, space);
             if (!attempt.done()) {
                 const auto waited = co_await stream.async_read_some(space, use_tuple);
                 attempt.waited(stream, waited);
@@ -122,7 +122,7 @@ asio::awaitable<error_code> read_head(Stream& stream, http_rules::socket_deadlin
 // Reads the body, bounded by body_framing (request_framing.hpp) in memory and length; each
 // read waits at most header_timeout for a byte, the whole body at most idle_timeout.
 template <class Stream>
-asio::awaitable<error_code> read_body(Stream& stream, http_rules::socket_deadline& deadline,
+asio::awaitable<error_code> read_body(Stream& stream, net::socket_deadline& deadline,
                                       beast::flat_buffer& buffer, request_parser& parser,
                                       const ops::limits_config& limits) {
     const auto whole_by = clock::now() + limits.idle_timeout;
@@ -179,7 +179,7 @@ request_line first_line(std::string_view data) {
 // still sending for a moment, so the kernel doesn't reset the connection before the client
 // has read our answer (the "lingering close" of RFC 9112 §9.6).
 template <class Stream>
-asio::awaitable<void> linger_and_close(Stream& stream, http_rules::socket_deadline& deadline) {
+asio::awaitable<void> linger_and_close(Stream& stream, net::socket_deadline& deadline) {
     auto& tcp = beast::get_lowest_layer(stream);
     error_code ignored;
     tcp.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
@@ -197,7 +197,7 @@ asio::awaitable<void> linger_and_close(Stream& stream, http_rules::socket_deadli
 
 // Answers a request the session refuses, logs it, and closes the connection.
 template <class Stream>
-asio::awaitable<void> refuse(Stream& stream, http_rules::socket_deadline& deadline, error_code ec,
+asio::awaitable<void> refuse(Stream& stream, net::socket_deadline& deadline, error_code ec,
                              const request_line& line, proxy_context& context,
                              clock::time_point started) {
     const auto text = ops::error_response(ec, false, line.head);
@@ -231,8 +231,8 @@ error_code take_head(beast::flat_buffer& buffer, std::size_t head_size, request_
     error_code pec;
     parser.put(asio::buffer(buffer.data().data(), head_size), pec);
     if (pec || !parser.is_header_done()) {
-        return pec && pec != http::error::need_more ? client_error_of(pec)
-                                                    : error_code(proxy_errc::bad_request);
+        return pec && pec != beast_http::error::need_more ? client_error_of(pec)
+                                                          : error_code(proxy_errc::bad_request);
     }
     buffer.consume(head_size);
     auto& request = parser.get();
@@ -251,10 +251,10 @@ error_code take_head(beast::flat_buffer& buffer, std::size_t head_size, request_
 // RFC 9110 §10.1.1: an HTTP/1.1 client that asked may send its body once told to; an HTTP/1.0
 // client can't have asked (and can't parse an interim answer).
 template <class Stream>
-asio::awaitable<error_code> continue_if_asked(Stream& stream, http_rules::socket_deadline& deadline,
+asio::awaitable<error_code> continue_if_asked(Stream& stream, net::socket_deadline& deadline,
                                               const client_request& request,
                                               const ops::limits_config& limits) {
-    if (request.version() < 11 || request.find(http::field::expect) == nullptr) {
+    if (request.version() < 11 || request.find(beast_http::field::expect) == nullptr) {
         co_return error_code{};
     }
     constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
@@ -272,7 +272,7 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
     const auto& limits = cfg.limits;
     beast::flat_buffer buffer;
     auto& tcp = beast::get_lowest_layer(stream);
-    http_rules::socket_deadline deadline(self.deadlines, tcp);
+    net::socket_deadline deadline(self.deadlines, tcp);
     std::array<std::byte, 2048> fields_buffer;  // a usual request's fields fit; more go to the heap
     std::pmr::monotonic_buffer_resource arena(fields_buffer.data(), fields_buffer.size());
     for (;;) {
@@ -291,7 +291,7 @@ asio::awaitable<void> run_session(Stream& stream, worker& self, proxy_context& c
         }
         if (!ec) {
             line = {parser.get().method_string(), parser.get().target(),
-                    parser.get().method() == http::verb::head};
+                    parser.get().method() == beast_http::verb::head};
             if (co_await continue_if_asked(stream, deadline, parser.get(), limits)) {
                 break;
             }

@@ -1,8 +1,8 @@
 #include "upstream/connection.hpp"
 
-#include "http/socket_read.hpp"
-#include "http/socket_write.hpp"
-#include "http/use_tuple.hpp"
+#include "net/socket_read.hpp"
+#include "net/socket_write.hpp"
+#include "net/use_tuple.hpp"
 #include "ops/errors.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -49,7 +49,7 @@ bool set_peer_name(SSL* ssl, const std::string& host) {
 
 }  // namespace
 
-connection::connection(asio::any_io_executor ex, http_rules::deadline_sweep& deadlines,
+connection::connection(asio::any_io_executor ex, net::deadline_sweep& deadlines,
                        std::size_t max_buffered)
     : buffer_(max_buffered), executor_(std::move(ex)), deadlines_(deadlines) {}
 
@@ -147,14 +147,13 @@ asio::awaitable<error_code> connection::connect_to(const tcp::endpoint& endpoint
 
 std::size_t connection::write_now(std::span<const asio::const_buffer> buffers,
                                   error_code& ec) noexcept {
-    return tls_ ? http_rules::write_now(*tls_, buffers, ec)
-                : http_rules::write_now(*plain_, buffers, ec);
+    return tls_ ? net::write_now(*tls_, buffers, ec) : net::write_now(*plain_, buffers, ec);
 }
 
 asio::awaitable<error_code> connection::write_rest(std::span<const asio::const_buffer> buffers,
                                                    std::size_t sent, deadline by) {
-    return tls_ ? http_rules::write_rest(*tls_, *deadline_, buffers, sent, by)
-                : http_rules::write_rest(*plain_, *deadline_, buffers, sent, by);
+    return tls_ ? net::write_rest(*tls_, *deadline_, buffers, sent, by)
+                : net::write_rest(*plain_, *deadline_, buffers, sent, by);
 }
 
 bool connection::parse(response_parser& parser, bool header_only, error_code& ec) {
@@ -178,7 +177,7 @@ asio::awaitable<error_code> connection::receive(response_parser& parser) {
         got = co_await tls_->async_read_some(buffer_.prepare(space), use_tuple);
     } else {
         const auto buffer = buffer_.prepare(space);
-        auto attempt = http_rules::read_attempt::now(*plain_, buffer);
+        auto attempt = net::read_attempt::now(*plain_, buffer);
         if (!attempt.done()) {
             const auto waited = co_await plain_->async_read_some(buffer, use_tuple);
             attempt.waited(*plain_, waited);

@@ -2,7 +2,7 @@
 // Every operation takes the caller's deadline; the connection enforces it.
 #pragma once
 
-#include "http/deadline_sweep.hpp"
+#include "net/deadline_sweep.hpp"
 #include "ops/config.hpp"
 #include "upstream/response_parser.hpp"
 
@@ -26,7 +26,7 @@ class connection {
   public:
     // `max_buffered`: bytes read but not yet parsed may not exceed it (an endless chunk-size
     // line, a head past its limit): the read then fails instead of growing the buffer.
-    connection(boost::asio::any_io_executor ex, http_rules::deadline_sweep& deadlines,
+    connection(boost::asio::any_io_executor ex, net::deadline_sweep& deadlines,
                std::size_t max_buffered);
 
     // Resolves, connects and (for https) handshakes, all before `by`. Errors are proxy_errc.
@@ -79,8 +79,8 @@ class connection {
     std::optional<boost::beast::ssl_stream<boost::asio::ip::tcp::socket>> tls_;
     boost::beast::flat_buffer buffer_;
     boost::asio::any_io_executor executor_;
-    http_rules::deadline_sweep& deadlines_;
-    std::optional<http_rules::socket_deadline> deadline_;  // once connected
+    net::deadline_sweep& deadlines_;
+    std::optional<net::socket_deadline> deadline_;  // once connected
 };
 
 // The client TLS context for one upstream: TLS ≥ 1.2, verify_peer, the system store or ca_file.

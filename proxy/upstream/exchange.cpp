@@ -26,7 +26,7 @@ namespace coalescer::upstream {
 using namespace std::string_view_literals;  // appends of literals without strlen()
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 using boost::system::error_code;
 using ops::proxy_errc;
 using clock = std::chrono::steady_clock;
@@ -45,7 +45,7 @@ deadline earliest(deadline a, deadline b) {
 }
 
 bool closed_by_peer(error_code ec) {
-    return ec == http::error::end_of_stream || ec == asio::error::eof ||
+    return ec == beast_http::error::end_of_stream || ec == asio::error::eof ||
            ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
            ec == asio::ssl::error::stream_truncated;
 }
@@ -62,13 +62,14 @@ error_code head_error(error_code ec, deadline total) {
     if (closed_by_peer(ec)) {
         return proxy_errc::upstream_closed;
     }
-    if (ec == http::error::header_limit) {
+    if (ec == beast_http::error::header_limit) {
         return proxy_errc::upstream_head_too_large;
     }
-    if (ec == http::error::multiple_content_length) {
+    if (ec == beast_http::error::multiple_content_length) {
         return proxy_errc::upstream_conflicting_framing;
     }
-    const bool malformed = ec.category() == make_error_code(http::error::header_limit).category();
+    const bool malformed =
+        ec.category() == make_error_code(beast_http::error::header_limit).category();
     return malformed ? error_code(proxy_errc::upstream_protocol_error)
                      : error_code(proxy_errc::upstream_closed);
 }
@@ -85,10 +86,10 @@ std::chrono::microseconds round_trip(int fd) noexcept {
 
 bool token_listed(std::string_view list, std::string_view token) {
     bool found = false;
-    http_rules::for_each_list_item(list, [&](std::string_view item) {
+    http::for_each_list_item(list, [&](std::string_view item) {
         // Cache-Control directives may carry arguments: private="x".
         const auto name = item.substr(0, item.find('='));
-        found = found || http_rules::iequals(http_rules::trim(name), token);
+        found = found || http::iequals(http::trim(name), token);
     });
     return found;
 }
@@ -107,22 +108,22 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
     std::size_t text_size = 0;
     for (const auto& field : parser.fields()) {
         switch (field.name) {
-            case http::field::transfer_encoding:
+            case beast_http::field::transfer_encoding:
                 ++te_lines;
-                te_chunked = http_rules::iequals(http_rules::trim(field.value), "chunked");
+                te_chunked = http::iequals(http::trim(field.value), "chunked");
                 break;
-            case http::field::content_length:
+            case beast_http::field::content_length:
                 has_cl = true;
                 break;
-            case http::field::connection:
+            case beast_http::field::connection:
                 if (!connection_list) {
                     connection_list = field.value;
-                    http_rules::for_each_list_item(*connection_list, [&](std::string_view t) {
-                        names_others = names_others || !http_rules::iequals(t, "keep-alive");
+                    http::for_each_list_item(*connection_list, [&](std::string_view t) {
+                        names_others = names_others || !http::iequals(t, "keep-alive");
                     });
                 }
                 break;
-            case http::field::content_type:
+            case beast_http::field::content_type:
                 if (!type)
                     type = field.value;
                 break;
@@ -145,18 +146,18 @@ error_code make_head(const response_parser& parser, bool head_method, coalesce::
     out.fields.reserve(text_size);
     for (const auto& field : parser.fields()) {
         const auto name = field.name_text;
-        if (http_rules::is_hop_by_hop(field.name) || field.name == http::field::content_length ||
+        if (http::is_hop_by_hop(field.name) || field.name == beast_http::field::content_length ||
             (names_others && token_listed(*connection_list, name))) {
             continue;
         }
-        if (field.name == http::field::cache_control &&
+        if (field.name == beast_http::field::cache_control &&
             (token_listed(field.value, "no-store") || token_listed(field.value, "private"))) {
             out.no_store = true;
         }
-        if (field.name == http::field::set_cookie) {
+        if (field.name == beast_http::field::set_cookie) {
             out.no_store = true;  // never replay one client's cookie to another
         }
-        out.has_age = out.has_age || field.name == http::field::age;
+        out.has_age = out.has_age || field.name == beast_http::field::age;
         out.fields.append(name.data(), name.size());
         out.fields += ": "sv;
         out.fields.append(field.value.data(), field.value.size());
@@ -279,9 +280,9 @@ std::optional<std::chrono::milliseconds> retry_delay(const response_parser& pars
         return std::nullopt;
     }
     const auto value = [](const std::string_view* v) { return v ? *v : std::string_view{}; };
-    const auto hint =
-        retry_hint(value(parser.find("retry-after-ms")),
-                   value(parser.find(http::field::retry_after)), std::chrono::system_clock::now());
+    const auto hint = retry_hint(value(parser.find("retry-after-ms")),
+                                 value(parser.find(beast_http::field::retry_after)),
+                                 std::chrono::system_clock::now());
     if (hint && *hint > cfg.max_delay) {
         return std::nullopt;
     }
@@ -376,7 +377,7 @@ std::size_t parse_buffered_piece(response_start& response, std::span<char> buffe
     auto& parser = *response.parser;
     parser.body_into(buffer);
     response.conn->parse_buffered(parser, ec);
-    if (ec == http::error::need_buffer) {
+    if (ec == beast_http::error::need_buffer) {
         ec = {};
     }
     if (ec) {
@@ -400,7 +401,7 @@ asio::awaitable<error_code> read_body_piece(response_start& response, std::span<
         cancel.current = nullptr;
     }
     got = parser.body_taken();
-    if (ec == http::error::need_buffer) {
+    if (ec == beast_http::error::need_buffer) {
         ec = {};
     }
     if (cancel.cancelled) {

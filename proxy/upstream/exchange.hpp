@@ -33,9 +33,9 @@ struct exchange_context {
     pacer& admission;                // the upstream's, shared by all workers
     ops::metrics& metrics;
     std::size_t upstream_index;
-    http_rules::deadline_sweep& deadlines;  // the calling worker's
-    std::size_t worker;                     // the calling worker's index: its pacer lane
-    std::size_t max_head_bytes;             // limits.max_header_bytes: a bigger head is a 502
+    net::deadline_sweep& deadlines;  // the calling worker's
+    std::size_t worker;              // the calling worker's index: its pacer lane
+    std::size_t max_head_bytes;      // limits.max_header_bytes: a bigger head is a 502
 };
 
 // Lets whoever waits on an exchange stop it. Touched only on the exchange's executor.

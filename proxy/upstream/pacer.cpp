@@ -52,7 +52,7 @@ bool pacer::try_acquire() {
 }
 
 asio::awaitable<bool> pacer::acquire(clock::time_point deadline, std::size_t lane,
-                                     http_rules::deadline_sweep& sweep) {
+                                     net::deadline_sweep& sweep) {
     auto& own = lanes_[lane];
     ticket waiting(*this, lane, co_await asio::this_coro::executor);
     waiting.enqueued = clock::now();

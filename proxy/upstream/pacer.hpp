@@ -10,7 +10,7 @@
 // other thread, and memory freed on a thread other than the one that allocated it.
 #pragma once
 
-#include "http/deadline_sweep.hpp"
+#include "net/deadline_sweep.hpp"
 #include "ops/config.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -46,7 +46,7 @@ class pacer {
     // On worker `lane`, whose `sweep` enforces the deadline (up to one sweep period late):
     // waits for a slot; false when the deadline passed first (no slot held).
     boost::asio::awaitable<bool> acquire(clock::time_point deadline, std::size_t lane,
-                                         http_rules::deadline_sweep& sweep);
+                                         net::deadline_sweep& sweep);
     // On worker `lane`: gives a slot back, to a waiter if there is one.
     void release(std::size_t lane);
 
@@ -61,7 +61,7 @@ class pacer {
     // A waiter in acquire()'s frame. Resumed exactly once, on its worker, by whoever takes it
     // off the queue there: a slot (granted) or the sweep at the deadline (not granted). Its
     // timer never expires by itself; cancelling it is the wake-up.
-    class ticket : public http_rules::sweep_task {
+    class ticket : public net::sweep_task {
       public:
         ticket(pacer& owner, std::size_t lane, const boost::asio::any_io_executor& ex)
             : timer(ex, clock::time_point::max()), owner_(owner), lane_(lane) {}

@@ -12,7 +12,7 @@
 
 namespace coalescer::upstream {
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 
 namespace {
 
@@ -92,9 +92,9 @@ void response_parser::body_into(std::span<char> buffer) noexcept {
     body_left_ = buffer.size();
 }
 
-void response_parser::on_request_impl(http::verb, beast::string_view, beast::string_view, int,
+void response_parser::on_request_impl(beast_http::verb, beast::string_view, beast::string_view, int,
                                       beast::error_code& ec) {
-    ec = http::error::bad_method;  // a response parser never sees a request line
+    ec = beast_http::error::bad_method;  // a response parser never sees a request line
 }
 
 void response_parser::on_response_impl(int code, beast::string_view reason, int,
@@ -103,7 +103,7 @@ void response_parser::on_response_impl(int code, beast::string_view reason, int,
     reason_ = fields_.keep(reason);
 }
 
-void response_parser::on_field_impl(http::field name, beast::string_view name_string,
+void response_parser::on_field_impl(beast_http::field name, beast::string_view name_string,
                                     beast::string_view value, beast::error_code&) {
     fields_.add(name, name_string, value);
 }
@@ -120,7 +120,7 @@ std::size_t response_parser::on_body_impl(beast::string_view body, beast::error_
         body_left_ -= n;
     }
     if (n != body.size()) {
-        ec = http::error::need_buffer;
+        ec = beast_http::error::need_buffer;
     }
     return n;
 }
@@ -141,7 +141,7 @@ bool feed(response_parser& parser, beast::flat_buffer& buffer, bool header_only,
     }
     const auto used = parser.put(buffer.data(), ec);
     buffer.consume(used);
-    if (ec != http::error::need_more) {
+    if (ec != beast_http::error::need_more) {
         return !header_only || ec || parser.is_header_done();
     }
     ec = {};
@@ -154,8 +154,8 @@ reuse reuse_after(const response_parser& parser, bool head_method, std::size_t b
     }
     const unsigned s = parser.status();
     if (head_method || s / 100 == 1 || s == 204 || s == 304) {
-        const auto* length = parser.find(http::field::content_length);
-        const bool announced = parser.find(http::field::transfer_encoding) != nullptr ||
+        const auto* length = parser.find(beast_http::field::content_length);
+        const bool announced = parser.find(beast_http::field::transfer_encoding) != nullptr ||
                                (length != nullptr && *length != "0");
         if (announced) {
             return reuse::out_of_step;

@@ -18,7 +18,7 @@
 
 namespace coalescer::upstream {
 
-using http_rules::header_field;
+using http::header_field;
 
 class response_parser final : public boost::beast::http::basic_parser<false> {
   public:
@@ -44,7 +44,7 @@ class response_parser final : public boost::beast::http::basic_parser<false> {
     }
 
     // Body bytes are copied into `buffer` until it is full (then put() stops with
-    // http::error::need_buffer); body_taken() says how many went in since.
+    // beast_http::error::need_buffer); body_taken() says how many went in since.
     void body_into(std::span<char> buffer) noexcept;
     std::size_t body_taken() const noexcept { return body_size_ - body_left_; }
 
@@ -68,7 +68,7 @@ class response_parser final : public boost::beast::http::basic_parser<false> {
     // A typical provider head fits; a larger one continues on the heap.
     std::array<std::byte, 1536> storage_;
     std::pmr::monotonic_buffer_resource arena_{storage_.data(), storage_.size()};
-    http_rules::field_list fields_{&arena_};
+    http::field_list fields_{&arena_};
     unsigned status_ = 0;
     std::string_view reason_;
     char* body_ = nullptr;

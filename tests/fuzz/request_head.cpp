@@ -28,7 +28,7 @@
 namespace {
 
 using namespace coalescer;
-namespace http = boost::beast::http;
+namespace beast_http = boost::beast::http;
 using boost::system::error_code;
 
 const ops::config& fuzz_config();

@@ -33,7 +33,7 @@
 namespace {
 
 using namespace coalescer;
-namespace http = boost::beast::http;
+namespace beast_http = boost::beast::http;
 using boost::system::error_code;
 
 constexpr std::uint32_t max_response_head = 16 * 1024;  // limits.max_header_bytes (default)
@@ -53,7 +53,7 @@ class fake_connection {
     error_code receive(upstream::response_parser& parser) {
         if (wire_.empty()) {
             if (!parser.got_some()) {
-                return http::error::end_of_stream;
+                return beast_http::error::end_of_stream;
             }
             error_code ec;
             parser.put_eof(ec);
@@ -61,7 +61,7 @@ class fake_connection {
         }
         const auto room = buffer_.max_size() - buffer_.size();
         if (room == 0) {
-            return http::error::buffer_overflow;
+            return beast_http::error::buffer_overflow;
         }
         const auto n = std::min(split_.next(wire_.size()), room);
         const auto space = buffer_.prepare(n);
@@ -171,7 +171,7 @@ outcome exchange(std::string_view wire, bool head_method, std::size_t body_buffe
         const auto got = parser->body_taken();
         FUZZ_CHECK(got <= buffer.size());
         out.body.append(buffer.data(), got);
-        if (ec == http::error::need_buffer) {
+        if (ec == beast_http::error::need_buffer) {
             ec = {};
         }
     }

@@ -17,7 +17,7 @@
 namespace coalescer::test {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 using boost::system::error_code;
 
 std::string proxy_yaml(const std::string& upstream_url, const std::string& extra,
@@ -76,7 +76,7 @@ struct client::impl {
     std::optional<beast::tcp_stream> plain;
     std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
     beast::flat_buffer buffer;
-    std::optional<http::response_parser<http::string_body>> parser;
+    std::optional<beast_http::response_parser<beast_http::string_body>> parser;
 
     beast::tcp_stream& tcp() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
 
@@ -155,7 +155,7 @@ void client::send(const std::string& method, const std::string& target, const st
 
 namespace {
 
-response from_parser(http::response_parser<http::string_body>& parser, error_code ec) {
+response from_parser(beast_http::response_parser<beast_http::string_body>& parser, error_code ec) {
     response r;
     if (parser.is_header_done()) {
         const auto& msg = parser.get();
@@ -181,8 +181,8 @@ response from_parser(http::response_parser<http::string_body>& parser, error_cod
 response client::read(std::chrono::milliseconds timeout) {
     auto& p = impl_->parser.emplace();
     p.body_limit(boost::none);
-    auto ec = impl_->with_stream([&](auto& s, auto h) { http::async_read(s, impl_->buffer, p, h); },
-                                 timeout);
+    auto ec = impl_->with_stream(
+        [&](auto& s, auto h) { beast_http::async_read(s, impl_->buffer, p, h); }, timeout);
     return from_parser(p, ec);
 }
 
@@ -195,13 +195,14 @@ response client::read_until(const std::string& needle, std::chrono::milliseconds
     error_code ec;
     if (!resume) {
         ec = impl_->with_stream(
-            [&](auto& s, auto h) { http::async_read_header(s, impl_->buffer, p, h); }, timeout);
+            [&](auto& s, auto h) { beast_http::async_read_header(s, impl_->buffer, p, h); },
+            timeout);
     }
     while (!ec && !p.is_done() && p.get().body().find(needle) == std::string::npos) {
         const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - std::chrono::steady_clock::now());
         ec = impl_->with_stream(
-            [&](auto& s, auto h) { http::async_read_some(s, impl_->buffer, p, h); },
+            [&](auto& s, auto h) { beast_http::async_read_some(s, impl_->buffer, p, h); },
             std::max(left, std::chrono::milliseconds(1)));
     }
     auto r = from_parser(p, ec);
@@ -213,8 +214,8 @@ response client::read_rest(response, std::chrono::milliseconds timeout) {
     auto& p = *impl_->parser;
     error_code ec;
     if (!p.is_done()) {
-        ec = impl_->with_stream([&](auto& s, auto h) { http::async_read(s, impl_->buffer, p, h); },
-                                timeout);
+        ec = impl_->with_stream(
+            [&](auto& s, auto h) { beast_http::async_read(s, impl_->buffer, p, h); }, timeout);
     }
     return from_parser(p, ec);
 }

@@ -41,7 +41,7 @@ namespace {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 using boost::system::error_code;
 using steady = std::chrono::steady_clock;
 
@@ -111,12 +111,12 @@ class hclient {
             r.error = "the request could not be sent: " + send_error_.message();
             return r;
         }
-        http::response_parser<http::string_body> p;
+        beast_http::response_parser<beast_http::string_body> p;
         p.header_limit(1024 * 1024);  // whatever the sidecar relays, the test sees it
         p.body_limit(boost::none);
         if (method_ == "HEAD")
             p.skip(true);
-        const auto ec = run([&](auto h) { http::async_read(stream_, buffer_, p, h); }, bound);
+        const auto ec = run([&](auto h) { beast_http::async_read(stream_, buffer_, p, h); }, bound);
         if (p.is_header_done()) {
             const auto& msg = p.get();
             r.status = msg.result_int();

@@ -42,7 +42,7 @@ namespace {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 namespace ssl = asio::ssl;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
@@ -537,7 +537,7 @@ struct server_state {
         ++stats_.connections;
     }
 
-    void begin_call(call_ticket& t, const http::request_header<>& head, std::string_view path,
+    void begin_call(call_ticket& t, const beast_http::request_header<>& head, std::string_view path,
                     std::uint64_t connection_id) {
         call_record r;
         r.method = std::string(head.method_string());
@@ -549,7 +549,7 @@ struct server_state {
                 it->second += f.value();
             }
         }
-        if (auto it = head.find(http::field::authorization); it != head.end()) {
+        if (auto it = head.find(beast_http::field::authorization); it != head.end()) {
             r.auth_sha256 = sha256_hex(it->value());
         } else if (auto key = head.find("x-api-key"); key != head.end()) {
             r.auth_sha256 = sha256_hex(key->value());
@@ -728,11 +728,12 @@ class connection final : public live_session {
 
     asio::awaitable<void> run() {
         for (;;) {
-            http::request_parser<http::string_body> parser;
+            beast_http::request_parser<beast_http::string_body> parser;
             parser.header_limit(header_limit);
             parser.body_limit(body_limit);
             lowest().expires_after(idle_timeout);
-            auto [ec, n] = co_await http::async_read_header(stream_, buffer_, parser, use_tuple);
+            auto [ec, n] =
+                co_await beast_http::async_read_header(stream_, buffer_, parser, use_tuple);
             if (ec) {
                 co_await on_read_error(ec, nullptr, 11);
                 break;
@@ -740,7 +741,7 @@ class connection final : public live_session {
             const auto& head = parser.get();
             const unsigned version = head.version() == 10 ? 10 : 11;
             if (const auto why = bad_framing(parser); !why.empty()) {
-                co_await send_simple(version, http::status::bad_request, false,
+                co_await send_simple(version, beast_http::status::bad_request, false,
                                      error_body(why, "invalid_request", 400), nullptr);
                 break;
             }
@@ -750,7 +751,7 @@ class connection final : public live_session {
                 ticket.emplace();
                 owner_.begin_call(*ticket, head, path, id_);
             }
-            if (version == 11 && beast::iequals(head[http::field::expect], "100-continue")) {
+            if (version == 11 && beast::iequals(head[beast_http::field::expect], "100-continue")) {
                 static constexpr std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
                 lowest().expires_after(write_timeout);
                 auto [wec, wn] = co_await asio::async_write(stream_, asio::buffer(cont), use_tuple);
@@ -761,13 +762,14 @@ class connection final : public live_session {
             }
             if (!parser.is_done()) {
                 lowest().expires_after(body_timeout);
-                auto [bec, bn] = co_await http::async_read(stream_, buffer_, parser, use_tuple);
+                auto [bec, bn] =
+                    co_await beast_http::async_read(stream_, buffer_, parser, use_tuple);
                 if (bec) {
                     co_await on_read_error(bec, ticket ? &*ticket : nullptr, version);
                     break;
                 }
             }
-            http::request<http::string_body> req = parser.release();
+            beast_http::request<beast_http::string_body> req = parser.release();
             const bool keep = req.keep_alive();
             bool again = false;
             if (ticket) {
@@ -788,13 +790,13 @@ class connection final : public live_session {
 
   private:
     // --- reading -----------------------------------------------------------------------------
-    static std::string bad_framing(const http::request_parser<http::string_body>& p) {
+    static std::string bad_framing(const beast_http::request_parser<beast_http::string_body>& p) {
         const auto& h = p.get();
         if (h.version() != 10 && h.version() != 11) {
             return "unsupported HTTP version";
         }
-        const bool te = h.find(http::field::transfer_encoding) != h.end();
-        if (te && h.find(http::field::content_length) != h.end()) {
+        const bool te = h.find(beast_http::field::transfer_encoding) != h.end();
+        if (te && h.find(beast_http::field::content_length) != h.end()) {
             return "Transfer-Encoding together with Content-Length";
         }
         if (te && h.version() == 10) {
@@ -809,23 +811,25 @@ class connection final : public live_session {
     // A failed read: garbage gets an answer (400/413/431) and a close, a hang-up just ends.
     asio::awaitable<void> on_read_error(error_code ec, call_ticket* ticket, unsigned version) {
         const bool http_error =
-            ec.category() == http::make_error_code(http::error::end_of_stream).category();
-        if (!http_error || ec == http::error::end_of_stream || ec == http::error::partial_message) {
+            ec.category() ==
+            beast_http::make_error_code(beast_http::error::end_of_stream).category();
+        if (!http_error || ec == beast_http::error::end_of_stream ||
+            ec == beast_http::error::partial_message) {
             peer_gone_ = true;  // EOF, reset, timeout, TLS truncation, stop()
             if (ticket != nullptr) {
                 ticket->finish(false, true);
             }
             co_return;
         }
-        auto status = http::status::bad_request;
+        auto status = beast_http::status::bad_request;
         int code = 400;
         std::string message = "malformed request: " + ec.message();
-        if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
-            status = http::status::request_header_fields_too_large;
+        if (ec == beast_http::error::header_limit || ec == beast_http::error::buffer_overflow) {
+            status = beast_http::status::request_header_fields_too_large;
             code = 431;
             message = "request header too large";
-        } else if (ec == http::error::body_limit) {
-            status = http::status::payload_too_large;
+        } else if (ec == beast_http::error::body_limit) {
+            status = beast_http::status::payload_too_large;
             code = 413;
             message = "request body too large";
         }
@@ -894,7 +898,7 @@ class connection final : public live_session {
 
     // A whole response in one go. With a ticket, the call counts as completed before the write
     // (see last_write_done).
-    asio::awaitable<bool> write_response(http::response<http::string_body>& res,
+    asio::awaitable<bool> write_response(beast_http::response<beast_http::string_body>& res,
                                          call_ticket* ticket) {
         std::ostringstream os;  // serialised first, so the byte count is known before the write
         os << res;
@@ -915,16 +919,16 @@ class connection final : public live_session {
     }
 
     // A complete small response; finishes the ticket if there is one. Returns "keep going".
-    asio::awaitable<bool> send_simple(unsigned version, http::status status, bool keep,
+    asio::awaitable<bool> send_simple(unsigned version, beast_http::status status, bool keep,
                                       std::string body, call_ticket* ticket,
                                       std::string_view content_type = "application/json",
                                       const overrides* ov = nullptr,
                                       const std::string* request_id = nullptr) {
-        http::response<http::string_body> res{status, version};
-        res.set(http::field::server, server_name);
+        beast_http::response<beast_http::string_body> res{status, version};
+        res.set(beast_http::field::server, server_name);
         const auto code = static_cast<unsigned>(status);
         if (code != 204 && code != 304) {
-            res.set(http::field::content_type, content_type);
+            res.set(beast_http::field::content_type, content_type);
             res.body() = std::move(body);
         }
         if (request_id != nullptr) {
@@ -1003,27 +1007,28 @@ class connection final : public live_session {
     }
 
     // --- control endpoints ---------------------------------------------------------------------
-    asio::awaitable<bool> answer_control(const http::request<http::string_body>& req,
+    asio::awaitable<bool> answer_control(const beast_http::request<beast_http::string_body>& req,
                                          const std::string& path, bool keep) {
         const unsigned version = req.version();
         const auto method = req.method();
-        if (path == "/__stats" && method == http::verb::get) {
-            co_return co_await send_simple(version, http::status::ok, keep,
+        if (path == "/__stats" && method == beast_http::verb::get) {
+            co_return co_await send_simple(version, beast_http::status::ok, keep,
                                            json::serialize(to_json(owner_.stats())), nullptr);
         }
-        if (path == "/__calls" && method == http::verb::get) {
+        if (path == "/__calls" && method == beast_http::verb::get) {
             json::array all;
             for (const auto& r : owner_.calls()) {
                 all.emplace_back(to_json(r));
             }
-            co_return co_await send_simple(version, http::status::ok, keep, json::serialize(all),
+            co_return co_await send_simple(version, beast_http::status::ok, keep,
+                                           json::serialize(all), nullptr);
+        }
+        if (path == "/__reset" && method == beast_http::verb::post) {
+            owner_.reset();
+            co_return co_await send_simple(version, beast_http::status::no_content, keep, {},
                                            nullptr);
         }
-        if (path == "/__reset" && method == http::verb::post) {
-            owner_.reset();
-            co_return co_await send_simple(version, http::status::no_content, keep, {}, nullptr);
-        }
-        if ((path == "/models" || path == "/v1/models") && method == http::verb::get) {
+        if ((path == "/models" || path == "/v1/models") && method == beast_http::verb::get) {
             json::array data;
             for (const char* id : {"sonar", "sonar-pro", "sonar-reasoning", "sonar-reasoning-pro",
                                    "sonar-deep-research"}) {
@@ -1037,16 +1042,16 @@ class connection final : public live_session {
             json::object list;
             list["object"] = "list";
             list["data"] = std::move(data);
-            co_return co_await send_simple(version, http::status::ok, keep, json::serialize(list),
-                                           nullptr);
+            co_return co_await send_simple(version, beast_http::status::ok, keep,
+                                           json::serialize(list), nullptr);
         }
         co_return co_await send_simple(
-            version, http::status::method_not_allowed, keep,
+            version, beast_http::status::method_not_allowed, keep,
             error_body("method not allowed on " + path, "invalid_request", 405), nullptr);
     }
 
     // --- calls -----------------------------------------------------------------------------------
-    asio::awaitable<bool> answer_call(const http::request<http::string_body>& req,
+    asio::awaitable<bool> answer_call(const beast_http::request<beast_http::string_body>& req,
                                       const std::string& path, call_ticket& ticket, bool keep) {
         const auto received = std::chrono::steady_clock::now();
         const unsigned version = req.version();
@@ -1062,13 +1067,13 @@ class connection final : public live_session {
 
         if (path != "/chat/completions" && path != "/v1/chat/completions") {
             co_return co_await send_simple(
-                version, http::status::not_found, keep,
+                version, beast_http::status::not_found, keep,
                 error_body("no such endpoint: " + path, "not_found", 404), &ticket,
                 "application/json", nullptr, &a.id);
         }
-        if (req.method() != http::verb::post) {
+        if (req.method() != beast_http::verb::post) {
             co_return co_await send_simple(
-                version, http::status::method_not_allowed, keep,
+                version, beast_http::status::method_not_allowed, keep,
                 error_body("use POST for " + path, "invalid_request", 405), &ticket,
                 "application/json", nullptr, &a.id);
         }
@@ -1091,7 +1096,7 @@ class connection final : public live_session {
             }
         }
         if (!problem.empty()) {
-            co_return co_await send_simple(version, http::status::bad_request, keep,
+            co_return co_await send_simple(version, beast_http::status::bad_request, keep,
                                            error_body(problem, "invalid_request", 400), &ticket,
                                            "application/json", nullptr, &a.id);
         }
@@ -1128,19 +1133,20 @@ class connection final : public live_session {
         }
         if (fault && ov.status) {
             const auto code = static_cast<int>(*ov.status);
-            http::response<http::string_body> res;
+            beast_http::response<beast_http::string_body> res;
             res.version(version);
             res.result(static_cast<unsigned>(code));
-            res.set(http::field::server, server_name);
+            res.set(beast_http::field::server, server_name);
             res.set("x-request-id", a.id);
             if (code != 204 && code != 304) {
-                res.set(http::field::content_type, ov.content_type.value_or("application/json"));
+                res.set(beast_http::field::content_type,
+                        ov.content_type.value_or("application/json"));
                 res.body() = ov.error_body ? *ov.error_body
                                            : error_body("mock injected " + std::to_string(code),
                                                         "mock_error", code);
             }
             if (ov.retry_after) {
-                res.set(http::field::retry_after, *ov.retry_after);
+                res.set(beast_http::field::retry_after, *ov.retry_after);
             }
             if (ov.retry_after_ms) {
                 res.set("retry-after-ms", std::to_string(*ov.retry_after_ms));
@@ -1155,7 +1161,7 @@ class connection final : public live_session {
         }
 
         std::string tenant = "none";
-        if (const auto it = req.find(http::field::authorization); it != req.end()) {
+        if (const auto it = req.find(beast_http::field::authorization); it != req.end()) {
             tenant = sha256_hex(it->value()).substr(0, 8);
         } else if (const auto key = req.find("x-api-key"); key != req.end()) {
             tenant = sha256_hex(key->value()).substr(0, 8);
@@ -1169,9 +1175,10 @@ class connection final : public live_session {
         co_return co_await answer_json(req, a, ov, pieces, ticket, keep);
     }
 
-    asio::awaitable<bool> answer_json(const http::request<http::string_body>& req, const answer& a,
-                                      const overrides& ov, const std::vector<std::string>& pieces,
-                                      call_ticket& ticket, bool keep) {
+    asio::awaitable<bool> answer_json(const beast_http::request<beast_http::string_body>& req,
+                                      const answer& a, const overrides& ov,
+                                      const std::vector<std::string>& pieces, call_ticket& ticket,
+                                      bool keep) {
         std::string content;
         for (const auto& p : pieces) {
             content += p;
@@ -1196,9 +1203,9 @@ class connection final : public live_session {
             body = json::serialize(
                 completion_json(a, object, content, "", count_words(content), true));
         }
-        http::response<http::string_body> res{http::status::ok, req.version()};
-        res.set(http::field::server, server_name);
-        res.set(http::field::content_type, ov.content_type.value_or("application/json"));
+        beast_http::response<beast_http::string_body> res{beast_http::status::ok, req.version()};
+        res.set(beast_http::field::server, server_name);
+        res.set(beast_http::field::content_type, ov.content_type.value_or("application/json"));
         res.set("x-request-id", a.id);
         for (const auto& [name, value] : ov.headers) {
             res.set(name, value);
@@ -1229,7 +1236,7 @@ class connection final : public live_session {
         return out;
     }
 
-    asio::awaitable<bool> answer_stream(const http::request<http::string_body>& req,
+    asio::awaitable<bool> answer_stream(const beast_http::request<beast_http::string_body>& req,
                                         const answer& a, const overrides& ov,
                                         const std::vector<std::string>& pieces, bool fault,
                                         call_ticket& ticket, bool keep,
@@ -1246,10 +1253,10 @@ class connection final : public live_session {
         const std::optional<std::int64_t> drop_after = fault ? ov.drop_after : std::nullopt;
         const std::optional<std::int64_t> error_after = fault ? ov.error_after : std::nullopt;
 
-        http::response<http::empty_body> res{http::status::ok, req.version()};
-        res.set(http::field::server, server_name);
-        res.set(http::field::content_type, ov.content_type.value_or("text/event-stream"));
-        res.set(http::field::cache_control, "no-cache");
+        beast_http::response<beast_http::empty_body> res{beast_http::status::ok, req.version()};
+        res.set(beast_http::field::server, server_name);
+        res.set(beast_http::field::content_type, ov.content_type.value_or("text/event-stream"));
+        res.set(beast_http::field::cache_control, "no-cache");
         res.set("x-request-id", a.id);
         for (const auto& [name, value] : ov.headers) {
             res.set(name, value);
@@ -1258,9 +1265,9 @@ class connection final : public live_session {
             res.chunked(true);
         }
         res.keep_alive(keep);
-        http::response_serializer<http::empty_body> sr{res};
+        beast_http::response_serializer<beast_http::empty_body> sr{res};
         lowest().expires_after(write_timeout);
-        auto [hec, hn] = co_await http::async_write_header(stream_, sr, use_tuple);
+        auto [hec, hn] = co_await beast_http::async_write_header(stream_, sr, use_tuple);
         ticket.head_sent(200, true, hn);
         if (hec) {
             peer_gone_ = true;

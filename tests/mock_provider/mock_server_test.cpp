@@ -26,7 +26,7 @@ namespace {
 
 namespace asio = boost::asio;
 namespace beast = boost::beast;
-namespace http = beast::http;
+namespace beast_http = beast::http;
 namespace ssl = asio::ssl;
 namespace json = boost::json;
 using tcp = asio::ip::tcp;
@@ -88,7 +88,7 @@ class client {
         return run(connect_op(*tcp_));
     }
 
-    response request(http::verb method, std::string target, std::string body = {},
+    response request(beast_http::verb method, std::string target, std::string body = {},
                      header_list headers = {}, unsigned version = 11) {
         auto req = make_request(method, std::move(target), std::move(body), headers, version);
         if (tls_) {
@@ -100,12 +100,13 @@ class client {
     response post(const std::string& body,
                   header_list headers = {{"authorization", "Bearer key-a"}},
                   unsigned version = 11) {
-        return request(http::verb::post, "/chat/completions", body, std::move(headers), version);
+        return request(beast_http::verb::post, "/chat/completions", body, std::move(headers),
+                       version);
     }
 
     // Sends a request and does not wait for the answer.
     void send(const std::string& body, header_list headers = {}) {
-        auto req = make_request(http::verb::post, "/chat/completions", body, headers, 11);
+        auto req = make_request(beast_http::verb::post, "/chat/completions", body, headers, 11);
         if (tls_) {
             run(exchange(*tls_, std::move(req), false));
         } else {
@@ -142,20 +143,22 @@ class client {
         return result.get();
     }
 
-    static http::request<http::string_body> make_request(http::verb method, std::string target,
-                                                         std::string body,
-                                                         const header_list& headers,
-                                                         unsigned version) {
-        http::request<http::string_body> req{method, target, version};
-        req.set(http::field::host, "127.0.0.1");
+    static beast_http::request<beast_http::string_body> make_request(beast_http::verb method,
+                                                                     std::string target,
+                                                                     std::string body,
+                                                                     const header_list& headers,
+                                                                     unsigned version) {
+        beast_http::request<beast_http::string_body> req{method, target, version};
+        req.set(beast_http::field::host, "127.0.0.1");
         for (const auto& [name, value] : headers) {
             req.set(name, value);
         }
-        if (method == http::verb::post && req.find(http::field::content_type) == req.end()) {
-            req.set(http::field::content_type, "application/json");
+        if (method == beast_http::verb::post &&
+            req.find(beast_http::field::content_type) == req.end()) {
+            req.set(beast_http::field::content_type, "application/json");
         }
         req.body() = std::move(body);
-        if (method == http::verb::post || !req.body().empty()) {
+        if (method == beast_http::verb::post || !req.body().empty()) {
             req.prepare_payload();
         }
         if (version == 10) {
@@ -182,9 +185,10 @@ class client {
     }
 
     template <class Stream>
-    asio::awaitable<response> exchange(Stream& s, http::request<http::string_body> req, bool read) {
+    asio::awaitable<response> exchange(Stream& s, beast_http::request<beast_http::string_body> req,
+                                       bool read) {
         beast::get_lowest_layer(s).expires_after(op_timeout);
-        auto [ec, n] = co_await http::async_write(s, req, use_tuple);
+        auto [ec, n] = co_await beast_http::async_write(s, req, use_tuple);
         if (ec) {
             response r;
             r.ec = ec;
@@ -198,10 +202,10 @@ class client {
 
     template <class Stream>
     asio::awaitable<response> read_op(Stream& s) {
-        http::response_parser<http::string_body> parser;
+        beast_http::response_parser<beast_http::string_body> parser;
         parser.body_limit(512u << 20);
         beast::get_lowest_layer(s).expires_after(op_timeout);
-        auto [ec, n] = co_await http::async_read(s, buffer_, parser, use_tuple);
+        auto [ec, n] = co_await beast_http::async_read(s, buffer_, parser, use_tuple);
         response r;
         r.ec = ec;
         if (parser.is_header_done()) {
@@ -551,7 +555,7 @@ TEST_CASE("drop_after: the client sees a truncated chunked body") {
     const auto r =
         one_call(mock->port(), chat_body("cut", true, R"({"drop_after":2,"chunk_interval_ms":5})"));
     CHECK(r.status == 200);
-    CHECK(r.ec == http::error::partial_message);
+    CHECK(r.ec == beast_http::error::partial_message);
     const auto s = parse_sse(r.body);
     CHECK(s.events.size() == 2);
     CHECK(s.done == 0);
@@ -721,11 +725,11 @@ TEST_CASE("control endpoints over HTTP: /__stats, /__calls, /__reset, /models") 
     const std::string body = chat_body("count me");
     REQUIRE(c.post(body).status == 200);
 
-    const auto models = c.request(http::verb::get, "/models");
+    const auto models = c.request(beast_http::verb::get, "/models");
     REQUIRE(models.status == 200);
     CHECK(models.json_body().at("data").as_array().at(0).at("id").as_string() == "sonar");
 
-    const auto stats = c.request(http::verb::get, "/__stats");
+    const auto stats = c.request(beast_http::verb::get, "/__stats");
     REQUIRE(stats.status == 200);
     const auto j = stats.json_body().as_object();
     CHECK(j.at("calls").to_number<int>() == 1);
@@ -735,7 +739,7 @@ TEST_CASE("control endpoints over HTTP: /__stats, /__calls, /__reset, /models") 
     CHECK(j.at("calls_per_path").at("/chat/completions").to_number<int>() == 1);
     CHECK(j.at("calls_per_body_hash").at(sha256_hex(body)).to_number<int>() == 1);
 
-    const auto calls = c.request(http::verb::get, "/__calls");
+    const auto calls = c.request(beast_http::verb::get, "/__calls");
     REQUIRE(calls.status == 200);
     const auto arr = calls.json_body().as_array();
     REQUIRE(arr.size() == 1);
@@ -743,7 +747,7 @@ TEST_CASE("control endpoints over HTTP: /__stats, /__calls, /__reset, /models") 
     CHECK(arr[0].at("body_sha256").as_string() == sha256_hex(body));
     CHECK(arr[0].at("completed").as_bool());
 
-    const auto reset = c.request(http::verb::post, "/__reset");
+    const auto reset = c.request(beast_http::verb::post, "/__reset");
     CHECK(reset.status == 204);
     const auto st = mock->stats();
     CHECK(st.calls == 0);
@@ -751,7 +755,7 @@ TEST_CASE("control endpoints over HTTP: /__stats, /__calls, /__reset, /models") 
     CHECK(st.completed == 0);
     CHECK(st.calls_per_body_hash.empty());
     CHECK(mock->calls().empty());
-    const auto after = c.request(http::verb::get, "/__stats").json_body();
+    const auto after = c.request(beast_http::verb::get, "/__stats").json_body();
     CHECK(after.at("calls").to_number<int>() == 0);
 
     // Calls continue with fresh sequence numbers, never reused.
@@ -773,9 +777,9 @@ TEST_CASE("errors: bad JSON and missing fields are 400 calls, unknown path 404, 
     CHECK(c.post(R"({"messages":[]})").status == 400);
     CHECK(c.post(chat_body("x", false, R"({"latancy_ms":5})")).status == 400);
     CHECK(c.post(chat_body("x", false, R"({"status":"429"})")).status == 400);
-    const auto unknown = c.request(http::verb::post, "/async/chat/completions", "{}");
+    const auto unknown = c.request(beast_http::verb::post, "/async/chat/completions", "{}");
     CHECK(unknown.status == 404);
-    CHECK(c.request(http::verb::get, "/__reset").status == 405);
+    CHECK(c.request(beast_http::verb::get, "/__reset").status == 405);
     const auto st = mock->stats();
     CHECK(st.calls == 6);
     CHECK(st.calls_per_path.at("/async/chat/completions") == 1);

@@ -327,7 +327,7 @@ std::optional<long> resolve_port(const YAML::Node& container, const YAML::Node& 
 // it does not serve is a 404 here, whatever the source text says.
 unsigned probe_status(const std::string& path, bool ready) {
     namespace asio = boost::asio;
-    namespace http = boost::beast::http;
+    namespace beast_http = boost::beast::http;
     asio::io_context io;
     admin_server admin(io, "127.0.0.1", 0,
                        admin_handlers{[ready] { return ready; }, [] { return std::string(); }});
@@ -338,14 +338,14 @@ unsigned probe_status(const std::string& path, bool ready) {
         asio::io_context client_io;
         asio::ip::tcp::socket socket(client_io);
         socket.connect({asio::ip::make_address("127.0.0.1"), admin.port()});
-        http::request<http::empty_body> req{http::verb::get, path, 11};
-        req.set(http::field::host, "127.0.0.1");
-        req.set(http::field::user_agent, "kube-probe/1.29");
+        beast_http::request<beast_http::empty_body> req{beast_http::verb::get, path, 11};
+        req.set(beast_http::field::host, "127.0.0.1");
+        req.set(beast_http::field::user_agent, "kube-probe/1.29");
         req.keep_alive(false);
-        http::write(socket, req);
+        beast_http::write(socket, req);
         boost::beast::flat_buffer buffer;
-        http::response<http::string_body> res;
-        http::read(socket, buffer, res);
+        beast_http::response<beast_http::string_body> res;
+        beast_http::read(socket, buffer, res);
         status = res.result_int();
     } catch (const std::exception& e) {
         FAIL_CHECK("probe " << path << ": " << e.what());

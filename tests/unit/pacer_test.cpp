@@ -1,6 +1,6 @@
 #include "upstream/pacer.hpp"
 
-#include "http/deadline_sweep.hpp"
+#include "net/deadline_sweep.hpp"
 
 #include <doctest/doctest.h>
 #include <boost/asio/co_spawn.hpp>
@@ -20,7 +20,7 @@
 namespace {
 namespace asio = boost::asio;
 using namespace std::chrono_literals;
-using coalescer::http_rules::deadline_sweep;
+using coalescer::net::deadline_sweep;
 using coalescer::upstream::pacer;
 using steady = std::chrono::steady_clock;
 

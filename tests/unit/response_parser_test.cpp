@@ -16,7 +16,7 @@
 #endif
 
 using namespace coalescer::upstream;
-namespace http = boost::beast::http;
+namespace beast_http = boost::beast::http;
 
 namespace {
 
@@ -32,12 +32,12 @@ std::string parse(response_parser& p, const std::string& text, std::size_t step,
         boost::system::error_code ec;
         pos += p.put(boost::asio::buffer(text.data() + pos, end - pos), ec);
         body.append(buffer.data(), p.body_taken());
-        if (ec && ec != http::error::need_more && ec != http::error::need_buffer) {
+        if (ec && ec != beast_http::error::need_more && ec != beast_http::error::need_buffer) {
             std::string refused = "!";
             refused += ec.message();
             return refused;
         }
-        if (ec == http::error::need_more || (pos == end && !p.is_done())) {
+        if (ec == beast_http::error::need_more || (pos == end && !p.is_done())) {
             if (end == text.size()) {
                 return "!eof";  // the input ended before the message did
             }
@@ -59,12 +59,12 @@ TEST_CASE("response_parser keeps every field in order, names as received, values
         CHECK(p.status() == 429);
         CHECK(p.reason() == "Too Many");
         REQUIRE(p.fields().size() == 5);
-        CHECK(p.fields()[0].name == http::field::retry_after);
+        CHECK(p.fields()[0].name == beast_http::field::retry_after);
         CHECK(p.fields()[1].name_text == "X-Custom");
         CHECK(p.fields()[3].name_text == "x-custom");
         CHECK(p.fields()[3].value == "b");
-        REQUIRE(p.find(http::field::retry_after) != nullptr);
-        CHECK(*p.find(http::field::retry_after) == "3");
+        REQUIRE(p.find(beast_http::field::retry_after) != nullptr);
+        CHECK(*p.find(beast_http::field::retry_after) == "3");
         REQUIRE(p.find("RETRY-AFTER-MS") != nullptr);
         CHECK(*p.find("RETRY-AFTER-MS") == "250");
         CHECK(*p.find("x-CUSTOM") == "a");  // the first of two

@@ -1,4 +1,4 @@
-#include "http/acceptor.hpp"
+#include "net/acceptor.hpp"
 
 #include <boost/asio/post.hpp>
 
@@ -10,7 +10,7 @@
 #include <cerrno>
 #include <stdexcept>
 
-namespace coalescer::http_rules {
+namespace coalescer::net {
 namespace asio = boost::asio;
 using asio::ip::tcp;
 
@@ -104,4 +104,4 @@ accept_status accept_now(tcp::acceptor& acceptor, owned_descriptor& connection,
     }
 }
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::net

@@ -3,7 +3,7 @@
 // session to read.
 #pragma once
 
-#include "http/deadline_sweep.hpp"
+#include "net/deadline_sweep.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
 
@@ -11,7 +11,7 @@
 #include <functional>
 #include <memory>
 
-namespace coalescer::http_rules {
+namespace coalescer::net {
 
 class hangup_watch : public std::enable_shared_from_this<hangup_watch>, private sweep_task {
   public:
@@ -43,4 +43,4 @@ class hangup_watch : public std::enable_shared_from_this<hangup_watch>, private 
     bool disabled_ = false;  // the client sent more bytes: those are the session's, not ours
 };
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::net

@@ -8,7 +8,7 @@
 #include <string>
 #include <utility>
 
-namespace coalescer::http_rules {
+namespace coalescer::net {
 
 // Binds and listens; throws std::runtime_error "cannot listen on <what> ADDRESS:PORT: reason".
 void bind_and_listen(boost::asio::ip::tcp::acceptor& acceptor, const std::string& address,
@@ -48,4 +48,4 @@ accept_status accept_now(boost::asio::ip::tcp::acceptor& acceptor, owned_descrip
 // Makes the listening socket non-blocking, so that accept_now never waits.
 void allow_accept_now(boost::asio::ip::tcp::acceptor& acceptor);
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::net

@@ -1,4 +1,4 @@
-#include "http/socket_write.hpp"
+#include "net/socket_write.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -13,7 +13,7 @@
 #include <cerrno>
 #include <type_traits>
 
-namespace coalescer::http_rules {
+namespace coalescer::net {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 using boost::system::error_code;
@@ -117,4 +117,4 @@ template asio::awaitable<error_code> write_rest(asio::ip::tcp::socket&, socket_d
 template asio::awaitable<error_code> write_rest(tls_stream&, socket_deadline&, buffer_span,
                                                 std::size_t, time_point);
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::net

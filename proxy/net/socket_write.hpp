@@ -5,7 +5,7 @@
 // coroutine resumption per write, on every request and on every subscriber of a fan-out.
 #pragma once
 
-#include "http/deadline_sweep.hpp"
+#include "net/deadline_sweep.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/buffer.hpp>
@@ -16,7 +16,7 @@
 #include <cstddef>
 #include <span>
 
-namespace coalescer::http_rules {
+namespace coalescer::net {
 
 // Sends what the socket takes now, without blocking. Returns the bytes sent; `ec` is set only
 // for a real failure (a full send buffer is not one).
@@ -46,4 +46,4 @@ boost::asio::awaitable<boost::system::error_code> write_rest(
     Stream& stream, socket_deadline& deadline, std::span<const boost::asio::const_buffer> buffers,
     std::size_t sent, Limit limit);
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::net

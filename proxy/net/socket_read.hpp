@@ -11,7 +11,7 @@
 // alone once the reactor has seen the stream's end or urgent data: a FIN or reset that came
 // with the last bytes, or bytes queued behind an urgent mark, bring no edge of their own.
 //
-//     auto attempt = http_rules::read_attempt::now(socket, buffer);
+//     auto attempt = net::read_attempt::now(socket, buffer);
 //     if (!attempt.done()) {
 //         const auto got = co_await socket.async_read_some(buffer, use_tuple);
 //         attempt.waited(socket, got);
@@ -28,7 +28,7 @@
 #include <cstddef>
 #include <tuple>
 
-namespace coalescer::http_rules {
+namespace coalescer::net {
 
 // Cancels a read still queued on the socket from an earlier owner (a hang-up watch's peek that
 // outlived its watch). Queued ahead of a new read, it would take the peer's close for itself:
@@ -58,4 +58,4 @@ class read_attempt {
     bool done_ = false;
 };
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::net

@@ -1,4 +1,4 @@
-#include "http/socket_read.hpp"
+#include "net/socket_read.hpp"
 
 #include <boost/asio/detail/epoll_reactor.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -14,7 +14,7 @@
 // against Boost 1.81's layout and must be checked again on any other version.
 static_assert(BOOST_VERSION == 108100, "socket_read.cpp reaches into Boost 1.81's epoll reactor");
 
-namespace coalescer::http_rules {
+namespace coalescer::net {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
@@ -185,4 +185,4 @@ void read_attempt::waited(asio::ip::tcp::socket& socket, outcome got) noexcept {
     }
 }
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::net

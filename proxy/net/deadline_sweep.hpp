@@ -12,7 +12,7 @@
 #include <chrono>
 #include <vector>
 
-namespace coalescer::http_rules {
+namespace coalescer::net {
 
 class socket_deadline;
 
@@ -88,4 +88,4 @@ class socket_deadline {
     std::size_t index_;  // in sweep_.deadlines_
 };
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::net

@@ -1,6 +1,6 @@
-#include "http/hangup_watch.hpp"
+#include "net/hangup_watch.hpp"
 
-namespace coalescer::http_rules {
+namespace coalescer::net {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
@@ -39,4 +39,4 @@ void hangup_watch::stop() noexcept {
     cancel_task();
 }
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::net

@@ -1,8 +1,8 @@
-#include "http/deadline_sweep.hpp"
+#include "net/deadline_sweep.hpp"
 
 #include <boost/beast/core/error.hpp>
 
-namespace coalescer::http_rules {
+namespace coalescer::net {
 using boost::system::error_code;
 
 void deadline_sweep::start() {
@@ -61,4 +61,4 @@ socket_deadline::~socket_deadline() {
     all.pop_back();
 }
 
-}  // namespace coalescer::http_rules
+}  // namespace coalescer::net
