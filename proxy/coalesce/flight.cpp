@@ -20,22 +20,6 @@ bool finished(flight_state s) noexcept {
 
 }  // namespace
 
-std::string_view to_string(role r) noexcept {
-    switch (r) {
-        case role::leader:
-            return "leader";
-        case role::follower:
-            return "follower";
-        case role::hit:
-            return "hit";
-        case role::bypass:
-            return "bypass";
-        case role::pass:
-            return "pass";
-    }
-    return "unknown";
-}
-
 flight::flight(flight_key key, std::string id, limits lim, registry* owner)
     : key_(key), id_(std::move(id)), limits_(lim), owner_(owner) {}
 
@@ -269,10 +253,9 @@ std::size_t flight::joined_while_live() const {
     return joined_while_live_;
 }
 
-void flight::set_usage(ops::token_counter* counter, std::uint64_t tokens) {
+void flight::set_usage(ops::token_usage usage) {
     std::lock_guard lock(mutex_);
-    usage_counter_ = counter;
-    usage_tokens_ = tokens;
+    usage_ = std::move(usage);
 }
 
 std::optional<std::vector<std::string_view>> flight::body() const {
@@ -283,9 +266,9 @@ std::optional<std::vector<std::string_view>> flight::body() const {
     return std::vector<std::string_view>(chunks_.begin(), chunks_.end());
 }
 
-std::pair<ops::token_counter*, std::uint64_t> flight::usage() const {
+std::optional<ops::token_usage> flight::usage() const {
     std::lock_guard lock(mutex_);
-    return {usage_counter_, usage_tokens_};
+    return usage_;
 }
 
 std::size_t flight::body_bytes() const {

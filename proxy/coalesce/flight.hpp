@@ -6,6 +6,8 @@
 #pragma once
 
 #include "coalesce/flight_key.hpp"
+#include "ops/role.hpp"
+#include "ops/token_usage.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/cancellation_signal.hpp>
@@ -24,10 +26,6 @@
 #include <string_view>
 #include <utility>
 #include <vector>
-
-namespace coalescer::ops {
-struct token_counter;
-}
 
 namespace coalescer::coalesce {
 
@@ -51,8 +49,7 @@ struct response_head {
 
 enum class flight_state { pending, streaming, complete, failed };
 
-enum class role { leader, follower, hit, bypass, pass };
-std::string_view to_string(role r) noexcept;
+using ops::role;
 
 // A parked subscriber. Shared with the flight while parked; the flight wakes it by posting to
 // `executor`, which cancels `timer` there (timers are not thread-safe).
@@ -125,13 +122,14 @@ class flight : public std::enable_shared_from_this<flight> {
     // --- Accounting ---
     std::size_t joined_while_live() const;  // leader + followers
     std::atomic<int> attempts{0};           // upstream attempts made for this flight
-    // Token usage of the upstream response, set by the producer before complete().
-    void set_usage(ops::token_counter* counter, std::uint64_t tokens);
+    // Token usage of the upstream response, set by the producer before complete(): what a
+    // follower or hit is credited with saving.
+    void set_usage(ops::token_usage usage);
     // The whole body, or nullopt once it outgrew max_response_bytes (subscribers free what they
     // have all read, at any moment, from any thread). The producer calls it after its last
     // append; the views stay valid while the flight lives.
     std::optional<std::vector<std::string_view>> body() const;
-    std::pair<ops::token_counter*, std::uint64_t> usage() const;
+    std::optional<ops::token_usage> usage() const;
 
     // --- Retention (the registry) ---
     bool retainable() const;
@@ -170,8 +168,7 @@ class flight : public std::enable_shared_from_this<flight> {
     std::function<void()> canceller_;
     clock::time_point completed_at_{};
     std::size_t joined_while_live_ = 0;
-    ops::token_counter* usage_counter_ = nullptr;
-    std::uint64_t usage_tokens_ = 0;
+    std::optional<ops::token_usage> usage_;
 };
 
 }  // namespace coalescer::coalesce

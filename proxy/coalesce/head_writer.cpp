@@ -60,7 +60,7 @@ std::string serialize_head(const response_head& head, role r, std::string_view f
         out += head.fields;
     }
     out += "x-coalesce: "sv;
-    out += to_string(r);
+    out += ops::to_string(r);
     out += "\r\nx-coalesce-flight: "sv;
     out += flight_id;
     out += "\r\n"sv;

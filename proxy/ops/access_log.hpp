@@ -3,8 +3,8 @@
 // bodies, so no credential can reach the log.
 #pragma once
 
-#include "coalesce/flight.hpp"
 #include "ops/config.hpp"
+#include "ops/role.hpp"
 
 #include <cstdint>
 #include <string_view>
@@ -16,7 +16,7 @@ struct access_record {
     std::string_view method;
     std::string_view target;  // the query part is dropped here
     unsigned status = 0;
-    coalesce::role role = coalesce::role::pass;
+    ops::role role = ops::role::pass;
     std::string_view flight;
     std::string_view key_prefix;
     std::uint64_t bytes_out = 0;

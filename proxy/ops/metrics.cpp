@@ -1,26 +1,9 @@
 #include "ops/metrics.hpp"
 
+#include "ops/exposition.hpp"
+
 namespace coalescer::ops {
 namespace {
-
-std::string escape_label(std::string_view v) {
-    std::string out;
-    for (char c : v) {
-        if (c == '\\' || c == '"') {
-            out += '\\';
-            out += c;
-        } else if (c == '\n') {
-            out += "\\n";
-        } else {
-            out += c;
-        }
-    }
-    return out;
-}
-
-std::string label(std::string_view name, std::string_view value) {
-    return std::string(name) + "=\"" + escape_label(value) + "\"";
-}
 
 std::size_t status_class(unsigned status) noexcept {
     return (status >= 100 && status < 600) ? status / 100 - 1 : 5;
@@ -28,34 +11,9 @@ std::size_t status_class(unsigned status) noexcept {
 
 constexpr std::string_view class_names[] = {"1xx", "2xx", "3xx", "4xx", "5xx", "other"};
 
-void header(std::string& out, std::string_view name, std::string_view type, std::string_view help) {
-    out += "# HELP ";
-    out += name;
-    out += ' ';
-    out += help;
-    out += "\n# TYPE ";
-    out += name;
-    out += ' ';
-    out += type;
-    out += '\n';
-}
-
-void sample(std::string& out, std::string_view name, std::string_view labels,
-            std::string_view value) {
-    out += name;
-    if (!labels.empty()) {
-        out += '{';
-        out += labels;
-        out += '}';
-    }
-    out += ' ';
-    out += value;
-    out += '\n';
-}
-
 }  // namespace
 
-metrics::metrics(const config& cfg) : instance_(next_instance()) {
+metrics::metrics(const config& cfg) {
     for (const auto& r : cfg.routes)
         route_names_.push_back(r.prefix);
     route_names_.push_back("none");
@@ -69,8 +27,8 @@ metrics::metrics(const config& cfg) : instance_(next_instance()) {
         upstreams_.push_back(std::make_unique<per_upstream>());
 }
 
-void metrics::client_request(std::size_t route, coalesce::role role, unsigned status,
-                             double seconds, std::optional<double> ttfb_seconds) noexcept {
+void metrics::client_request(std::size_t route, ops::role role, unsigned status, double seconds,
+                             std::optional<double> ttfb_seconds) noexcept {
     route = std::min(route, route_names_.size() - 1);
     const auto i =
         (route * roles + static_cast<std::size_t>(role)) * classes + status_class(status);
@@ -119,28 +77,6 @@ void metrics::flight_finished(std::size_t subscribers) noexcept {
     subscribers_.observe(static_cast<double>(subscribers));
 }
 
-token_counter& metrics::tokens(std::size_t upstream, const std::string& model) {
-    // A worker's responses mostly name the same model: the last lookup is remembered per thread
-    // rather than taking the shared lock on every response. Counters are never removed; the
-    // instance number (not the address) tells a later metrics object apart.
-    struct last_lookup {
-        std::uint64_t instance = 0;
-        std::size_t upstream = 0;
-        std::string model;
-        token_counter* counter = nullptr;
-    };
-    thread_local last_lookup last;
-    if (last.instance == instance_ && last.upstream == upstream && last.model == model) {
-        return *last.counter;
-    }
-    std::lock_guard lock(tokens_mutex_);
-    auto& slot = tokens_[{upstream, model}];
-    if (!slot)
-        slot = std::make_unique<token_counter>();
-    last = {instance_, upstream, model, slot.get()};
-    return *slot;
-}
-
 std::string metrics::render(const gauges& now) const {
     std::string out;
     out.reserve(16 * 1024);
@@ -155,8 +91,8 @@ std::string metrics::render(const gauges& now) const {
                     continue;
                 sample(out, "coalescer_requests_total",
                        label("route", route_names_[r]) + "," +
-                           label("role", coalesce::to_string(static_cast<coalesce::role>(role))) +
-                           "," + label("status_class", class_names[c]),
+                           label("role", to_string(static_cast<ops::role>(role))) + "," +
+                           label("status_class", class_names[c]),
                        std::to_string(v));
             }
         }
@@ -249,21 +185,6 @@ std::string metrics::render(const gauges& now) const {
     header(out, "coalescer_open_connections", "gauge", "Client connections open now.");
     sample(out, "coalescer_open_connections", "", std::to_string(open_connections()));
 
-    header(out, "coalescer_tokens_spent_total", "counter",
-           "Provider tokens billed for upstream calls, from usage.");
-    {
-        std::lock_guard lock(tokens_mutex_);
-        for (const auto& [key, counter] : tokens_)
-            sample(out, "coalescer_tokens_spent_total",
-                   label("upstream", upstream_names_[key.first]) + "," + label("model", key.second),
-                   std::to_string(counter->spent.load(std::memory_order_relaxed)));
-        header(out, "coalescer_tokens_saved_total", "counter",
-               "Provider tokens followers and hits received without a call.");
-        for (const auto& [key, counter] : tokens_)
-            sample(out, "coalescer_tokens_saved_total",
-                   label("upstream", upstream_names_[key.first]) + "," + label("model", key.second),
-                   std::to_string(counter->saved.load(std::memory_order_relaxed)));
-    }
     return out;
 }
 

@@ -1,12 +1,12 @@
 // Counters and histograms for /metrics. Label sets are fixed at start-up (routes, upstreams,
 // roles, status classes) and preallocated, so the request path only does relaxed atomic adds.
-// The one dynamic label, the model of token counters, is interned once per upstream call.
+// Provider tokens are the usage meter's (usage_meter.hpp).
 #pragma once
 
-#include "coalesce/flight.hpp"
 #include "ops/config.hpp"
 #include "ops/errors.hpp"
 #include "ops/histogram.hpp"
+#include "ops/role.hpp"
 
 #include <array>
 #include <atomic>
@@ -17,16 +17,7 @@
 #include <string>
 #include <vector>
 
-namespace coalescer::coalesce {
-class registry;
-}
-
 namespace coalescer::ops {
-
-struct token_counter {
-    std::atomic<std::uint64_t> spent{0};  // tokens the provider billed: one upstream call
-    std::atomic<std::uint64_t> saved{0};  // tokens followers and hits got without a call
-};
 
 // What /metrics reads from the rest of the process when it renders.
 struct gauges {
@@ -43,7 +34,7 @@ class metrics {
     explicit metrics(const config& cfg);
 
     // route == cfg.routes.size() means "no route matched".
-    void client_request(std::size_t route, coalesce::role role, unsigned status, double seconds,
+    void client_request(std::size_t route, ops::role role, unsigned status, double seconds,
                         std::optional<double> ttfb_seconds) noexcept;
     // One per attempt; status 0: no response (connect failure, timeout, reset).
     void upstream_call(std::size_t upstream, unsigned status) noexcept;
@@ -57,8 +48,6 @@ class metrics {
     void slow_subscriber_dropped() noexcept {
         slow_dropped_.fetch_add(1, std::memory_order_relaxed);
     }
-    // Takes a lock: call once per upstream call, keep the reference for the flight's life.
-    token_counter& tokens(std::size_t upstream, const std::string& model);
 
     void connection_opened() noexcept { open_connections_.fetch_add(1, std::memory_order_relaxed); }
     void connection_closed() noexcept { open_connections_.fetch_sub(1, std::memory_order_relaxed); }
@@ -100,13 +89,6 @@ class metrics {
     histogram subscribers_{histogram::counts()};
     std::atomic<std::uint64_t> slow_dropped_{0};
     std::atomic<std::int64_t> open_connections_{0};
-    static std::uint64_t next_instance() noexcept {
-        static std::atomic<std::uint64_t> counter{0};
-        return ++counter;
-    }
-    const std::uint64_t instance_;  // never 0, never reused
-    mutable std::mutex tokens_mutex_;
-    std::map<std::pair<std::size_t, std::string>, std::unique_ptr<token_counter>> tokens_;
 };
 
 }  // namespace coalescer::ops

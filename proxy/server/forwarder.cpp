@@ -175,6 +175,7 @@ upstream::exchange_context exchange_for(const route_match& match, worker& self,
             self.pools[index],
             *context.pacers[index],
             context.metrics,
+            context.usage,
             index,
             self.deadlines,
             self.index,
@@ -301,8 +302,8 @@ asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
     account(delivered, flight.id(), flight.attempts.load(std::memory_order_relaxed),
             match->route_index, record, context, started);
     if (delivered.complete && (record.role == role::follower || record.role == role::hit)) {
-        if (const auto [counter, tokens] = flight.usage(); counter != nullptr) {
-            counter->saved.fetch_add(tokens, std::memory_order_relaxed);  // what it got for free
+        if (const auto usage = flight.usage()) {
+            context.usage.saved(match->route->upstream_index, *usage);  // what it got for free
         }
     }
     co_return delivered.reusable;

@@ -9,6 +9,7 @@
 #include "ops/access_log.hpp"
 #include "ops/config.hpp"
 #include "ops/metrics.hpp"
+#include "ops/usage_meter.hpp"
 #include "server/router.hpp"
 #include "upstream/pacer.hpp"
 #include "upstream/pool.hpp"
@@ -40,6 +41,7 @@ struct proxy_context {
         upstream_tls;                                      // by upstream; null for http
     std::vector<std::unique_ptr<upstream::pacer>> pacers;  // by upstream
     ops::metrics metrics;
+    ops::usage_meter usage;
     ops::access_log log;
     std::atomic<bool> draining{false};  // from the signal on: /readyz 503, Connection: close
     std::atomic<bool> refusing{false};  // after drain_delay: no new requests

@@ -12,6 +12,17 @@ namespace coalescer::server {
 namespace asio = boost::asio;
 using boost::system::error_code;
 
+namespace {
+
+std::vector<std::string> upstream_names(const ops::config& cfg) {
+    std::vector<std::string> names;
+    for (const auto& up : cfg.upstreams)
+        names.push_back(up.name);
+    return names;
+}
+
+}  // namespace
+
 proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg,
                              const std::vector<asio::any_io_executor>& loops)
     : config(cfg),
@@ -20,6 +31,7 @@ proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg,
       keys(cfg->coalesce),
       flights(cfg->coalesce),
       metrics(*cfg),
+      usage(upstream_names(*cfg)),
       log(cfg->log) {
     flights.on_flight_end(
         [this](std::size_t subscribers) { metrics.flight_finished(subscribers); });
@@ -80,7 +92,9 @@ std::string server::render_metrics() const {
         now.pacer_queued.push_back(p->queued());
         now.pacer_in_use.push_back(p->in_use());
     }
-    return context_->metrics.render(now);
+    auto text = context_->metrics.render(now);
+    context_->usage.render(text);
+    return text;
 }
 
 void server::start() {

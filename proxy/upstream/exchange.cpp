@@ -441,16 +441,14 @@ void release_connection(response_start& response, exchange_context& context) {
     response.conn->close();
 }
 
-std::pair<ops::token_counter*, std::uint64_t> count_tokens(exchange_context& context,
-                                                           std::string_view content_type,
-                                                           std::span<const std::string_view> body) {
-    const auto usage = ops::extract_usage(content_type, body);
-    if (!usage) {
-        return {nullptr, 0};
+std::optional<ops::token_usage> count_tokens(exchange_context& context,
+                                             std::string_view content_type,
+                                             std::span<const std::string_view> body) {
+    auto usage = ops::extract_usage(content_type, body);
+    if (usage) {
+        context.usage.spent(context.upstream_index, *usage);
     }
-    auto& counter = context.metrics.tokens(context.upstream_index, usage->model);
-    counter.spent.fetch_add(usage->tokens, std::memory_order_relaxed);
-    return {&counter, usage->tokens};
+    return usage;
 }
 
 asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_request request,
@@ -499,9 +497,8 @@ asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_r
         co_return;
     }
     if (const auto body = flight->body()) {  // null when part of it was already freed
-        if (const auto [counter, tokens] = count_tokens(context, response.content_type, *body);
-            counter != nullptr) {
-            flight->set_usage(counter, tokens);
+        if (auto usage = count_tokens(context, response.content_type, *body)) {
+            flight->set_usage(std::move(*usage));
         }
     }
     flight->complete();

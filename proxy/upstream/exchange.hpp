@@ -5,6 +5,7 @@
 #include "coalesce/flight.hpp"
 #include "ops/config.hpp"
 #include "ops/metrics.hpp"
+#include "ops/usage_meter.hpp"
 #include "upstream/pacer.hpp"
 #include "upstream/pool.hpp"
 
@@ -32,6 +33,7 @@ struct exchange_context {
     pool& connections;               // the calling worker's
     pacer& admission;                // the upstream's, shared by all workers
     ops::metrics& metrics;
+    ops::usage_meter& usage;
     std::size_t upstream_index;
     net::deadline_sweep& deadlines;  // the calling worker's
     std::size_t worker;              // the calling worker's index: its pacer lane
@@ -80,11 +82,11 @@ void release_connection(response_start& response, exchange_context& context);
 // Counts an upstream protocol error by kind (no-op for other errors).
 void note_protocol_error(exchange_context& context, boost::system::error_code ec);
 
-// Adds the provider's billed tokens (from the response's own `usage`) to the metrics; returns
-// the counter and the tokens so followers can be credited with what they saved.
-std::pair<ops::token_counter*, std::uint64_t> count_tokens(exchange_context& context,
-                                                           std::string_view content_type,
-                                                           std::span<const std::string_view> body);
+// Counts the provider's billed tokens (from the response's own `usage`) as spent, and returns
+// them so followers can be credited with what they saved.
+std::optional<ops::token_usage> count_tokens(exchange_context& context,
+                                             std::string_view content_type,
+                                             std::span<const std::string_view> body);
 
 // Runs until the flight completes or fails; never throws. Waits for a pacer slot, retries
 // before the head where the provider cannot have done the work, then streams the body.
