@@ -1,6 +1,6 @@
 #include "coalesce/flight.hpp"
 
-#include "coalesce/head_writer.hpp"
+#include "http/head_writer.hpp"
 
 #include "coalesce/registry.hpp"
 
@@ -124,11 +124,12 @@ void flight::unpark(const std::shared_ptr<waiter>& w) {
     }
 }
 
-void flight::publish_head(response_head head, bool more_follows) {
-    head.follower_text =
-        serialize_head(head, role::follower, id_, {}, framing_for(head, true, true));
+void flight::publish_head(http::response_head head, bool more_follows) {
+    flight_head published{std::move(head), {}};
+    published.follower_text = http::serialize_head(published, ops::to_string(role::follower), id_,
+                                                   {}, http::framing_for(published, true, true));
     std::unique_lock lock(mutex_);
-    head_ = std::make_shared<const response_head>(std::move(head));
+    head_ = std::make_shared<const flight_head>(std::move(published));
     state_ = flight_state::streaming;
     if (!more_follows) {
         wake_all(lock);
@@ -242,7 +243,7 @@ std::size_t flight::retained_bytes() const {
 std::size_t flight::retained_bytes_locked() const {
     std::size_t head = 0;
     if (head_ != nullptr) {
-        head = sizeof(response_head) + head_->reason.size() + head_->fields.size() +
+        head = sizeof(flight_head) + head_->reason.size() + head_->fields.size() +
                head_->follower_text.size();
     }
     return sizeof(flight) + id_.size() + body_bytes_ + chunks_.size() * sizeof(std::string) + head;

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "coalesce/flight_key.hpp"
+#include "http/response_head.hpp"
 #include "ops/role.hpp"
 #include "ops/token_usage.hpp"
 
@@ -31,19 +32,9 @@ namespace coalescer::coalesce {
 
 using clock = std::chrono::steady_clock;
 
-// The upstream response head as every subscriber sees it: hop-by-hop and framing headers removed.
-struct response_head {
-    unsigned status = 0;
-    std::string reason;
-    // The end-to-end fields as "Name: value\r\n" lines in upstream order, ready to copy into
-    // every client's head (one string, not a string pair per field).
-    std::string fields;
-    bool has_age = false;  // upstream sent Age: a hit's head replaces it with its own
-    std::optional<std::uint64_t>
-        content_length;     // nullopt: upstream streamed (chunked or until close)
-    bool no_store = false;  // upstream said Cache-Control: no-store/private
-    bool has_body = true;   // false for HEAD, 1xx, 204, 304
-    // The head as most subscribers get it (follower, HTTP/1.1, keep-alive), serialized once.
+// The head a flight publishes: the answer's, and the text most subscribers send (a follower on
+// a keep-alive HTTP/1.1 connection), serialized once for all of them.
+struct flight_head : http::response_head {
     std::string follower_text;
 };
 
@@ -63,7 +54,7 @@ struct waiter {
 // What a subscriber gets from one read of the log.
 struct log_read {
     flight_state state = flight_state::pending;
-    std::shared_ptr<const response_head> head;  // set once the head arrived
+    std::shared_ptr<const flight_head> head;  // set once the head arrived
     // From the cursor on. The bytes stay valid while the reader holds the flight and has not
     // read past them: chunks are freed only below every subscriber's cursor.
     std::vector<std::string_view> chunks;
@@ -111,7 +102,7 @@ class flight : public std::enable_shared_from_this<flight> {
     // `more_follows`: the producer appends or ends the flight right after this call, without
     // waiting; subscribers are woken once for all of it, so each writes once (a JSON answer
     // usually arrives whole with its head).
-    void publish_head(response_head head, bool more_follows = false);
+    void publish_head(http::response_head head, bool more_follows = false);
     void append(std::string bytes, bool more_follows = false);
     void complete();
     void fail(boost::system::error_code ec);
@@ -156,7 +147,7 @@ class flight : public std::enable_shared_from_this<flight> {
     flight_state state_ = flight_state::pending;
     bool over_limit_ = false;
     bool cancelled_ = false;
-    std::shared_ptr<const response_head> head_;
+    std::shared_ptr<const flight_head> head_;
     std::deque<std::string> chunks_;  // append-only: elements never move (deque push_back)
     std::size_t body_bytes_ = 0;
     boost::system::error_code failure_;

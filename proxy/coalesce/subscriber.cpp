@@ -1,6 +1,6 @@
 #include "coalesce/subscriber.hpp"
 
-#include "coalesce/head_writer.hpp"
+#include "http/head_writer.hpp"
 #include "http/header_rules.hpp"
 #include "net/hangup_watch.hpp"
 #include "net/socket_write.hpp"
@@ -68,7 +68,7 @@ asio::awaitable<delivery_result> deliver(Stream& stream, net::socket_deadline& d
     bool chunked = false;
     bool has_body = true;
     std::string head_text;
-    std::shared_ptr<const response_head> head;  // keeps a viewed follower_text alive
+    std::shared_ptr<const flight_head> head;  // keeps a viewed follower_text alive
     std::vector<std::array<char, 20>> chunk_sizes;
     std::vector<asio::const_buffer> buffers;
     give_up_task give_up(parked);
@@ -96,7 +96,7 @@ asio::awaitable<delivery_result> deliver(Stream& stream, net::socket_deadline& d
             } else if (r.head != nullptr) {
                 has_body = r.head->has_body;
                 const auto framing =
-                    framing_for(*r.head, options.client_http11, options.keep_alive);
+                    http::framing_for(*r.head, options.client_http11, options.keep_alive);
                 chunked = framing.chunked;
                 options.keep_alive = framing.keep_alive;
                 std::optional<std::chrono::seconds> age;
@@ -108,7 +108,8 @@ asio::awaitable<delivery_result> deliver(Stream& stream, net::socket_deadline& d
                     options.role == role::follower && framing.keep_alive && options.client_http11;
                 head = r.head;
                 if (!usual) {
-                    head_text = serialize_head(*r.head, options.role, f.id(), age, framing);
+                    head_text = http::serialize_head(*r.head, ops::to_string(options.role), f.id(),
+                                                     age, framing);
                 }
                 result.status = r.head->status;
                 buffers.push_back(asio::buffer(usual ? head->follower_text : head_text));

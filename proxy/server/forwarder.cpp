@@ -1,7 +1,8 @@
 #include "server/forwarder.hpp"
 
+#include "coalesce/fetch.hpp"
 #include "coalesce/subscriber.hpp"
-#include "http/header_rules.hpp"
+#include "http/header_policy.hpp"
 #include "net/use_tuple.hpp"
 #include "ops/errors.hpp"
 #include "server/relay.hpp"
@@ -28,17 +29,6 @@ using clock = std::chrono::steady_clock;
 
 namespace {
 
-bool listed_in_connection(const client_request& request, std::string_view name) {
-    bool found = false;
-    for (const auto& field : request.fields()) {
-        if (field.name == beast_http::field::connection) {
-            http::for_each_list_item(
-                field.value, [&](std::string_view t) { found = found || http::iequals(t, name); });
-        }
-    }
-    return found;
-}
-
 void append_number(std::string& out, std::uint64_t n) {
     char digits[24];
     out.append(digits, std::to_chars(std::begin(digits), std::end(digits), n).ptr);
@@ -62,20 +52,12 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
         append_number(head, up.port);
     }
     head += "\r\n"sv;
-    // Most requests have no Connection header naming others: don't scan for one per field.
-    const bool names_others = request.find(beast_http::field::connection) != nullptr;
+    const http::connection_tokens connection(request.fields());
     for (const auto& field : request.fields()) {
-        const auto known = field.name;
-        if (known == beast_http::field::host || known == beast_http::field::content_length ||
-            known == beast_http::field::accept_encoding || known == beast_http::field::expect) {
+        if (!http::forwarded_upstream(field, connection, cfg.coalesce.bypass_header)) {
             continue;
         }
-        const auto name = field.name_text;
-        if (http::is_hop_by_hop(known) || http::iequals(name, cfg.coalesce.bypass_header) ||
-            (names_others && listed_in_connection(request, name))) {
-            continue;
-        }
-        head += name;
+        head += field.name_text;
         head += ": "sv;
         head += field.value;
         head += "\r\n"sv;
@@ -92,24 +74,6 @@ upstream::upstream_request make_upstream_request(client_request& request, const 
     head += "\r\n"sv;
     return {std::move(head), std::move(request.body()), method == beast_http::verb::head,
             context.tenants.tag(request.fields())};
-}
-
-bool wants_bypass(const client_request& request, const ops::config& cfg) {
-    if (const auto* value = request.find(cfg.coalesce.bypass_header)) {
-        const auto v = http::trim(*value);
-        if (v != "0" && !http::iequals(v, "false")) {
-            return true;
-        }
-    }
-    bool no_cache = false;
-    for (const auto& field : request.fields()) {
-        if (field.name == beast_http::field::cache_control) {
-            http::for_each_list_item(field.value, [&](std::string_view d) {
-                no_cache = no_cache || http::iequals(d, "no-cache") || http::iequals(d, "no-store");
-            });
-        }
-    }
-    return no_cache;
 }
 
 coalesce::flight_key key_of(const client_request& request, const route_match& match,
@@ -185,7 +149,7 @@ upstream::exchange_context exchange_for(const route_match& match, worker& self,
 // The flight's upstream exchange runs on this worker, detached from the client that started it.
 void start_fetch(const std::shared_ptr<coalesce::flight>& flight, client_request& request,
                  const route_match& match, worker& self, proxy_context& context) {
-    auto fetch = upstream::fetch(flight, make_upstream_request(request, match, context),
+    auto fetch = coalesce::fetch(flight, make_upstream_request(request, match, context),
                                  exchange_for(match, self, context));
     asio::co_spawn(self.io, std::move(fetch), asio::detached);
 }
@@ -268,7 +232,8 @@ asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
                                           cfg.routes.size(), record, context, started);
     }
     record.route = match->route->prefix;
-    if (!match->route->coalesce || wants_bypass(request, cfg)) {
+    if (!match->route->coalesce ||
+        http::asks_not_to_share(request.fields(), cfg.coalesce.bypass_header)) {
         record.role = match->route->coalesce ? role::bypass : role::pass;
         co_return co_await relay_alone(stream, deadline, request, *match, keep_alive, self, context,
                                        record, started);

@@ -1,6 +1,6 @@
 #include "server/relay.hpp"
 
-#include "coalesce/head_writer.hpp"
+#include "http/head_writer.hpp"
 #include "net/hangup_watch.hpp"
 #include "net/socket_write.hpp"
 #include "ops/errors.hpp"
@@ -115,9 +115,9 @@ asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadli
     }
 
     const auto framing =
-        coalesce::framing_for(response.head, options.client_http11, options.keep_alive);
-    const auto head_text =
-        coalesce::serialize_head(response.head, options.role, options.exchange_id, {}, framing);
+        http::framing_for(response.head, options.client_http11, options.keep_alive);
+    const auto head_text = http::serialize_head(response.head, ops::to_string(options.role),
+                                                options.exchange_id, {}, framing);
     result.status = response.head.status;
     bool counting = carries_usage(response.content_type);
     std::string usage_text;

@@ -3,6 +3,7 @@
 #include "http/header_rules.hpp"
 #include "ops/errors.hpp"
 #include "ops/token_usage.hpp"
+#include "upstream/response_head.hpp"
 #include "upstream/retry_policy.hpp"
 
 #include <boost/asio/as_tuple.hpp>
@@ -82,93 +83,6 @@ std::chrono::microseconds round_trip(int fd) noexcept {
         return std::chrono::microseconds{0};
     }
     return std::chrono::microseconds{info.tcpi_rtt};
-}
-
-bool token_listed(std::string_view list, std::string_view token) {
-    bool found = false;
-    http::for_each_list_item(list, [&](std::string_view item) {
-        // Cache-Control directives may carry arguments: private="x".
-        const auto name = item.substr(0, item.find('='));
-        found = found || http::iequals(http::trim(name), token);
-    });
-    return found;
-}
-
-// The head as subscribers see it, or an error for framing a proxy must not relay (H-20).
-// `content_type` views the parser's fields.
-error_code make_head(const response_parser& parser, bool head_method, coalesce::response_head& out,
-                     std::string_view& content_type) {
-    // One pass by field code for what decides the rest (each lookup by name is a search).
-    int te_lines = 0;
-    bool te_chunked = false;
-    bool has_cl = false;
-    std::optional<std::string_view> connection_list;  // the first line of each, as msg[] gives
-    std::optional<std::string_view> type;
-    bool names_others = false;  // the Connection list names more than keep-alive
-    std::size_t text_size = 0;
-    for (const auto& field : parser.fields()) {
-        switch (field.name) {
-            case beast_http::field::transfer_encoding:
-                ++te_lines;
-                te_chunked = http::iequals(http::trim(field.value), "chunked");
-                break;
-            case beast_http::field::content_length:
-                has_cl = true;
-                break;
-            case beast_http::field::connection:
-                if (!connection_list) {
-                    connection_list = field.value;
-                    http::for_each_list_item(*connection_list, [&](std::string_view t) {
-                        names_others = names_others || !http::iequals(t, "keep-alive");
-                    });
-                }
-                break;
-            case beast_http::field::content_type:
-                if (!type)
-                    type = field.value;
-                break;
-            default:
-                break;
-        }
-        text_size += field.name_text.size() + field.value.size() + 4;
-    }
-    if (te_lines != 0 && has_cl) {
-        return proxy_errc::upstream_conflicting_framing;
-    }
-    // The sidecar asked for identity and decodes no transfer coding but chunked: relaying
-    // `gzip, chunked` as plain bytes would hand clients a body nobody can read.
-    if (te_lines > 1 || (te_lines == 1 && !te_chunked)) {
-        return proxy_errc::upstream_transfer_coding;
-    }
-    content_type = type.value_or(std::string_view{});
-    out.status = parser.status();
-    out.reason = std::string(parser.reason());
-    out.fields.reserve(text_size);
-    for (const auto& field : parser.fields()) {
-        const auto name = field.name_text;
-        if (http::is_hop_by_hop(field.name) || field.name == beast_http::field::content_length ||
-            (names_others && token_listed(*connection_list, name))) {
-            continue;
-        }
-        if (field.name == beast_http::field::cache_control &&
-            (token_listed(field.value, "no-store") || token_listed(field.value, "private"))) {
-            out.no_store = true;
-        }
-        if (field.name == beast_http::field::set_cookie) {
-            out.no_store = true;  // never replay one client's cookie to another
-        }
-        out.has_age = out.has_age || field.name == beast_http::field::age;
-        out.fields.append(name.data(), name.size());
-        out.fields += ": "sv;
-        out.fields.append(field.value.data(), field.value.size());
-        out.fields += "\r\n"sv;
-    }
-    const unsigned s = out.status;
-    out.has_body = !head_method && !(s / 100 == 1 || s == 204 || s == 304);
-    if (has_cl && (out.has_body || head_method)) {
-        out.content_length = parser.content_length().value_or(0);
-    }
-    return {};
 }
 
 // One attempt's connection and parsed head.
@@ -358,7 +272,7 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
             continue;
         }
         out.ec =
-            a.ec ? a.ec : make_head(*a.parser, request.head_method, out.head, out.content_type);
+            a.ec ? a.ec : read_head(*a.parser, request.head_method, out.head, out.content_type);
         note_protocol_error(context, out.ec);
         out.head_method = request.head_method;
         if (!out.ec) {
@@ -370,9 +284,6 @@ asio::awaitable<response_start> open_response(const upstream_request& request,
     }
 }
 
-namespace {
-
-// Parses body bytes already read into `buffer`, without I/O; returns how many.
 std::size_t parse_buffered_piece(response_start& response, std::span<char> buffer, error_code& ec) {
     auto& parser = *response.parser;
     parser.body_into(buffer);
@@ -385,8 +296,6 @@ std::size_t parse_buffered_piece(response_start& response, std::span<char> buffe
     }
     return parser.body_taken();
 }
-
-}  // namespace
 
 asio::awaitable<error_code> read_body_piece(response_start& response, std::span<char> buffer,
                                             std::size_t& got, const ops::upstream_config& up,
@@ -449,62 +358,6 @@ std::optional<ops::token_usage> count_tokens(exchange_context& context,
         context.usage.spent(context.upstream_index, *usage);
     }
     return usage;
-}
-
-asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight, upstream_request request,
-                            exchange_context context) {
-    const auto& up = context.upstream;
-    const auto executor = co_await asio::this_coro::executor;
-    const deadline total = clock::now() + up.timeouts.total;
-    auto cancel = std::make_shared<exchange_cancel>();
-    flight->set_canceller(
-        [executor, cancel] { asio::post(executor, [cancel] { cancel->cancel(); }); });
-
-    auto response = co_await open_response(request, context, total, cancel);
-    flight->attempts.store(response.attempts, std::memory_order_relaxed);
-    if (response.ec) {
-        flight->fail(response.ec);
-        co_return;
-    }
-    auto& parser = *response.parser;
-    // One read buffer for the whole body; each piece is stored at its own size (a 16 KiB string
-    // shrunk with resize() would keep its capacity: wasted memory, miscounted cache bytes).
-    std::array<char, read_chunk> buffer;
-    error_code ec;
-    // Body bytes that came with the head go out with it: one wake-up, one write per subscriber.
-    std::size_t got = 0;
-    if (!parser.is_done()) {
-        got = parse_buffered_piece(response, buffer, ec);
-    }
-    flight->publish_head(std::move(response.head), !ec && (got != 0 || parser.is_done()));
-    if (got != 0) {
-        flight->append(std::string(buffer.data(), got), !ec && parser.is_done());
-    }
-    while (!ec && !parser.is_done()) {
-        ec = co_await read_body_piece(response, buffer, got, up, total, *cancel);
-        if (got != 0 && !cancel->cancelled) {
-            // The last piece wakes no one: the completion (with the usage) follows at once, so
-            // a subscriber never holds the whole body while its flight is still unfinished (its
-            // client could leave in between and be counted as gone).
-            flight->append(std::string(buffer.data(), got), !ec && parser.is_done());
-        }
-    }
-    context.metrics.upstream_timing(context.upstream_index, response.ttfb,
-                                    seconds_since(response.sent_at));
-    if (ec) {
-        note_protocol_error(context, ec);
-        flight->fail(ec);  // subscribers cut their responses: never a silently short one
-        co_return;
-    }
-    if (const auto body = flight->body()) {  // null when part of it was already freed
-        if (auto usage = count_tokens(context, response.content_type, *body)) {
-            flight->set_usage(std::move(*usage));
-        }
-    }
-    flight->complete();
-    if (!cancel->cancelled) {
-        release_connection(response, context);
-    }
 }
 
 }  // namespace coalescer::upstream

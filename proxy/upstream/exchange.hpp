@@ -1,8 +1,9 @@
-// One upstream exchange feeding a flight: take or open a connection, send the request, publish
-// the response head, append body bytes as they arrive, then complete or fail the flight.
+// One upstream exchange, as a plain HTTP/1.1 client: admission by the pacer, a pooled or new
+// connection, the request sent, retries where the provider cannot have done the work, the
+// answer's head, then its body piece by piece. What feeds a flight is coalesce/fetch.hpp.
 #pragma once
 
-#include "coalesce/flight.hpp"
+#include "http/response_head.hpp"
 #include "ops/config.hpp"
 #include "ops/metrics.hpp"
 #include "ops/usage_meter.hpp"
@@ -56,7 +57,7 @@ struct response_start {
     std::unique_ptr<connection> conn;
     std::unique_ptr<response_parser> parser;
     pacer_slot slot;
-    coalesce::response_head head;
+    http::response_head head;
     std::string_view content_type;                  // views the parser's fields
     std::chrono::steady_clock::time_point sent_at;  // of the attempt that answered
     double ttfb = 0;                                // seconds, that attempt's
@@ -69,6 +70,10 @@ struct response_start {
 boost::asio::awaitable<response_start> open_response(const upstream_request& request,
                                                      exchange_context& context, deadline total,
                                                      std::shared_ptr<exchange_cancel> cancel);
+
+// Parses body bytes that came with the head into `buffer`, without I/O; returns how many.
+std::size_t parse_buffered_piece(response_start& response, std::span<char> buffer,
+                                 boost::system::error_code& ec);
 
 // Reads the next piece of the body into `buffer`; `got` says how much arrived.
 boost::asio::awaitable<boost::system::error_code> read_body_piece(
@@ -87,10 +92,5 @@ void note_protocol_error(exchange_context& context, boost::system::error_code ec
 std::optional<ops::token_usage> count_tokens(exchange_context& context,
                                              std::string_view content_type,
                                              std::span<const std::string_view> body);
-
-// Runs until the flight completes or fails; never throws. Waits for a pacer slot, retries
-// before the head where the provider cannot have done the work, then streams the body.
-boost::asio::awaitable<void> fetch(std::shared_ptr<coalesce::flight> flight,
-                                   upstream_request request, exchange_context context);
 
 }  // namespace coalescer::upstream

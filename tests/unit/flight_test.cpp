@@ -24,8 +24,8 @@ flight_key key_named(unsigned char n) {
     return k;
 }
 
-response_head head_of(unsigned status) {
-    response_head h;
+http::response_head head_of(unsigned status) {
+    http::response_head h;
     h.status = status;
     h.reason = "R";
     h.fields = "Content-Type: application/json\r\n";

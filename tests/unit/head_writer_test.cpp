@@ -1,8 +1,8 @@
-#include "coalesce/head_writer.hpp"
+#include "http/head_writer.hpp"
 
 #include <doctest/doctest.h>
 
-using namespace coalescer::coalesce;
+using namespace coalescer::http;
 
 namespace {
 
@@ -20,7 +20,7 @@ response_head sample_head() {
 
 TEST_CASE("a follower's head carries upstream's fields as sent, then the coalescing labels") {
     const auto text =
-        serialize_head(sample_head(), role::follower, "f-1", std::nullopt, response_framing{});
+        serialize_head(sample_head(), "follower", "f-1", std::nullopt, response_framing{});
     CHECK(text ==
           "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nAge: 99\r\n"
           "x-request-id: r1\r\nage: 7\r\nx-coalesce: follower\r\n"
@@ -28,7 +28,7 @@ TEST_CASE("a follower's head carries upstream's fields as sent, then the coalesc
 }
 
 TEST_CASE("a hit's head replaces every upstream Age line with its own") {
-    const auto text = serialize_head(sample_head(), role::hit, "f-1", std::chrono::seconds(3),
+    const auto text = serialize_head(sample_head(), "hit", "f-1", std::chrono::seconds(3),
                                      response_framing{.chunked = false, .keep_alive = false});
     CHECK(text ==
           "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nx-request-id: r1\r\n"

@@ -2,14 +2,14 @@
 // framing this client can take.
 #pragma once
 
-#include "coalesce/flight.hpp"
+#include "http/response_head.hpp"
 
 #include <chrono>
 #include <optional>
 #include <string>
 #include <string_view>
 
-namespace coalescer::coalesce {
+namespace coalescer::http {
 
 struct response_framing {
     bool chunked = false;    // upstream streamed and the client speaks HTTP/1.1
@@ -19,8 +19,9 @@ struct response_framing {
 response_framing framing_for(const response_head& head, bool client_http11, bool keep_alive);
 
 // `age`: for hits, how long ago the flight completed (replaces upstream's Age).
-std::string serialize_head(const response_head& head, role r, std::string_view flight_id,
-                           std::optional<std::chrono::seconds> age,
+// `role`: the x-coalesce value (leader, follower, hit, bypass, pass).
+std::string serialize_head(const response_head& head, std::string_view role,
+                           std::string_view flight_id, std::optional<std::chrono::seconds> age,
                            const response_framing& framing);
 
-}  // namespace coalescer::coalesce
+}  // namespace coalescer::http

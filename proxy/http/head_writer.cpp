@@ -1,4 +1,4 @@
-#include "coalesce/head_writer.hpp"
+#include "http/head_writer.hpp"
 
 #include "http/header_rules.hpp"
 
@@ -6,7 +6,7 @@
 
 #include <charconv>
 
-namespace coalescer::coalesce {
+namespace coalescer::http {
 using namespace std::string_view_literals;  // appends of literals without strlen()
 namespace beast_http = boost::beast::http;
 
@@ -23,7 +23,7 @@ void append_without_age(std::string& out, std::string_view fields) {
     while (!fields.empty()) {
         const auto end = fields.find("\r\n");
         const auto line = fields.substr(0, end == std::string_view::npos ? fields.size() : end + 2);
-        if (!http::iequals(line.substr(0, line.find(':')), "age")) {
+        if (!iequals(line.substr(0, line.find(':')), "age")) {
             out += line;
         }
         fields.remove_prefix(line.size());
@@ -40,15 +40,15 @@ response_framing framing_for(const response_head& head, bool client_http11, bool
     return f;
 }
 
-std::string serialize_head(const response_head& head, role r, std::string_view flight_id,
-                           std::optional<std::chrono::seconds> age,
+std::string serialize_head(const response_head& head, std::string_view role,
+                           std::string_view flight_id, std::optional<std::chrono::seconds> age,
                            const response_framing& framing) {
     std::string out;
     out.reserve(256 + head.fields.size());
     out += "HTTP/1.1 "sv;
     append_number(out, head.status);
     out += ' ';
-    if (!head.reason.empty() && http::is_safe_value(head.reason)) {
+    if (!head.reason.empty() && is_safe_value(head.reason)) {
         out += head.reason;
     } else {
         out += beast_http::obsolete_reason(static_cast<beast_http::status>(head.status));
@@ -60,7 +60,7 @@ std::string serialize_head(const response_head& head, role r, std::string_view f
         out += head.fields;
     }
     out += "x-coalesce: "sv;
-    out += ops::to_string(r);
+    out += role;
     out += "\r\nx-coalesce-flight: "sv;
     out += flight_id;
     out += "\r\n"sv;
@@ -83,4 +83,4 @@ std::string serialize_head(const response_head& head, role r, std::string_view f
     return out;
 }
 
-}  // namespace coalescer::coalesce
+}  // namespace coalescer::http
