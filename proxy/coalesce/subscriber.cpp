@@ -1,9 +1,8 @@
 #include "coalesce/subscriber.hpp"
 
 #include "http/head_writer.hpp"
-#include "http/header_rules.hpp"
+#include "http/response_writer.hpp"
 #include "net/hangup_watch.hpp"
-#include "net/socket_write.hpp"
 #include "net/use_tuple.hpp"
 #include "ops/errors.hpp"
 
@@ -12,9 +11,6 @@
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/status.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
-
-#include <array>
-#include <cstdio>
 
 namespace coalescer::coalesce {
 namespace asio = boost::asio;
@@ -52,168 +48,210 @@ asio::ip::tcp::socket& socket_of(Stream& stream) {
     return beast::get_lowest_layer(stream);
 }
 
-}  // namespace
+// One client's replay of a flight, from byte 0 to the end (or a cut, or the client leaving).
+template <class Stream>
+class delivery {
+  public:
+    delivery(Stream& stream, net::socket_deadline& deadline, flight& f, std::size_t slot,
+             delivery_options options)
+        : deadline_(deadline),
+          flight_(f),
+          slot_(slot),
+          options_(options),
+          writer_(stream, deadline, options.write_timeout),
+          stream_(stream) {}
+
+    asio::awaitable<delivery_result> run();
+
+  private:
+    enum class woken { more, gone, gave_up };
+
+    void queue_start(const log_read& r);
+    std::size_t queue_chunks(const log_read& r);
+    asio::awaitable<woken> wait_for_more(const std::shared_ptr<waiter>& parked,
+                                         net::hangup_watch& watch, give_up_task& give_up);
+    asio::awaitable<void> answer_gave_up();
+
+    net::socket_deadline& deadline_;
+    flight& flight_;
+    std::size_t slot_;
+    delivery_options options_;
+    http::response_writer<Stream> writer_;
+    Stream& stream_;
+    delivery_result result_;
+    std::size_t cursor_ = 0;  // chunks written
+    bool started_ = false;    // the head (or the error) is out
+    bool has_body_ = true;
+    std::string head_text_;
+    std::shared_ptr<const flight_head> head_;  // keeps a viewed follower_text alive
+};
+
+// The head, once the flight has one; or, when it failed before one, the same error as every
+// other subscriber. A drain that began while the client waited makes it Connection: close.
+template <class Stream>
+void delivery<Stream>::queue_start(const log_read& r) {
+    if (options_.draining != nullptr && options_.draining->load(std::memory_order_relaxed)) {
+        options_.keep_alive = false;
+    }
+    if (r.head == nullptr) {
+        if (r.state == flight_state::failed) {
+            head_text_ = ops::error_response(r.failure, options_.keep_alive, options_.head_request);
+            const auto reply = ops::reply_for(r.failure);
+            result_.status = reply.status;
+            result_.reusable = options_.keep_alive && !reply.close_connection;
+            result_.answered = r.failure;
+            result_.body_bytes = ops::content_size(head_text_);
+            writer_.add_head(head_text_);
+        }
+        return;
+    }
+    has_body_ = r.head->has_body;
+    const auto framing = http::framing_for(*r.head, options_.client_http11, options_.keep_alive);
+    writer_.set_chunked(framing.chunked);
+    options_.keep_alive = framing.keep_alive;
+    head_ = r.head;
+    result_.status = r.head->status;
+    if (options_.role == role::follower && framing.keep_alive && options_.client_http11) {
+        writer_.add_head(head_->follower_text);  // serialised once for all of them
+        return;
+    }
+    std::optional<std::chrono::seconds> age;
+    if (options_.role == role::hit) {
+        age =
+            std::chrono::duration_cast<std::chrono::seconds>(clock::now() - flight_.completed_at());
+    }
+    head_text_ =
+        http::serialize_head(*r.head, ops::to_string(options_.role), flight_.id(), age, framing);
+    writer_.add_head(head_text_);
+}
+
+// The next chunks of the log, as many as one write may carry (so write_timeout measures the
+// client's progress, not how long it takes to swallow a whole replayed body).
+template <class Stream>
+std::size_t delivery<Stream>::queue_chunks(const log_read& r) {
+    std::size_t take = 0;
+    for (std::size_t bytes = 0; take < r.chunks.size() && take < max_chunks_per_write &&
+                                (take == 0 || bytes + r.chunks[take].size() <= max_bytes_per_write);
+         ++take) {
+        bytes += r.chunks[take].size();
+        if (has_body_) {
+            writer_.add_body(r.chunks[take]);
+        }
+    }
+    return take;
+}
+
+// Parks until the flight moves; a client that hangs up meanwhile, or a flight that does not
+// move for max_wait, ends the wait.
+template <class Stream>
+asio::awaitable<typename delivery<Stream>::woken> delivery<Stream>::wait_for_more(
+    const std::shared_ptr<waiter>& parked, net::hangup_watch& watch, give_up_task& give_up) {
+    if (!flight_.park(cursor_, parked)) {
+        co_return woken::more;
+    }
+    watch.arm_after(hangup_watch_delay);
+    if (!give_up.due()) {
+        parked->timer.expires_at(clock::time_point::max());  // woken by a cancel only
+        co_await parked->timer.async_wait(use_tuple);
+    }
+    flight_.unpark(parked);
+    if (watch.gone()) {
+        co_return woken::gone;
+    }
+    co_return give_up.due() ? woken::gave_up : woken::more;
+}
+
+// The flight did not move for max_wait: this client gets a 504 if it got nothing yet.
+template <class Stream>
+asio::awaitable<void> delivery<Stream>::answer_gave_up() {
+    if (started_) {
+        co_return;
+    }
+    const error_code failure = ops::proxy_errc::upstream_total_timeout;
+    head_text_ = ops::error_response(failure, false, options_.head_request);
+    writer_.add_head(head_text_);
+    const bool written = co_await writer_.write() == http::write_outcome::written;
+    result_.status = 504;
+    result_.answered = failure;
+    result_.body_bytes = written ? ops::content_size(head_text_) : 0;
+}
 
 template <class Stream>
-asio::awaitable<delivery_result> deliver(Stream& stream, net::socket_deadline& deadline, flight& f,
-                                         std::size_t slot, delivery_options options) {
-    delivery_result result;
+asio::awaitable<delivery_result> delivery<Stream>::run() {
     auto parked = std::make_shared<waiter>(co_await asio::this_coro::executor);
     // The watch may fire after this delivery ended (its handler was already queued): it keeps
     // the waiter alive for that.
-    auto watch = std::make_shared<net::hangup_watch>(deadline.sweep(), socket_of(stream),
+    auto watch = std::make_shared<net::hangup_watch>(deadline_.sweep(), socket_of(stream_),
                                                      [parked] { parked->timer.cancel(); });
-    std::size_t cursor = 0;
-    bool head_sent = false;
-    bool chunked = false;
-    bool has_body = true;
-    std::string head_text;
-    std::shared_ptr<const flight_head> head;  // keeps a viewed follower_text alive
-    std::vector<std::array<char, 20>> chunk_sizes;
-    std::vector<asio::const_buffer> buffers;
     give_up_task give_up(parked);
-    deadline.sweep().schedule(give_up, clock::now() + options.max_wait);
-
+    deadline_.sweep().schedule(give_up, clock::now() + options_.max_wait);
     log_read r;  // reused: no allocation per wake-up
     for (;;) {
-        f.read(slot, cursor, r);
-        buffers.clear();
-        chunk_sizes.clear();
-        if (!head_sent && options.draining != nullptr &&
-            options.draining->load(std::memory_order_relaxed)) {
-            options.keep_alive = false;  // the drain began while this client waited
+        flight_.read(slot_, cursor_, r);
+        if (!started_) {
+            queue_start(r);
         }
-        if (!head_sent) {
-            if (r.head == nullptr && r.state == flight_state::failed) {
-                // Failed before the head: every subscriber gets the same synthesized error.
-                head_text =
-                    ops::error_response(r.failure, options.keep_alive, options.head_request);
-                result.status = ops::reply_for(r.failure).status;
-                result.reusable = options.keep_alive && !ops::reply_for(r.failure).close_connection;
-                result.answered = r.failure;
-                result.body_bytes = ops::content_size(head_text);
-                buffers.push_back(asio::buffer(head_text));
-            } else if (r.head != nullptr) {
-                has_body = r.head->has_body;
-                const auto framing =
-                    http::framing_for(*r.head, options.client_http11, options.keep_alive);
-                chunked = framing.chunked;
-                options.keep_alive = framing.keep_alive;
-                std::optional<std::chrono::seconds> age;
-                if (options.role == role::hit) {
-                    age = std::chrono::duration_cast<std::chrono::seconds>(clock::now() -
-                                                                           f.completed_at());
-                }
-                const bool usual =
-                    options.role == role::follower && framing.keep_alive && options.client_http11;
-                head = r.head;
-                if (!usual) {
-                    head_text = http::serialize_head(*r.head, ops::to_string(options.role), f.id(),
-                                                     age, framing);
-                }
-                result.status = r.head->status;
-                buffers.push_back(asio::buffer(usual ? head->follower_text : head_text));
-            }
-        }
-        std::size_t take = 0;
-        for (std::size_t bytes = 0;
-             take < r.chunks.size() && take < max_chunks_per_write &&
-             (take == 0 || bytes + r.chunks[take].size() <= max_bytes_per_write);
-             ++take) {
-            bytes += r.chunks[take].size();
-        }
-        if (has_body && (head_sent || r.head != nullptr)) {
-            chunk_sizes.resize(take);
-            for (std::size_t i = 0; i < take; ++i) {
-                const auto chunk = r.chunks[i];
-                if (chunked) {
-                    const int n = std::snprintf(chunk_sizes[i].data(), chunk_sizes[i].size(),
-                                                "%zx\r\n", chunk.size());
-                    buffers.push_back(
-                        asio::buffer(chunk_sizes[i].data(), static_cast<std::size_t>(n)));
-                }
-                buffers.push_back(asio::buffer(chunk));
-                if (chunked) {
-                    buffers.push_back(asio::buffer("\r\n", 2));
-                }
-                result.body_bytes += chunk.size();
-            }
-        }
+        const bool failed_early = !started_ && r.head == nullptr && r.state == flight_state::failed;
+        const bool has_head = started_ || r.head != nullptr;
+        const std::size_t take = has_head ? queue_chunks(r) : 0;
         const bool caught_up = take == r.chunks.size();
-        const bool ends_now =
-            caught_up && r.state == flight_state::complete && (head_sent || r.head != nullptr);
-        if (ends_now && chunked) {
-            buffers.push_back(asio::buffer("0\r\n\r\n", 5));
+        const bool ends_now = caught_up && has_head && r.state == flight_state::complete;
+        if (ends_now) {
+            writer_.add_end();
         }
-        const bool failed_early =
-            !head_sent && r.head == nullptr && r.state == flight_state::failed;
-
-        if (!buffers.empty()) {
-            error_code ec;
-            const auto sent = net::write_now(stream, buffers, ec);
-            if (!ec && sent != asio::buffer_size(buffers)) {
-                ec = co_await net::write_rest(stream, deadline, buffers, sent,
-                                              options.write_timeout);
-            }
-            if (ec) {
+        if (!writer_.empty()) {
+            const auto wrote = co_await writer_.write();
+            if (wrote != http::write_outcome::written) {
                 // A slow or vanished client is dropped alone.
-                result.dropped_slow = ec == beast::error::timeout;
-                result.client_gone = !result.dropped_slow;
-                result.reusable = false;
+                result_.dropped_slow = wrote == http::write_outcome::slow;
+                result_.client_gone = !result_.dropped_slow;
+                result_.reusable = false;
                 break;
             }
-            if (!result.first_byte) {
-                result.first_byte = clock::now();
-            }
-            head_sent = true;
-            cursor += take;
+            started_ = true;
+            cursor_ += take;
         }
         if (failed_early) {
             break;
         }
         if (ends_now) {
-            result.reusable = options.keep_alive;
-            result.complete = true;
+            result_.reusable = options_.keep_alive;
+            result_.complete = true;
             break;
         }
         if (caught_up && r.state == flight_state::failed) {
-            result.cut_by = r.failure;
-            result.reusable = false;  // cut: no terminating chunk, the connection closes
+            result_.cut_by = r.failure;
+            result_.reusable = false;  // cut: no terminating chunk, the connection closes
             break;
         }
         if (!caught_up) {
             continue;
         }
-        if (!f.park(cursor, parked)) {
-            continue;
-        }
-        watch->arm_after(hangup_watch_delay);
-        if (!give_up.due()) {
-            parked->timer.expires_at(clock::time_point::max());  // woken by a cancel only
-            co_await parked->timer.async_wait(use_tuple);
-        }
-        f.unpark(parked);
-        if (watch->gone()) {
-            result.client_gone = true;
+        const auto why = co_await wait_for_more(parked, *watch, give_up);
+        if (why == woken::gone) {
+            result_.client_gone = true;
             break;
         }
-        if (give_up.due()) {
-            // The flight did not move for max_wait: give up on it for this client.
-            if (!head_sent) {
-                const error_code failure = ops::proxy_errc::upstream_total_timeout;
-                head_text = ops::error_response(failure, false, options.head_request);
-                const asio::const_buffer text = asio::buffer(head_text);
-                const auto wec =
-                    co_await net::write_fully(stream, deadline, {&text, 1}, options.write_timeout);
-                result.status = 504;
-                result.answered = failure;
-                result.body_bytes = wec ? 0 : ops::content_size(head_text);
-            }
+        if (why == woken::gave_up) {
+            co_await answer_gave_up();
             break;
         }
     }
     watch->stop();
-    co_return result;
+    result_.first_byte = writer_.first_byte();
+    if (!result_.answered) {
+        result_.body_bytes = writer_.body_bytes();
+    }
+    co_return result_;
+}
+
+}  // namespace
+
+template <class Stream>
+asio::awaitable<delivery_result> deliver(Stream& stream, net::socket_deadline& deadline, flight& f,
+                                         std::size_t slot, delivery_options options) {
+    delivery<Stream> d(stream, deadline, f, slot, options);
+    co_return co_await d.run();
 }
 
 template asio::awaitable<delivery_result> deliver(asio::ip::tcp::socket&, net::socket_deadline&,

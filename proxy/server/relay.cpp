@@ -1,8 +1,8 @@
 #include "server/relay.hpp"
 
 #include "http/head_writer.hpp"
+#include "http/response_writer.hpp"
 #include "net/hangup_watch.hpp"
-#include "net/socket_write.hpp"
 #include "ops/errors.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
@@ -31,57 +31,48 @@ double seconds_since(clock::time_point t) {
     return std::chrono::duration<double>(clock::now() - t).count();
 }
 
-bool carries_usage(std::string_view content_type) {
-    return content_type.find("json") != std::string_view::npos ||
-           content_type.find("event-stream") != std::string_view::npos;
+// No head arrived: the client gets the same synthesized error a flight's subscribers would.
+template <class Stream>
+asio::awaitable<void> answer_failure(http::response_writer<Stream>& writer, error_code failure,
+                                     const relay_options& options,
+                                     coalesce::delivery_result& result) {
+    const auto text = ops::error_response(failure, options.keep_alive, options.head_request);
+    writer.add_head(text);
+    const bool written = co_await writer.write() == http::write_outcome::written;
+    const auto reply = ops::reply_for(failure);
+    result.status = reply.status;
+    result.reusable = written && options.keep_alive && !reply.close_connection;
+    result.client_gone = !written;
+    result.answered = failure;
+    result.first_byte = writer.first_byte();
+    result.body_bytes = written ? ops::content_size(text) : 0;
 }
 
-// The buffers of one client write: at most head, chunk size line, bytes, CRLF, last chunk.
-class write_list {
+// Token usage is read from the answer's own bytes, its last piece alone when it came in one.
+class usage_reader {
   public:
-    void add(std::string_view bytes) {
-        if (!bytes.empty())
-            buffers_[count_++] = asio::buffer(bytes.data(), bytes.size());
+    explicit usage_reader(std::string_view content_type)
+        : counting_(content_type.find("json") != std::string_view::npos ||
+                    content_type.find("event-stream") != std::string_view::npos) {}
+    void add(std::string_view piece, bool last) {
+        if (counting_ && last && text_.empty()) {
+            last_ = piece;
+        } else if (counting_ && text_.size() + piece.size() <= max_usage_scan) {
+            text_.append(piece);
+        } else {
+            counting_ = false;
+        }
     }
-    void add_chunk(std::string_view bytes) {
-        const auto end = std::to_chars(size_line_.data(), size_line_.data() + 16, bytes.size(), 16);
-        end.ptr[0] = '\r';
-        end.ptr[1] = '\n';
-        add({size_line_.data(), static_cast<std::size_t>(end.ptr + 2 - size_line_.data())});
-        add(bytes);
-        add("\r\n");
-    }
-    bool empty() const noexcept { return count_ == 0; }
-    std::span<const asio::const_buffer> buffers() const noexcept {
-        return {buffers_.data(), count_};
+    // The bytes to read usage from once the answer is complete (empty: nothing to count).
+    std::string_view complete() const {
+        return !counting_ ? std::string_view{} : !last_.empty() ? last_ : std::string_view(text_);
     }
 
   private:
-    std::array<asio::const_buffer, 5> buffers_;
-    std::size_t count_ = 0;
-    std::array<char, 20> size_line_{};
+    bool counting_;
+    std::string text_;
+    std::string_view last_;
 };
-
-// No head arrived: the client gets the same synthesized error a flight's subscribers would.
-template <class Stream>
-asio::awaitable<void> answer_failure(Stream& client, net::socket_deadline& deadline,
-                                     error_code failure, const relay_options& options,
-                                     coalesce::delivery_result& result) {
-    const auto text = ops::error_response(failure, options.keep_alive, options.head_request);
-    write_list list;
-    list.add(text);
-    const auto wec =
-        co_await net::write_fully(client, deadline, list.buffers(), options.write_timeout);
-    const auto reply = ops::reply_for(failure);
-    result.status = reply.status;
-    result.reusable = !wec && options.keep_alive && !reply.close_connection;
-    result.client_gone = static_cast<bool>(wec);
-    result.answered = failure;
-    if (!wec) {
-        result.first_byte = clock::now();
-        result.body_bytes = ops::content_size(text);
-    }
-}
 
 }  // namespace
 
@@ -104,12 +95,13 @@ asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadli
     if (options.draining != nullptr && options.draining->load(std::memory_order_relaxed)) {
         options.keep_alive = false;  // the drain began while the upstream answered
     }
+    http::response_writer<Stream> writer(client, deadline, options.write_timeout);
     if (response.ec) {
         watch->stop();
         if (watch->gone()) {
             result.client_gone = true;
         } else {
-            co_await answer_failure(client, deadline, response.ec, options, result);
+            co_await answer_failure(writer, response.ec, options, result);
         }
         co_return out;
     }
@@ -119,10 +111,10 @@ asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadli
     const auto head_text = http::serialize_head(response.head, ops::to_string(options.role),
                                                 options.exchange_id, {}, framing);
     result.status = response.head.status;
-    bool counting = carries_usage(response.content_type);
-    std::string usage_text;
+    writer.set_chunked(framing.chunked);
+    writer.add_head(head_text);  // goes out with the first piece of body
+    usage_reader usage(response.content_type);
     std::array<char, read_chunk> buffer;
-    bool head_written = false;
     error_code upstream_ec;
     for (;;) {
         std::size_t got = 0;
@@ -136,44 +128,19 @@ asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadli
         }
         const bool done = !upstream_ec && (!response.head.has_body || response.parser->is_done());
         const std::string_view piece(buffer.data(), got);
-        write_list list;
-        if (!head_written) {
-            list.add(head_text);
+        writer.add_body(piece);
+        if (done) {
+            writer.add_end();
         }
-        if (framing.chunked && got != 0) {
-            list.add_chunk(piece);
-        } else {
-            list.add(piece);
-        }
-        if (done && framing.chunked) {
-            list.add("0\r\n\r\n");
-        }
-        if (!list.empty()) {
-            error_code wec;
-            const auto sent = net::write_now(client, list.buffers(), wec);
-            if (!wec && sent != asio::buffer_size(list.buffers())) {
-                wec = co_await net::write_rest(client, deadline, list.buffers(), sent,
-                                               options.write_timeout);
-            }
-            if (wec) {
-                result.dropped_slow = wec == beast::error::timeout;
+        if (!writer.empty()) {
+            const auto wrote = co_await writer.write();
+            if (wrote != http::write_outcome::written) {
+                result.dropped_slow = wrote == http::write_outcome::slow;
                 result.client_gone = !result.dropped_slow;
                 break;
             }
-            if (!result.first_byte) {
-                result.first_byte = clock::now();
-            }
-            head_written = true;
-            result.body_bytes += got;
         }
-        if (counting && done && usage_text.empty()) {
-            upstream::count_tokens(context, response.content_type, {&piece, 1});  // one piece
-            counting = false;
-        } else if (counting && usage_text.size() + got <= max_usage_scan) {
-            usage_text.append(piece);
-        } else {
-            counting = false;
-        }
+        usage.add(piece, done);
         if (done) {
             result.complete = true;
             result.reusable = framing.keep_alive;
@@ -184,13 +151,14 @@ asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadli
             break;  // cut: no terminating chunk, the connection closes
         }
     }
+    result.first_byte = writer.first_byte();
+    result.body_bytes = writer.body_bytes();
     watch->stop();
     upstream::note_protocol_error(context, upstream_ec);
     context.metrics.upstream_timing(context.upstream_index, response.ttfb,
                                     seconds_since(response.sent_at));
-    if (result.complete && counting) {
-        const std::string_view whole(usage_text);
-        upstream::count_tokens(context, response.content_type, {&whole, 1});
+    if (const auto text = usage.complete(); result.complete && !text.empty()) {
+        upstream::count_tokens(context, response.content_type, {&text, 1});
     }
     if (result.complete) {
         upstream::release_connection(response, context);
