@@ -2,8 +2,6 @@
 
 #include "http/head_writer.hpp"
 
-#include "coalesce/registry.hpp"
-
 #include <boost/asio/post.hpp>
 
 #include <algorithm>
@@ -20,7 +18,7 @@ bool finished(flight_state s) noexcept {
 
 }  // namespace
 
-flight::flight(flight_key key, std::string id, limits lim, registry* owner)
+flight::flight(flight_key key, std::string id, limits lim, flight_owner* owner)
     : key_(key), id_(std::move(id)), limits_(lim), owner_(owner) {}
 
 flight::join_result flight::join(bool& joined_complete, std::size_t& slot) {

@@ -61,7 +61,19 @@ struct log_read {
     boost::system::error_code failure;  // when failed
 };
 
-class registry;
+class flight;
+
+// Where a flight reports its end: the registry that holds it.
+class flight_owner {
+  public:
+    // It completed or failed: retain it or drop it.
+    virtual void on_finished(const std::shared_ptr<flight>& f) = 0;
+    // It was cancelled: drop its entry if it is still the current one.
+    virtual void forget(const flight& f) = 0;
+
+  protected:
+    ~flight_owner() = default;
+};
 
 class flight : public std::enable_shared_from_this<flight> {
   public:
@@ -73,7 +85,7 @@ class flight : public std::enable_shared_from_this<flight> {
         std::size_t max_cache_bytes = std::size_t(-1);
     };
 
-    flight(flight_key key, std::string id, limits lim, registry* owner);
+    flight(flight_key key, std::string id, limits lim, flight_owner* owner);
     flight(const flight&) = delete;
     flight& operator=(const flight&) = delete;
 
@@ -141,7 +153,7 @@ class flight : public std::enable_shared_from_this<flight> {
     const flight_key key_;
     const std::string id_;
     const limits limits_;
-    registry* const owner_;
+    flight_owner* const owner_;
 
     mutable std::mutex mutex_;
     flight_state state_ = flight_state::pending;

@@ -146,12 +146,35 @@ upstream::exchange_context exchange_for(const route_match& match, worker& self,
             context.config->limits.max_header_bytes};
 }
 
-// The flight's upstream exchange runs on this worker, detached from the client that started it.
-void start_fetch(const std::shared_ptr<coalesce::flight>& flight, client_request& request,
-                 const route_match& match, worker& self, proxy_context& context) {
-    auto fetch = coalesce::fetch(flight, make_upstream_request(request, match, context),
-                                 exchange_for(match, self, context));
-    asio::co_spawn(self.io, std::move(fetch), asio::detached);
+// Starts a new flight's upstream exchange on this worker, detached from the client that
+// created it, when the registry decides this process produces the flight.
+class fetch_here final : public coalesce::flight_producer {
+  public:
+    fetch_here(client_request& request, const route_match& match, worker& self,
+               proxy_context& context)
+        : request_(request), match_(match), self_(self), context_(context) {}
+    void start(const std::shared_ptr<coalesce::flight>& flight) override {
+        auto fetch = coalesce::fetch(flight, make_upstream_request(request_, match_, context_),
+                                     exchange_for(match_, self_, context_));
+        asio::co_spawn(self_.io, std::move(fetch), asio::detached);
+    }
+
+  private:
+    client_request& request_;
+    const route_match& match_;
+    worker& self_;
+    proxy_context& context_;
+};
+
+role role_of(coalesce::join_status status) noexcept {
+    switch (status) {
+        case coalesce::join_status::leader:
+            return role::leader;
+        case coalesce::join_status::hit:
+            return role::hit;
+        default:
+            return role::follower;
+    }
 }
 
 void account(const coalesce::delivery_result& delivered, std::string_view exchange_id, int attempts,
@@ -193,7 +216,7 @@ asio::awaitable<bool> relay_alone(Stream& stream, net::socket_deadline& deadline
                                   bool keep_alive, worker& self, proxy_context& context,
                                   ops::access_record& record, clock::time_point started) {
     const auto& cfg = *context.config;
-    const auto id = context.flights.next_id();
+    const auto id = context.ids.next();
     struct in_progress {  // counted with the flights in coalescer_flights_in_flight
         explicit in_progress(std::atomic<std::size_t>& n) : n(n) { n.fetch_add(1); }
         ~in_progress() { n.fetch_sub(1); }
@@ -241,18 +264,20 @@ asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
     const auto key = co_await key_for(request, *match, context);
     const auto key_prefix = key.prefix();  // the record only views it
     record.key_prefix = key_prefix;
-    const auto joined = context.flights.join_or_create(key);
-    record.role = joined.role;
-    if (joined.full) {
-        co_return co_await answer_locally(stream, deadline, ops::proxy_errc::flight_full,
-                                          keep_alive, match->route_index, record, context, started);
-    }
-    if (joined.role == role::leader) {
-        start_fetch(joined.flight, request, *match, self, context);
+    fetch_here producer(request, *match, self, context);
+    const auto joined = context.flights->join(key, producer);
+    record.role = role_of(joined.status);
+    if (joined.status == coalesce::join_status::full ||
+        joined.status == coalesce::join_status::closed) {
+        const auto refusal = joined.status == coalesce::join_status::full
+                                 ? ops::proxy_errc::flight_full
+                                 : ops::proxy_errc::shutting_down;
+        co_return co_await answer_locally(stream, deadline, refusal, keep_alive, match->route_index,
+                                          record, context, started);
     }
     const auto& up = cfg.upstreams[match->route->upstream_index];
     const coalesce::delivery_options options{
-        .role = joined.role,
+        .role = record.role,
         .write_timeout = cfg.limits.write_timeout,
         .max_wait = up.timeouts.total + up.queue_timeout + std::chrono::seconds(5),
         .keep_alive = keep_alive && !context.draining.load(std::memory_order_relaxed),
@@ -260,10 +285,9 @@ asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
         .head_request = request.method() == beast_http::verb::head,
         .draining = &context.draining,
     };
-    auto& flight = *joined.flight;
+    auto& flight = joined.joined.flight();  // left when `joined` goes
     const auto delivered =
-        co_await coalesce::deliver(stream, deadline, flight, joined.slot, options);
-    flight.leave(joined.slot);
+        co_await coalesce::deliver(stream, deadline, flight, joined.joined.slot(), options);
     account(delivered, flight.id(), flight.attempts.load(std::memory_order_relaxed),
             match->route_index, record, context, started);
     if (delivered.complete && (record.role == role::follower || record.role == role::hit)) {

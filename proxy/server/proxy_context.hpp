@@ -2,6 +2,7 @@
 // what each worker owns alone (its event loop and its upstream connection pools).
 #pragma once
 
+#include "coalesce/flight_id.hpp"
 #include "coalesce/flight_key.hpp"
 #include "coalesce/registry.hpp"
 #include "coalesce/tenant_headers.hpp"
@@ -36,7 +37,8 @@ struct proxy_context {
     router routes;
     coalesce::tenant_headers tenants;
     coalesce::flight_key_builder keys;
-    coalesce::registry flights;
+    coalesce::flight_ids ids;  // of flights and of unshared exchanges
+    std::unique_ptr<coalesce::flight_registry> flights;
     std::vector<std::unique_ptr<boost::asio::ssl::context>>
         upstream_tls;                                      // by upstream; null for http
     std::vector<std::unique_ptr<upstream::pacer>> pacers;  // by upstream

@@ -1,5 +1,6 @@
 #include "server/server.hpp"
 
+#include "coalesce/local_registry.hpp"
 #include "server/worker_cpus.hpp"
 #include "upstream/connection.hpp"
 
@@ -29,12 +30,11 @@ proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg,
       routes(cfg),
       tenants(cfg->coalesce),
       keys(cfg->coalesce),
-      flights(cfg->coalesce),
+      flights(std::make_unique<coalesce::local_registry>(
+          cfg->coalesce, ids, [this](std::size_t n) { metrics.flight_finished(n); })),
       metrics(*cfg),
       usage(upstream_names(*cfg)),
       log(cfg->log) {
-    flights.on_flight_end(
-        [this](std::size_t subscribers) { metrics.flight_finished(subscribers); });
     for (const auto& up : cfg->upstreams) {
         upstream_tls.push_back(
             up.https ? std::make_unique<asio::ssl::context>(upstream::make_client_tls_context(up))
@@ -77,17 +77,18 @@ server::~server() {
     }
     // Flights the registry still holds (a stream cut at drain_timeout) hold parked subscribers'
     // timers of those loops: they go while the loops still exist.
-    context_->flights.clear();
+    context_->flights->clear();
     workers_.clear();
 }
 
 std::string server::render_metrics() const {
     ops::gauges now;
-    now.flights_in_flight = context_->flights.live_flights() +
-                            context_->relays_in_progress.load(std::memory_order_relaxed);
-    now.retained_entries = context_->flights.retained_entries();
-    now.retained_bytes = context_->flights.retained_bytes();
-    now.evictions = context_->flights.evictions();
+    const auto flights = context_->flights->stats();
+    now.flights_in_flight =
+        flights.live_flights + context_->relays_in_progress.load(std::memory_order_relaxed);
+    now.retained_entries = flights.retained_entries;
+    now.retained_bytes = flights.retained_bytes;
+    now.evictions = flights.evictions;
     for (const auto& p : context_->pacers) {
         now.pacer_queued.push_back(p->queued());
         now.pacer_in_use.push_back(p->in_use());
@@ -138,7 +139,7 @@ void server::schedule_sweep() {
     sweep_timer_->async_wait([this](error_code ec) {
         if (ec)
             return;
-        context_->flights.sweep();
+        context_->flights->sweep();
         context_->log.flush();
         schedule_sweep();
     });
@@ -176,7 +177,7 @@ void server::begin_refusing() {
 void server::check_drained(std::shared_ptr<asio::steady_timer> timer,
                            std::chrono::steady_clock::time_point give_up) {
     const bool idle = context_->metrics.open_connections() == 0 &&
-                      context_->flights.live_flights() == 0 &&
+                      context_->flights->stats().live_flights == 0 &&
                       context_->relays_in_progress.load(std::memory_order_relaxed) == 0;
     if (idle || std::chrono::steady_clock::now() >= give_up) {
         std::thread([this] { stop(); }).detach();

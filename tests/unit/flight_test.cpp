@@ -1,8 +1,7 @@
-// The flight and the registry on their own: join outcomes, retention, eviction, the orphan
-// policy, and the races the hardening review found (token counting reading freed chunks, an
-// orphan cancelled while a client joined, a non-retained answer served as a hit).
+// A flight on its own: joins, its log, what it frees past max_response_bytes, the orphan policy,
+// and the races the hardening review found (token counting reading freed chunks, an orphan
+// cancelled while a client joined, a non-retained answer served as a hit).
 #include "coalesce/flight.hpp"
-#include "coalesce/registry.hpp"
 #include "ops/errors.hpp"
 
 #include <doctest/doctest.h>
@@ -44,15 +43,6 @@ void finish(flight& f, unsigned status, const std::string& body) {
     f.publish_head(h, true);
     f.append(body, true);
     f.complete();
-}
-
-ops::coalesce_config retention(std::size_t cache_bytes,
-                               ops::duration ttl = std::chrono::seconds(10)) {
-    ops::coalesce_config c;
-    c.result_ttl = ttl;
-    c.max_cache_bytes = cache_bytes;
-    c.max_response_bytes = 1024 * 1024;
-    return c;
 }
 
 }  // namespace
@@ -164,95 +154,4 @@ TEST_CASE("flight: orphan cancel never cancels a flight a client just joined") {
             CHECK(cancels.load() == 1);
         }
     }
-}
-
-TEST_CASE("registry: retained bytes count the head as well as the body") {
-    registry reg(retention(1024 * 1024));
-    auto joined = reg.join_or_create(key_named(6));
-    REQUIRE(joined.role == role::leader);
-    finish(*joined.flight, 200, std::string(100, 'x'));
-    joined.flight->leave(joined.slot);
-    CHECK(reg.retained_entries() == 1);
-    CHECK(reg.retained_bytes() > 100 + head_of(200).fields.size());
-    CHECK(reg.retained_bytes() == joined.flight->retained_bytes());
-}
-
-TEST_CASE("registry: past max_cache_bytes the least recently used entry goes first") {
-    // Room for about three entries of 4 KiB.
-    const std::size_t body = 4096;
-    registry probe(retention(1024 * 1024));
-    auto p = probe.join_or_create(key_named(100));
-    finish(*p.flight, 200, std::string(body, 'x'));
-    p.flight->leave(p.slot);
-    const std::size_t entry = probe.retained_bytes();
-
-    registry reg(retention(3 * entry + entry / 2));
-    auto make = [&](unsigned char n) {
-        auto j = reg.join_or_create(key_named(n));
-        REQUIRE(j.role == role::leader);
-        finish(*j.flight, 200, std::string(body, 'x'));
-        j.flight->leave(j.slot);
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // distinct last-use times
-    };
-    make(1);
-    make(2);
-    make(3);
-    CHECK(reg.retained_entries() == 3);
-    // A hit on 1 makes 2 the least recently used.
-    auto again = reg.join_or_create(key_named(1));
-    CHECK(again.role == role::hit);
-    again.flight->leave(again.slot);
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    make(4);
-    CHECK(reg.retained_entries() == 3);
-    CHECK(reg.evictions() == 1);
-    auto one = reg.join_or_create(key_named(1));
-    CHECK(one.role == role::hit);
-    one.flight->leave(one.slot);
-    auto two = reg.join_or_create(key_named(2));
-    CHECK(two.role == role::leader);  // evicted: a new flight
-    two.flight->fail(ops::proxy_errc::flight_cancelled);
-    two.flight->leave(two.slot);
-}
-
-TEST_CASE("registry: many retained entries evict without scanning them all") {
-    // 20,000 entries through a budget of 1,000: each insertion evicts one; quadratic work would
-    // take minutes here.
-    const std::size_t body = 64;
-    registry probe(retention(1024 * 1024));
-    auto p = probe.join_or_create(key_named(0));
-    finish(*p.flight, 200, std::string(body, 'x'));
-    p.flight->leave(p.slot);
-    registry reg(retention(1000 * probe.retained_bytes()));
-    for (std::uint32_t i = 0; i < 20000; ++i) {
-        flight_key k;
-        std::memcpy(k.digest.data(), &i, sizeof i);
-        k.digest[31] = 1;
-        auto j = reg.join_or_create(k);
-        REQUIRE(j.role == role::leader);
-        finish(*j.flight, 200, std::string(body, 'x'));
-        j.flight->leave(j.slot);
-    }
-    // Ids grow by a digit or two over the run: entries are a few bytes larger than the probe.
-    CHECK(reg.retained_entries() <= 1000);
-    CHECK(reg.retained_entries() >= 990);
-    CHECK(reg.evictions() == 20000 - reg.retained_entries());
-}
-
-TEST_CASE("registry: entries expire after result_ttl, hits do not extend it") {
-    registry reg(retention(1024 * 1024, std::chrono::milliseconds(200)));
-    auto j = reg.join_or_create(key_named(9));
-    finish(*j.flight, 200, "x");
-    j.flight->leave(j.slot);
-    std::this_thread::sleep_for(std::chrono::milliseconds(120));
-    auto hit = reg.join_or_create(key_named(9));
-    CHECK(hit.role == role::hit);
-    hit.flight->leave(hit.slot);
-    std::this_thread::sleep_for(std::chrono::milliseconds(120));
-    reg.sweep();
-    CHECK(reg.retained_entries() == 0);
-    auto after = reg.join_or_create(key_named(9));
-    CHECK(after.role == role::leader);
-    after.flight->fail(ops::proxy_errc::flight_cancelled);
-    after.flight->leave(after.slot);
 }

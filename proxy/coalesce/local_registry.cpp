@@ -1,6 +1,4 @@
-#include "coalesce/registry.hpp"
-
-#include <openssl/rand.h>
+#include "coalesce/local_registry.hpp"
 
 #include <algorithm>
 #include <charconv>
@@ -9,73 +7,77 @@
 
 namespace coalescer::coalesce {
 
-registry::registry(const ops::coalesce_config& cfg)
+local_registry::local_registry(const ops::coalesce_config& cfg, flight_ids& ids,
+                               std::function<void(std::size_t)> on_flight_end)
     : ttl_(cfg.result_ttl),
       max_cache_bytes_(cfg.max_cache_bytes),
       max_response_bytes_(cfg.max_response_bytes),
       max_subscribers_(cfg.max_subscribers_per_flight),
-      cancel_orphans_(cfg.orphan == ops::orphan_policy::cancel) {
-    unsigned char random[4] = {};
-    RAND_bytes(random, sizeof random);
-    char text[9];
-    std::snprintf(text, sizeof text, "%02x%02x%02x%02x", random[0], random[1], random[2],
-                  random[3]);
-    id_prefix_ = text;
-}
+      cancel_orphans_(cfg.orphan == ops::orphan_policy::cancel),
+      ids_(ids),
+      observer_(std::move(on_flight_end)) {}
 
-registry::shard& registry::shard_for(const flight_key& key) {
+local_registry::shard& local_registry::shard_for(const flight_key& key) {
     return shards_[flight_key_hash{}(key) % shards_.size()];
 }
 
-std::string registry::next_id() {
-    // Every pass-through request takes one: to_chars rather than a printf format parse, and no
-    // heap for the usual short id.
-    const auto n = next_id_.fetch_add(1, std::memory_order_relaxed);
-    char text[32];
-    auto* at = std::copy(id_prefix_.begin(), id_prefix_.end(), std::begin(text));
-    *at++ = '-';
-    at = std::to_chars(at, std::end(text), n, 16).ptr;
-    return std::string(std::begin(text), at);
-}
-
-flight::limits registry::flight_limits() const {
+flight::limits local_registry::flight_limits() const {
     return {max_response_bytes_, max_subscribers_, cancel_orphans_, ttl_.count() > 0,
             max_cache_bytes_};
 }
 
-join_outcome registry::join_or_create(const flight_key& key) {
-    shard& s = shard_for(key);
-    const auto now = clock::now();
-    std::lock_guard lock(s.mutex);
-    if (auto it = s.map.find(key); it != s.map.end()) {
-        entry& e = it->second;
-        if (!e.retained || now < e.expires) {
-            bool joined_complete = false;
-            std::size_t slot = 0;
-            switch (e.flight->join(joined_complete, slot)) {
-                case flight::join_result::joined:
-                    e.flight->last_used.store(now.time_since_epoch().count(),
-                                              std::memory_order_relaxed);
-                    return {e.flight, joined_complete ? role::hit : role::follower, slot, false};
-                case flight::join_result::full:
-                    return {nullptr, role::follower, 0, true};
-                case flight::join_result::closed:
-                    break;  // failed, cancelled or too large: never joinable; replace it
-            }
-        }
-        s.map.erase(it);
+std::optional<join_result> local_registry::join_existing(shard& s, const flight_key& key,
+                                                         clock::time_point now) {
+    auto it = s.map.find(key);
+    if (it == s.map.end()) {
+        return std::nullopt;
     }
-    auto f = std::make_shared<flight>(key, next_id(), flight_limits(), this);
-    bool unused = false;
-    std::size_t slot = 0;
-    f->join(unused, slot);
-    f->last_used.store(now.time_since_epoch().count(), std::memory_order_relaxed);
-    s.map.emplace(key, entry{f, false, {}});
-    live_.fetch_add(1, std::memory_order_relaxed);
-    return {f, role::leader, slot, false};
+    entry& e = it->second;
+    if (!e.retained || now < e.expires) {
+        bool joined_complete = false;
+        std::size_t slot = 0;
+        switch (e.flight->join(joined_complete, slot)) {
+            case flight::join_result::joined:
+                e.flight->last_used.store(now.time_since_epoch().count(),
+                                          std::memory_order_relaxed);
+                return join_result{joined_complete ? join_status::hit : join_status::follower,
+                                   subscription(e.flight, slot)};
+            case flight::join_result::full:
+                return join_result{join_status::full, {}};
+            case flight::join_result::closed:
+                break;  // failed, cancelled or too large: never joinable; replace it
+        }
+    }
+    s.map.erase(it);
+    return std::nullopt;
 }
 
-void registry::on_finished(const std::shared_ptr<flight>& f) {
+join_result local_registry::join(const flight_key& key, flight_producer& producer) {
+    if (closed_.load(std::memory_order_relaxed)) {
+        return {join_status::closed, {}};
+    }
+    shard& s = shard_for(key);
+    const auto now = clock::now();
+    std::shared_ptr<flight> created;
+    std::size_t slot = 0;
+    {
+        std::lock_guard lock(s.mutex);
+        if (auto existing = join_existing(s, key, now)) {
+            return std::move(*existing);
+        }
+        created = std::make_shared<flight>(key, ids_.next(), flight_limits(),
+                                           static_cast<flight_owner*>(this));
+        bool unused = false;
+        created->join(unused, slot);
+        created->last_used.store(now.time_since_epoch().count(), std::memory_order_relaxed);
+        s.map.emplace(key, entry{created, false, {}});
+        live_.fetch_add(1, std::memory_order_relaxed);
+    }
+    producer.start(created);  // outside the shard lock: it may post, or take other locks
+    return {join_status::leader, subscription(std::move(created), slot)};
+}
+
+void local_registry::on_finished(const std::shared_ptr<flight>& f) {
     live_.fetch_sub(1, std::memory_order_relaxed);
     if (observer_) {
         observer_(f->joined_while_live());
@@ -106,11 +108,11 @@ void registry::on_finished(const std::shared_ptr<flight>& f) {
     evict_past_budget();
 }
 
-void registry::forget(const flight& f) {
+void local_registry::forget(const flight& f) {
     erase_if_current(f.key(), &f);
 }
 
-bool registry::erase_if_current(const flight_key& key, const flight* f) {
+bool local_registry::erase_if_current(const flight_key& key, const flight* f) {
     shard& s = shard_for(key);
     std::lock_guard lock(s.mutex);
     auto it = s.map.find(key);
@@ -121,7 +123,7 @@ bool registry::erase_if_current(const flight_key& key, const flight* f) {
     return true;
 }
 
-void registry::drop_retained(std::unordered_map<std::uint64_t, retained_item>::iterator it) {
+void local_registry::drop_retained(std::unordered_map<std::uint64_t, retained_item>::iterator it) {
     if (auto f = it->second.flight.lock()) {
         erase_if_current(it->second.key, f.get());
     }
@@ -129,7 +131,7 @@ void registry::drop_retained(std::unordered_map<std::uint64_t, retained_item>::i
     retained_.erase(it);
 }
 
-void registry::evict_past_budget() {
+void local_registry::evict_past_budget() {
     while (retained_bytes_ > max_cache_bytes_ && !lru_.empty()) {
         std::pop_heap(lru_.begin(), lru_.end(), std::greater<>{});
         const lru_mark mark = lru_.back();
@@ -150,7 +152,7 @@ void registry::evict_past_budget() {
     }
 }
 
-void registry::sweep() {
+void local_registry::sweep() {
     const auto now = clock::now();
     std::lock_guard retained_lock(retained_mutex_);
     while (!by_expiry_.empty() && by_expiry_.front().first <= now) {
@@ -171,7 +173,8 @@ void registry::sweep() {
     }
 }
 
-void registry::clear() {
+void local_registry::clear() {
+    closed_.store(true, std::memory_order_relaxed);
     std::lock_guard retained_lock(retained_mutex_);
     for (auto& s : shards_) {
         std::unordered_map<flight_key, entry, flight_key_hash> gone;
@@ -187,14 +190,14 @@ void registry::clear() {
     retained_bytes_ = 0;
 }
 
-std::size_t registry::retained_entries() const {
+registry_stats local_registry::stats() const {
+    registry_stats out;
+    out.live_flights = live_.load(std::memory_order_relaxed);
+    out.evictions = evictions_.load(std::memory_order_relaxed);
     std::lock_guard lock(retained_mutex_);
-    return retained_.size();
-}
-
-std::size_t registry::retained_bytes() const {
-    std::lock_guard lock(retained_mutex_);
-    return retained_bytes_;
+    out.retained_entries = retained_.size();
+    out.retained_bytes = retained_bytes_;
+    return out;
 }
 
 }  // namespace coalescer::coalesce
