@@ -2,6 +2,7 @@
 // that never ends and under a body built to be costly to key, and the access log of requests
 // the sidecar refused or answered itself.
 #include "child_process.hpp"
+#include "doctest_main.hpp"
 #include "harness.hpp"
 #include "ops/errors.hpp"
 
@@ -80,6 +81,12 @@ TEST_CASE("framing that never ends leaves the sidecar's peak memory where it was
 }
 
 TEST_CASE("a 16 MiB body of [0,0,…] is keyed within a small multiple of its size") {
+#if defined(__SANITIZE_THREAD__)
+    coalescer::test::skip_test(
+        "under ThreadSanitizer every byte the sidecar touches has shadow memory too: its peak RSS "
+        "says nothing about the sidecar's own (measured in the release and ASan builds)");
+    return;
+#endif
     mock::mock_server mock({});
     mock.start();
     sidecar s("http://127.0.0.1:" + std::to_string(mock.port()),
