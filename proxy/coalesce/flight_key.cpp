@@ -2,13 +2,16 @@
 
 #include "http/header_rules.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
+#include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 
 namespace coalescer::coalesce {
@@ -120,10 +123,16 @@ const std::array<unsigned char, 32>& process_secret() {
     return secret;
 }
 
-// Per-thread scratch: contexts and buffers reused by every make() on the thread.
+std::uint64_t next_builder() noexcept {
+    static std::atomic<std::uint64_t> n{0};
+    return ++n;
+}
+
+// Per-thread scratch: contexts and buffers reused by every make() on the thread. The credential
+// HMAC's pads belong to one builder's secret: made again when another builder keys here.
 struct thread_state {
-    keyed_hmac credential_mac{std::string_view(
-        reinterpret_cast<const char*>(process_secret().data()), process_secret().size())};
+    std::uint64_t mac_builder = 0;
+    std::optional<keyed_hmac> credential_mac;
     digest_ctx digest;
     json_canonicalizer canonicalizer;
     std::string fields;                                                // everything before the body
@@ -253,13 +262,22 @@ std::size_t flight_key_hash::operator()(const flight_key& key) const noexcept {
     return h;
 }
 
-flight_key_builder::flight_key_builder(const ops::coalesce_config& cfg)
-    : tenants_(cfg), ignore_(cfg.ignore_fields) {
-    process_secret();  // make it now, where failing may throw
+flight_key_builder::flight_key_builder(const ops::coalesce_config& cfg, std::string_view secret)
+    : tenants_(cfg), ignore_(cfg.ignore_fields), id_(next_builder()) {
+    if (secret.empty()) {
+        const auto& random = process_secret();  // made now, where failing may throw
+        secret_.assign(reinterpret_cast<const char*>(random.data()), random.size());
+    } else {
+        secret_.assign(secret);
+    }
     std::string pointers;
     for (const auto& pointer : ignore_.pointers())
         append_field(pointers, pointer);
     append_field(fingerprint_, pointers);
+}
+
+flight_key_builder::~flight_key_builder() {
+    OPENSSL_cleanse(secret_.data(), secret_.size());
 }
 
 flight_key flight_key_builder::make(const key_request& request) const {
@@ -276,7 +294,11 @@ flight_key flight_key_builder::make(const key_request& request, body_kind& kind)
     append_field(fields, request.upstream);
     append_field(fields, request.method);
     append_field(fields, request.target);
-    append_identities(fields, st.credential_mac, request.headers, tenants_, st.identities);
+    if (st.mac_builder != id_) {
+        st.credential_mac.emplace(secret_);
+        st.mac_builder = id_;
+    }
+    append_identities(fields, *st.credential_mac, request.headers, tenants_, st.identities);
     for (const auto& name : tenants_.vary())
         append_vary(fields, request.headers, name);
 

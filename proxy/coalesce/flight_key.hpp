@@ -8,8 +8,9 @@
 //       (several lines of one header: joined with "\n", in order),
 //   for each vary header (config order): name, then "\x01" + raw value or "\x00" when absent,
 //   "json" + canonical body (canonical_json.hpp) or "raw" + the body bytes.
-// The process secret is 32 random bytes made once per process, so a credential digest can neither
-// be confirmed against a guessed credential nor correlated across processes.
+// The secret is 32 random bytes made once per process unless configured (replicas that coalesce
+// together share one): a credential digest can neither be confirmed against a guessed credential
+// nor correlated outside the processes that share the secret.
 // Header names match case-insensitively. Content-Type is not consulted: every body is tried as
 // JSON; an empty body or one that is not acceptable JSON is keyed on its raw bytes.
 #pragma once
@@ -54,9 +55,14 @@ enum class body_kind { json, raw };
 
 class flight_key_builder {
   public:
-    // Copies what it needs. Throws std::invalid_argument for a malformed ignore_fields pointer and
+    // Copies what it needs. `secret` keys the credential HMACs: replicas that share one compute
+    // the same keys (cluster.key_secret_file); empty, 32 random bytes made once per process are
+    // used. Throws std::invalid_argument for a malformed ignore_fields pointer and
     // std::runtime_error when the process secret cannot be made (start-up only).
-    explicit flight_key_builder(const ops::coalesce_config& cfg);
+    explicit flight_key_builder(const ops::coalesce_config& cfg, std::string_view secret = {});
+    ~flight_key_builder();
+    flight_key_builder(const flight_key_builder&) = delete;
+    flight_key_builder& operator=(const flight_key_builder&) = delete;
 
     flight_key make(const key_request& request) const;
     // The same, also telling which body path was taken (for metrics).
@@ -64,8 +70,10 @@ class flight_key_builder {
 
   private:
     tenant_headers tenants_;
+    std::string secret_;  // wiped when the builder goes
     ignore_list ignore_;
     std::string fingerprint_;  // the ignore pointers, length-prefixed
+    std::uint64_t id_;         // which builder's secret a thread's HMAC pads were made from
 };
 
 namespace detail {

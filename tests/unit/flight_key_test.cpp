@@ -366,6 +366,24 @@ TEST_CASE("flight key: the same credential gives the same key on every thread") 
     CHECK(key_of(another, parts) == here);
 }
 
+TEST_CASE("flight key: a configured secret gives the same keys in every builder that has it") {
+    request_parts a;
+    const flight_key_builder one{coalesce_config{}, "shared secret of the fleet"};
+    const flight_key_builder two{coalesce_config{}, "shared secret of the fleet"};
+    const flight_key_builder other{coalesce_config{}, "another fleet"};
+    const flight_key_builder random{coalesce_config{}};
+    CHECK(key_of(one, a) == key_of(two, a));
+    CHECK(key_of(one, a) != key_of(other, a));
+    CHECK(key_of(one, a) != key_of(random, a));
+    // Keying alternately with builders of different secrets on one thread stays right.
+    CHECK(key_of(other, a) != key_of(two, a));
+    CHECK(key_of(one, a) == key_of(two, a));
+    // Without credentials the secret is not involved: every builder agrees.
+    request_parts anonymous;
+    anonymous.headers.erase(anonymous.headers.begin());
+    CHECK(key_of(one, anonymous) == key_of(random, anonymous));
+}
+
 TEST_CASE("flight key: hex, prefix and hash") {
     const flight_key_builder builder{coalesce_config{}};
     request_parts a, b;
