@@ -24,7 +24,7 @@ double seconds_since(clock::time_point t) {
 }  // namespace
 
 asio::awaitable<void> fetch(std::shared_ptr<flight> flight, upstream::upstream_request request,
-                            upstream::exchange_context context) {
+                            upstream::client& context) {
     const auto& up = context.upstream;
     const auto executor = co_await asio::this_coro::executor;
     const upstream::deadline total = clock::now() + up.timeouts.total;

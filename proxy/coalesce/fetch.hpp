@@ -15,7 +15,6 @@ namespace coalescer::coalesce {
 // Runs until the flight completes or fails; never throws. Waits for a pacer slot, retries
 // before the head where the provider cannot have done the work, then streams the body.
 boost::asio::awaitable<void> fetch(std::shared_ptr<flight> flight,
-                                   upstream::upstream_request request,
-                                   upstream::exchange_context context);
+                                   upstream::upstream_request request, upstream::client& context);
 
 }  // namespace coalescer::coalesce

@@ -131,19 +131,8 @@ asio::awaitable<bool> answer_locally(Stream& stream, net::socket_deadline& deadl
     co_return !wec && keep_alive && !reply.close_connection;
 }
 
-upstream::exchange_context exchange_for(const route_match& match, worker& self,
-                                        proxy_context& context) {
-    const auto index = match.route->upstream_index;
-    return {context.config->upstreams[index],
-            context.upstream_tls[index].get(),
-            self.pools[index],
-            *context.pacers[index],
-            context.metrics,
-            context.usage,
-            index,
-            self.deadlines,
-            self.index,
-            context.config->limits.max_header_bytes};
+upstream::client& upstream_for(const route_match& match, worker& self) {
+    return *self.upstreams[match.route->upstream_index];
 }
 
 // Starts a new flight's upstream exchange on this worker, detached from the client that
@@ -155,7 +144,7 @@ class fetch_here final : public coalesce::flight_producer {
         : request_(request), match_(match), self_(self), context_(context) {}
     void start(const std::shared_ptr<coalesce::flight>& flight) override {
         auto fetch = coalesce::fetch(flight, make_upstream_request(request_, match_, context_),
-                                     exchange_for(match_, self_, context_));
+                                     upstream_for(match_, self_));
         asio::co_spawn(self_.io, std::move(fetch), asio::detached);
     }
 
@@ -233,7 +222,7 @@ asio::awaitable<bool> relay_alone(Stream& stream, net::socket_deadline& deadline
     };
     const auto relayed =
         co_await relay(stream, deadline, make_upstream_request(request, match, context),
-                       exchange_for(match, self, context), options);
+                       upstream_for(match, self), options);
     account(relayed.delivered, id, relayed.attempts, match.route_index, record, context, started);
     co_return relayed.delivered.reusable;
 }

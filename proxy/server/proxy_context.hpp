@@ -12,8 +12,7 @@
 #include "ops/metrics.hpp"
 #include "ops/usage_meter.hpp"
 #include "server/router.hpp"
-#include "upstream/pacer.hpp"
-#include "upstream/pool.hpp"
+#include "upstream/client.hpp"
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -39,9 +38,7 @@ struct proxy_context {
     coalesce::flight_key_builder keys;
     coalesce::flight_ids ids;  // of flights and of unshared exchanges
     std::unique_ptr<coalesce::flight_registry> flights;
-    std::vector<std::unique_ptr<boost::asio::ssl::context>>
-        upstream_tls;                                      // by upstream; null for http
-    std::vector<std::unique_ptr<upstream::pacer>> pacers;  // by upstream
+    std::vector<std::unique_ptr<upstream::service>> upstreams;  // by upstream
     ops::metrics metrics;
     ops::usage_meter usage;
     ops::access_log log;
@@ -77,34 +74,31 @@ struct idle_connection
 // Prunes a worker's upstream pools every quarter second, on its own thread.
 class pool_pruning final : public net::sweep_task {
   public:
-    pool_pruning(net::deadline_sweep& sweep, std::vector<upstream::pool>& pools)
-        : sweep_(sweep), pools_(pools) {}
+    pool_pruning(net::deadline_sweep& sweep,
+                 std::vector<std::unique_ptr<upstream::client>>& upstreams)
+        : sweep_(sweep), upstreams_(upstreams) {}
     void start() { sweep_.schedule(*this, std::chrono::steady_clock::now() + period); }
 
   private:
     static constexpr std::chrono::milliseconds period{250};
     void on_due() override {
-        for (auto& p : pools_)
-            p.prune();
+        for (auto& u : upstreams_)
+            u->connections.prune();
         start();
     }
     net::deadline_sweep& sweep_;
-    std::vector<upstream::pool>& pools_;
+    std::vector<std::unique_ptr<upstream::client>>& upstreams_;
 };
 
 struct worker {
-    worker(std::size_t position, const std::vector<ops::upstream_config>& upstreams)
-        : index(position) {
-        pools.reserve(upstreams.size());
-        for (const auto& up : upstreams) {
-            pools.emplace_back(static_cast<std::size_t>(up.max_concurrent));
-        }
-    }
+    explicit worker(std::size_t position) : index(position) {}
+    // This worker's client of each upstream, once the services exist.
+    void connect(proxy_context& context);
     std::size_t index;  // in the server's workers
     event_loop io;
-    net::deadline_sweep deadlines{io.get_executor()};  // of every socket on this loop
-    std::vector<upstream::pool> pools;                 // by upstream
-    pool_pruning pruning{deadlines, pools};
+    net::deadline_sweep deadlines{io.get_executor()};          // of every socket on this loop
+    std::vector<std::unique_ptr<upstream::client>> upstreams;  // by upstream
+    pool_pruning pruning{deadlines, upstreams};
     // Connections waiting for their next request: closed at once when a drain starts.
     boost::intrusive::list<idle_connection, boost::intrusive::constant_time_size<false>> idle;
 };

@@ -78,8 +78,8 @@ class usage_reader {
 
 template <class Stream>
 asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadline,
-                                    upstream::upstream_request request,
-                                    upstream::exchange_context context, relay_options options) {
+                                    upstream::upstream_request request, upstream::client& context,
+                                    relay_options options) {
     relay_result out;
     auto& result = out.delivered;
     const auto& up = context.upstream;
@@ -167,10 +167,10 @@ asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadli
 }
 
 template asio::awaitable<relay_result> relay(asio::ip::tcp::socket&, net::socket_deadline&,
-                                             upstream::upstream_request, upstream::exchange_context,
+                                             upstream::upstream_request, upstream::client&,
                                              relay_options);
 template asio::awaitable<relay_result> relay(beast::ssl_stream<asio::ip::tcp::socket>&,
                                              net::socket_deadline&, upstream::upstream_request,
-                                             upstream::exchange_context, relay_options);
+                                             upstream::client&, relay_options);
 
 }  // namespace coalescer::server

@@ -32,7 +32,6 @@ struct relay_result {
 template <class Stream>
 boost::asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadline,
                                            upstream::upstream_request request,
-                                           upstream::exchange_context context,
-                                           relay_options options);
+                                           upstream::client& context, relay_options options);
 
 }  // namespace coalescer::server

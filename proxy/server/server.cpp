@@ -35,12 +35,16 @@ proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg,
       metrics(*cfg),
       usage(upstream_names(*cfg)),
       log(cfg->log) {
-    for (const auto& up : cfg->upstreams) {
-        upstream_tls.push_back(
-            up.https ? std::make_unique<asio::ssl::context>(upstream::make_client_tls_context(up))
-                     : nullptr);
-        pacers.push_back(
-            std::make_unique<upstream::pacer>(up.max_concurrent, up.rate_limit, loops));
+    for (std::size_t i = 0; i < cfg->upstreams.size(); ++i) {
+        upstreams.push_back(std::make_unique<upstream::service>(cfg->upstreams[i], i, loops));
+    }
+}
+
+void worker::connect(proxy_context& context) {
+    for (auto& service : context.upstreams) {
+        upstreams.push_back(
+            std::make_unique<upstream::client>(*service, context.metrics, context.usage, deadlines,
+                                               index, context.config->limits.max_header_bytes));
     }
 }
 
@@ -48,10 +52,13 @@ server::server(std::shared_ptr<const ops::config> cfg) {
     const std::size_t n = cfg->workers != 0 ? cfg->workers : default_workers();
     std::vector<asio::any_io_executor> loops;
     for (std::size_t i = 0; i < n; ++i) {
-        workers_.push_back(std::make_unique<worker>(i, cfg->upstreams));
+        workers_.push_back(std::make_unique<worker>(i));
         loops.push_back(workers_.back()->io.get_executor());
     }
     context_ = std::make_unique<proxy_context>(cfg, loops);
+    for (auto& w : workers_) {
+        w->connect(*context_);
+    }
     listener_ = std::make_unique<listener>(workers_.front()->io, cfg->listen, workers_, *context_);
     admin_ = std::make_unique<ops::admin_server>(
         workers_.front()->io, cfg->admin.address, cfg->admin.port,
@@ -89,9 +96,9 @@ std::string server::render_metrics() const {
     now.retained_entries = flights.retained_entries;
     now.retained_bytes = flights.retained_bytes;
     now.evictions = flights.evictions;
-    for (const auto& p : context_->pacers) {
-        now.pacer_queued.push_back(p->queued());
-        now.pacer_in_use.push_back(p->in_use());
+    for (const auto& u : context_->upstreams) {
+        now.pacer_queued.push_back(u->admission.queued());
+        now.pacer_in_use.push_back(u->admission.in_use());
     }
     auto text = context_->metrics.render(now);
     context_->usage.render(text);

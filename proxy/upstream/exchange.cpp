@@ -94,7 +94,7 @@ struct attempt {
 
 asio::awaitable<error_code> send_and_read_head(connection& conn, const upstream_request& request,
                                                std::unique_ptr<response_parser>& parser,
-                                               const exchange_context& context, deadline total,
+                                               const client& context, deadline total,
                                                clock::time_point& sent_at) {
     const auto& up = context.upstream;
     const std::array<asio::const_buffer, 2> buffers{asio::buffer(request.head),
@@ -147,8 +147,8 @@ bool may_resend(connection& conn, clock::time_point sent_at) {
 // that happens within the resend window the request could not have been processed, so it is
 // sent once more on a new connection (and counted). A request the upstream held longer is
 // never sent twice: its clients get the 502.
-asio::awaitable<attempt> try_once(const upstream_request& request, exchange_context& context,
-                                  deadline total, const std::shared_ptr<exchange_cancel>& cancel) {
+asio::awaitable<attempt> try_once(const upstream_request& request, client& context, deadline total,
+                                  const std::shared_ptr<exchange_cancel>& cancel) {
     const auto& up = context.upstream;
     const auto executor = co_await asio::this_coro::executor;
     attempt a;
@@ -230,8 +230,8 @@ void exchange_cancel::cancel() noexcept {
         sleeping->cancel();
 }
 
-asio::awaitable<response_start> open_response(const upstream_request& request,
-                                              exchange_context& context, deadline total,
+asio::awaitable<response_start> open_response(const upstream_request& request, client& context,
+                                              deadline total,
                                               std::shared_ptr<exchange_cancel> cancel) {
     const auto& up = context.upstream;
     response_start out;
@@ -326,13 +326,13 @@ asio::awaitable<error_code> read_body_piece(response_start& response, std::span<
     co_return error_code{};
 }
 
-void note_protocol_error(exchange_context& context, error_code ec) {
+void note_protocol_error(client& context, error_code ec) {
     if (const auto fault = ops::protocol_fault_of(ec)) {
         context.metrics.upstream_protocol_error(context.upstream_index, *fault);
     }
 }
 
-void release_connection(response_start& response, exchange_context& context) {
+void release_connection(response_start& response, client& context) {
     if (!response.conn || !response.parser) {
         return;
     }
@@ -350,8 +350,7 @@ void release_connection(response_start& response, exchange_context& context) {
     response.conn->close();
 }
 
-std::optional<ops::token_usage> count_tokens(exchange_context& context,
-                                             std::string_view content_type,
+std::optional<ops::token_usage> count_tokens(client& context, std::string_view content_type,
                                              std::span<const std::string_view> body) {
     auto usage = ops::extract_usage(content_type, body);
     if (usage) {

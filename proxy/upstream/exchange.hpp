@@ -5,10 +5,7 @@
 
 #include "http/response_head.hpp"
 #include "ops/config.hpp"
-#include "ops/metrics.hpp"
-#include "ops/usage_meter.hpp"
-#include "upstream/pacer.hpp"
-#include "upstream/pool.hpp"
+#include "upstream/client.hpp"
 
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ssl/context.hpp>
@@ -26,19 +23,6 @@ struct upstream_request {
     std::string body;          // the client's bytes, unchanged
     bool head_method = false;  // HEAD: the response has no body whatever its headers say
     std::uint64_t tenant = 0;  // the credentials' partition: connections never cross it
-};
-
-struct exchange_context {
-    const ops::upstream_config& upstream;
-    boost::asio::ssl::context* tls;  // null for http
-    pool& connections;               // the calling worker's
-    pacer& admission;                // the upstream's, shared by all workers
-    ops::metrics& metrics;
-    ops::usage_meter& usage;
-    std::size_t upstream_index;
-    net::deadline_sweep& deadlines;  // the calling worker's
-    std::size_t worker;              // the calling worker's index: its pacer lane
-    std::size_t max_head_bytes;      // limits.max_header_bytes: a bigger head is a 502
 };
 
 // Lets whoever waits on an exchange stop it. Touched only on the exchange's executor.
@@ -68,7 +52,7 @@ struct response_start {
 // Waits for a pacer slot, then tries until a head worth relaying arrives: retries before the
 // head where the provider cannot have done the work, and 429/503 within the retry budget.
 boost::asio::awaitable<response_start> open_response(const upstream_request& request,
-                                                     exchange_context& context, deadline total,
+                                                     client& context, deadline total,
                                                      std::shared_ptr<exchange_cancel> cancel);
 
 // Parses body bytes that came with the head into `buffer`, without I/O; returns how many.
@@ -82,15 +66,14 @@ boost::asio::awaitable<boost::system::error_code> read_body_piece(
 
 // After the answer was read whole: the connection goes back to the pool when reuse_after says
 // so; otherwise it is closed (counted as trailing_bytes when out of step).
-void release_connection(response_start& response, exchange_context& context);
+void release_connection(response_start& response, client& context);
 
 // Counts an upstream protocol error by kind (no-op for other errors).
-void note_protocol_error(exchange_context& context, boost::system::error_code ec);
+void note_protocol_error(client& context, boost::system::error_code ec);
 
 // Counts the provider's billed tokens (from the response's own `usage`) as spent, and returns
 // them so followers can be credited with what they saved.
-std::optional<ops::token_usage> count_tokens(exchange_context& context,
-                                             std::string_view content_type,
+std::optional<ops::token_usage> count_tokens(client& context, std::string_view content_type,
                                              std::span<const std::string_view> body);
 
 }  // namespace coalescer::upstream

@@ -73,7 +73,7 @@ TEST_CASE("registry: a new key makes a leader and starts its producer, once") {
     CHECK(reg.stats().live_flights == 0);
 }
 
-TEST_CASE("registry: a completed, retainable flight is a hit; leaving is automatic") {
+TEST_CASE("registry: a completed, retainable flight is a hit and leaving is automatic") {
     flight_ids ids;
     local_registry reg(config(), ids);
     recording_producer producer;
@@ -90,7 +90,7 @@ TEST_CASE("registry: a completed, retainable flight is a hit; leaving is automat
     CHECK(reg.stats().retained_bytes > 6 + 32);  // body, head and bookkeeping
 }
 
-TEST_CASE("registry: a failed flight is never joined; the next request starts another") {
+TEST_CASE("registry: a failed flight is never joined and the next request starts another") {
     flight_ids ids;
     local_registry reg(config(), ids);
     recording_producer producer;
@@ -234,7 +234,7 @@ TEST_CASE("registry: entries expire after result_ttl, hits do not extend it") {
     after.joined.flight().fail(ops::proxy_errc::flight_cancelled);
 }
 
-TEST_CASE("registry: result_ttl 0 keeps nothing; a join racing completion is never a hit") {
+TEST_CASE("registry: result_ttl 0 keeps nothing and a join racing completion is never a hit") {
     flight_ids ids;
     local_registry reg(config(1024 * 1024, ops::duration::zero()), ids);
     recording_producer producer;
