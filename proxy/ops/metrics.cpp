@@ -80,6 +80,14 @@ void metrics::flight_finished(std::size_t subscribers) noexcept {
 std::string metrics::render(const gauges& now) const {
     std::string out;
     out.reserve(16 * 1024);
+    render_requests(out);
+    render_upstream_counters(out);
+    render_upstream_timings(out, now);
+    render_process(out, now);
+    return out;
+}
+
+void metrics::render_requests(std::string& out) const {
     header(out, "coalescer_requests_total", "counter",
            "Client requests answered, by route, role and status class.");
     for (std::size_t r = 0; r < route_names_.size(); ++r) {
@@ -107,7 +115,9 @@ std::string metrics::render(const gauges& now) const {
     for (std::size_t r = 0; r < route_names_.size(); ++r)
         routes_[r]->ttfb.render(out, "coalescer_request_ttfb_seconds",
                                 label("route", route_names_[r]));
+}
 
+void metrics::render_upstream_counters(std::string& out) const {
     header(out, "coalescer_upstream_calls_total", "counter",
            "Upstream attempts, by upstream and status (0: no response).");
     for (std::size_t u = 0; u < upstreams_.size(); ++u) {
@@ -141,6 +151,9 @@ std::string metrics::render(const gauges& now) const {
                 label("upstream", upstream_names_[u]) + "," +
                     label("kind", to_string(static_cast<protocol_fault>(k))),
                 std::to_string(upstreams_[u]->protocol_errors[k].load(std::memory_order_relaxed)));
+}
+
+void metrics::render_upstream_timings(std::string& out, const gauges& now) const {
     header(out, "coalescer_upstream_ttfb_seconds", "histogram",
            "Time from sending a request upstream to its response head.");
     for (std::size_t u = 0; u < upstreams_.size(); ++u)
@@ -165,7 +178,9 @@ std::string metrics::render(const gauges& now) const {
     for (std::size_t u = 0; u < upstreams_.size() && u < now.pacer_in_use.size(); ++u)
         sample(out, "coalescer_pacer_in_use", label("upstream", upstream_names_[u]),
                std::to_string(now.pacer_in_use[u]));
+}
 
+void metrics::render_process(std::string& out, const gauges& now) const {
     header(out, "coalescer_flights_in_flight", "gauge", "Upstream exchanges in progress.");
     sample(out, "coalescer_flights_in_flight", "", std::to_string(now.flights_in_flight));
     header(out, "coalescer_subscribers_per_flight", "histogram",
@@ -184,8 +199,6 @@ std::string metrics::render(const gauges& now) const {
            std::to_string(slow_dropped_.load(std::memory_order_relaxed)));
     header(out, "coalescer_open_connections", "gauge", "Client connections open now.");
     sample(out, "coalescer_open_connections", "", std::to_string(open_connections()));
-
-    return out;
 }
 
 }  // namespace coalescer::ops

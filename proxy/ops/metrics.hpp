@@ -59,6 +59,11 @@ class metrics {
     std::string render(const gauges& now) const;
 
   private:
+    void render_requests(std::string& out) const;
+    void render_upstream_counters(std::string& out) const;
+    void render_upstream_timings(std::string& out, const gauges& now) const;
+    void render_process(std::string& out, const gauges& now) const;
+
     struct per_route {
         per_route() : duration(histogram::latency_seconds()), ttfb(histogram::latency_seconds()) {}
         histogram duration;
