@@ -2,7 +2,7 @@
 # Installs the Debian bookworm packages coalescer builds and tests with, when missing.
 # Run as root (or with sudo). Idempotent: does nothing when everything is there.
 set -eu
-packages="libboost1.81-dev libboost-json1.81-dev libssl-dev libyaml-cpp-dev doctest-dev cmake g++ make openssl ca-certificates"
+packages="libhiredis-dev redis-server libboost1.81-dev libboost-json1.81-dev libssl-dev libyaml-cpp-dev doctest-dev cmake g++ make openssl ca-certificates"
 missing=""
 for p in $packages; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

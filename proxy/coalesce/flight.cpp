@@ -21,7 +21,33 @@ bool finished(flight_state s) noexcept {
 flight::flight(flight_key key, std::string id, limits lim, flight_owner* owner)
     : key_(key), id_(std::move(id)), limits_(lim), owner_(owner) {}
 
-flight::join_result flight::join(bool& joined_complete, std::size_t& slot) {
+std::string flight::id() const {
+    std::lock_guard lock(mutex_);
+    return id_;
+}
+
+void flight::adopt_id(std::string id) {
+    std::lock_guard lock(mutex_);
+    id_ = std::move(id);
+}
+
+ops::role flight::creator_role() const {
+    std::lock_guard lock(mutex_);
+    return creator_role_;
+}
+
+void flight::set_produced_elsewhere(ops::role creator_role) {
+    std::lock_guard lock(mutex_);
+    creator_role_ = creator_role;
+    produced_elsewhere_ = true;
+}
+
+bool flight::produced_elsewhere() const {
+    std::lock_guard lock(mutex_);
+    return produced_elsewhere_;
+}
+
+flight::join_result flight::join(bool& joined_complete, std::size_t& slot, bool counted) {
     std::lock_guard lock(mutex_);
     if (state_ == flight_state::failed || cancelled_ || over_limit_) {
         return join_result::closed;
@@ -35,7 +61,7 @@ flight::join_result flight::join(bool& joined_complete, std::size_t& slot) {
         return join_result::full;
     }
     joined_complete = state_ == flight_state::complete;
-    if (!joined_complete) {
+    if (!joined_complete && counted) {
         ++joined_while_live_;
     }
     ++subscribers_;

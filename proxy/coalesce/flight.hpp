@@ -90,7 +90,15 @@ class flight : public std::enable_shared_from_this<flight> {
     flight& operator=(const flight&) = delete;
 
     const flight_key& key() const noexcept { return key_; }
-    const std::string& id() const noexcept { return id_; }
+    // The id every client of this flight sees (x-coalesce-flight). A registry that follows a
+    // flight produced by another replica adopts that one's id, before the head is published.
+    std::string id() const;
+    void adopt_id(std::string id);
+    // The role a client that created this flight here reports: leader, unless the registry
+    // found it produced by another replica (follower, or hit when it was already complete).
+    ops::role creator_role() const;
+    void set_produced_elsewhere(ops::role creator_role);
+    bool produced_elsewhere() const;
 
     // --- Subscribers (any thread) ---
     enum class join_result { joined, full, closed };
@@ -98,7 +106,9 @@ class flight : public std::enable_shared_from_this<flight> {
     // completed with an answer that will not be retained (5xx, no-store, Set-Cookie, …), or has
     // max_subscribers. `joined_complete` tells a hit from a follower; `slot` names the
     // subscriber in later calls.
-    join_result join(bool& joined_complete, std::size_t& slot);
+    // `counted`: false for a reader that is no client (a registry relaying the flight to other
+    // replicas), left out of joined_while_live().
+    join_result join(bool& joined_complete, std::size_t& slot, bool counted = true);
     // Removes a subscriber; the last one leaving an unfinished flight may cancel it (with
     // orphan: cancel, and only if nobody joined in between).
     void leave(std::size_t slot);
@@ -151,7 +161,7 @@ class flight : public std::enable_shared_from_this<flight> {
     void cancel_if_orphaned();
 
     const flight_key key_;
-    const std::string id_;
+    std::string id_;  // written by the producer before the head, under the mutex
     const limits limits_;
     flight_owner* const owner_;
 
@@ -172,6 +182,8 @@ class flight : public std::enable_shared_from_this<flight> {
     clock::time_point completed_at_{};
     std::size_t joined_while_live_ = 0;
     std::optional<ops::token_usage> usage_;
+    ops::role creator_role_ = ops::role::leader;
+    bool produced_elsewhere_ = false;
 };
 
 }  // namespace coalescer::coalesce

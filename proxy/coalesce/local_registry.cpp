@@ -1,5 +1,8 @@
 #include "coalesce/local_registry.hpp"
 
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
@@ -73,7 +76,9 @@ join_result local_registry::join(const flight_key& key, flight_producer& produce
         s.map.emplace(key, entry{created, false, {}});
         live_.fetch_add(1, std::memory_order_relaxed);
     }
-    producer.start(created);  // outside the shard lock: it may post, or take other locks
+    // Outside the shard lock: making the production may take other locks.
+    auto made = producer.make(created);
+    boost::asio::co_spawn(made.executor, std::move(made.run), boost::asio::detached);
     return {join_status::leader, subscription(std::move(created), slot)};
 }
 

@@ -6,6 +6,9 @@
 
 #include "coalesce/flight.hpp"
 
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -60,11 +63,17 @@ struct join_result {
     subscription joined;  // set for leader, follower and hit
 };
 
-// Starts the upstream exchange that produces a flight, when the registry decides this process
-// produces it.
+// The upstream exchange that produces a flight, not yet started: a registry may start it at
+// once, later (after asking other replicas), or never (another replica produces the flight).
+struct production {
+    boost::asio::awaitable<void> run;
+    boost::asio::any_io_executor executor;  // the worker it runs on
+    std::size_t worker = 0;                 // that worker's index
+};
+
 class flight_producer {
   public:
-    virtual void start(const std::shared_ptr<flight>& f) = 0;
+    virtual production make(const std::shared_ptr<flight>& f) = 0;
 
   protected:
     ~flight_producer() = default;

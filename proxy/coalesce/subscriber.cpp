@@ -106,6 +106,8 @@ void delivery<Stream>::queue_start(const log_read& r) {
         return;
     }
     has_body_ = r.head->has_body;
+    if (options_.role == role::leader)
+        options_.role = flight_.creator_role();  // another replica's flight: a follower here
     const auto framing = http::framing_for(*r.head, options_.client_http11, options_.keep_alive);
     writer_.set_chunked(framing.chunked);
     options_.keep_alive = framing.keep_alive;

@@ -69,14 +69,16 @@ void access_log::request(const access_record& r) const {
                ",\"role\":\"" + std::string(to_string(r.role)) +
                "\",\"flight\":" + quoted(r.flight) + ",\"key\":" + quoted(r.key_prefix) +
                ",\"outcome\":" + quoted(r.outcome) +
-               (r.detail.empty() ? std::string() : ",\"error_detail\":" + quoted(r.detail)) + "}\n";
+               (r.detail.empty() ? std::string() : ",\"error_detail\":" + quoted(r.detail)) +
+               (r.remote_producer ? ",\"producer\":\"remote\"" : "") + "}\n";
     } else {
         std::snprintf(numbers, sizeof numbers, " %u %llub %.1fms ttfb=%.1fms", r.status,
                       static_cast<unsigned long long>(r.bytes_out), r.duration_ms, r.ttfb_ms);
         line = timestamp() + " " + std::string(r.method) + " " + std::string(path) + numbers + " " +
                std::string(to_string(r.role)) + " flight=" + std::string(r.flight) +
                " key=" + std::string(r.key_prefix) + " " + std::string(r.outcome) +
-               (r.detail.empty() ? std::string() : " (" + std::string(r.detail) + ")") + "\n";
+               (r.detail.empty() ? std::string() : " (" + std::string(r.detail) + ")") +
+               (r.remote_producer ? " producer=remote" : "") + "\n";
     }
     emit(stdout, line);
 }

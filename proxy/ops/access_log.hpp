@@ -25,6 +25,7 @@ struct access_record {
     int attempts = 0;          // upstream attempts of the flight this client was served from
     std::string_view outcome;  // "ok", "cut", "client_gone", or an error code
     std::string_view detail;   // for upstream protocol errors: what the upstream broke
+    bool remote_producer = false;  // the flight's upstream call was made by another replica
 };
 
 class access_log {

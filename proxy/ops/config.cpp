@@ -862,13 +862,118 @@ void read_log(const loader& l, const field& f, log_config& out) {
             one_of<log_format>(l, *v, {{"json", log_format::json}, {"text", log_format::text}});
 }
 
+// redis://host[:port][/db] or rediss://…: no credentials (username and password_file hold
+// them), no query.
+void parse_redis_url(const loader& l, const field& f, cluster_config& c) {
+    const std::string& url = c.url;
+    const auto sep = url.find("://");
+    const std::string scheme = sep == std::string::npos ? "" : lower(url.substr(0, sep));
+    if (scheme != "redis" && scheme != "rediss")
+        l.fail(f, "expected redis://host:port/db or rediss://host:port/db, got " + quote(url));
+    c.tls = scheme == "rediss";
+    std::string_view rest = std::string_view(url).substr(sep + 3);
+    const auto slash = rest.find('/');
+    std::string_view authority = rest.substr(0, slash);
+    // The URL is not echoed: it may hold a credential.
+    if (authority.find('@') != std::string_view::npos)
+        l.fail(f, "credentials in the URL are not allowed: use username and password_file");
+    if (slash != std::string_view::npos) {
+        const auto db = rest.substr(slash + 1);
+        const auto n = parse_unsigned(db);
+        if (!db.empty() && (!n || *n > 1'000'000))
+            l.fail(f, "the database after '/' must be a number, got " + quote(url));
+        c.database = n ? static_cast<unsigned>(*n) : 0;
+    }
+    std::string_view host = authority;
+    if (!authority.empty() && authority.front() == '[') {
+        const auto close = authority.find(']');
+        if (close == std::string_view::npos)
+            l.fail(f, "unclosed '[' in " + quote(url));
+        host = authority.substr(1, close - 1);
+        authority.remove_prefix(close + 1);
+    } else {
+        host = authority.substr(0, authority.find(':'));
+        authority.remove_prefix(host.size());
+    }
+    if (host.empty())
+        l.fail(f, "no host in " + quote(url));
+    c.host = std::string(host);
+    if (!authority.empty()) {
+        const auto port = authority.front() == ':' ? parse_unsigned(authority.substr(1))
+                                                   : std::optional<std::uint64_t>();
+        if (!port || *port == 0 || *port > 65535)
+            l.fail(f, "the port must be 1 to 65535, got " + quote(url));
+        c.port = static_cast<std::uint16_t>(*port);
+    }
+}
+
+// A secret read from a file: the whole file, less one trailing newline. Never echoed.
+std::string read_secret_file(const loader& l, const field& f, const std::string& path) {
+    check_readable_file(l, f, path);
+    std::FILE* fp = std::fopen(path.c_str(), "rb");
+    if (fp == nullptr)
+        l.fail(f, "cannot read " + quote(path));
+    std::string secret;
+    char buffer[4096];
+    std::size_t n = 0;
+    while ((n = std::fread(buffer, 1, sizeof buffer, fp)) > 0 && secret.size() < 64 * 1024)
+        secret.append(buffer, n);
+    std::fclose(fp);
+    while (!secret.empty() && (secret.back() == '\n' || secret.back() == '\r'))
+        secret.pop_back();
+    if (secret.empty())
+        l.fail(f, quote(path) + " is empty");
+    return secret;
+}
+
+cluster_config read_cluster(const loader& l, const field& f) {
+    mapping m(l, f,
+              {"redis", "username", "password_file", "tls", "key_secret_file", "lease",
+               "timeouts"});
+    cluster_config c;
+    const field url = m.require("redis");
+    c.url = text(l, url);
+    parse_redis_url(l, url, c);
+    if (auto v = m.get("username"); v && !v->node.IsNull() && !v->node.Scalar().empty())
+        c.username = text(l, *v);
+    if (auto v = m.get("password_file"); v && !v->node.IsNull() && !v->node.Scalar().empty())
+        c.password = read_secret_file(l, *v, text(l, *v));
+    if (!c.username.empty() && c.password.empty())
+        l.fail(*m.get("username"), "needs password_file (Redis ACL users authenticate with both)");
+    if (auto v = m.get("tls")) {
+        mapping t(l, *v, {"verify", "ca_file"});
+        if (auto x = t.get("verify"))
+            c.tls_verify = boolean(l, *x);
+        if (auto x = t.get("ca_file")) {
+            c.ca_file = text(l, *x);
+            check_readable_file(l, *x, c.ca_file);
+        }
+    }
+    const field secret = m.require("key_secret_file");
+    c.key_secret_file = text(l, secret);
+    c.key_secret = read_secret_file(l, secret, c.key_secret_file);
+    if (auto v = m.get("lease")) {
+        c.lease = read_duration(l, *v, false);
+        if (c.lease < 300ms)
+            l.fail(*v, "must be at least 300ms (it is renewed every lease/3)");
+    }
+    if (auto v = m.get("timeouts")) {
+        mapping t(l, *v, {"connect", "command"});
+        if (auto x = t.get("connect"))
+            c.connect_timeout = read_duration(l, *x, false);
+        if (auto x = t.get("command"))
+            c.command_timeout = read_duration(l, *x, false);
+    }
+    return c;
+}
+
 std::shared_ptr<const config> read_config(const loader& l, const YAML::Node& root) {
     if (!root.IsMap())
         l.fail(0, "document",
                "expected a mapping with upstreams and routes, got " + describe(root));
     mapping top(l, field{root, "", line_of(root)},
                 {"workers", "pin_workers", "listen", "admin", "upstreams", "routes", "coalesce",
-                 "limits", "shutdown", "log"});
+                 "limits", "shutdown", "log", "cluster"});
     auto c = std::make_shared<config>();
     c->source = l.source();
     if (auto v = top.get("workers"))
@@ -901,6 +1006,8 @@ std::shared_ptr<const config> read_config(const loader& l, const YAML::Node& roo
         read_shutdown(l, *v, c->shutdown);
     if (auto v = top.get("log"))
         read_log(l, *v, c->log);
+    if (auto v = top.get("cluster"))
+        c->cluster = read_cluster(l, *v);
     return c;
 }
 

@@ -120,6 +120,24 @@ struct log_config {
     log_format format = log_format::json;
 };
 
+// Coalescing across replicas over Redis (the optional top-level `cluster:` section).
+struct cluster_config {
+    std::string url;  // as configured: redis://host:port/db or rediss://…, never credentials
+    std::string host;
+    std::uint16_t port = 6379;
+    unsigned database = 0;
+    bool tls = false;  // rediss://
+    bool tls_verify = true;
+    std::string ca_file;          // empty: the system's trust store
+    std::string username;         // Redis ACL user, with password
+    std::string password;         // read from password_file; never logged
+    std::string key_secret;       // read from key_secret_file; never logged
+    std::string key_secret_file;  // for messages
+    duration lease = 5s;
+    duration connect_timeout = 500ms;
+    duration command_timeout = 250ms;
+};
+
 struct config {
     std::string source;        // the file it was loaded from
     unsigned workers = 0;      // 0 = one per allowed core
@@ -132,6 +150,7 @@ struct config {
     limits_config limits;
     shutdown_config shutdown;
     log_config log;
+    std::optional<cluster_config> cluster;
 };
 
 // Thrown by the loader: what() is one line, "FILE:LINE: KEY: problem".

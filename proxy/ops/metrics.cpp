@@ -13,7 +13,7 @@ constexpr std::string_view class_names[] = {"1xx", "2xx", "3xx", "4xx", "5xx", "
 
 }  // namespace
 
-metrics::metrics(const config& cfg) {
+metrics::metrics(const config& cfg) : clustered_(cfg.cluster.has_value()) {
     for (const auto& r : cfg.routes)
         route_names_.push_back(r.prefix);
     route_names_.push_back("none");
@@ -84,6 +84,8 @@ std::string metrics::render(const gauges& now) const {
     render_upstream_counters(out);
     render_upstream_timings(out, now);
     render_process(out, now);
+    if (clustered_)
+        cluster.render(out);
     return out;
 }
 

@@ -5,6 +5,7 @@
 
 #include "ops/config.hpp"
 #include "ops/errors.hpp"
+#include "ops/cluster_counters.hpp"
 #include "ops/histogram.hpp"
 #include "ops/role.hpp"
 
@@ -58,6 +59,8 @@ class metrics {
     // Prometheus text exposition format 0.0.4.
     std::string render(const gauges& now) const;
 
+    cluster_counters cluster;  // rendered when the config has a cluster: section
+
   private:
     void render_requests(std::string& out) const;
     void render_upstream_counters(std::string& out) const;
@@ -94,6 +97,7 @@ class metrics {
     histogram subscribers_{histogram::counts()};
     std::atomic<std::uint64_t> slow_dropped_{0};
     std::atomic<std::int64_t> open_connections_{0};
+    bool clustered_ = false;
 };
 
 }  // namespace coalescer::ops

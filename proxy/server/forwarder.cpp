@@ -142,10 +142,10 @@ class fetch_here final : public coalesce::flight_producer {
     fetch_here(client_request& request, const route_match& match, worker& self,
                proxy_context& context)
         : request_(request), match_(match), self_(self), context_(context) {}
-    void start(const std::shared_ptr<coalesce::flight>& flight) override {
-        auto fetch = coalesce::fetch(flight, make_upstream_request(request_, match_, context_),
-                                     upstream_for(match_, self_));
-        asio::co_spawn(self_.io, std::move(fetch), asio::detached);
+    coalesce::production make(const std::shared_ptr<coalesce::flight>& flight) override {
+        return {coalesce::fetch(flight, make_upstream_request(request_, match_, context_),
+                                upstream_for(match_, self_)),
+                self_.io.get_executor(), self_.index};
     }
 
   private:
@@ -277,6 +277,10 @@ asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
     auto& flight = joined.joined.flight();  // left when `joined` goes
     const auto delivered =
         co_await coalesce::deliver(stream, deadline, flight, joined.joined.slot(), options);
+    if (record.role == role::leader) {
+        record.role = flight.creator_role();  // follower or hit when another replica produced it
+    }
+    record.remote_producer = flight.produced_elsewhere();
     account(delivered, flight.id(), flight.attempts.load(std::memory_order_relaxed),
             match->route_index, record, context, started);
     if (delivered.complete && (record.role == role::follower || record.role == role::hit)) {

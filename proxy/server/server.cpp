@@ -1,5 +1,7 @@
 #include "server/server.hpp"
 
+#include "cluster/cluster_registry.hpp"
+
 #include "coalesce/local_registry.hpp"
 #include "server/worker_cpus.hpp"
 #include "upstream/connection.hpp"
@@ -29,12 +31,18 @@ proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg,
     : config(cfg),
       routes(cfg),
       tenants(cfg->coalesce),
-      keys(cfg->coalesce),
-      flights(std::make_unique<coalesce::local_registry>(
-          cfg->coalesce, ids, [this](std::size_t n) { metrics.flight_finished(n); })),
+      keys(cfg->coalesce, cfg->cluster ? std::string_view(cfg->cluster->key_secret) : ""),
       metrics(*cfg),
       usage(upstream_names(*cfg)),
       log(cfg->log) {
+    auto local = std::make_unique<coalesce::local_registry>(
+        cfg->coalesce, ids, [this](std::size_t n) { metrics.flight_finished(n); });
+    if (cfg->cluster) {
+        flights = std::make_unique<cluster::cluster_registry>(*cfg, ids, std::move(local), loops,
+                                                              metrics, log);
+    } else {
+        flights = std::move(local);
+    }
     for (std::size_t i = 0; i < cfg->upstreams.size(); ++i) {
         upstreams.push_back(std::make_unique<upstream::service>(cfg->upstreams[i], i, loops));
     }

@@ -5,7 +5,7 @@
 # Prints every include that points up; exit status 0 only if there is none.
 set -euo pipefail
 proxy=${1:-"$(dirname "$0")/../../proxy"}
-layers=(net http ops upstream coalesce server)
+layers=(net http ops upstream coalesce cluster server)
 
 rank() {
     local i

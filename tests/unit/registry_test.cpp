@@ -4,6 +4,7 @@
 #include "coalesce/local_registry.hpp"
 #include "ops/errors.hpp"
 
+#include <boost/asio/io_context.hpp>
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -25,7 +26,12 @@ flight_key key_named(std::uint32_t n) {
 // Counts the flights it was asked to produce and keeps them, like the forwarder's fetch would.
 struct recording_producer final : flight_producer {
     std::vector<std::shared_ptr<flight>> started;
-    void start(const std::shared_ptr<flight>& f) override { started.push_back(f); }
+    boost::asio::io_context io;  // never run: the productions are made, not run
+    production make(const std::shared_ptr<flight>& f) override {
+        started.push_back(f);
+        return {nothing(), io.get_executor(), 0};
+    }
+    static boost::asio::awaitable<void> nothing() { co_return; }
 };
 
 ops::coalesce_config config(std::size_t cache_bytes = 1024 * 1024,

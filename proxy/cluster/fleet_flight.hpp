@@ -1,0 +1,40 @@
+// One local flight's life in the fleet. The pod that creates a flight for a key asks Redis for
+// the key's lease (SET NX with this flight's id): the winner produces it here and relays every
+// event into the flight's Redis Stream (fenced: an append only lands while the lease still
+// holds this flight's id); a pod that finds the key leased feeds its local flight from that
+// stream instead, adopting the producer's flight id. When the producer's lease lapses, a pod
+// whose clients have received nothing takes over; one whose clients have bytes cuts them.
+// Redis unavailable: the flight is produced here, as without `cluster:`.
+#pragma once
+
+#include "cluster/breaker.hpp"
+#include "cluster/redis_pool.hpp"
+#include "coalesce/flight.hpp"
+#include "coalesce/flight_id.hpp"
+#include "coalesce/registry.hpp"
+#include "ops/cluster_counters.hpp"
+#include "ops/config.hpp"
+
+#include <boost/asio/awaitable.hpp>
+
+#include <memory>
+#include <vector>
+
+namespace coalescer::cluster {
+
+// What every fleet flight of the process shares.
+struct fleet {
+    const ops::cluster_config& config;
+    ops::duration result_ttl;
+    ops::cluster_counters& counters;
+    breaker& health;
+    coalesce::flight_ids& ids;
+    std::vector<std::unique_ptr<redis_pool>>& pools;  // by worker
+};
+
+// Runs on the production's worker until the flight has ended here (and, when this pod produced
+// it, until its last event reached Redis or was refused).
+boost::asio::awaitable<void> run_in_fleet(fleet& shared, std::shared_ptr<coalesce::flight> f,
+                                          coalesce::production local);
+
+}  // namespace coalescer::cluster

@@ -1,0 +1,68 @@
+// One connection to Redis, plain or TLS, owned by one worker's event loop: it connects,
+// authenticates and selects the database within `timeouts.connect`, then runs commands one
+// batch at a time, each batch bounded by a deadline after which the connection is closed (a
+// reply that arrives late must never be taken for the next command's).
+#pragma once
+
+#include "cluster/resp.hpp"
+#include "ops/config.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/ssl/stream.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/system/error_code.hpp>
+
+#include <chrono>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace coalescer::cluster {
+
+struct redis_result {
+    boost::system::error_code ec;  // the connection failed or timed out: no reply
+    reply value;                   // may be a Redis error reply
+};
+
+class redis_connection {
+  public:
+    // `tls` is used for rediss:// only (a plain connection needs one to exist, not to be set up).
+    redis_connection(boost::asio::any_io_executor ex, const ops::cluster_config& config,
+                     boost::asio::ssl::context& tls);
+    redis_connection(const redis_connection&) = delete;
+    redis_connection& operator=(const redis_connection&) = delete;
+
+    boost::asio::awaitable<boost::system::error_code> open();
+    // One command, its reply within `timeout`.
+    boost::asio::awaitable<redis_result> command(const std::vector<std::string_view>& args,
+                                                 std::chrono::milliseconds timeout);
+    // Several commands in one write; their replies, in order, within `timeout`.
+    boost::asio::awaitable<boost::system::error_code> pipeline(const std::string& commands,
+                                                               std::size_t count,
+                                                               std::chrono::milliseconds timeout,
+                                                               std::vector<reply>& replies);
+    bool usable() const noexcept { return usable_; }
+    void close() noexcept;
+
+  private:
+    boost::asio::awaitable<boost::system::error_code> write(const std::string& bytes);
+    boost::asio::awaitable<boost::system::error_code> read_replies(std::size_t count,
+                                                                   std::vector<reply>& out);
+    boost::asio::awaitable<boost::system::error_code> handshake();
+    void arm(std::chrono::milliseconds timeout);
+    boost::system::error_code disarm(boost::system::error_code ec);
+
+    const ops::cluster_config& config_;
+    const bool tls_;
+    boost::asio::ssl::stream<boost::asio::ip::tcp::socket> stream_;
+    boost::asio::steady_timer deadline_;
+    bool timed_out_ = false;
+    bool usable_ = false;
+    reply_reader reader_;
+    std::vector<char> buffer_;
+};
+
+}  // namespace coalescer::cluster

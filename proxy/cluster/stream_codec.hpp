@@ -1,0 +1,30 @@
+// How a flight travels through a Redis Stream: one entry per event, fields `k` (kind) and `v`.
+//   h  the response head          b  body bytes (consecutive chunks, batched)
+//   e  the end: complete          f  the failure: the error every client gets
+// The head is text of our own, not HTTP: it is the head clients get (hop-by-hop fields already
+// removed), plus what decides their framing and whether the answer may be kept.
+#pragma once
+
+#include "http/response_head.hpp"
+
+#include <boost/system/error_code.hpp>
+
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace coalescer::cluster {
+
+enum class entry_kind : char { head = 'h', body = 'b', end = 'e', failure = 'f' };
+
+std::string encode_head(const http::response_head& head);
+// nullopt when the text is not an encoded head (another version's, or damaged).
+std::optional<http::response_head> decode_head(std::string_view text);
+
+// Only the sidecar's own errors cross: anything else is reported as the upstream having closed.
+std::string encode_failure(boost::system::error_code ec);
+boost::system::error_code decode_failure(std::string_view text);
+
+std::optional<entry_kind> kind_of(std::string_view k);
+
+}  // namespace coalescer::cluster
