@@ -93,8 +93,9 @@ bool looks_like_credential(std::string_view name) noexcept {
         return true;
     if (iequals(name, "idempotency-key"))
         return false;
-    return iends_with(name, "-key") || iends_with(name, "-token") || iends_with(name, "-secret") ||
-           icontains(name, "auth");
+    // Without the hyphen too: apikey (Kong, Supabase), x-apikey, token, accesstoken.
+    return iends_with(name, "key") || iends_with(name, "token") || iends_with(name, "secret") ||
+           icontains(name, "auth") || icontains(name, "password");
 }
 
 bool is_token(std::string_view text) noexcept {

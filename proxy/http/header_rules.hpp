@@ -20,10 +20,10 @@ bool is_hop_by_hop(boost::beast::http::field name) noexcept;
 // A credential by name alone (authorization, proxy-authorization, x-api-key, api-key,
 // x-goog-api-key, cookie), in any case.
 bool is_known_credential(std::string_view name) noexcept;
-// Fails closed: a known credential, or a name that looks like one (ends in -key, -token or
-// -secret, or contains "auth"). `idempotency-key` is the one such name that is not a credential:
-// it names a logical call (the same on every retry of it), and treating it as a tenant would
-// keep one tenant's identical calls apart for nothing.
+// Fails closed: a known credential, or a name that looks like one (ends in key, token or
+// secret, with or without a hyphen, or contains "auth" or "password"). `idempotency-key` is the one
+// such name that is not a credential: it names a logical call (the same on every retry of it), and
+// treating it as a tenant would keep one tenant's identical calls apart for nothing.
 bool looks_like_credential(std::string_view name) noexcept;
 
 // token = 1*tchar (RFC 9110 §5.6.2).

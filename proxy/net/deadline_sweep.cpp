@@ -2,6 +2,8 @@
 
 #include <boost/beast/core/error.hpp>
 
+#include <iterator>
+
 namespace coalescer::net {
 using boost::system::error_code;
 
@@ -24,12 +26,20 @@ void deadline_sweep::schedule(sweep_task& task, clock::time_point due) {
 
 void deadline_sweep::check() {
     const auto now = clock::now();
+    // The due tasks move to a list of their own first, and run from its front: a task's
+    // on_due() may cancel, reschedule or destroy any other task (the hooks unlink themselves),
+    // so no iterator is held across a call.
+    decltype(tasks_) due;
     for (auto it = tasks_.begin(); it != tasks_.end();) {
-        auto& task = *it++;
-        if (task.due_ <= now) {
-            task.unlink();
-            task.on_due();  // may schedule or unlink other tasks: `it` is already past this one
-        }
+        auto next = std::next(it);
+        if (it->due_ <= now)
+            due.splice(due.end(), tasks_, it);
+        it = next;
+    }
+    while (!due.empty()) {
+        auto& task = due.front();
+        due.pop_front();
+        task.on_due();
     }
     for (auto* d : deadlines_) {
         if (d->at_ <= now) {

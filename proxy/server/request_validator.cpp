@@ -172,6 +172,34 @@ bool clean_uri(std::string_view target) noexcept {
     return true;
 }
 
+// "." or ".." as a path segment, literally or %2E-escaped: routes are prefixes, so
+// /openai/../files would take the /openai route and leave the upstream's base path upstream.
+// Refused rather than resolved: no API client sends them.
+bool has_dot_segment(std::string_view target) noexcept {
+    const auto path = target.substr(0, target.find('?'));
+    std::size_t start = 0;
+    while (start < path.size()) {
+        const auto end = std::min(path.find('/', start + 1), path.size());
+        auto segment = path.substr(start + 1, end - start - 1);
+        std::size_t dots = 0;
+        while (!segment.empty()) {
+            if (segment.front() == '.') {
+                segment.remove_prefix(1);
+            } else if (segment.size() >= 3 && segment[0] == '%' && segment[1] == '2' &&
+                       (segment[2] == 'e' || segment[2] == 'E')) {
+                segment.remove_prefix(3);
+            } else {
+                break;
+            }
+            ++dots;
+        }
+        if (segment.empty() && (dots == 1 || dots == 2))
+            return true;
+        start = end;
+    }
+    return false;
+}
+
 error_code check_target(const client_request& h) {
     if (h.method() == beast_http::verb::connect) {
         return proxy_errc::method_not_allowed;
@@ -180,7 +208,8 @@ error_code check_target(const client_request& h) {
     if (target.empty() || target.front() != '/') {
         return proxy_errc::bad_request;  // asterisk-form (H-13); absolute-form was made origin-form
     }
-    return clean_uri(target) ? error_code{} : error_code(proxy_errc::bad_request);
+    return clean_uri(target) && !has_dot_segment(target) ? error_code{}
+                                                           : error_code(proxy_errc::bad_request);
 }
 
 error_code check_host(const client_request& h, const head_facts& f) {

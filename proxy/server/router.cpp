@@ -1,6 +1,16 @@
 #include "server/router.hpp"
 
 namespace coalescer::server {
+namespace {
+
+// A prefix matches whole path segments: /search takes /search and /search/x, not /searches
+// (the config loader refuses a route an earlier one shadows by the same rule).
+bool matches(std::string_view path, std::string_view prefix) noexcept {
+    return path.starts_with(prefix) &&
+           (path.size() == prefix.size() || prefix.back() == '/' || path[prefix.size()] == '/');
+}
+
+}  // namespace
 
 std::optional<route_match> router::match(std::string_view target) const {
     const auto query_at = target.find('?');
@@ -10,7 +20,7 @@ std::optional<route_match> router::match(std::string_view target) const {
     const auto& routes = config_->routes;
     for (std::size_t i = 0; i < routes.size(); ++i) {
         const auto& r = routes[i];
-        if (!path.starts_with(r.prefix)) {
+        if (!matches(path, r.prefix)) {
             continue;
         }
         auto rest = path;

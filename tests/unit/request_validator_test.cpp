@@ -1,3 +1,5 @@
+// The request validator's raw-head scan (proxy/server/request_validator.*, check_raw_head):
+// bare CR or LF, obs-fold, NUL and the field count, checked on the bytes before any parsing.
 #include "ops/errors.hpp"
 #include "server/request_validator.hpp"
 
