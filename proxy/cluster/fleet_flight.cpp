@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <string>
+#include <utility>
 
 namespace coalescer::cluster {
 
@@ -272,8 +273,9 @@ class follower {
     // After a read that brought nothing: is the producer still there?
     asio::awaitable<std::optional<follow_outcome>> check_lease(redis_connection& connection);
     // Feeds the entries of one XREAD reply; true when the flight ended.
-    bool feed(const reply& streams);
-    bool feed_entry(entry_kind kind, std::string value, bool more_follows, bool batch_ends);
+    bool feed(const reply& streams, bool first);
+    // `complete_at_once`: the first read found the whole answer, a hit.
+    bool feed_entry(entry_kind kind, std::string value, bool more_follows, bool complete_at_once);
     follow_outcome lost(ops::proxy_errc why);
 
     fleet& shared_;
@@ -284,7 +286,8 @@ class follower {
     const std::string stream_;
     std::string last_id_ = "0-0";
     bool fed_ = false;   // the head was published here: clients may have bytes
-    bool first_ = true;  // the first reply: a complete answer in it is a hit
+    bool first_ = true;  // the first read, which does not block
+    bool hit_ = false;   // the first read found the answer complete
 };
 
 follow_outcome follower::lost(ops::proxy_errc why) {
@@ -343,17 +346,16 @@ asio::awaitable<follow_outcome> follower::read_loop(redis_connection& connection
             flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
             co_return follow_outcome::ended;
         }
-        if (r.value.is_nil()) {
-            if (first_) {
-                first_ = false;  // nothing yet: the flight is in progress
-                continue;
-            }
+        const bool first = std::exchange(first_, false);
+        const bool ended = !r.value.is_nil() && feed(r.value, first);
+        if (first && !hit_)
+            shared_.counters.remote_follows.fetch_add(1, std::memory_order_relaxed);
+        if (ended)
+            co_return follow_outcome::ended;
+        if (r.value.is_nil() && !first) {
             if (auto outcome = co_await check_lease(connection))
                 co_return *outcome;
-            continue;
         }
-        if (feed(r.value))
-            co_return follow_outcome::ended;
     }
 }
 
@@ -372,7 +374,7 @@ asio::awaitable<std::optional<follow_outcome>> follower::check_lease(redis_conne
 }
 
 // XREAD's reply: [[stream, [[id, [field, value, …]], …]]].
-bool follower::feed(const reply& streams) {
+bool follower::feed(const reply& streams, bool first) {
     if (streams.elements.empty() || streams.elements[0].elements.size() < 2)
         return false;
     const auto& entries = streams.elements[0].elements[1].elements;
@@ -395,14 +397,14 @@ bool follower::feed(const reply& streams) {
             flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
             return true;
         }
-        if (feed_entry(*kind, fields[3].text, i + 1 < entries.size(), ends))
+        if (feed_entry(*kind, fields[3].text, i + 1 < entries.size(), first && ends))
             return true;
     }
-    first_ = false;
     return false;
 }
 
-bool follower::feed_entry(entry_kind kind, std::string value, bool more_follows, bool batch_ends) {
+bool follower::feed_entry(entry_kind kind, std::string value, bool more_follows,
+                          bool complete_at_once) {
     switch (kind) {
         case entry_kind::head: {
             auto head = decode_head(value);
@@ -410,10 +412,10 @@ bool follower::feed_entry(entry_kind kind, std::string value, bool more_follows,
                 flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_protocol_error));
                 return true;
             }
-            const bool hit = first_ && batch_ends;
-            flight_->set_produced_elsewhere(hit ? ops::role::hit : ops::role::follower);
-            (hit ? shared_.counters.remote_hits : shared_.counters.remote_follows)
-                .fetch_add(1, std::memory_order_relaxed);
+            hit_ = complete_at_once;
+            flight_->set_produced_elsewhere(hit_ ? ops::role::hit : ops::role::follower);
+            if (hit_)
+                shared_.counters.remote_hits.fetch_add(1, std::memory_order_relaxed);
             flight_->publish_head(std::move(*head), more_follows);
             fed_ = true;
             return false;
