@@ -183,6 +183,17 @@ asio::awaitable<append_outcome> append(redis_pool& pool, const redis_keys& keys,
     co_return r.value.integer == 1 ? append_outcome::appended : append_outcome::fenced;
 }
 
+// An append failed (Redis slow or gone): the stream now misses events, so no pod may go on
+// following it. Dropping the lease (if Redis answers again) tells them at once; otherwise it
+// lapses, unrenewed, within `lease`. Either way pods whose clients have bytes cut them, and the
+// others take over.
+asio::awaitable<void> give_up_lease(redis_pool& pool, const redis_keys& keys,
+                                    const std::string& id) {
+    batch none;
+    none.mode = "0";
+    co_await append(pool, keys, id, none);
+}
+
 // Waits until the flight's log grows past `cursor` or the flight ends.
 asio::awaitable<void> wait_for_more(flight& f, std::size_t cursor,
                                     const std::shared_ptr<coalesce::waiter>& w) {
@@ -217,6 +228,8 @@ asio::awaitable<void> relay_events(fleet& shared, redis_pool& pool, std::shared_
                 const auto outcome = co_await append(pool, keys, id, b);
                 if (outcome == append_outcome::fenced)
                     shared.counters.fenced_appends.fetch_add(1, std::memory_order_relaxed);
+                if (outcome == append_outcome::failed)
+                    co_await give_up_lease(pool, keys, id);
                 if (outcome != append_outcome::appended)
                     break;  // the clients here still get it all: only the fleet lost it
             }

@@ -722,3 +722,83 @@ TEST_CASE("cluster: a hung Redis does not hold clients, the pod coalesces locall
     CHECK(f.redis_up(30s));
     CHECK(fleet_shares_again(f, mock, "redis is back", 30s));
 }
+
+TEST_CASE(
+    "cluster: a leader stopped past its lease is taken over, and its late appends are fenced") {
+    mock::mock_options options;
+    options.latency_ms = 3000;
+    mock::mock_server mock(options);
+    mock.start();
+    redis_server redis;
+    secret_file secret("cluster-fence");
+    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path, "1s")), 3, "cluster-fence");
+    INFO("pods:" << f.logs());
+    REQUIRE(f.redis_up());
+
+    const auto body = chat_body("a leader that sleeps");
+    response leader_answer;
+    std::jthread leader_client([&] {
+        leader_answer = fire({shot{f[0].port, body, {}}}, 60s).front();
+    });
+    REQUIRE(eventually([&] { return mock.stats().in_flight == 1; }, 10s));
+    std::vector<response> responses;
+    std::jthread others([&] { responses = fire(spread({f[1].port, f[2].port}, 2, body), 60s); });
+    REQUIRE(eventually([&] { return f.sum(remote_follows, {1, 2}) >= 2; }, 5s));
+    f[0].process.signal(SIGSTOP);
+    // Its lease (1 s) lapses unrenewed: one of the others makes the second call.
+    const bool taken_over = eventually([&] { return mock.stats().calls == 2; }, 10s);
+    f[0].process.signal(SIGCONT);
+    REQUIRE(taken_over);
+    others.join();
+    leader_client.join();
+
+    const auto calls = mock.calls();
+    REQUIRE(calls.size() == 2);
+    // The stopped pod's own client gets its own call's answer, whole: never the successor's.
+    CHECK(leader_answer.status == 200);
+    CHECK(leader_answer.complete);
+    CHECK(answered_by(leader_answer).seq == calls[0].seq);
+    for (const auto& r : responses) {
+        CHECK(r.status == 200);
+        CHECK(r.complete);
+        CHECK(answered_by(r).seq == calls[1].seq);
+    }
+    CHECK(f.sum(takeovers, {1, 2}) == 1);
+    // Woken, the old leader's appends find the lease held by another flight.
+    CHECK(eventually([&] { return f[0].metric(fenced_appends).value_or(0) >= 1; }, 10s));
+}
+
+TEST_CASE("cluster: pods authenticate as a Redis ACL user, and a wrong password falls back") {
+    mock::mock_options options;
+    options.latency_ms = 800;
+    mock::mock_server mock(options);
+    mock.start();
+    redis_server redis;
+    const auto created = redis.command(
+        {"ACL", "SETUSER", "coalescer", "on", ">s3cret-pass", "~coalescer:*", "+@all"});
+    REQUIRE(created.is_ok());
+    REQUIRE(redis.command({"ACL", "SETUSER", "default", "off"}).is_ok());
+    secret_file secret("cluster-acl");
+    temp_file password("cluster-acl.password", "s3cret-pass\n");
+    temp_file wrong("cluster-acl.wrong", "not-the-password\n");
+    const auto with_user = [&](const std::string& password_file) {
+        return cluster_section(redis.url(), secret.path) +
+               "  username: coalescer\n  password_file: " + password_file + "\n";
+    };
+    fleet good(pod_yaml(mock, with_user(password.path)), 2, "cluster-acl");
+    INFO("pods:" << good.logs());
+    REQUIRE(good.redis_up());
+    check_one_answer(fire(spread(good.ports(), 4, chat_body("an ACL user's fleet"))));
+    CHECK(mock.stats().calls == 1);
+
+    fleet bad(pod_yaml(mock, with_user(wrong.path)), 1, "cluster-acl-wrong");
+    INFO("wrong password:" << bad.logs());
+    const auto answers = fire(spread(bad.ports(), 3, chat_body("refused by Redis")));
+    for (const auto& r : answers)
+        CHECK(r.status == 200);
+    CHECK(mock.stats().calls == 2);  // its own call: coalesced within the pod
+    CHECK(bad[0].metric(redis_up_gauge) == 0.0);
+    // The password is never logged.
+    CHECK(bad.logs().find("not-the-password") == std::string::npos);
+    CHECK(good.logs().find("s3cret-pass") == std::string::npos);
+}
