@@ -848,3 +848,58 @@ TEST_CASE("config error: files that cannot be read, errors that name the file") 
     std::string good = dir.write("good.yaml", minimal);
     CHECK(load_config_file(good)->source == good);
 }
+
+TEST_CASE("config: the cluster section is parsed, its secrets read from files and never echoed") {
+    scratch_dir dir;
+    const auto secret = dir.write("key-secret", "fleet-secret-value\n");
+    const auto password = dir.write("password", "redis-pass\n");
+    const auto c = load(minimal +
+                        "cluster:\n  redis: rediss://redis.example:6380/3\n"
+                        "  username: pod\n  password_file: " +
+                        password + "\n  key_secret_file: " + secret +
+                        "\n  lease: 2s\n  timeouts: {connect: 1s, command: 100ms}\n");
+    REQUIRE(c->cluster);
+    const auto& k = *c->cluster;
+    CHECK(k.host == "redis.example");
+    CHECK(k.port == 6380);
+    CHECK(k.database == 3);
+    CHECK(k.tls);
+    CHECK(k.tls_verify);
+    CHECK(k.username == "pod");
+    CHECK(k.password == "redis-pass");
+    CHECK(k.key_secret == "fleet-secret-value");
+    CHECK(k.lease == std::chrono::seconds(2));
+    CHECK(k.connect_timeout == std::chrono::seconds(1));
+    CHECK(k.command_timeout == std::chrono::milliseconds(100));
+    const auto plain =
+        load(minimal + "cluster: {redis: 'redis://127.0.0.1', key_secret_file: " + secret + "}\n");
+    CHECK(plain->cluster->port == 6379);
+    CHECK(plain->cluster->database == 0);
+    CHECK_FALSE(plain->cluster->tls);
+    CHECK_FALSE(load(minimal)->cluster);
+
+    const auto with = [&](const std::string& fields) { return minimal + "cluster:\n" + fields; };
+    const auto key = "  key_secret_file: " + secret + "\n";
+    CHECK_CONFIG_ERROR(with("  redis: redis://127.0.0.1\n"),
+                       "t.yaml:7: cluster.key_secret_file: required");
+    CHECK_CONFIG_ERROR(with("  redis: 'redis://u:hunter2@h:1'\n" + key),
+                       "t.yaml:7: cluster.redis: credentials in the URL are not allowed");
+    CHECK(error_of(with("  redis: 'redis://u:hunter2@h:1'\n" + key)).find("hunter2") ==
+          std::string::npos);
+    CHECK_CONFIG_ERROR(with("  redis: http://h:1\n" + key), "t.yaml:7: cluster.redis: expected");
+    CHECK_CONFIG_ERROR(with("  redis: redis://h:0\n" + key), "t.yaml:7: cluster.redis: the port");
+    CHECK_CONFIG_ERROR(with("  redis: redis://h/x\n" + key),
+                       "t.yaml:7: cluster.redis: the database");
+    CHECK_CONFIG_ERROR(with("  redis: redis://h\n  username: u\n" + key),
+                       "t.yaml:8: cluster.username: needs password_file");
+    CHECK_CONFIG_ERROR(
+        with("  redis: redis://h\n  key_secret_file: " + dir.write("empty", "\n") + "\n"),
+        "t.yaml:8: cluster.key_secret_file: ");
+    CHECK_CONFIG_ERROR(with("  redis: redis://h\n  lease: 100ms\n" + key),
+                       "t.yaml:8: cluster.lease: must be at least 300ms");
+    CHECK_CONFIG_ERROR(with("  redis: redis://h\n  bogus: 1\n" + key),
+                       "t.yaml:8: cluster.bogus: unknown key");
+    CHECK(error_of(with("  redis: redis://h\n  password_file: " + password + "\n" + key +
+                        "  bogus: 1\n"))
+              .find("redis-pass") == std::string::npos);
+}
