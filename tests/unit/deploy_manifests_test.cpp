@@ -13,6 +13,7 @@
 #include <boost/beast/http.hpp>
 
 #include <doctest/doctest.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -34,6 +35,8 @@ namespace {
 
 const fs::path source_dir{COALESCER_SOURCE_DIR};
 const fs::path manifests_dir = source_dir / "deploy" / "kubernetes";
+// The cluster overlay holds patches (partial documents): checked by a test of its own.
+const fs::path cluster_dir = manifests_dir / "cluster";
 const std::string sidecar_name = "coalescer";  // the sidecar container's name in every Deployment
 const std::string config_key = "coalescer.yaml";  // the ConfigMap key holding the config
 // terminationGracePeriodSeconds must exceed drain_delay + drain_timeout by at least this (K-05).
@@ -68,10 +71,13 @@ struct manifest {
     YAML::Node node;
 };
 
-// Every non-empty document of every YAML file (multi-document files included).
+// Every non-empty document of every YAML file (multi-document files included), the cluster
+// overlay's patches aside.
 std::vector<manifest> load_manifests() {
     std::vector<manifest> docs;
     for (const auto& file : manifest_files()) {
+        if (file.parent_path() == cluster_dir)
+            continue;
         for (const auto& node : YAML::LoadAll(read_text(file))) {
             if (!node.IsNull()) {
                 docs.push_back({file, node});
@@ -633,4 +639,57 @@ TEST_CASE("deploy: each Deployment runs the sidecar as its config and its image 
     }
     CHECK(native >= 1);
     CHECK(classic >= 1);
+}
+
+TEST_CASE("deploy: the cluster overlay's config points at its Redis and mounts the key secret") {
+    const auto patch = YAML::LoadFile((cluster_dir / "coalescer-config.yaml").string());
+    CHECK(scalar(patch["kind"]) == "ConfigMap");
+    CHECK(scalar(patch["metadata"]["name"]) == "coalescer-config");
+    auto text = scalar(patch["data"][config_key]);
+    // The secret's path inside the pod, swapped for a file here so that the loader can read it.
+    const std::string mounted = "/etc/coalescer/key-secret";
+    const auto at = text.find(mounted);
+    REQUIRE(at != std::string::npos);
+    const auto local =
+        fs::temp_directory_path() / ("coalescer-overlay-secret-" + std::to_string(::getpid()));
+    std::ofstream(local) << "overlay-test-secret\n";
+    text.replace(at, mounted.size(), local.string());
+    std::shared_ptr<const config> cfg;
+    CHECK_NOTHROW(cfg = load_config_text(text, "deploy/kubernetes/cluster ConfigMap"));
+    fs::remove(local);
+    REQUIRE(cfg);
+    REQUIRE(cfg->cluster);
+    // The rest is the base's config: the overlay only adds the cluster section.
+    const auto base = load_shipped_config(load_manifests());
+    CHECK(cfg->upstreams.size() == base.loaded->upstreams.size());
+    CHECK(cfg->routes.size() == base.loaded->routes.size());
+    CHECK(cfg->listen.port == base.loaded->listen.port);
+
+    // Its Redis is the overlay's Service, a StatefulSet behind it (not an app Deployment).
+    std::set<std::string> kinds;
+    std::string service;
+    for (const auto& doc : YAML::LoadAll(read_text(cluster_dir / "redis.yaml"))) {
+        kinds.insert(scalar(doc["kind"]));
+        if (scalar(doc["kind"]) == "Service") {
+            service = scalar(doc["metadata"]["name"]);
+            CHECK(integer(doc["spec"]["ports"][0]["port"]) == cfg->cluster->port);
+        }
+    }
+    CHECK(kinds == std::set<std::string>{"StatefulSet", "Service"});
+    CHECK(cfg->cluster->host == service);
+
+    // The key secret lands next to the config: the sidecar's config volume projects both.
+    const auto volume = YAML::LoadFile((cluster_dir / "sidecar-volume.yaml").string());
+    const auto sources = volume["spec"]["template"]["spec"]["volumes"][0]["projected"]["sources"];
+    REQUIRE(sources.IsSequence());
+    CHECK(scalar(sources[0]["configMap"]["name"]) == "coalescer-config");
+    CHECK(scalar(sources[1]["secret"]["name"]) == "coalescer-key-secret");
+    const auto kustomization = YAML::LoadFile((cluster_dir / "kustomization.yaml").string());
+    CHECK(scalar(kustomization["secretGenerator"][0]["name"]) == "coalescer-key-secret");
+    CHECK(scalar(kustomization["secretGenerator"][0]["files"][0]) == "key-secret");
+    // The patched Deployment is one the overlay's base has.
+    bool found = false;
+    for (const auto& w : load_workloads(load_manifests()))
+        found = found || w.name == scalar(volume["metadata"]["name"]);
+    CHECK(found);
 }
