@@ -12,203 +12,19 @@
 // verdicts against Boost.JSON's on mutated inputs.
 #include "coalesce/canonical_json.hpp"
 
+#include "coalesce/canonical_number.hpp"
+
 #include <algorithm>
 #include <charconv>
+#include <cstdint>
 #include <cstring>
 #include <iterator>
-#include <stdexcept>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
 #endif
 
 namespace coalescer::coalesce {
-
-// ---------------------------------------------------------------------------------------------
-// ignore_list
-
-ignore_list::ignore_list() : nodes_(1) {}
-
-bool ignore_list::is_valid_pointer(std::string_view pointer) noexcept {
-    if (pointer.empty() || pointer.front() != '/')
-        return false;
-    for (std::size_t i = 0; i < pointer.size(); ++i) {
-        if (pointer[i] != '~')
-            continue;
-        if (i + 1 >= pointer.size() || (pointer[i + 1] != '0' && pointer[i + 1] != '1'))
-            return false;
-        ++i;
-    }
-    return true;
-}
-
-namespace {
-
-std::string unescape_token(std::string_view token) {
-    std::string out;
-    out.reserve(token.size());
-    for (std::size_t i = 0; i < token.size(); ++i) {
-        if (token[i] == '~') {
-            out.push_back(token[i + 1] == '0' ? '~' : '/');  // validated: "~0" or "~1"
-            ++i;
-        } else {
-            out.push_back(token[i]);
-        }
-    }
-    return out;
-}
-
-}  // namespace
-
-ignore_list::ignore_list(const std::vector<std::string>& pointers)
-    : nodes_(1), pointers_(pointers) {
-    for (const std::string& pointer : pointers) {
-        if (!is_valid_pointer(pointer))
-            throw std::invalid_argument("ignore_fields: \"" + pointer +
-                                        "\" is not a JSON pointer (RFC 6901, e.g. \"/user\")");
-        std::uint32_t current = 0;
-        std::size_t pos = 1;
-        for (;;) {
-            std::size_t slash = pointer.find('/', pos);
-            if (slash == std::string::npos)
-                slash = pointer.size();
-            std::string token = unescape_token(std::string_view(pointer).substr(pos, slash - pos));
-            std::uint32_t next = 0;
-            for (const auto& [name, index] : nodes_[current].children)
-                if (name == token)
-                    next = index;
-            if (next == 0) {
-                next = static_cast<std::uint32_t>(nodes_.size());
-                nodes_.emplace_back();  // invalidates references into nodes_: index again below
-                nodes_[current].children.emplace_back(std::move(token), next);
-            }
-            current = next;
-            if (slash == pointer.size())
-                break;
-            pos = slash + 1;
-        }
-        nodes_[current].remove = true;
-    }
-}
-
-const ignore_list::node* ignore_list::child(const node& parent,
-                                            std::string_view token) const noexcept {
-    for (const auto& [name, index] : parent.children)
-        if (name == token)
-            return &nodes_[index];
-    return nullptr;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Numbers
-
-namespace {
-
-bool is_digit(char c) noexcept {
-    return c >= '0' && c <= '9';
-}
-
-constexpr std::int64_t max_exponent = 1'000'000'000'000'000;
-
-void append_int(std::string& out, std::int64_t v) {
-    char buf[24];
-    auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-    out.append(buf, end);
-}
-
-// Appends the canonical spelling of the JSON number `text` (see the header). `digits` is scratch.
-// False when `text` is not a JSON number or its value's exponent is beyond any sane range
-// (|e| > 10^15 in scientific notation: the canonical spelling must itself be accepted).
-bool append_canonical_number(std::string_view text, std::string& out, std::string& digits) {
-    std::size_t i = 0;
-    const std::size_t size = text.size();
-    bool negative = false;
-    if (i < size && text[i] == '-') {
-        negative = true;
-        ++i;
-    }
-    const std::size_t int_begin = i;
-    while (i < size && is_digit(text[i]))
-        ++i;
-    const std::size_t int_end = i;
-    if (int_end == int_begin)
-        return false;
-    std::size_t frac_begin = i, frac_end = i;
-    if (i < size && text[i] == '.') {
-        frac_begin = ++i;
-        while (i < size && is_digit(text[i]))
-            ++i;
-        frac_end = i;
-        if (frac_end == frac_begin)
-            return false;
-    }
-    std::int64_t exponent = 0;
-    if (i < size && (text[i] == 'e' || text[i] == 'E')) {
-        ++i;
-        bool exponent_negative = false;
-        if (i < size && (text[i] == '+' || text[i] == '-'))
-            exponent_negative = text[i++] == '-';
-        const std::size_t exp_begin = i;
-        while (i < size && is_digit(text[i])) {
-            exponent = exponent * 10 + (text[i] - '0');
-            if (exponent > 100'000'000'000'000'000)  // far past the limit, short of overflow
-                return false;
-            ++i;
-        }
-        if (i == exp_begin)
-            return false;
-        if (exponent_negative)
-            exponent = -exponent;
-    }
-    if (i != size)
-        return false;
-
-    digits.assign(text.data() + int_begin, int_end - int_begin);
-    digits.append(text.data() + frac_begin, frac_end - frac_begin);
-    const std::size_t first = digits.find_first_not_of('0');
-    if (first == std::string::npos) {
-        out.push_back('0');  // every zero, -0 included
-        return true;
-    }
-    const std::size_t last = digits.find_last_not_of('0');
-    const auto trailing_zeros = static_cast<std::int64_t>(digits.size() - 1 - last);
-    const std::string_view d(digits.data() + first, last + 1 - first);
-    const auto n = static_cast<std::int64_t>(d.size());
-    // value = d × 10^q
-    const std::int64_t q =
-        exponent - static_cast<std::int64_t>(frac_end - frac_begin) + trailing_zeros;
-    const std::int64_t scientific = q + n - 1;
-    if (scientific > max_exponent || scientific < -max_exponent)
-        return false;
-
-    if (negative)
-        out.push_back('-');
-    if (q >= 0 && q <= 20) {
-        out.append(d);
-        out.append(static_cast<std::size_t>(q), '0');
-    } else if (q < 0 && n > -q) {
-        out.append(d.substr(0, static_cast<std::size_t>(n + q)));
-        out.push_back('.');
-        out.append(d.substr(static_cast<std::size_t>(n + q)));
-    } else if (q < 0 && -q - n < 6) {
-        out.append("0.");
-        out.append(static_cast<std::size_t>(-q - n), '0');
-        out.append(d);
-    } else {
-        out.push_back(d[0]);
-        if (n > 1) {
-            out.push_back('.');
-            out.append(d.substr(1));
-        }
-        const std::int64_t x = q + n - 1;
-        out.push_back('e');
-        out.push_back(x < 0 ? '-' : '+');
-        append_int(out, x < 0 ? -x : x);
-    }
-    return true;
-}
-
-}  // namespace
 
 // ---------------------------------------------------------------------------------------------
 // The parser and the writer
@@ -219,6 +35,10 @@ namespace {
 
 bool is_space(char c) noexcept {
     return c == ' ' || c == '\n' || c == '\r' || c == '\t';
+}
+
+bool is_digit(char c) noexcept {
+    return c >= '0' && c <= '9';
 }
 
 int hex_value(char c) noexcept {
@@ -436,100 +256,121 @@ class canonical_parser {
 
     // --- parsing
 
+    enum class expect { value, member, after_value };
+
+    static const char* skip_space(const char* p, const char* end) noexcept {
+        while (p != end && is_space(*p))
+            ++p;
+        return p;
+    }
+
     bool parse() {
         if (static_cast<std::size_t>(input_end_ - input_begin_) > max_input)
             return false;
         const char* p = input_begin_;
-        const char* const end = input_end_;
-        auto skip_space = [&] {
-            while (p != end && is_space(*p))
-                ++p;
-        };
-        enum class expect { value, member, after_value };
         expect next = expect::value;
         for (;;) {
             switch (next) {
-                case expect::value: {
-                    skip_space();
-                    if (p == end)
+                case expect::value:
+                    if (!parse_value(p, next))
                         return false;
-                    const char c = *p;
-                    if (c == '{' || c == '[') {
-                        if (frames_.size() == max_json_depth)
-                            return false;
-                        open(c == '{');
-                        ++p;
-                        skip_space();
-                        if (p != end && *p == (c == '{' ? '}' : ']')) {
-                            ++p;
-                            if (!close())
-                                return false;
-                            next = expect::after_value;
-                        } else {
-                            next = c == '{' ? expect::member : expect::value;
-                        }
-                        break;
-                    }
-                    begin_value();
-                    if (c == '"') {
-                        ++p;
-                        if (!scan_string(p))
-                            return false;
-                    } else if (c == '-' || is_digit(c)) {
-                        if (!scan_number(p))
-                            return false;
-                    } else if (c == 't' && end - p >= 4 && std::memcmp(p, "true", 4) == 0) {
-                        p += 4;
-                        out_.append("true", 4);
-                    } else if (c == 'f' && end - p >= 5 && std::memcmp(p, "false", 5) == 0) {
-                        p += 5;
-                        out_.append("false", 5);
-                    } else if (c == 'n' && end - p >= 4 && std::memcmp(p, "null", 4) == 0) {
-                        p += 4;
-                        out_.append("null", 4);
-                    } else {
-                        return false;
-                    }
-                    end_value();
-                    next = expect::after_value;
                     break;
-                }
-                case expect::member: {  // whitespace already skipped
-                    if (p == end || *p != '"')
+                case expect::member:
+                    if (!parse_member_name(p))
                         return false;
-                    ++p;
-                    if (!begin_member(p))
-                        return false;
-                    skip_space();
-                    if (p == end || *p != ':')
-                        return false;
-                    ++p;
-                    out_.push_back(':');
                     next = expect::value;
                     break;
-                }
-                case expect::after_value: {
-                    skip_space();
+                case expect::after_value:
+                    p = skip_space(p, input_end_);
                     if (frames_.empty())
-                        return p == end;
-                    if (p == end)
+                        return p == input_end_;
+                    if (!parse_after_value(p, next))
                         return false;
-                    const bool in_object = frames_.back().is_object;
-                    if (*p == ',') {
-                        ++p;
-                        skip_space();
-                        next = in_object ? expect::member : expect::value;
-                    } else if (*p == (in_object ? '}' : ']')) {
-                        ++p;
-                        if (!close())
-                            return false;
-                    } else {
-                        return false;
-                    }
                     break;
-                }
             }
         }
+    }
+
+    // A whole scalar, or the opening of a container (and its close, when it is empty).
+    bool parse_value(const char*& p, expect& next) {
+        const char* const end = input_end_;
+        p = skip_space(p, end);
+        if (p == end)
+            return false;
+        const char c = *p;
+        if (c == '{' || c == '[')
+            return open_container(p, next);
+        begin_value();
+        if (c == '"') {
+            ++p;
+            if (!scan_string(p))
+                return false;
+        } else if (c == '-' || is_digit(c)) {
+            if (!scan_number(p))
+                return false;
+        } else if (c == 't' && end - p >= 4 && std::memcmp(p, "true", 4) == 0) {
+            p += 4;
+            out_.append("true", 4);
+        } else if (c == 'f' && end - p >= 5 && std::memcmp(p, "false", 5) == 0) {
+            p += 5;
+            out_.append("false", 5);
+        } else if (c == 'n' && end - p >= 4 && std::memcmp(p, "null", 4) == 0) {
+            p += 4;
+            out_.append("null", 4);
+        } else {
+            return false;
+        }
+        end_value();
+        next = expect::after_value;
+        return true;
+    }
+
+    // p at '{' or '['. An empty container is opened and closed at once.
+    bool open_container(const char*& p, expect& next) {
+        const bool is_object = *p == '{';
+        if (frames_.size() == max_json_depth)
+            return false;
+        open(is_object);
+        p = skip_space(p + 1, input_end_);
+        if (p != input_end_ && *p == (is_object ? '}' : ']')) {
+            ++p;
+            next = expect::after_value;
+            return close();
+        }
+        next = is_object ? expect::member : expect::value;
+        return true;
+    }
+
+    // A member's name and its ':' (the whitespace before the name is already skipped).
+    bool parse_member_name(const char*& p) {
+        if (p == input_end_ || *p != '"')
+            return false;
+        ++p;
+        if (!begin_member(p))
+            return false;
+        p = skip_space(p, input_end_);
+        if (p == input_end_ || *p != ':')
+            return false;
+        ++p;
+        out_.push_back(':');
+        return true;
+    }
+
+    // After a value inside a container, whitespace skipped: a ',' and what comes next, or the
+    // container's close.
+    bool parse_after_value(const char*& p, expect& next) {
+        if (p == input_end_)
+            return false;
+        const bool in_object = frames_.back().is_object;
+        if (*p == ',') {
+            p = skip_space(p + 1, input_end_);
+            next = in_object ? expect::member : expect::value;
+            return true;
+        }
+        if (*p != (in_object ? '}' : ']'))
+            return false;
+        ++p;
+        return close();
     }
 
     // p: just after the opening quote; on success just after the closing one. Writes the

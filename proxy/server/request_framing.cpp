@@ -39,8 +39,7 @@ bool body_framing::feed(request_parser& parser, beast::flat_buffer& buffer, erro
     ec = {};
     while (!parser.is_done() && buffer.size() != 0) {
         error_code pec;
-        const auto used = parser.put(buffer.data(), pec);
-        buffer.consume(used);
+        const auto used = parser.put_from(buffer, pec);
         consumed_ += used;
         if (pec == beast_http::error::need_more || (!pec && used == 0)) {
             break;

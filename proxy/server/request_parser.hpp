@@ -1,13 +1,11 @@
-// A client request as the sidecar keeps it, and its parser: Beast's HTTP/1.1 state machine
-// (request line, fields, Content-Length and chunked bodies, header and body limits) with the
-// method, target and fields copied into the session's arena as one flat list. Beast's own
-// `parser` stores fields in a case-insensitive multiset, a node and a tree insertion each, for
-// a head the sidecar reads front to back: the checks, the key, the upstream request.
+// A client request as the sidecar keeps it, and its parser (http/parser_base.hpp), which copies
+// the method, target and fields into the session's arena: the head is read front to back by the
+// checks, the key and the upstream request, and the arena is reused request after request.
 #pragma once
 
 #include "http/field_list.hpp"
+#include "http/parser_base.hpp"
 
-#include <boost/beast/http/basic_parser.hpp>
 #include <boost/beast/http/verb.hpp>
 
 #include <memory_resource>
@@ -50,32 +48,30 @@ class client_request {
     std::string body_;
 };
 
-class request_parser final : public boost::beast::http::basic_parser<true> {
+class request_parser final : public http::parser_base<request_parser, true> {
   public:
     // The method, target and fields are copied into `arena`, which must outlive the request.
-    explicit request_parser(std::pmr::memory_resource* arena);
-    request_parser(const request_parser&) = delete;
-    request_parser& operator=(const request_parser&) = delete;
+    explicit request_parser(std::pmr::memory_resource* arena) : request_(arena) {}
 
     client_request& get() noexcept { return request_; }
 
   private:
-    void on_request_impl(boost::beast::http::verb method, boost::beast::string_view method_str,
-                         boost::beast::string_view target, int version,
-                         boost::beast::error_code& ec) override;
-    void on_response_impl(int, boost::beast::string_view, int,
-                          boost::beast::error_code& ec) override;
-    void on_field_impl(boost::beast::http::field name, boost::beast::string_view name_string,
-                       boost::beast::string_view value, boost::beast::error_code& ec) override;
-    void on_header_impl(boost::beast::error_code& ec) override;
-    void on_body_init_impl(boost::optional<std::uint64_t> const& content_length,
-                           boost::beast::error_code& ec) override;
-    std::size_t on_body_impl(boost::beast::string_view body, boost::beast::error_code& ec) override;
-    void on_chunk_header_impl(std::uint64_t size, boost::beast::string_view extensions,
-                              boost::beast::error_code& ec) override;
-    std::size_t on_chunk_body_impl(std::uint64_t remain, boost::beast::string_view body,
-                                   boost::beast::error_code& ec) override;
-    void on_finish_impl(boost::beast::error_code& ec) override;
+    friend parser_base;
+
+    // A chunked body's trailer fields arrive after the head was checked and keyed: they would
+    // reach the provider as headers (a second Authorization, say) unchecked. The body goes
+    // upstream with a Content-Length, so trailers are dropped (RFC 9110 §6.5.1).
+    static constexpr bool keeps_trailer_fields = false;
+
+    http::field_list& head_fields() noexcept { return request_.fields_; }
+    void on_start_line(boost::beast::http::verb method, std::string_view method_text,
+                       std::string_view target, int version);
+    void on_body_start(const boost::optional<std::uint64_t>& content_length);
+    // Here rather than in request_parser.cpp: called for every piece of body, it stays inline.
+    std::size_t on_body(std::string_view body, boost::beast::error_code&) {
+        request_.body_.append(body.data(), body.size());
+        return body.size();
+    }
 
     client_request request_;
 };

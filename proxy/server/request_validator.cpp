@@ -209,7 +209,7 @@ error_code check_target(const client_request& h) {
         return proxy_errc::bad_request;  // asterisk-form (H-13); absolute-form was made origin-form
     }
     return clean_uri(target) && !has_dot_segment(target) ? error_code{}
-                                                           : error_code(proxy_errc::bad_request);
+                                                         : error_code(proxy_errc::bad_request);
 }
 
 error_code check_host(const client_request& h, const head_facts& f) {

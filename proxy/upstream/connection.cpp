@@ -6,6 +6,7 @@
 #include "ops/errors.hpp"
 
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/error.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/error.hpp>
 
@@ -243,6 +244,12 @@ bool connection::stale() noexcept {
     char probe = 0;
     const auto n = ::recv(socket().native_handle(), &probe, 1, MSG_PEEK | MSG_DONTWAIT);
     return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+bool closed_by_peer(error_code ec) noexcept {
+    return ec == beast::http::error::end_of_stream || ec == asio::error::eof ||
+           ec == asio::error::connection_reset || ec == asio::error::broken_pipe ||
+           ec == asio::ssl::error::stream_truncated;
 }
 
 // OpenSSL's default store: SSL_CERT_FILE / SSL_CERT_DIR or the compiled-in paths.

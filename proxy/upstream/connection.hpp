@@ -83,6 +83,9 @@ class connection {
     std::optional<net::socket_deadline> deadline_;  // once connected
 };
 
+// Whether `ec`, from a write or a read on a connection, says the upstream closed or reset it.
+bool closed_by_peer(boost::system::error_code ec) noexcept;
+
 // The client TLS context for one upstream: TLS ≥ 1.2, verify_peer, the system store or ca_file.
 // Throws at start-up when the CA file can't be loaded.
 boost::asio::ssl::context make_client_tls_context(const ops::upstream_config& upstream);

@@ -2,9 +2,7 @@
 
 #include <boost/beast/http/error.hpp>
 
-#include <algorithm>
 #include <array>
-#include <cstring>
 
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/asan_interface.h>
@@ -92,55 +90,17 @@ void response_parser::body_into(std::span<char> buffer) noexcept {
     body_left_ = buffer.size();
 }
 
-void response_parser::on_request_impl(beast_http::verb, beast::string_view, beast::string_view, int,
-                                      beast::error_code& ec) {
-    ec = beast_http::error::bad_method;  // a response parser never sees a request line
-}
-
-void response_parser::on_response_impl(int code, beast::string_view reason, int,
-                                       beast::error_code&) {
-    status_ = static_cast<unsigned>(code);
+void response_parser::on_start_line(int status, std::string_view reason, int) {
+    status_ = static_cast<unsigned>(status);
     reason_ = fields_.keep(reason);
 }
-
-void response_parser::on_field_impl(beast_http::field name, beast::string_view name_string,
-                                    beast::string_view value, beast::error_code&) {
-    fields_.add(name, name_string, value);
-}
-
-void response_parser::on_header_impl(beast::error_code&) {}
-
-void response_parser::on_body_init_impl(boost::optional<std::uint64_t> const&, beast::error_code&) {
-}
-
-std::size_t response_parser::on_body_impl(beast::string_view body, beast::error_code& ec) {
-    const auto n = std::min(body.size(), body_left_);
-    if (n != 0) {
-        std::memcpy(body_ + (body_size_ - body_left_), body.data(), n);
-        body_left_ -= n;
-    }
-    if (n != body.size()) {
-        ec = beast_http::error::need_buffer;
-    }
-    return n;
-}
-
-void response_parser::on_chunk_header_impl(std::uint64_t, beast::string_view, beast::error_code&) {}
-
-std::size_t response_parser::on_chunk_body_impl(std::uint64_t, beast::string_view body,
-                                                beast::error_code& ec) {
-    return on_body_impl(body, ec);
-}
-
-void response_parser::on_finish_impl(beast::error_code&) {}
 
 bool feed(response_parser& parser, beast::flat_buffer& buffer, bool header_only,
           beast::error_code& ec) {
     if (buffer.size() == 0) {
         return false;
     }
-    const auto used = parser.put(buffer.data(), ec);
-    buffer.consume(used);
+    const auto used = parser.put_from(buffer, ec);
     if (ec != beast_http::error::need_more) {
         return !header_only || ec || parser.is_header_done();
     }

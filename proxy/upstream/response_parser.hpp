@@ -1,17 +1,17 @@
-// An upstream response's parser: Beast's HTTP/1.1 state machine (framing, chunked coding,
-// limits) with the head kept as a flat list of fields in a small arena of its own. Beast's
-// `parser` stores fields in a case-insensitive multiset, one node and a tree insertion each;
-// an upstream head is read once, front to back, by the code that turns it into the
+// An upstream response's parser (http/parser_base.hpp), with the head's fields in a small arena
+// of its own: an upstream head is read once, front to back, by the code that turns it into the
 // subscribers' head. The body goes to a caller's buffer, as with Beast's buffer_body.
 #pragma once
 
 #include "http/field_list.hpp"
+#include "http/parser_base.hpp"
 
 #include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http/basic_parser.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
+#include <cstring>
 #include <memory_resource>
 #include <span>
 #include <string_view>
@@ -20,12 +20,9 @@ namespace coalescer::upstream {
 
 using http::header_field;
 
-class response_parser final : public boost::beast::http::basic_parser<false> {
+class response_parser final : public http::parser_base<response_parser, false> {
   public:
     response_parser() = default;
-
-    response_parser(const response_parser&) = delete;  // the fields point into its arena
-    response_parser& operator=(const response_parser&) = delete;
 
     // One parser is made per upstream response, and it is larger than what malloc keeps in its
     // per-thread cache (1 KiB): freed parsers' memory is kept per thread for the next one.
@@ -49,21 +46,27 @@ class response_parser final : public boost::beast::http::basic_parser<false> {
     std::size_t body_taken() const noexcept { return body_size_ - body_left_; }
 
   private:
-    void on_request_impl(boost::beast::http::verb, boost::beast::string_view,
-                         boost::beast::string_view, int, boost::beast::error_code& ec) override;
-    void on_response_impl(int code, boost::beast::string_view reason, int version,
-                          boost::beast::error_code& ec) override;
-    void on_field_impl(boost::beast::http::field name, boost::beast::string_view name_string,
-                       boost::beast::string_view value, boost::beast::error_code& ec) override;
-    void on_header_impl(boost::beast::error_code& ec) override;
-    void on_body_init_impl(boost::optional<std::uint64_t> const& content_length,
-                           boost::beast::error_code& ec) override;
-    std::size_t on_body_impl(boost::beast::string_view body, boost::beast::error_code& ec) override;
-    void on_chunk_header_impl(std::uint64_t size, boost::beast::string_view extensions,
-                              boost::beast::error_code& ec) override;
-    std::size_t on_chunk_body_impl(std::uint64_t remain, boost::beast::string_view body,
-                                   boost::beast::error_code& ec) override;
-    void on_finish_impl(boost::beast::error_code& ec) override;
+    friend parser_base;
+
+    // The head was read before the body: a chunked answer's trailer fields only follow it in
+    // the list.
+    static constexpr bool keeps_trailer_fields = true;
+
+    http::field_list& head_fields() noexcept { return fields_; }
+    void on_start_line(int status, std::string_view reason, int version);
+    void on_body_start(const boost::optional<std::uint64_t>&) noexcept {}  // see body_into()
+    // Here rather than in response_parser.cpp: called for every piece of body, it stays inline.
+    std::size_t on_body(std::string_view body, boost::beast::error_code& ec) {
+        const auto n = std::min(body.size(), body_left_);
+        if (n != 0) {
+            std::memcpy(body_ + (body_size_ - body_left_), body.data(), n);
+            body_left_ -= n;
+        }
+        if (n != body.size()) {
+            ec = boost::beast::http::error::need_buffer;
+        }
+        return n;
+    }
 
     // A typical provider head fits; a larger one continues on the heap.
     std::array<std::byte, 1536> storage_;

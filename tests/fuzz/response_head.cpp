@@ -1,4 +1,4 @@
-// The upstream response path of upstream/connection.cpp and upstream/exchange.cpp, without
+// The upstream response path of upstream/connection.cpp, attempt.cpp and exchange.cpp, without
 // sockets: upstream::response_parser with the default 16 KiB header limit and no body limit,
 // fed by upstream::feed from a buffer bounded as a connection's is, read as
 // connection::read does (parse what is buffered, receive only when that is not enough, end of
@@ -37,7 +37,7 @@ namespace beast_http = boost::beast::http;
 using boost::system::error_code;
 
 constexpr std::uint32_t max_response_head = 16 * 1024;  // limits.max_header_bytes (default)
-// exchange.cpp: an upstream connection buffers at most a head and one receive.
+// attempt.cpp: an upstream connection buffers at most a head and one receive.
 constexpr std::size_t max_buffered = max_response_head + 64 * 1024;
 
 // connection: the read buffer and the socket, the socket replaced by the fuzz input.
@@ -153,7 +153,7 @@ outcome exchange(std::string_view wire, bool head_method, std::size_t body_buffe
         FUZZ_CHECK(parser->is_header_done());
         const unsigned status = parser->status();
         if (status / 100 != 1 || status == 101) {
-            break;  // exchange.cpp turns 101 and statuses outside 100-599 into 502s
+            break;  // attempt.cpp turns 101 and statuses outside 100-599 into 502s
         }
     }
     out.status = parser->status();

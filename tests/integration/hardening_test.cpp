@@ -49,8 +49,9 @@ response send_until_refused(client& conn, const std::string& head, const std::st
 TEST_CASE("a chunk-size line that never ends gets 400 once it passes max_header_bytes") {
     mock_and_proxy env({}, "limits: {max_header_bytes: 4KiB}\n");
     client conn(env.proxy->port());
-    const auto r = send_until_refused(conn, chat_post_head + "Transfer-Encoding: chunked\r\n\r\n1;a=",
-                                      std::string(1024, 'x'), 1024 * 1024);
+    const auto r = send_until_refused(
+        conn, chat_post_head + "Transfer-Encoding: chunked\r\n\r\n1;a=", std::string(1024, 'x'),
+        1024 * 1024);
     CHECK(r.status == 400);
     CHECK(r.header("x-coalesce-error") == "framing_too_long");
     CHECK(conn.closed_by_peer());
@@ -60,9 +61,9 @@ TEST_CASE("a chunk-size line that never ends gets 400 once it passes max_header_
 TEST_CASE("a trailer section that never ends gets 400 once it passes max_header_bytes") {
     mock_and_proxy env({}, "limits: {max_header_bytes: 4KiB}\n");
     client conn(env.proxy->port());
-    const auto r =
-        send_until_refused(conn, chat_post_head + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n",
-                           "X: y\r\n", 1024 * 1024);
+    const auto r = send_until_refused(
+        conn, chat_post_head + "Transfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n", "X: y\r\n",
+        1024 * 1024);
     CHECK(r.status == 400);
     CHECK(r.header("x-coalesce-error") == "framing_too_long");
     CHECK(conn.closed_by_peer());
@@ -74,8 +75,8 @@ TEST_CASE("chunk framing past a sixteenth of max_request_body over it gets 413")
     mock_and_proxy env({}, "limits: {max_request_body: 1KiB}\n");
     client conn(env.proxy->port());
     const std::string chunk = "1;pad=" + std::string(100, 'p') + "\r\nx\r\n";
-    const auto r = send_until_refused(conn, chat_post_head + "Transfer-Encoding: chunked\r\n\r\n", chunk,
-                                      1024 * chunk.size());
+    const auto r = send_until_refused(conn, chat_post_head + "Transfer-Encoding: chunked\r\n\r\n",
+                                      chunk, 1024 * chunk.size());
     CHECK(r.status == 413);
     CHECK(conn.closed_by_peer());
     CHECK(env.mock->stats().calls == 0);
@@ -163,7 +164,8 @@ TEST_CASE("an HTTP/1.0 client that sends Expect gets no 100 Continue") {
     CHECK(raw.find("100 Continue") == std::string::npos);
 }
 
-TEST_CASE("an absolute-form target is routed by its path, and the upstream still comes from config") {
+TEST_CASE(
+    "an absolute-form target is routed by its path, and the upstream still comes from config") {
     mock_and_proxy env;
     client conn(env.proxy->port());
     const auto body = chat_body("absolute");
@@ -180,6 +182,23 @@ TEST_CASE("an absolute-form target is routed by its path, and the upstream still
     CHECK(call.headers.at("host") == "127.0.0.1:" + std::to_string(env.mock->port()));
     conn.send_raw("GET http://evil.example HTTP/1.1\r\nHost: evil.example\r\n\r\n");
     CHECK(conn.read(10s).status == 404);  // "/" is the mock's, and no call of interest
+}
+
+TEST_CASE("dot segments in a target are refused with 400 and never reach the provider") {
+    mock_and_proxy env;
+    for (const std::string target : {"/chat/completions/../../files", "/chat/completions/./x",
+                                     "/chat/completions/%2e%2E/x", "/chat/completions/.."}) {
+        client conn(env.proxy->port());
+        conn.send_raw("GET " + target + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        const auto r = conn.read(5s);
+        CHECK_MESSAGE(r.status == 400, target);
+    }
+    // A dot inside a name is no segment of its own.
+    client conn(env.proxy->port());
+    conn.send_raw("GET /v1.2/...x/.well-known HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    CHECK(conn.read(5s).status == 404);  // the mock's answer: forwarded
+    REQUIRE(env.mock->calls().size() == 1);
+    CHECK(env.mock->calls().front().target == "/v1.2/...x/.well-known");
 }
 
 TEST_CASE("answers to HEAD carry no content, the sidecar's own errors included") {
@@ -225,7 +244,7 @@ TEST_CASE("a request the upstream held before closing a reused connection is nev
     CHECK(r.header("x-coalesce-error") == "upstream_closed");
     CHECK(env.mock->stats().calls == 2);
     CHECK(metric_value(env.proxy->admin_port(), "coalescer_upstream_resends_total",
-                 "upstream=\"mock\"") == 0);
+                       "upstream=\"mock\"") == 0);
 }
 
 TEST_CASE("a reused connection closed at once, before the upstream could start, is resent once") {
@@ -241,7 +260,7 @@ TEST_CASE("a reused connection closed at once, before the upstream could start, 
     CHECK(r.status == 200);
     CHECK(env.mock->stats().calls == 3);
     CHECK(metric_value(env.proxy->admin_port(), "coalescer_upstream_resends_total",
-                 "upstream=\"mock\"") == 1);
+                       "upstream=\"mock\"") == 1);
 }
 
 TEST_CASE("during drain_delay a new connection is served, with Connection: close") {

@@ -531,14 +531,10 @@ TEST_CASE("deadline sweep: tasks and socket deadlines share the sweep") {
     CHECK(read.completed >= armed + 200ms);
 }
 
-// BUG (proxy/net/deadline_sweep.cpp, deadline_sweep::check): the loop over due tasks says an
-// on_due() "may schedule or unlink other tasks", but it holds an iterator to the next task while
-// on_due() runs. When on_due() cancels (or destroys) that next task, the loop calls its
-// on_due() anyway and then steps through the unlinked node's null link: a crash (or a use after
-// free when the task was destroyed). The pacer's tickets and the pool pruning do not do this
-// today; the contract the comment states is what fails. Run in a child process, so that the
-// crash fails this test only.
-TEST_CASE("BUG deadline sweep: a task whose on_due cancels another due task") {
+// A due task's on_due() may cancel or destroy another due task (the sweep's contract): the
+// sweep must neither run the cancelled one nor step through its unlinked node. Run in a child
+// process, so that a crash fails this test only.
+TEST_CASE("deadline sweep: a task whose on_due cancels another due task") {
     const pid_t child = ::fork();
     REQUIRE(child >= 0);
     if (child == 0) {

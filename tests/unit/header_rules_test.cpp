@@ -111,17 +111,19 @@ TEST_CASE("header rules: the known credentials, by name alone, in any case") {
 }
 
 TEST_CASE("header rules: looks_like_credential fails closed on suffixes and on \"auth\"") {
-    // Ends in -key, -token or -secret, in any case.
+    // Ends in key, token or secret, with or without a separator, in any case.
     for (const char* name : {"ocp-apim-subscription-key", "X-Functions-Key", "anthropic-api-key",
                              "-key", "Private-Token", "x-csrf-token", "X-ACCESS-TOKEN",
-                             "x-client-secret", "Webhook-Secret", "x-idempotency-key"}) {
+                             "x-client-secret", "Webhook-Secret", "x-idempotency-key", "apikey",
+                             "X-ApiKey", "key", "token", "secret", "x_api_key", "AccessToken"}) {
         CAPTURE(name);
         CHECK(http::looks_like_credential(name));
         CHECK_FALSE(http::is_known_credential(name));
     }
-    // Contains "auth" anywhere, in any case: wrongly or not, it counts.
-    for (const char* name : {"x-auth", "X-Amz-Security-Auth-Info", "oauth-scope", "x-author",
-                             "www-authenticate", "authentication-info", "AUTH"}) {
+    // Contains "auth" or "password" anywhere, in any case: wrongly or not, it counts.
+    for (const char* name :
+         {"x-auth", "X-Amz-Security-Auth-Info", "oauth-scope", "x-author", "www-authenticate",
+          "authentication-info", "AUTH", "x-password", "Password-Hint"}) {
         CAPTURE(name);
         CHECK(http::looks_like_credential(name));
     }
@@ -129,10 +131,10 @@ TEST_CASE("header rules: looks_like_credential fails closed on suffixes and on \
     CHECK_FALSE(http::looks_like_credential("idempotency-key"));
     CHECK_FALSE(http::looks_like_credential("Idempotency-Key"));
     CHECK_FALSE(http::looks_like_credential("IDEMPOTENCY-KEY"));
-    // Neither a known name nor the suffixes (a hyphen before them) nor "auth".
-    for (const char* name : {"content-type", "x-request-id", "openai-organization",
-                             "anthropic-version", "key", "token", "secret", "x-keys", "keyboard",
-                             "x-tokens", "x-secrets", "x-key-id", "x-aut", "x_api_key", ""}) {
+    // Neither a known name nor the suffixes nor "auth" or "password".
+    for (const char* name :
+         {"content-type", "x-request-id", "openai-organization", "anthropic-version", "x-keys",
+          "keyboard", "x-tokens", "x-secrets", "x-key-id", "x-aut", "x-pass", ""}) {
         CAPTURE(name);
         CHECK_FALSE(http::looks_like_credential(name));
     }

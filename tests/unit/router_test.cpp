@@ -273,15 +273,10 @@ TEST_CASE("router: one router answers many targets, each match independent of th
     CHECK(c->upstream_target == "/models");
 }
 
-// BUG (proxy/server/router.cpp vs proxy/ops/config.cpp): the config loader refuses a route
-// that an earlier one always takes first ("never matches"), but only when the earlier prefix
-// ends at a path segment; it accepts "/search" followed by "/searches" (config_test.cpp says
-// "both can match"). The router compares raw string prefixes, so "/search" takes
-// "/searches" too, and the second route never matches although the config was accepted.
-// Either the router should match prefixes at segment boundaries, or the loader should refuse
-// such a route. This test holds under either fix: every route the loader accepts is the one a
-// request for exactly its own prefix gets.
-TEST_CASE("BUG router: every route the config loader accepts is reachable by its own prefix") {
+// Prefixes match whole path segments, the rule the config loader's "never matches" check
+// uses: every route the loader accepts is the one a request for exactly its own prefix gets
+// ("/search" does not take "/searches").
+TEST_CASE("router: every route the config loader accepts is reachable by its own prefix") {
     const auto cfg = load(R"(upstreams: [{name: a, url: 'http://a'}, {name: b, url: 'http://b'}]
 routes:
   - {prefix: /search, upstream: a}
