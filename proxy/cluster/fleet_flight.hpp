@@ -7,13 +7,9 @@
 // Redis unavailable: the flight is produced here, as without `cluster:`.
 #pragma once
 
-#include "cluster/breaker.hpp"
-#include "cluster/redis_pool.hpp"
+#include "cluster/fleet.hpp"
 #include "coalesce/flight.hpp"
-#include "coalesce/flight_id.hpp"
 #include "coalesce/registry.hpp"
-#include "ops/cluster_counters.hpp"
-#include "ops/config.hpp"
 
 #include <boost/asio/awaitable.hpp>
 
@@ -21,16 +17,6 @@
 #include <vector>
 
 namespace coalescer::cluster {
-
-// What every fleet flight of the process shares.
-struct fleet {
-    const ops::cluster_config& config;
-    ops::duration result_ttl;
-    ops::cluster_counters& counters;
-    breaker& health;
-    coalesce::flight_ids& ids;
-    std::vector<std::unique_ptr<redis_pool>>& pools;  // by worker
-};
 
 // Runs on the production's worker until the flight has ended here (and, when this pod produced
 // it, until its last event reached Redis or was refused).

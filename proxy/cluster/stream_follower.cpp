@@ -1,0 +1,222 @@
+#include "cluster/stream_follower.hpp"
+
+#include "cluster/stream_codec.hpp"
+#include "ops/errors.hpp"
+
+#include <boost/asio/post.hpp>
+#include <boost/asio/this_coro.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace coalescer::cluster {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+using coalesce::flight;
+using std::chrono::milliseconds;
+
+namespace {
+
+// Shared with the flight's canceller, which may run on any thread.
+struct follow_state {
+    std::atomic<bool> cancelled{false};
+    redis_connection* reading = nullptr;  // touched on the worker's thread only
+};
+
+class follower {
+  public:
+    follower(fleet& shared, redis_pool& pool, std::shared_ptr<flight> f, const redis_keys& keys,
+             std::string holder)
+        : shared_(shared),
+          pool_(pool),
+          flight_(std::move(f)),
+          keys_(keys),
+          holder_(std::move(holder)),
+          stream_(keys.stream(holder_)) {}
+
+    asio::awaitable<follow_outcome> run();
+
+  private:
+    asio::awaitable<follow_outcome> read_loop(redis_connection& connection,
+                                              const follow_state& state);
+    // After a read that brought nothing: is the producer still there?
+    asio::awaitable<std::optional<follow_outcome>> check_lease(redis_connection& connection);
+    // Feeds the entries of one XREAD reply; true when the flight ended.
+    bool feed(const reply& streams, bool first);
+    // `complete_at_once`: the first read found the whole answer, a hit.
+    bool feed_entry(entry_kind kind, std::string value, bool more_follows, bool complete_at_once);
+    follow_outcome lost(ops::proxy_errc why);
+
+    fleet& shared_;
+    redis_pool& pool_;
+    std::shared_ptr<flight> flight_;
+    const redis_keys& keys_;
+    const std::string holder_;
+    const std::string stream_;
+    std::string last_id_ = "0-0";
+    bool fed_ = false;   // the head was published here: clients may have bytes
+    bool first_ = true;  // the first read, which does not block
+    bool hit_ = false;   // the first read found the answer complete
+};
+
+follow_outcome follower::lost(ops::proxy_errc why) {
+    if (!fed_)
+        return follow_outcome::leader_lost;
+    flight_->fail(ops::make_error_code(why));  // clients with bytes are cut, never re-fed
+    return follow_outcome::ended;
+}
+
+asio::awaitable<follow_outcome> follower::run() {
+    auto taken = co_await pool_.take();
+    if (taken.ec)
+        co_return follow_outcome::unavailable;
+    flight_->adopt_id(holder_);
+    auto state = std::make_shared<follow_state>();
+    state->reading = taken.connection.get();
+    auto ex = co_await asio::this_coro::executor;
+    auto cancel = [state, ex] {
+        state->cancelled.store(true);
+        asio::post(ex, [state] {
+            if (state->reading != nullptr)
+                state->reading->close();
+        });
+    };
+    flight_->set_canceller(std::move(cancel));
+    const auto outcome = co_await read_loop(*taken.connection, *state);
+    state->reading = nullptr;
+    pool_.give_back(std::move(taken.connection));
+    co_return outcome;
+}
+
+asio::awaitable<follow_outcome> follower::read_loop(redis_connection& connection,
+                                                    const follow_state& state) {
+    const auto block =
+        std::clamp<milliseconds>(pool_.config().lease / 2, milliseconds(100), milliseconds(1000));
+    const auto block_text = ms_text(block);
+    const auto timeout = block + pool_.config().command_timeout;
+    for (;;) {
+        // The first read does not block: what it finds complete was complete before this pod
+        // asked (a hit); what arrives later while it waits is followed.
+        std::vector<std::string_view> xread{"XREAD", "COUNT", "256"};
+        if (!first_) {
+            xread.push_back("BLOCK");
+            xread.push_back(block_text);
+        }
+        xread.insert(xread.end(), {"STREAMS", stream_, last_id_});
+        const auto r = co_await pool_.run_on(
+            connection, xread, first_ ? pool_.config().command_timeout : timeout, false);
+        if (state.cancelled.load()) {
+            flight_->fail(ops::make_error_code(ops::proxy_errc::flight_cancelled));
+            co_return follow_outcome::ended;
+        }
+        if (r.ec || r.value.is_error()) {
+            if (!fed_)
+                co_return follow_outcome::unavailable;
+            flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
+            co_return follow_outcome::ended;
+        }
+        const bool first = std::exchange(first_, false);
+        const bool ended = !r.value.is_nil() && feed(r.value, first);
+        if (first && !hit_)
+            shared_.counters.remote_follows.fetch_add(1, std::memory_order_relaxed);
+        if (ended)
+            co_return follow_outcome::ended;
+        if (r.value.is_nil() && !first) {
+            if (auto outcome = co_await check_lease(connection))
+                co_return *outcome;
+        }
+    }
+}
+
+asio::awaitable<std::optional<follow_outcome>> follower::check_lease(redis_connection& connection) {
+    const std::vector<std::string_view> get{"GET", keys_.lease};
+    const auto r = co_await pool_.run_on(connection, get, pool_.config().command_timeout);
+    if (r.ec || r.value.is_error()) {
+        if (!fed_)
+            co_return follow_outcome::unavailable;
+        flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
+        co_return follow_outcome::ended;
+    }
+    if (r.value.is_string() && r.value.text == holder_)
+        co_return std::nullopt;  // still producing: a slow upstream
+    co_return lost(ops::proxy_errc::upstream_closed);
+}
+
+// XREAD's reply: [[stream, [[id, [field, value, …]], …]]].
+bool follower::feed(const reply& streams, bool first) {
+    if (streams.elements.empty() || streams.elements[0].elements.size() < 2)
+        return false;
+    const auto& entries = streams.elements[0].elements[1].elements;
+    const bool ends = std::any_of(entries.begin(), entries.end(), [](const reply& e) {
+        if (e.elements.size() != 2 || e.elements[1].elements.size() != 4)
+            return false;
+        const auto kind = kind_of(e.elements[1].elements[1].text);
+        return kind == entry_kind::end || kind == entry_kind::failure;
+    });
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+        const auto& e = entries[i];
+        if (e.elements.size() != 2 || e.elements[1].elements.size() != 4) {
+            flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
+            return true;
+        }
+        last_id_ = e.elements[0].text;
+        const auto& fields = e.elements[1].elements;
+        const auto kind = kind_of(fields[1].text);
+        if (!kind || fields[0].text != "k" || fields[2].text != "v") {
+            flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
+            return true;
+        }
+        if (feed_entry(*kind, fields[3].text, i + 1 < entries.size(), first && ends))
+            return true;
+    }
+    return false;
+}
+
+bool follower::feed_entry(entry_kind kind, std::string value, bool more_follows,
+                          bool complete_at_once) {
+    switch (kind) {
+        case entry_kind::head: {
+            auto head = decode_head(value);
+            if (!head) {
+                flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_protocol_error));
+                return true;
+            }
+            hit_ = complete_at_once;
+            flight_->set_produced_elsewhere(hit_ ? ops::role::hit : ops::role::follower);
+            if (hit_)
+                shared_.counters.remote_hits.fetch_add(1, std::memory_order_relaxed);
+            flight_->publish_head(std::move(*head), more_follows);
+            fed_ = true;
+            return false;
+        }
+        case entry_kind::body:
+            if (!fed_) {
+                flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_protocol_error));
+                return true;
+            }
+            flight_->append(std::move(value), more_follows);
+            return false;
+        case entry_kind::end:
+            flight_->complete();
+            return true;
+        case entry_kind::failure:
+            flight_->fail(decode_failure(value));
+            return true;
+    }
+    return false;
+}
+
+}  // namespace
+
+asio::awaitable<follow_outcome> follow(fleet& shared, redis_pool& pool, std::shared_ptr<flight> f,
+                                       const redis_keys& keys, std::string holder) {
+    follower following(shared, pool, std::move(f), keys, std::move(holder));
+    co_return co_await following.run();
+}
+
+}  // namespace coalescer::cluster
