@@ -802,3 +802,37 @@ TEST_CASE("cluster: pods authenticate as a Redis ACL user, and a wrong password 
     CHECK(bad.logs().find("not-the-password") == std::string::npos);
     CHECK(good.logs().find("s3cret-pass") == std::string::npos);
 }
+
+TEST_CASE("cluster: pods reach Redis over TLS with the test CA, and refuse an untrusted one") {
+    mock::mock_options options;
+    options.latency_ms = 800;
+    mock::mock_server mock(options);
+    mock.start();
+    const auto tls_port = free_loopback_port();
+    redis_options tls;
+    tls.extra_args = {"--tls-port",         std::to_string(tls_port),
+                      "--tls-cert-file",    certs_dir() + "/localhost.pem",
+                      "--tls-key-file",     certs_dir() + "/localhost.key",
+                      "--tls-ca-cert-file", certs_dir() + "/ca.pem",
+                      "--tls-auth-clients", "no"};
+    redis_server redis(tls);
+    secret_file secret("cluster-tls");
+    const auto url = "rediss://localhost:" + std::to_string(tls_port) + "/0";
+    fleet f(pod_yaml(mock, cluster_section(url, secret.path) + "  tls: {ca_file: " + certs_dir() +
+                               "/ca.pem}\n"),
+            2, "cluster-tls");
+    INFO("pods:" << f.logs());
+    REQUIRE(f.redis_up());
+    check_one_answer(fire(spread(f.ports(), 4, chat_body("a fleet over TLS"))));
+    CHECK(mock.stats().calls == 1);
+    CHECK(f.sum(leases) == 1);
+
+    // The system's trust store does not know the test CA: no connection, local coalescing only.
+    fleet untrusting(pod_yaml(mock, cluster_section(url, secret.path)), 1, "cluster-tls-untrusted");
+    INFO("untrusting:" << untrusting.logs());
+    for (const auto& r : fire(spread(untrusting.ports(), 3, chat_body("untrusted Redis"))))
+        CHECK(r.status == 200);
+    CHECK(mock.stats().calls == 2);
+    CHECK(untrusting[0].metric(redis_up_gauge) == 0.0);
+    CHECK(untrusting[0].metric(leases) == 0.0);
+}
