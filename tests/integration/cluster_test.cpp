@@ -836,3 +836,48 @@ TEST_CASE("cluster: pods reach Redis over TLS with the test CA, and refuse an un
     CHECK(untrusting[0].metric(redis_up_gauge) == 0.0);
     CHECK(untrusting[0].metric(leases) == 0.0);
 }
+
+TEST_CASE("cluster: the leader pod killed mid-stream cuts the other pods' clients, never re-fed") {
+    mock::mock_options options;
+    options.chunks = 6;
+    options.chunk_interval_ms = 50;
+    mock::mock_server mock(options);
+    mock.start();
+    redis_server redis;
+    secret_file secret("cluster-cut");
+    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path, "1s")), 3, "cluster-cut");
+    INFO("pods:" << f.logs());
+    REQUIRE(f.redis_up());
+
+    // The stream stalls after its first event: every client has bytes of it when the leader
+    // pod dies.
+    const auto body = chat_body("cut me cleanly", true, R"({"stall_after":1,"stall_ms":4000})");
+    client first(f[0].port);
+    first.send("POST", "/chat/completions", body);
+    REQUIRE(first.read_until("\n\n").status == 200);
+    std::vector<std::unique_ptr<client>> others;
+    std::vector<response> partial;
+    for (const std::size_t pod : {1, 2}) {
+        others.push_back(std::make_unique<client>(f[pod].port));
+        others.back()->send("POST", "/chat/completions", body);
+        partial.push_back(others.back()->read_until("\n\n"));
+        REQUIRE(partial.back().status == 200);
+        CHECK(role(partial.back()) == "follower");
+    }
+    f[0].kill();
+    for (std::size_t i = 0; i < others.size(); ++i) {
+        const auto rest = others[i]->read_rest(partial[i]);
+        CAPTURE(i);
+        CHECK_FALSE(rest.complete);  // cut like a failed upstream: no terminating chunk
+        CHECK(rest.body.find("data: [DONE]") == std::string::npos);
+        CHECK(answered_by(rest).seq == mock.calls().front().seq);  // only the first call's bytes
+    }
+    // Nobody took over for clients who had bytes: one call so far.
+    CHECK(mock.stats().calls == 1);
+    CHECK(f.sum(takeovers, {1, 2}) == 0);
+    // The next request is a new flight, answered whole.
+    const auto again = fire({{f[1].port, body, {}}}).front();
+    CHECK(again.status == 200);
+    CHECK(again.complete);
+    CHECK(mock.stats().calls == 2);
+}
