@@ -5,6 +5,9 @@
 # Prints, per mode, upstream calls per burst and the median (min–max) over the runs of p50 and
 # p99 latency (request written -> whole answer read, by one asyncio client: tests/bench/
 # cluster_burst.py). Target (cluster on): exactly 1 call per burst, p99 <= L + 30 ms.
+# Then the cost when nothing is shared: wrk (-c50, 5 s, every body different: distinct.lua)
+# against one sidecar with `cluster:` and without, alternating, a mock answering after 50 ms;
+# req/s on as a ratio to off (target >= 0.9) and the p99 it adds (target <= 2 ms).
 # Not part of CI. Needs build/release (coalescer, mock-provider; BENCH_BUILD=DIR for another
 # build), redis-server, python3.
 #
@@ -15,6 +18,7 @@ BUILD=${BENCH_BUILD:-$ROOT/build/release}
 REQUESTS=${BENCH_REQUESTS:-1000}
 LATENCY=${BENCH_LATENCY_MS:-500}
 RUNS=${BENCH_RUNS:-3}
+SECTIONS=${BENCH_SECTIONS:-"burst cost"}
 TMP=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$TMP"; }
@@ -46,8 +50,8 @@ calls() { curl -s "http://127.0.0.1:$mock_port/__stats" | python3 -c 'import jso
 
 # Starts 3 pods (cluster: on|off): their pids in `pods`, their ports in `ports`, comma-separated.
 start_pods() {
-    local mode=$1 list=()
-    for i in 1 2 3; do
+    local mode=$1 count=${2:-3} list=()
+    for i in $(seq "$count"); do
         local port admin
         port=$(free_port)
         admin=$(free_port)
@@ -55,7 +59,7 @@ start_pods() {
             echo "listen: {address: 127.0.0.1, port: $port}"
             echo "admin: {address: 127.0.0.1, port: $admin}"
             echo "workers: 1"
-            echo "upstreams: [{name: mock, url: 'http://127.0.0.1:$mock_port', timeouts: {head: 30s}}]"
+            echo "upstreams: [{name: mock, url: 'http://127.0.0.1:$mock_port', max_concurrent: 1000, timeouts: {head: 30s}}]"
             echo "routes: [{prefix: /, upstream: mock, coalesce: true}]"
             echo "limits: {max_connections: 20000}"
             echo "log: {level: warn}"
@@ -73,7 +77,9 @@ start_pods() {
 }
 
 declare -A results
-for run in $(seq "$RUNS"); do
+burst_runs=$RUNS
+case " $SECTIONS " in *" burst "*) ;; *) burst_runs=0 ;; esac
+for run in $(seq "$burst_runs"); do
     for mode in on off; do
         pods=()
         start_pods "$mode"
@@ -98,6 +104,45 @@ def spread(key):
 print("p50 %s ms, p99 %s ms, answered 200: %s" % (spread("p50_ms"), spread("p99_ms"),
       "/".join(str(r["ok"]) for r in rows)))'
 }
-echo "cluster on  (3 pods, one Redis): $(printf '%s' "${results[on]}" | summary)"
-echo "cluster off (3 pods, each alone): $(printf '%s' "${results[off]}" | summary)"
-echo "target (cluster on): 1 upstream call per burst, p99 <= $((LATENCY + 30)) ms"
+if [ "$burst_runs" -gt 0 ]; then
+    echo "cluster on  (3 pods, one Redis): $(printf '%s' "${results[on]}" | summary)"
+    echo "cluster off (3 pods, each alone): $(printf '%s' "${results[off]}" | summary)"
+    echo "target (cluster on): 1 upstream call per burst, p99 <= $((LATENCY + 30)) ms"
+fi
+
+case " $SECTIONS " in *" cost "*) ;; *) exit 0 ;; esac
+# The cost section: a mock answering after 50 ms, one sidecar, distinct bodies.
+fast_port=$(free_port)
+"$BUILD/tests/mock_provider/mock-provider" --listen "127.0.0.1:$fast_port" --latency-ms 50 \
+    --threads 2 >"$TMP/mock-fast.log" 2>&1 &
+pids+=($!)
+wait_port "$fast_port"
+mock_port=$fast_port
+cost=""
+for run in $(seq "$RUNS"); do
+    for mode in on off; do
+        pods=()
+        start_pods "$mode" 1
+        line=$(wrk -t1 -c50 -d5s --latency -s "$ROOT/tests/bench/distinct.lua" \
+            "http://127.0.0.1:$ports/chat/completions" -- "cost-$mode-$run" |
+            awk '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} END {print rps, p99}')
+        kill "${pods[@]}" 2>/dev/null || true
+        wait "${pods[@]}" 2>/dev/null || true
+        echo "run $run cluster $mode: req/s and p99: $line"
+        cost+="$run $mode $line"$'\n'
+    done
+done
+printf '%s' "$cost" | python3 -c '
+import sys, statistics
+def ms(t):
+    return float(t[:-2]) if t.endswith("ms") else float(t[:-1]) * 1000 if t.endswith("s") else float(t[:-2]) / 1000
+runs = {}
+for line in sys.stdin:
+    run, mode, rps, p99 = line.split()
+    runs.setdefault(run, {})[mode] = (float(rps), ms(p99))
+ratio = [r["on"][0] / r["off"][0] for r in runs.values()]
+added = [r["on"][1] - r["off"][1] for r in runs.values()]
+spread = lambda v, f: (f + " (" + f + "-" + f + ")") % (statistics.median(v), min(v), max(v))
+print("cost when nothing is shared (mock 50 ms, wrk -c50, distinct bodies), per run on vs off:")
+print("  req/s ratio on/off %s (target >= 0.9); p99 added %s ms (target <= 2 ms)" %
+      (spread(ratio, "%.3f"), spread(added, "%.2f")))'
