@@ -22,10 +22,10 @@
 namespace {
 
 struct run_record {
-    bool ran = false;             // a test run (not a query) ended
-    unsigned started = 0;         // test cases entered
-    unsigned failed = 0;          // test cases that failed
-    unsigned skipped = 0;         // test cases that skipped themselves and failed nothing
+    bool ran = false;      // a test run (not a query) ended
+    unsigned started = 0;  // test cases entered
+    unsigned failed = 0;   // test cases that failed
+    unsigned skipped = 0;  // test cases that skipped themselves and failed nothing
     std::vector<std::string> skip_reasons;
 };
 

@@ -22,9 +22,9 @@ struct access_record {
     std::uint64_t bytes_out = 0;
     double duration_ms = 0;
     double ttfb_ms = 0;
-    int attempts = 0;          // upstream attempts of the flight this client was served from
-    std::string_view outcome;  // "ok", "cut", "client_gone", or an error code
-    std::string_view detail;   // for upstream protocol errors: what the upstream broke
+    int attempts = 0;              // upstream attempts of the flight this client was served from
+    std::string_view outcome;      // "ok", "cut", "client_gone", or an error code
+    std::string_view detail;       // for upstream protocol errors: what the upstream broke
     bool remote_producer = false;  // the flight's upstream call was made by another replica
 };
 

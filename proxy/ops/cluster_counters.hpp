@@ -18,8 +18,8 @@ struct cluster_counters {
     std::atomic<std::uint64_t> fenced_appends{0};  // appends refused: the lease was lost
     std::atomic<std::uint64_t> fallbacks{0};       // flights produced locally: Redis unavailable
     std::atomic<int> redis_up{0};
-    histogram command_seconds{{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                               1.0}};
+    histogram command_seconds{
+        {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0}};
 
     void render(std::string& out) const;
 };

@@ -356,9 +356,9 @@ void read_log(const loader& l, const field& f, log_config& out) {
 }
 
 cluster_config read_cluster(const loader& l, const field& f) {
-    mapping m(l, f,
-              {"redis", "username", "password_file", "tls", "key_secret_file", "lease",
-               "timeouts"});
+    mapping m(
+        l, f,
+        {"redis", "username", "password_file", "tls", "key_secret_file", "lease", "timeouts"});
     cluster_config c;
     const field url = m.require("redis");
     c.url = text(l, url);

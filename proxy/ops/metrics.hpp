@@ -3,9 +3,9 @@
 // Provider tokens are the usage meter's (usage_meter.hpp).
 #pragma once
 
+#include "ops/cluster_counters.hpp"
 #include "ops/config.hpp"
 #include "ops/errors.hpp"
-#include "ops/cluster_counters.hpp"
 #include "ops/histogram.hpp"
 #include "ops/role.hpp"
 

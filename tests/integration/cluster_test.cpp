@@ -394,6 +394,14 @@ TEST_CASE(
     CHECK(f.sum(redis_up_gauge) == 3);
     for (std::size_t i = 0; i < 3; ++i)
         CHECK(f[i].metric(fenced_appends).has_value());
+    // The access log says where the call was made: by another pod, on every pod but the leader.
+    for (std::size_t i = 0; i < 3; ++i) {
+        CAPTURE(i);
+        const bool remote_logged = eventually(
+            [&] { return f[i].process.out().find("\"producer\":\"remote\"") != std::string::npos; },
+            i == leader ? 2s : 10s);
+        CHECK(remote_logged == (i != leader));
+    }
 }
 
 TEST_CASE("cluster: an SSE burst over 3 pods makes one upstream call, byte-identical everywhere") {

@@ -442,8 +442,7 @@ TEST_CASE(
 
     // Then the stuck one is cut at its bound, and counted once.
     CHECK(eventually(
-        [&] { return metric_value(admin, "coalescer_slow_subscribers_dropped_total") == 1; },
-        60s));
+        [&] { return metric_value(admin, "coalescer_slow_subscribers_dropped_total") == 1; }, 60s));
     const auto late = stuck.read_until_closed(30s);
     CHECK(late.closed);
     CHECK(late.bytes < 12000000);  // it was cut, not served whole
@@ -578,8 +577,9 @@ TEST_CASE("hits do not extend the result window: it ends result_ttl after the an
 
 TEST_CASE("past max_cache_bytes the least recently used answer is evicted, and counted") {
     // Three answers of about 40,000 bytes; the cache holds two.
-    mock_and_proxy env({}, "coalesce: {result_ttl: 60s, max_response_bytes: 64KiB, "
-                           "max_cache_bytes: 100KiB}\n");
+    mock_and_proxy env({},
+                       "coalesce: {result_ttl: 60s, max_response_bytes: 64KiB, "
+                       "max_cache_bytes: 100KiB}\n");
     const auto port = env.proxy->port();
     const auto admin = env.proxy->admin_port();
     auto body = [](const char* name) {
@@ -632,8 +632,9 @@ TEST_CASE("past max_cache_bytes the least recently used answer is evicted, and c
 TEST_CASE("an answer over max_response_bytes is served whole to its clients but never a hit") {
     mock::mock_options options;
     options.latency_ms = 1000;
-    mock_and_proxy env(options, "coalesce: {result_ttl: 60s, max_response_bytes: 64KiB, "
-                                "max_cache_bytes: 1MiB}\n");
+    mock_and_proxy env(options,
+                       "coalesce: {result_ttl: 60s, max_response_bytes: 64KiB, "
+                       "max_cache_bytes: 1MiB}\n");
     const auto port = env.proxy->port();
     const auto admin = env.proxy->admin_port();
     const auto big = chat_body("too big to keep", false, R"({"body_bytes":200000})");

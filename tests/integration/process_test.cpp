@@ -27,7 +27,6 @@ using namespace coalescer;
 using namespace coalescer::test;
 using namespace std::chrono_literals;
 
-
 namespace {
 
 std::size_t lines(const std::string& text) {
@@ -198,7 +197,8 @@ TEST_CASE("SIGTERM drain: idle keep-alive connections are closed after drain_del
     idle.send("GET", "/models", "");
     REQUIRE(idle.read().status == 200);
     client busy(port);
-    busy.send("POST", "/chat/completions", chat_body("in progress", false, R"({"latency_ms":4000})"));
+    busy.send("POST", "/chat/completions",
+              chat_body("in progress", false, R"({"latency_ms":4000})"));
     REQUIRE(eventually([&] { return mock.stats().in_flight == 1; }));
     const auto signalled = std::chrono::steady_clock::now();
     run.signal(SIGTERM);
@@ -252,8 +252,7 @@ TEST_CASE("SIGTERM drain: a stream still running at drain_timeout is cut, and th
     options.chunk_interval_ms = 100;  // a 20 s stream
     mock::mock_server mock(options);
     mock.start();
-    const auto path =
-        drain_config(mock, "drain-cut", "{drain_delay: 100ms, drain_timeout: 1s}");
+    const auto path = drain_config(mock, "drain-cut", "{drain_delay: 100ms, drain_timeout: 1s}");
     child run({COALESCER_BINARY, "--config", path}, "drain-cut");
     const auto [port, admin] = run.ports();
     INFO("sidecar stderr: " << run.err());
@@ -281,8 +280,7 @@ TEST_CASE("a second signal during the drain exits at once") {
     options.chunk_interval_ms = 100;  // a 20 s stream keeps the drain waiting
     mock::mock_server mock(options);
     mock.start();
-    const auto path =
-        drain_config(mock, "drain-twice", "{drain_delay: 100ms, drain_timeout: 60s}");
+    const auto path = drain_config(mock, "drain-twice", "{drain_delay: 100ms, drain_timeout: 60s}");
     child run({COALESCER_BINARY, "--config", path}, "drain-twice");
     const auto [port, admin] = run.ports();
     INFO("sidecar stderr: " << run.err());

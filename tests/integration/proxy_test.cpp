@@ -644,13 +644,12 @@ void check_one_failure_for_all(const std::vector<response>& responses, unsigned 
 TEST_CASE("a failure before the head reaches every subscriber of the flight as the same 502/504") {
     constexpr int n = 8;
     SUBCASE("head timeout: 504 for all, one upstream call") {
-        mock_and_proxy env({}, "", "    timeouts: {connect: 2s, head: 2s, idle: 10s, total: 60s}\n");
-        const auto responses =
-            share_a_failure(env.proxy->port(), chat_body("all time out", false,
-                                                         R"({"latency_ms":8000})"),
-                            n, [&] { return env.mock->stats().in_flight == 1; });
-        check_one_failure_for_all(responses, 504, "upstream_head_timeout",
-                                  env.proxy->admin_port());
+        mock_and_proxy env({}, "",
+                           "    timeouts: {connect: 2s, head: 2s, idle: 10s, total: 60s}\n");
+        const auto responses = share_a_failure(
+            env.proxy->port(), chat_body("all time out", false, R"({"latency_ms":8000})"), n,
+            [&] { return env.mock->stats().in_flight == 1; });
+        check_one_failure_for_all(responses, 504, "upstream_head_timeout", env.proxy->admin_port());
         CHECK(env.mock->stats().calls == 1);
     }
     SUBCASE("closed without a response: 502 for all, one upstream call") {
@@ -672,10 +671,9 @@ TEST_CASE("a failure before the head reaches every subscriber of the flight as t
             proxy_yaml("http://127.0.0.1:" + std::to_string(dead_port), "",
                        "    retries: {max_attempts: 3, base_delay: 1s, max_delay: 1s}\n"));
         const auto admin = proxy.admin_port();
-        const auto responses =
-            share_a_failure(proxy.port(), chat_body("all refused"), n, [&] {
-                return metric_value(admin, "coalescer_flights_in_flight") == 1;
-            });
+        const auto responses = share_a_failure(proxy.port(), chat_body("all refused"), n, [&] {
+            return metric_value(admin, "coalescer_flights_in_flight") == 1;
+        });
         check_one_failure_for_all(responses, 502, "upstream_connect_failed", admin);
     }
 }
