@@ -154,13 +154,80 @@ rate_limit_config read_rate_limit(const loader& l, const field& f) {
     return out;
 }
 
+// A whole number of at least 1 (a limit of 0 would refuse every call: leave the key out).
+std::uint64_t positive(const loader& l, const field& f) {
+    return integer(l, f, 1, std::numeric_limits<std::int64_t>::max());
+}
+
+fleet_limits_config read_fleet_limits(const loader& l, const field& f) {
+    mapping m(l, f,
+              {"requests_per_minute", "tokens_per_minute", "max_concurrent", "fallback_share"});
+    fleet_limits_config out;
+    if (auto x = m.get("requests_per_minute"))
+        out.requests_per_minute = positive(l, *x);
+    if (auto x = m.get("tokens_per_minute"))
+        out.tokens_per_minute = positive(l, *x);
+    if (auto x = m.get("max_concurrent"))
+        out.max_concurrent = positive(l, *x);
+    if (auto x = m.get("fallback_share")) {
+        out.fallback_share = number(l, *x);
+        if (!(out.fallback_share > 0 && out.fallback_share <= 1))
+            l.fail(*x, "expected a share above 0 and at most 1, got " + quote(x->node.Scalar()));
+    }
+    if (out.requests_per_minute == 0 && out.tokens_per_minute == 0 && out.max_concurrent == 0)
+        l.fail(f,
+               "expected at least one of requests_per_minute, tokens_per_minute, "
+               "max_concurrent");
+    return out;
+}
+
+double price_value(const loader& l, const field& f) {
+    const double v = number(l, f);
+    if (v < 0)
+        l.fail(f, "must not be negative");
+    return v;
+}
+
+price_config read_price(const loader& l, const field& f) {
+    mapping m(l, f,
+              {"input_per_mtok", "output_per_mtok", "per_request", "cached_input_per_mtok",
+               "cache_write_input_per_mtok"});
+    if (!f.node.IsMap())
+        l.fail(f, "expected a mapping with input_per_mtok, output_per_mtok or per_request, got " +
+                      describe(f.node));
+    price_config out;
+    if (auto x = m.get("input_per_mtok"))
+        out.input_per_mtok = price_value(l, *x);
+    if (auto x = m.get("output_per_mtok"))
+        out.output_per_mtok = price_value(l, *x);
+    if (auto x = m.get("per_request"))
+        out.per_request = price_value(l, *x);
+    if (auto x = m.get("cached_input_per_mtok"))
+        out.cached_input_per_mtok = price_value(l, *x);
+    if (auto x = m.get("cache_write_input_per_mtok"))
+        out.cache_write_input_per_mtok = price_value(l, *x);
+    return out;
+}
+
+// A model name, or a prefix ending in one '*': "sonar", "sonar-*", "*".
+std::vector<model_price> read_prices(const loader& l, const field& f) {
+    std::vector<model_price> out;
+    for (auto& [name, value] : free_mapping(l, f)) {
+        const auto star = name.find('*');
+        if (star != std::string::npos && star + 1 != name.size())
+            l.fail(value, "'*' may only end a model name, got " + quote(name));
+        out.push_back({name, read_price(l, value)});
+    }
+    return out;
+}
+
 upstream_config read_upstream(const loader& l, const field& f,
                               const std::vector<upstream_config>& earlier) {
     if (!f.node.IsMap())
         l.fail(f, "expected a mapping with name and url, got " + describe(f.node));
     mapping m(l, f,
               {"name", "url", "tls", "max_concurrent", "queue_timeout", "timeouts", "retries",
-               "rate_limit"});
+               "rate_limit", "fleet_limits", "prices"});
     upstream_config u;
     u.name = read_upstream_name(l, m.require("name"), earlier);
     field url = m.require("url");
@@ -178,6 +245,10 @@ upstream_config read_upstream(const loader& l, const field& f,
         read_retries(l, *v, u.retries);
     if (auto v = m.get("rate_limit"))
         u.rate_limit = read_rate_limit(l, *v);
+    if (auto v = m.get("fleet_limits"))
+        u.fleet_limits = read_fleet_limits(l, *v);
+    if (auto v = m.get("prices"))
+        u.prices = read_prices(l, *v);
     return u;
 }
 

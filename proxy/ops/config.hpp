@@ -58,6 +58,32 @@ struct rate_limit_config {
     int burst = 1;
 };
 
+// A budget the whole fleet shares for one upstream (DESIGN.md "Beyond one machine"); 0 = no
+// limit of that kind. Without `cluster:` the one process is the fleet.
+struct fleet_limits_config {
+    std::uint64_t requests_per_minute = 0;
+    std::uint64_t tokens_per_minute = 0;
+    std::uint64_t max_concurrent = 0;
+    // Each pod's share of every limit while the shared budget (Redis) is unreachable.
+    double fallback_share = 1.0;
+};
+
+// USD per million tokens of each kind, and per upstream call. Cached and cache-write input
+// cost what input costs unless priced apart.
+struct price_config {
+    double input_per_mtok = 0;
+    double output_per_mtok = 0;
+    double per_request = 0;
+    std::optional<double> cached_input_per_mtok;
+    std::optional<double> cache_write_input_per_mtok;
+};
+
+// `model` is a name, or a prefix when it ends in '*'.
+struct model_price {
+    std::string model;
+    price_config price;
+};
+
 struct upstream_config {
     std::string name;
     std::string url;  // as written
@@ -72,6 +98,8 @@ struct upstream_config {
     upstream_timeouts timeouts;
     retry_config retries;
     std::optional<rate_limit_config> rate_limit;
+    std::optional<fleet_limits_config> fleet_limits;
+    std::vector<model_price> prices;  // as written
 };
 
 struct route_config {

@@ -132,6 +132,27 @@ field mapping::require(std::string_view name) const {
     loader_.fail(self_.line, child_key(self_.key, name), "required");
 }
 
+std::vector<std::pair<std::string, field>> free_mapping(const loader& l, const field& f) {
+    if (!f.node.IsMap())
+        l.fail(f, "expected a mapping, got " + describe(f.node));
+    std::vector<std::pair<std::string, field>> out;
+    for (auto it = f.node.begin(); it != f.node.end(); ++it) {
+        const YAML::Node k = it->first;
+        const YAML::Node v = it->second;
+        if (!k.IsScalar() || k.Scalar().empty())
+            l.fail(line_of(k), child_key(f.key, "?"),
+                   "keys must be plain strings, got " + describe(k));
+        std::string key = child_key(f.key, k.Scalar());
+        for (const auto& [name, first] : out)
+            if (name == k.Scalar())
+                l.fail(line_of(k), key,
+                       "duplicate key (first at line " + std::to_string(first.line + 1) + ")");
+        out.emplace_back(k.Scalar(),
+                         field{v, std::move(key), v.IsNull() ? line_of(k) : line_of(v)});
+    }
+    return out;
+}
+
 std::vector<field> sequence(const loader& l, const field& f) {
     if (!f.node.IsSequence())
         l.fail(f, "expected a sequence, got " + describe(f.node));

@@ -64,6 +64,9 @@ class mapping {
     std::vector<std::pair<std::string, field>> entries_;
 };
 
+// A mapping whose keys are names the config chooses (models, …): each a plain, unique string.
+std::vector<std::pair<std::string, field>> free_mapping(const loader& l, const field& f);
+
 // The items of a sequence, keyed "key[i]".
 std::vector<field> sequence(const loader& l, const field& f);
 

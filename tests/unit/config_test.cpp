@@ -903,3 +903,79 @@ TEST_CASE("config: the cluster section is parsed, its secrets read from files an
                         "  bogus: 1\n"))
               .find("redis-pass") == std::string::npos);
 }
+
+TEST_CASE("config: fleet_limits and prices per upstream") {
+    const auto c = load(R"(upstreams:
+  - name: p
+    url: http://127.0.0.1:8081
+    fleet_limits:
+      requests_per_minute: 600
+      tokens_per_minute: 200000
+      max_concurrent: 100
+      fallback_share: 0.25
+    prices:
+      sonar: {input_per_mtok: 1.0, output_per_mtok: 1.5, per_request: 0.005}
+      "claude-*": {input_per_mtok: 3, output_per_mtok: 15, cached_input_per_mtok: 0.3,
+                   cache_write_input_per_mtok: 3.75}
+  - name: q
+    url: http://127.0.0.1:8082
+    fleet_limits: {requests_per_minute: 10}
+routes:
+  - {prefix: /, upstream: p}
+)");
+    const auto& p = c->upstreams[0];
+    REQUIRE(p.fleet_limits.has_value());
+    CHECK(p.fleet_limits->requests_per_minute == 600);
+    CHECK(p.fleet_limits->tokens_per_minute == 200000);
+    CHECK(p.fleet_limits->max_concurrent == 100);
+    CHECK(p.fleet_limits->fallback_share == doctest::Approx(0.25));
+    REQUIRE(p.prices.size() == 2);
+    CHECK(p.prices[0].model == "sonar");
+    CHECK(p.prices[0].price.input_per_mtok == doctest::Approx(1.0));
+    CHECK(p.prices[0].price.output_per_mtok == doctest::Approx(1.5));
+    CHECK(p.prices[0].price.per_request == doctest::Approx(0.005));
+    CHECK_FALSE(p.prices[0].price.cached_input_per_mtok.has_value());
+    CHECK(p.prices[1].model == "claude-*");
+    CHECK(*p.prices[1].price.cached_input_per_mtok == doctest::Approx(0.3));
+    CHECK(*p.prices[1].price.cache_write_input_per_mtok == doctest::Approx(3.75));
+    const auto& q = c->upstreams[1];
+    REQUIRE(q.fleet_limits.has_value());
+    CHECK(q.fleet_limits->requests_per_minute == 10);
+    CHECK(q.fleet_limits->tokens_per_minute == 0);
+    CHECK(q.fleet_limits->max_concurrent == 0);
+    CHECK(q.fleet_limits->fallback_share == doctest::Approx(1.0));
+    CHECK(q.prices.empty());
+    CHECK_FALSE(load(minimal)->upstreams[0].fleet_limits.has_value());
+}
+
+TEST_CASE("config error: fleet_limits and prices name the key at fault") {
+    const auto with = [](const std::string& extra) {
+        return "upstreams:\n  - name: a\n    url: http://h\n" + extra +
+               "routes: [{prefix: /, upstream: a}]\n";
+    };
+    CHECK_CONFIG_ERROR(
+        with("    fleet_limits: {requests_per_minute: 0}\n"),
+        "t.yaml:4: upstreams[0].fleet_limits.requests_per_minute: must be at least 1");
+    CHECK_CONFIG_ERROR(with("    fleet_limits: {tokens_per_minute: -5}\n"),
+                       "t.yaml:4: upstreams[0].fleet_limits.tokens_per_minute:");
+    CHECK_CONFIG_ERROR(with("    fleet_limits: {max_concurrent: 2, fallback_share: 0}\n"),
+                       "t.yaml:4: upstreams[0].fleet_limits.fallback_share: expected a share");
+    CHECK_CONFIG_ERROR(with("    fleet_limits: {max_concurrent: 2, fallback_share: 1.5}\n"),
+                       "t.yaml:4: upstreams[0].fleet_limits.fallback_share: expected a share");
+    CHECK_CONFIG_ERROR(with("    fleet_limits: {fallback_share: 0.5}\n"),
+                       "t.yaml:4: upstreams[0].fleet_limits: expected at least one of");
+    CHECK_CONFIG_ERROR(with("    fleet_limits: {rpm: 5}\n"),
+                       "t.yaml:4: upstreams[0].fleet_limits.rpm: unknown key");
+    CHECK_CONFIG_ERROR(with("    prices: {sonar: {input_per_mtok: -1}}\n"),
+                       "t.yaml:4: upstreams[0].prices.sonar.input_per_mtok: must not be negative");
+    CHECK_CONFIG_ERROR(with("    prices: {sonar: {input: 1}}\n"),
+                       "t.yaml:4: upstreams[0].prices.sonar.input: unknown key");
+    CHECK_CONFIG_ERROR(with("    prices:\n      'so*nar': {per_request: 1}\n"),
+                       "t.yaml:5: upstreams[0].prices.so*nar: '*' may only end a model name");
+    CHECK_CONFIG_ERROR(with("    prices:\n      sonar: {per_request: 1}\n      sonar: {}\n"),
+                       "t.yaml:6: upstreams[0].prices.sonar: duplicate key (first at line 5)");
+    CHECK_CONFIG_ERROR(with("    prices: [sonar]\n"),
+                       "t.yaml:4: upstreams[0].prices: expected a mapping");
+    CHECK_CONFIG_ERROR(with("    prices: {sonar: 1}\n"),
+                       "t.yaml:4: upstreams[0].prices.sonar: expected a mapping");
+}
