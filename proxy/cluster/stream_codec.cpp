@@ -75,7 +75,7 @@ std::string encode_failure(boost::system::error_code ec) {
 boost::system::error_code decode_failure(std::string_view text) {
     int value = 0;
     if (!parse_number(text, value) || value < 1 ||
-        value > static_cast<int>(ops::proxy_errc::upstream_bad_body))
+        value > static_cast<int>(ops::proxy_errc::fleet_budget_exhausted))
         return ops::make_error_code(ops::proxy_errc::upstream_closed);
     return ops::make_error_code(static_cast<ops::proxy_errc>(value));
 }

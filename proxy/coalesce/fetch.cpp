@@ -35,7 +35,7 @@ asio::awaitable<void> fetch(std::shared_ptr<flight> flight, upstream::upstream_r
     auto response = co_await upstream::open_response(request, context, total, cancel);
     flight->attempts.store(response.attempts, std::memory_order_relaxed);
     if (response.ec) {
-        flight->fail(response.ec);
+        flight->fail(response.ec, response.retry_after_seconds);
         co_return;
     }
     auto& parser = *response.parser;
@@ -70,6 +70,7 @@ asio::awaitable<void> fetch(std::shared_ptr<flight> flight, upstream::upstream_r
     }
     if (const auto body = flight->body()) {  // null when part of it was already freed
         if (auto usage = upstream::count_tokens(context, response.content_type, *body)) {
+            response.budget.settle(usage->tokens);
             flight->set_usage(std::move(*usage));
         }
     }

@@ -122,6 +122,7 @@ void flight::read(std::size_t slot, std::size_t cursor, log_read& out) {
         out.head = head_;
     }
     out.failure = failure_;
+    out.retry_after_seconds = retry_after_seconds_;
     if (slot < cursors_.size()) {
         cursors_[slot] = cursor;
     }
@@ -207,7 +208,7 @@ void flight::complete() {
     }
 }
 
-void flight::fail(boost::system::error_code ec) {
+void flight::fail(boost::system::error_code ec, unsigned retry_after_seconds) {
     {
         std::unique_lock lock(mutex_);
         if (finished(state_)) {
@@ -215,6 +216,7 @@ void flight::fail(boost::system::error_code ec) {
         }
         state_ = flight_state::failed;
         failure_ = ec;
+        retry_after_seconds_ = retry_after_seconds;
         canceller_ = nullptr;
         wake_all(lock);
     }

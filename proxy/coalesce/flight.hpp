@@ -59,6 +59,7 @@ struct log_read {
     // read past them: chunks are freed only below every subscriber's cursor.
     std::vector<std::string_view> chunks;
     boost::system::error_code failure;  // when failed
+    unsigned retry_after_seconds = 0;   // the failure's own Retry-After, 0 = the usual
 };
 
 class flight;
@@ -127,7 +128,8 @@ class flight : public std::enable_shared_from_this<flight> {
     void publish_head(http::response_head head, bool more_follows = false);
     void append(std::string bytes, bool more_follows = false);
     void complete();
-    void fail(boost::system::error_code ec);
+    // `retry_after_seconds`: what clients are told to wait (0: the error's usual).
+    void fail(boost::system::error_code ec, unsigned retry_after_seconds = 0);
     // Lets the producer be cancelled from another thread (orphan: cancel, shutdown).
     void set_canceller(std::function<void()> cancel);
     void cancel();
@@ -173,6 +175,7 @@ class flight : public std::enable_shared_from_this<flight> {
     std::deque<std::string> chunks_;  // append-only: elements never move (deque push_back)
     std::size_t body_bytes_ = 0;
     boost::system::error_code failure_;
+    unsigned retry_after_seconds_ = 0;
     std::size_t subscribers_ = 0;
     std::vector<std::size_t> cursors_;  // by slot; npos = slot free
     std::vector<std::size_t> free_slots_;

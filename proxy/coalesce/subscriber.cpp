@@ -95,7 +95,8 @@ void delivery<Stream>::queue_start(const log_read& r) {
     }
     if (r.head == nullptr) {
         if (r.state == flight_state::failed) {
-            head_text_ = ops::error_response(r.failure, options_.keep_alive, options_.head_request);
+            head_text_ = ops::error_response(r.failure, options_.keep_alive, options_.head_request,
+                                             r.retry_after_seconds);
             const auto reply = ops::reply_for(r.failure);
             result_.status = reply.status;
             result_.reusable = options_.keep_alive && !reply.close_connection;

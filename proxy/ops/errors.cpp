@@ -15,7 +15,7 @@ struct errc_info {
 };
 
 // Indexed by proxy_errc.
-constexpr std::array<errc_info, 33> table{{
+constexpr std::array<errc_info, 34> table{{
     {"unknown error", {500, "internal_error", true, 0}},
     {"malformed HTTP request", {400, "bad_request", true, 0}},
     {"request carries more than one credential", {400, "ambiguous_credentials", true, 0}},
@@ -51,6 +51,7 @@ constexpr std::array<errc_info, 33> table{{
      {502, "upstream_protocol_error", false, 0}},
     {"the upstream sent conflicting message framing", {502, "upstream_protocol_error", false, 0}},
     {"the upstream sent a malformed body", {502, "upstream_protocol_error", false, 0}},
+    {"the upstream's fleet budget is used up", {503, "fleet_budget_exhausted", false, 1}},
 }};
 
 const errc_info& info(int value) noexcept {
@@ -125,8 +126,12 @@ std::size_t content_size(std::string_view response) noexcept {
     return end == std::string_view::npos ? 0 : response.size() - end - 4;
 }
 
-std::string error_response(boost::system::error_code ec, bool keep_alive, bool head_request) {
-    const local_reply reply = reply_for(ec);
+std::string error_response(boost::system::error_code ec, bool keep_alive, bool head_request,
+                           unsigned retry_after_seconds) {
+    local_reply reply = reply_for(ec);
+    if (retry_after_seconds != 0) {
+        reply.retry_after_seconds = retry_after_seconds;
+    }
     const std::string body =
         error_body(ec.category() == proxy_category() ? info(ec.value()).message : "internal error",
                    reply.code);

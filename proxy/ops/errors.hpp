@@ -48,6 +48,7 @@ enum class proxy_errc {
     upstream_transfer_coding,      // a transfer coding other than chunked alone
     upstream_conflicting_framing,  // Content-Length with Transfer-Encoding, or two lengths
     upstream_bad_body,             // the body's framing broke after the head
+    fleet_budget_exhausted,        // 503 + Retry-After from the budget: fleet_limits reached
 };
 
 // How an upstream broke HTTP: coalescer_upstream_protocol_errors_total{kind} and the access
@@ -93,8 +94,9 @@ std::size_t content_size(std::string_view response) noexcept;
 
 // The complete HTTP/1.1 response for a local error, ready to write. The answer to a HEAD
 // request has the same head and no content (RFC 9110 §9.3.2).
-std::string error_response(boost::system::error_code ec, bool keep_alive,
-                           bool head_request = false);
+// `retry_after_seconds`, when not 0, replaces the error's usual Retry-After.
+std::string error_response(boost::system::error_code ec, bool keep_alive, bool head_request = false,
+                           unsigned retry_after_seconds = 0);
 
 }  // namespace coalescer::ops
 

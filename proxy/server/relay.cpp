@@ -34,9 +34,10 @@ double seconds_since(clock::time_point t) {
 // No head arrived: the client gets the same synthesized error a flight's subscribers would.
 template <class Stream>
 asio::awaitable<void> answer_failure(http::response_writer<Stream>& writer, error_code failure,
-                                     const relay_options& options,
+                                     unsigned retry_after_seconds, const relay_options& options,
                                      coalesce::delivery_result& result) {
-    const auto text = ops::error_response(failure, options.keep_alive, options.head_request);
+    const auto text =
+        ops::error_response(failure, options.keep_alive, options.head_request, retry_after_seconds);
     writer.add_head(text);
     const bool written = co_await writer.write() == http::write_outcome::written;
     const auto reply = ops::reply_for(failure);
@@ -101,7 +102,8 @@ asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadli
         if (watch->gone()) {
             result.client_gone = true;
         } else {
-            co_await answer_failure(writer, response.ec, options, result);
+            co_await answer_failure(writer, response.ec, response.retry_after_seconds, options,
+                                    result);
         }
         co_return out;
     }

@@ -7,6 +7,7 @@
 #include "ops/config.hpp"
 #include "ops/metrics.hpp"
 #include "ops/usage_meter.hpp"
+#include "upstream/budget.hpp"
 #include "upstream/pacer.hpp"
 #include "upstream/pool.hpp"
 
@@ -31,6 +32,9 @@ class service {
     const std::size_t index;                         // in the configuration's upstreams
     std::unique_ptr<boost::asio::ssl::context> tls;  // null for http
     upstream::pacer admission;                       // the upstream's cap, for every worker
+    // The fleet_limits budget, null without one: in-process unless the server's wiring puts a
+    // shared one in its place before the clients are built.
+    std::shared_ptr<fleet_budget> budget;
 };
 
 struct client {
@@ -43,6 +47,7 @@ struct client {
     boost::asio::ssl::context* tls;  // null for http
     pool connections;                // this worker's idle connections
     pacer& admission;                // the upstream's, shared by all workers
+    fleet_budget* budget;            // the upstream's fleet budget, or null
     ops::metrics& metrics;
     ops::usage_meter& usage;
     std::size_t upstream_index;

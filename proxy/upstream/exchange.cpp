@@ -3,6 +3,7 @@
 #include "ops/errors.hpp"
 #include "ops/token_usage.hpp"
 #include "upstream/attempt.hpp"
+#include "upstream/provider_limits.hpp"
 #include "upstream/response_head.hpp"
 #include "upstream/retry_policy.hpp"
 
@@ -76,6 +77,40 @@ asio::awaitable<void> sleep_for(std::chrono::milliseconds delay,
     cancel->sleeping = nullptr;
 }
 
+// Asks the budget until it admits the call, or until waiting longer would pass `deadline`
+// (then at once: the client learns the budget's Retry-After without waiting for nothing).
+asio::awaitable<budget_decision> admit_within(fleet_budget& budget, std::uint64_t tokens,
+                                              clock::time_point deadline,
+                                              const std::shared_ptr<exchange_cancel>& cancel) {
+    for (;;) {
+        auto decision = co_await budget.try_admit(tokens);
+        if (decision.admitted || cancel->cancelled || clock::now() + decision.retry_in > deadline) {
+            co_return decision;
+        }
+        co_await sleep_for(std::max(decision.retry_in, std::chrono::milliseconds(1)), cancel);
+    }
+}
+
+// A provider that says its limit is reached closes the fleet's budget until its reset.
+void obey_provider_limits(client& context, const attempt& a) {
+    if (context.budget == nullptr || a.ec) {
+        return;
+    }
+    const auto& parser = *a.parser;
+    const auto header = [&parser](std::string_view name) {
+        const std::string_view* v = parser.find(name);
+        return v ? *v : std::string_view{};
+    };
+    if (const auto until =
+            provider_blocked_until(parser.status(), header, std::chrono::system_clock::now())) {
+        context.budget->block_until(*until);
+    }
+}
+
+unsigned whole_seconds(std::chrono::milliseconds d) {
+    return static_cast<unsigned>(std::max<std::int64_t>(1, (d.count() + 999) / 1000));
+}
+
 }  // namespace
 
 void exchange_cancel::cancel() noexcept {
@@ -91,6 +126,7 @@ asio::awaitable<response_start> open_response(const upstream_request& request, c
                                               std::shared_ptr<exchange_cancel> cancel) {
     const auto& up = context.upstream;
     response_start out;
+    const std::uint64_t estimate = context.budget ? estimate_tokens(request.body) : 0;
     for (int number = 1;; ++number) {
         const auto queued_at = clock::now();
         const bool at_once = context.admission.try_acquire();
@@ -104,6 +140,17 @@ asio::awaitable<response_start> open_response(const upstream_request& request, c
             co_return out;
         }
         pacer_slot slot(context.admission, context.worker);
+        budget_lease lease;
+        if (context.budget != nullptr && !cancel->cancelled) {
+            const auto decision = co_await admit_within(*context.budget, estimate,
+                                                        queued_at + up.queue_timeout, cancel);
+            if (!decision.admitted && !cancel->cancelled) {
+                out.ec = proxy_errc::fleet_budget_exhausted;
+                out.retry_after_seconds = whole_seconds(decision.retry_in);
+                co_return out;
+            }
+            lease = budget_lease(*context.budget, decision);
+        }
         if (cancel->cancelled) {
             out.ec = proxy_errc::flight_cancelled;
             co_return out;
@@ -113,10 +160,13 @@ asio::awaitable<response_start> open_response(const upstream_request& request, c
         attempt a = co_await try_once(request, context, total, cancel);
         context.metrics.upstream_call(context.upstream_index, a.ec ? 0 : a.parser->status());
         out.ttfb = seconds_since(out.sent_at);
+        obey_provider_limits(context, a);
         const auto delay = next_delay(a, up.retries, number);
         if (delay && clock::now() + *delay < total) {
             // The clients never see this attempt: they wait on for the next one.
             a.conn.reset();
+            lease.settle(0);  // refused or never sent: no tokens spent
+            lease.reset();
             slot.reset();
             context.metrics.upstream_retry(context.upstream_index);
             co_await sleep_for(*delay, cancel);
@@ -130,6 +180,7 @@ asio::awaitable<response_start> open_response(const upstream_request& request, c
             out.conn = std::move(a.conn);
             out.parser = std::move(a.parser);
             out.slot = std::move(slot);
+            out.budget = std::move(lease);
         }
         co_return out;
     }

@@ -41,12 +41,14 @@ struct response_start {
     std::unique_ptr<connection> conn;
     std::unique_ptr<response_parser> parser;
     pacer_slot slot;
+    budget_lease budget;  // settled with the answer's usage by the caller
     http::response_head head;
     std::string_view content_type;                  // views the parser's fields
     std::chrono::steady_clock::time_point sent_at;  // of the attempt that answered
     double ttfb = 0;                                // seconds, that attempt's
     int attempts = 0;
-    bool head_method = false;  // the request was HEAD
+    bool head_method = false;          // the request was HEAD
+    unsigned retry_after_seconds = 0;  // with fleet_budget_exhausted: when the budget allows
 };
 
 // Waits for a pacer slot, then tries until a head worth relaying arrives: retries before the

@@ -437,6 +437,7 @@ json::object to_json(const call_record& r) {
     o["completed"] = r.completed;
     o["aborted"] = r.aborted;
     o["bytes_sent"] = r.bytes_sent;
+    o["received_at_ms"] = r.received_at_ms;
     return o;
 }
 
@@ -555,6 +556,9 @@ struct server_state {
             r.auth_sha256 = sha256_hex(key->value());
         }
         r.connection_id = connection_id;
+        r.received_at_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch())
+                               .count();
         std::lock_guard lock(mutex_);
         r.seq = next_seq_++;
         t.owner_ = this;

@@ -46,6 +46,7 @@ struct call_record {
     bool completed = false;                      // the whole response was sent
     bool aborted = false;                        // the client went away before that
     std::uint64_t bytes_sent = 0;                // response bytes written (head + body + framing)
+    std::int64_t received_at_ms = 0;             // when its head arrived, on the system clock
 };
 
 struct mock_stats {
