@@ -35,6 +35,10 @@ class cluster_registry final : public coalesce::flight_registry {
     coalesce::registry_stats stats() const override { return local_->stats(); }
     void clear() override;
 
+    // The fleet's Redis, for what else the fleet shares (the upstreams' fleet budgets).
+    std::vector<std::unique_ptr<redis_pool>>& pools() noexcept { return pools_; }
+    breaker& health() noexcept { return health_; }
+
   private:
     class fleet_producer;
     boost::asio::awaitable<void> watch_redis(std::size_t worker);

@@ -180,6 +180,11 @@ void metrics::render_upstream_timings(std::string& out, const gauges& now) const
     for (std::size_t u = 0; u < upstreams_.size() && u < now.pacer_in_use.size(); ++u)
         sample(out, "coalescer_pacer_in_use", label("upstream", upstream_names_[u]),
                std::to_string(now.pacer_in_use[u]));
+    header(out, "coalescer_fleet_budget_fallback", "gauge",
+           "1 while the upstream's fleet budget is enforced at this pod's fallback_share.");
+    for (std::size_t u = 0; u < upstreams_.size() && u < now.budget_fallback.size(); ++u)
+        sample(out, "coalescer_fleet_budget_fallback", label("upstream", upstream_names_[u]),
+               std::to_string(now.budget_fallback[u]));
 }
 
 void metrics::render_process(std::string& out, const gauges& now) const {

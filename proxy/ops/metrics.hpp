@@ -28,6 +28,7 @@ struct gauges {
     std::uint64_t evictions = 0;
     std::vector<std::size_t> pacer_queued;  // by upstream
     std::vector<int> pacer_in_use;          // by upstream
+    std::vector<int> budget_fallback;       // by upstream: 1 while its fleet budget is local
 };
 
 class metrics {

@@ -1,6 +1,7 @@
 #include "server/server.hpp"
 
 #include "cluster/cluster_registry.hpp"
+#include "cluster/redis_budget.hpp"
 
 #include "coalesce/local_registry.hpp"
 #include "server/worker_cpus.hpp"
@@ -37,14 +38,22 @@ proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg,
       log(cfg->log) {
     auto local = std::make_unique<coalesce::local_registry>(
         cfg->coalesce, ids, [this](std::size_t n) { metrics.flight_finished(n); });
+    cluster::cluster_registry* fleet = nullptr;
     if (cfg->cluster) {
-        flights = std::make_unique<cluster::cluster_registry>(*cfg, ids, std::move(local), loops,
-                                                              metrics, log);
+        auto shared = std::make_unique<cluster::cluster_registry>(*cfg, ids, std::move(local),
+                                                                  loops, metrics, log);
+        fleet = shared.get();
+        flights = std::move(shared);
     } else {
         flights = std::move(local);
     }
     for (std::size_t i = 0; i < cfg->upstreams.size(); ++i) {
         upstreams.push_back(std::make_unique<upstream::service>(cfg->upstreams[i], i, loops));
+        // With a fleet, its budget is the fleet's, in Redis (the service made a local one).
+        if (fleet != nullptr && cfg->upstreams[i].fleet_limits) {
+            upstreams.back()->budget = std::make_shared<cluster::redis_budget>(
+                cfg->upstreams[i], *cfg->cluster, fleet->pools(), fleet->health(), loops);
+        }
     }
 }
 
@@ -107,6 +116,7 @@ std::string server::render_metrics() const {
     for (const auto& u : context_->upstreams) {
         now.pacer_queued.push_back(u->admission.queued());
         now.pacer_in_use.push_back(u->admission.in_use());
+        now.budget_fallback.push_back(u->budget && u->budget->falling_back() ? 1 : 0);
     }
     auto text = context_->metrics.render(now);
     context_->usage.render(text);

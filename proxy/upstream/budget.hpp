@@ -21,20 +21,25 @@ struct budget_decision {
     std::chrono::milliseconds retry_in{0};
     std::uint64_t lease = 0;     // names the admitted call's concurrency slot, if any
     std::uint64_t reserved = 0;  // tokens reserved for it
+    std::size_t worker = 0;      // the worker that asked
+    bool fallback = false;       // admitted by the local share while the shared budget is away
 };
 
 class fleet_budget {
   public:
     virtual ~fleet_budget() = default;
-    // One call estimated at `tokens` (prompt and the most it may write). Never waits longer
-    // than a command timeout.
-    virtual boost::asio::awaitable<budget_decision> try_admit(std::uint64_t tokens) = 0;
+    // One call estimated at `tokens` (prompt and the most it may write), asked on `worker`'s
+    // thread. Never waits longer than a command timeout.
+    virtual boost::asio::awaitable<budget_decision> try_admit(std::uint64_t tokens,
+                                                              std::size_t worker) = 0;
     // The admitted call ended: its slot comes back; its reservation becomes `used` tokens
     // (nullopt: unknown, the reservation stands).
     virtual void finish(const budget_decision& admitted, std::optional<std::uint64_t> used) = 0;
     // The provider said no call may start before `until` (a 429's Retry-After, a remaining
     // count of 0 until a reset).
     virtual void block_until(std::chrono::system_clock::time_point until) = 0;
+    // Whether calls are admitted by this pod's fallback share now (the shared budget is away).
+    virtual bool falling_back() const noexcept { return false; }
 };
 
 // An admitted call's claim on the budget: finished once, however the holder leaves.

@@ -80,10 +80,10 @@ asio::awaitable<void> sleep_for(std::chrono::milliseconds delay,
 // Asks the budget until it admits the call, or until waiting longer would pass `deadline`
 // (then at once: the client learns the budget's Retry-After without waiting for nothing).
 asio::awaitable<budget_decision> admit_within(fleet_budget& budget, std::uint64_t tokens,
-                                              clock::time_point deadline,
+                                              std::size_t worker, clock::time_point deadline,
                                               const std::shared_ptr<exchange_cancel>& cancel) {
     for (;;) {
-        auto decision = co_await budget.try_admit(tokens);
+        auto decision = co_await budget.try_admit(tokens, worker);
         if (decision.admitted || cancel->cancelled || clock::now() + decision.retry_in > deadline) {
             co_return decision;
         }
@@ -142,7 +142,7 @@ asio::awaitable<response_start> open_response(const upstream_request& request, c
         pacer_slot slot(context.admission, context.worker);
         budget_lease lease;
         if (context.budget != nullptr && !cancel->cancelled) {
-            const auto decision = co_await admit_within(*context.budget, estimate,
+            const auto decision = co_await admit_within(*context.budget, estimate, context.worker,
                                                         queued_at + up.queue_timeout, cancel);
             if (!decision.admitted && !cancel->cancelled) {
                 out.ec = proxy_errc::fleet_budget_exhausted;

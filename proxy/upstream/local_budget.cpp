@@ -35,8 +35,11 @@ double local_budget::seconds(clock::time_point t) const {
     return std::chrono::duration<double>(t - epoch_).count();
 }
 
-boost::asio::awaitable<budget_decision> local_budget::try_admit(std::uint64_t tokens) {
-    co_return admit(tokens);
+boost::asio::awaitable<budget_decision> local_budget::try_admit(std::uint64_t tokens,
+                                                                std::size_t worker) {
+    auto decision = admit(tokens);
+    decision.worker = worker;
+    co_return decision;
 }
 
 budget_decision local_budget::admit(std::uint64_t tokens, clock::time_point now) {
@@ -88,6 +91,13 @@ void local_budget::block_until(std::chrono::system_clock::time_point until) {
     std::lock_guard lock(mutex_);
     blocked_until_ =
         std::max(blocked_until_, std::chrono::time_point_cast<clock::duration>(steady));
+}
+
+std::chrono::milliseconds local_budget::blocked_for() const {
+    const auto now = clock::now();
+    std::lock_guard lock(mutex_);
+    return blocked_until_ > now ? std::chrono::ceil<std::chrono::milliseconds>(blocked_until_ - now)
+                                : std::chrono::milliseconds(0);
 }
 
 std::uint64_t local_budget::in_use() const {

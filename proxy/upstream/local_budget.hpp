@@ -25,13 +25,16 @@ class local_budget final : public fleet_budget {
     // Every limit scaled by `share` (rounded down, at least 1).
     explicit local_budget(const ops::fleet_limits_config& limits, double share = 1.0);
 
-    boost::asio::awaitable<budget_decision> try_admit(std::uint64_t tokens) override;
+    boost::asio::awaitable<budget_decision> try_admit(std::uint64_t tokens,
+                                                      std::size_t worker) override;
     void finish(const budget_decision& admitted, std::optional<std::uint64_t> used) override;
     void block_until(std::chrono::system_clock::time_point until) override;
 
     // try_admit without a coroutine, at `now`.
     budget_decision admit(std::uint64_t tokens, clock::time_point now = clock::now());
     std::uint64_t in_use() const;
+    // How long the provider's block lasts from now (0: none).
+    std::chrono::milliseconds blocked_for() const;
 
   private:
     double seconds(clock::time_point t) const;
