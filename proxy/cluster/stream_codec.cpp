@@ -25,7 +25,7 @@ bool parse_number(std::string_view text, T& out) {
 
 }  // namespace
 
-std::string encode_head(const http::response_head& head) {
+std::string encode_head(const http::response_head& head, std::string_view trace_id) {
     std::string out = "1\n";  // the format's version
     out += std::to_string(head.status);
     out += '\n';
@@ -34,6 +34,10 @@ std::string encode_head(const http::response_head& head) {
     out += head.has_age ? '1' : '0';
     out += head.no_store ? '1' : '0';
     out += head.has_body ? '1' : '0';
+    if (!trace_id.empty()) {
+        out += ' ';
+        out += trace_id;
+    }
     out += '\n';
     out += head.content_length ? std::to_string(*head.content_length) : "-";
     out += '\n';
@@ -41,14 +45,17 @@ std::string encode_head(const http::response_head& head) {
     return out;
 }
 
-std::optional<http::response_head> decode_head(std::string_view text) {
+std::optional<http::response_head> decode_head(std::string_view text, std::string* trace_id) {
     const auto version = take_line(text);
     const auto status = take_line(text);
     const auto reason = take_line(text);
     const auto flags = take_line(text);
     const auto length = take_line(text);
-    if (!length || *version != "1" || flags->size() != 3)
+    if (!length || *version != "1" || flags->size() < 3 ||
+        (flags->size() > 3 && (*flags)[3] != ' '))
         return std::nullopt;
+    if (trace_id != nullptr)
+        *trace_id = std::string(flags->substr(std::min<std::size_t>(flags->size(), 4)));
     http::response_head head;
     if (!parse_number(*status, head.status) || head.status < 100 || head.status > 599)
         return std::nullopt;

@@ -17,9 +17,12 @@ namespace coalescer::cluster {
 
 enum class entry_kind : char { head = 'h', body = 'b', end = 'e', failure = 'f' };
 
-std::string encode_head(const http::response_head& head);
-// nullopt when the text is not an encoded head (another version's, or damaged).
-std::optional<http::response_head> decode_head(std::string_view text);
+// `trace_id`: the producing request's W3C trace id, carried after the flags ("" for none).
+std::string encode_head(const http::response_head& head, std::string_view trace_id = {});
+// nullopt when the text is not an encoded head (another version's, or damaged). The trace id,
+// if any, goes to `trace_id`.
+std::optional<http::response_head> decode_head(std::string_view text,
+                                               std::string* trace_id = nullptr);
 
 // Only the sidecar's own errors cross: anything else is reported as the upstream having closed.
 std::string encode_failure(boost::system::error_code ec);

@@ -181,13 +181,15 @@ bool follower::feed_entry(entry_kind kind, std::string value, bool more_follows,
                           bool complete_at_once) {
     switch (kind) {
         case entry_kind::head: {
-            auto head = decode_head(value);
+            std::string trace_id;
+            auto head = decode_head(value, &trace_id);
             if (!head) {
                 flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_protocol_error));
                 return true;
             }
             hit_ = complete_at_once;
             flight_->set_produced_elsewhere(hit_ ? ops::role::hit : ops::role::follower);
+            flight_->set_trace_id(std::move(trace_id));
             if (hit_)
                 shared_.counters.remote_hits.fetch_add(1, std::memory_order_relaxed);
             flight_->publish_head(std::move(*head), more_follows);

@@ -168,7 +168,7 @@ asio::awaitable<void> relay_events(fleet& shared, redis_pool& pool, std::shared_
             f->read(slot, cursor, r);
             batch b;
             if (!head_sent && r.head) {
-                b.add(entry_kind::head, encode_head(*r.head));
+                b.add(entry_kind::head, encode_head(*r.head, f->trace_id()));
                 head_sent = true;
             }
             add_body(b, r.chunks);

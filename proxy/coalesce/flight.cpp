@@ -26,6 +26,16 @@ std::string flight::id() const {
     return id_;
 }
 
+std::string flight::trace_id() const {
+    std::lock_guard lock(mutex_);
+    return trace_id_;
+}
+
+void flight::set_trace_id(std::string trace_id) {
+    std::lock_guard lock(mutex_);
+    trace_id_ = std::move(trace_id);
+}
+
 void flight::adopt_id(std::string id) {
     std::lock_guard lock(mutex_);
     id_ = std::move(id);

@@ -95,6 +95,10 @@ class flight : public std::enable_shared_from_this<flight> {
     // flight produced by another replica adopts that one's id, before the head is published.
     std::string id() const;
     void adopt_id(std::string id);
+    // The W3C trace id of the request whose upstream call this flight is ("" when it carried
+    // none): set by the producer that makes the call, adopted from another replica's stream.
+    std::string trace_id() const;
+    void set_trace_id(std::string trace_id);
     // The role a client that created this flight here reports: leader, unless the registry
     // found it produced by another replica (follower, or hit when it was already complete).
     ops::role creator_role() const;
@@ -163,7 +167,8 @@ class flight : public std::enable_shared_from_this<flight> {
     void cancel_if_orphaned();
 
     const flight_key key_;
-    std::string id_;  // written by the producer before the head, under the mutex
+    std::string id_;        // written by the producer before the head, under the mutex
+    std::string trace_id_;  // under the mutex
     const limits limits_;
     flight_owner* const owner_;
 

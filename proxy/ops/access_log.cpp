@@ -70,7 +70,11 @@ void access_log::request(const access_record& r) const {
                "\",\"flight\":" + quoted(r.flight) + ",\"key\":" + quoted(r.key_prefix) +
                ",\"outcome\":" + quoted(r.outcome) +
                (r.detail.empty() ? std::string() : ",\"error_detail\":" + quoted(r.detail)) +
-               (r.remote_producer ? ",\"producer\":\"remote\"" : "") + "}\n";
+               (r.remote_producer ? ",\"producer\":\"remote\"" : "") +
+               (r.trace_id.empty() ? std::string() : ",\"trace_id\":" + quoted(r.trace_id)) +
+               (r.flight_trace_id.empty() ? std::string()
+                                          : ",\"flight_trace_id\":" + quoted(r.flight_trace_id)) +
+               "}\n";
     } else {
         std::snprintf(numbers, sizeof numbers, " %u %llub %.1fms ttfb=%.1fms", r.status,
                       static_cast<unsigned long long>(r.bytes_out), r.duration_ms, r.ttfb_ms);
@@ -78,7 +82,11 @@ void access_log::request(const access_record& r) const {
                std::string(to_string(r.role)) + " flight=" + std::string(r.flight) +
                " key=" + std::string(r.key_prefix) + " " + std::string(r.outcome) +
                (r.detail.empty() ? std::string() : " (" + std::string(r.detail) + ")") +
-               (r.remote_producer ? " producer=remote" : "") + "\n";
+               (r.remote_producer ? " producer=remote" : "") +
+               (r.trace_id.empty() ? std::string() : " trace_id=" + std::string(r.trace_id)) +
+               (r.flight_trace_id.empty() ? std::string()
+                                          : " flight_trace_id=" + std::string(r.flight_trace_id)) +
+               "\n";
     }
     emit(stdout, line);
 }

@@ -26,6 +26,8 @@ struct access_record {
     std::string_view outcome;      // "ok", "cut", "client_gone", or an error code
     std::string_view detail;       // for upstream protocol errors: what the upstream broke
     bool remote_producer = false;  // the flight's upstream call was made by another replica
+    std::string_view trace_id;     // this request's W3C trace id, if it carried one
+    std::string_view flight_trace_id;  // a follower's or hit's: the trace id of the call it shared
 };
 
 class access_log {

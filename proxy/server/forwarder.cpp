@@ -3,6 +3,7 @@
 #include "coalesce/fetch.hpp"
 #include "coalesce/subscriber.hpp"
 #include "http/header_policy.hpp"
+#include "http/traceparent.hpp"
 #include "net/use_tuple.hpp"
 #include "ops/errors.hpp"
 #include "server/relay.hpp"
@@ -131,6 +132,11 @@ asio::awaitable<bool> answer_locally(Stream& stream, net::socket_deadline& deadl
     co_return !wec && keep_alive && !reply.close_connection;
 }
 
+std::string_view trace_id_of(const client_request& request) {
+    const auto* traceparent = request.find("traceparent");
+    return traceparent != nullptr ? http::trace_id_of(*traceparent) : std::string_view{};
+}
+
 upstream::client& upstream_for(const route_match& match, worker& self) {
     return *self.upstreams[match.route->upstream_index];
 }
@@ -143,6 +149,7 @@ class fetch_here final : public coalesce::flight_producer {
                proxy_context& context)
         : request_(request), match_(match), self_(self), context_(context) {}
     coalesce::production make(const std::shared_ptr<coalesce::flight>& flight) override {
+        flight->set_trace_id(std::string(trace_id_of(request_)));
         return {coalesce::fetch(flight, make_upstream_request(request_, match_, context_),
                                 upstream_for(match_, self_)),
                 self_.io.get_executor(), self_.index};
@@ -236,8 +243,11 @@ asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
     const auto& cfg = *context.config;
     const std::string_view target(request.target());  // request outlives the answer
     const std::string_view method(request.method_string());
-    ops::access_record record{
-        .route = "none", .method = method, .target = target, .role = role::pass};
+    ops::access_record record{.route = "none",
+                              .method = method,
+                              .target = target,
+                              .role = role::pass,
+                              .trace_id = trace_id_of(request)};
     const auto match = context.routes.match(target);
     if (!match) {
         co_return co_await answer_locally(stream, deadline, ops::proxy_errc::no_route, keep_alive,
@@ -281,6 +291,8 @@ asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
         record.role = flight.creator_role();  // follower or hit when another replica produced it
     }
     record.remote_producer = flight.produced_elsewhere();
+    const auto flight_trace = record.role == role::leader ? std::string() : flight.trace_id();
+    record.flight_trace_id = flight_trace;
     account(delivered, flight.id(), flight.attempts.load(std::memory_order_relaxed),
             match->route_index, record, context, started);
     if (delivered.complete && (record.role == role::follower || record.role == role::hit)) {

@@ -310,4 +310,68 @@ TEST_CASE("fleet budget in Redis: a 429's retry-after stops every pod; Redis gon
         CHECK(metric_value(admin, fallback_gauge) == 1);
 }
 
+TEST_CASE(
+    "traces: the leader's traceparent goes upstream; followers log its trace id, across pods") {
+    mock::mock_options slow;
+    slow.latency_ms = 600;
+    mock::mock_server mock(slow);
+    mock.start();
+    redis_server redis;
+    pods fleet(mock, redis, 2, "fb-trace", "");
+    REQUIRE(fleet.shared());
+    const std::string leader_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const std::string local_trace = "11111111111111111111111111111111";
+    const std::string remote_trace = "22222222222222222222222222222222";
+    const auto parent = [](const std::string& trace) {
+        return std::vector<std::pair<std::string, std::string>>{
+            {"traceparent", "00-" + trace + "-00f067aa0ba902b7-01"}};
+    };
+    const auto body = chat_body("traced");
+    std::thread leader([&] {
+        CHECK(request(fleet.ports[0], "POST", "/chat/completions", body, parent(leader_trace))
+                  .status == 200);
+    });
+    REQUIRE(eventually([&] { return mock.stats().in_flight == 1; }));
+    std::thread local([&] {
+        CHECK(request(fleet.ports[0], "POST", "/chat/completions", body, parent(local_trace))
+                  .status == 200);
+    });
+    const auto remote =
+        request(fleet.ports[1], "POST", "/chat/completions", body, parent(remote_trace));
+    leader.join();
+    local.join();
+    CHECK(remote.status == 200);
+    CHECK(remote.header("x-coalesce") == "follower");
+    const auto calls = mock.calls();
+    REQUIRE(calls.size() == 1);
+    CHECK(calls[0].headers.at("traceparent") == "00-" + leader_trace + "-00f067aa0ba902b7-01");
+
+    // The access log lines (flushed by a timer).
+    const auto line_with = [&](std::size_t pod, const std::string& trace) {
+        std::string found;
+        eventually([&] {
+            const auto out = fleet.processes[pod]->out();
+            const auto at = out.find("\"trace_id\":\"" + trace + "\"");
+            if (at == std::string::npos)
+                return false;
+            const auto start =
+                out.rfind('\n', at) == std::string::npos ? 0 : out.rfind('\n', at) + 1;
+            found = out.substr(start, out.find('\n', at) - start);
+            return true;
+        });
+        return found;
+    };
+    const auto leader_line = line_with(0, leader_trace);
+    CAPTURE(leader_line);
+    CHECK(leader_line.find("\"role\":\"leader\"") != std::string::npos);
+    CHECK(leader_line.find("flight_trace_id") == std::string::npos);
+    const auto local_line = line_with(0, local_trace);
+    CAPTURE(local_line);
+    CHECK(local_line.find("\"role\":\"follower\"") != std::string::npos);
+    CHECK(local_line.find("\"flight_trace_id\":\"" + leader_trace + "\"") != std::string::npos);
+    const auto remote_line = line_with(1, remote_trace);
+    CAPTURE(remote_line);
+    CHECK(remote_line.find("\"flight_trace_id\":\"" + leader_trace + "\"") != std::string::npos);
+}
+
 }  // namespace fleet_budget_tests

@@ -1,4 +1,5 @@
 #include "upstream/budget.hpp"
+#include "http/traceparent.hpp"
 #include "upstream/gcra.hpp"
 #include "upstream/local_budget.hpp"
 #include "upstream/provider_limits.hpp"
@@ -137,4 +138,17 @@ TEST_CASE("provider limits: durations, RFC 3339 times and what closes the budget
     CHECK(upstream::provider_blocked_until(429, lookup, epoch) == epoch + 45s);
     headers = {{"x-ratelimit-remaining-requests", "0"}, {"x-ratelimit-reset-requests", "900h"}};
     CHECK(upstream::provider_blocked_until(200, lookup, epoch) == epoch + 1h);
+}
+
+TEST_CASE("traceparent: the trace id of a valid field only") {
+    using coalescer::http::trace_id_of;
+    CHECK(trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01") ==
+          "4bf92f3577b34da6a3ce929d0e0e4736");
+    CHECK(trace_id_of("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-more") ==
+          "4bf92f3577b34da6a3ce929d0e0e4736");
+    CHECK(trace_id_of("").empty());
+    CHECK(trace_id_of("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01").empty());
+    CHECK(trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01").empty());
+    CHECK(trace_id_of("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").empty());
+    CHECK(trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").empty());
 }
