@@ -1,5 +1,6 @@
 #include "upstream/budget.hpp"
 #include "http/traceparent.hpp"
+#include "ops/price_table.hpp"
 #include "upstream/gcra.hpp"
 #include "upstream/local_budget.hpp"
 #include "upstream/provider_limits.hpp"
@@ -151,4 +152,41 @@ TEST_CASE("traceparent: the trace id of a valid field only") {
     CHECK(trace_id_of("00-00000000000000000000000000000000-00f067aa0ba902b7-01").empty());
     CHECK(trace_id_of("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").empty());
     CHECK(trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").empty());
+}
+
+TEST_CASE("price_table: exact names first, else the longest '*' prefix; hand-computed costs") {
+    const auto price = [](double in, double out, double request) {
+        ops::price_config p;
+        p.input_per_mtok = in;
+        p.output_per_mtok = out;
+        p.per_request = request;
+        return p;
+    };
+    auto claude = price(3.0, 15.0, 0);
+    claude.cached_input_per_mtok = 0.30;
+    claude.cache_write_input_per_mtok = 3.75;
+    const ops::price_table table({{"sonar", price(1.0, 1.0, 0.005)},
+                                  {"sonar-*", price(3.0, 15.0, 0.006)},
+                                  {"sonar-deep-*", price(2.0, 8.0, 0)},
+                                  {"claude-*", claude},
+                                  {"*", price(10.0, 30.0, 0)}});
+    // sonar: 1,000 in and 500 out at $1/M each, plus $0.005 a call = 0.001 + 0.0005 + 0.005.
+    CHECK(*table.cost("sonar", {.input = 1000, .output = 500}) == doctest::Approx(0.0065));
+    // sonar-pro by "sonar-*": 2,000 × 3/M + 1,000 × 15/M + 0.006 = 0.006 + 0.015 + 0.006.
+    CHECK(*table.cost("sonar-pro", {.input = 2000, .output = 1000}) == doctest::Approx(0.027));
+    // The longer prefix wins: 1M in × 2 + 0.5M out × 8 = 2 + 4.
+    CHECK(*table.cost("sonar-deep-research", {.input = 1000000, .output = 500000}) ==
+          doctest::Approx(6.0));
+    // Cached and cache-write input at their own prices: 10,000 × 3 + 90,000 × 0.30
+    // + 5,000 × 3.75 + 2,000 × 15, per million = 0.03 + 0.027 + 0.01875 + 0.03.
+    CHECK(*table.cost(
+              "claude-sonnet-4",
+              {.input = 10000, .cached_input = 90000, .cache_write_input = 5000, .output = 2000}) ==
+          doctest::Approx(0.10575));
+    // Unpriced kinds cost what input costs: sonar's cached input at $1/M.
+    CHECK(*table.cost("sonar", {.cached_input = 1000000}) == doctest::Approx(1.005));
+    CHECK(*table.cost("gpt-4o", {.input = 100000}) == doctest::Approx(1.0));  // by "*"
+    const ops::price_table exact_only({{"sonar", price(1, 1, 0)}});
+    CHECK_FALSE(exact_only.cost("sonar-pro", {.input = 1}).has_value());
+    CHECK(exact_only.find("sonar") != nullptr);
 }
