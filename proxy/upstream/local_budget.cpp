@@ -11,7 +11,7 @@ double scaled(std::uint64_t limit, double share) {
 }
 
 std::chrono::milliseconds ceil_ms(double seconds) {
-    return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(seconds * 1000.0)));
+    return std::chrono::milliseconds(static_cast<std::int64_t>(std::ceil(seconds * 1000.0 - 1e-6)));
 }
 
 }  // namespace

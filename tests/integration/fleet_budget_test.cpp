@@ -141,7 +141,7 @@ struct pods {
 
 const std::string fallback_gauge = R"(coalescer_fleet_budget_fallback{upstream="mock"})";
 
-TEST_CASE("fleet budget: requests per minute hold at the mock, the rest get 503 + Retry-After") {
+TEST_CASE("fleet budget: requests per minute hold at the mock the rest get 503 + Retry-After") {
     // 120 a minute: one every 0.5 s, two at once (one second's worth of burst).
     mock_and_proxy env({}, "",
                        "    queue_timeout: 1500ms\n"
@@ -238,7 +238,7 @@ TEST_CASE("fleet budget in Redis: 40 requests over 2 pods against 120 a minute")
         CHECK(metric_value(admin, fallback_gauge) == 0);
 }
 
-TEST_CASE("fleet budget in Redis: 3 concurrent calls across 3 pods, a killed pod's slots lapse") {
+TEST_CASE("fleet budget in Redis: 3 concurrent calls across 3 pods a killed pod's slots lapse") {
     mock::mock_options slow;
     slow.latency_ms = 200;
     slow.threads = 2;
@@ -278,7 +278,7 @@ TEST_CASE("fleet budget in Redis: 3 concurrent calls across 3 pods, a killed pod
     CHECK(calls.back().received_at_ms - killed_at >= 300);
 }
 
-TEST_CASE("fleet budget in Redis: a 429's retry-after stops every pod; Redis gone, shares hold") {
+TEST_CASE("fleet budget in Redis: a 429's retry-after stops every pod - Redis gone shares hold") {
     mock::mock_server mock({});
     mock.start();
     redis_server redis;
@@ -311,7 +311,7 @@ TEST_CASE("fleet budget in Redis: a 429's retry-after stops every pod; Redis gon
 }
 
 TEST_CASE(
-    "traces: the leader's traceparent goes upstream; followers log its trace id, across pods") {
+    "traces: the leader's traceparent goes upstream and followers log its trace id across pods") {
     mock::mock_options slow;
     slow.latency_ms = 600;
     mock::mock_server mock(slow);

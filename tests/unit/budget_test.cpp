@@ -15,7 +15,7 @@ using namespace std::chrono_literals;
 using upstream::gcra;
 using upstream::local_budget;
 
-TEST_CASE("gcra: a burst, then one unit per interval, and a wait that says when") {
+TEST_CASE("gcra: a burst then one unit per interval and a wait that says when") {
     gcra g(120, 2);  // 0.5 s per unit, 2 at once
     CHECK(g.take(10.0, 1) == 0);
     CHECK(g.take(10.0, 1) == 0);
@@ -29,7 +29,7 @@ TEST_CASE("gcra: a burst, then one unit per interval, and a wait that says when"
     CHECK(g.take(100.0, 1) > 0);
 }
 
-TEST_CASE("gcra: weighted takes, settled by the difference") {
+TEST_CASE("gcra: weighted takes settled by the difference") {
     gcra tokens(6000, 6000);  // 100 tokens a second, a minute's worth at once
     CHECK(tokens.take(0.0, 5000) == 0);
     CHECK(tokens.take(0.0, 2000) == doctest::Approx(10.0));  // 1000 over: 10 s
@@ -54,7 +54,7 @@ TEST_CASE("local_budget: requests per minute with one second of burst") {
     CHECK(b.in_use() == 2);
 }
 
-TEST_CASE("local_budget: tokens reserved, refused with the wait, settled by usage") {
+TEST_CASE("local_budget: tokens reserved refused with the wait settled by usage") {
     local_budget b(ops::fleet_limits_config{.tokens_per_minute = 600});  // 10 a second
     const auto t0 = local_budget::clock::now();
     auto big = b.admit(500, t0);
@@ -70,7 +70,7 @@ TEST_CASE("local_budget: tokens reserved, refused with the wait, settled by usag
     CHECK(c.admit(5000, t0).reserved == 600);
 }
 
-TEST_CASE("local_budget: concurrency, shares, and a provider's block") {
+TEST_CASE("local_budget: concurrency shares and a provider's block") {
     local_budget b(ops::fleet_limits_config{.max_concurrent = 10}, 0.25);  // 2 for this pod
     const auto t0 = local_budget::clock::now();
     auto one = b.admit(0, t0);
@@ -104,7 +104,7 @@ TEST_CASE("estimate_tokens: the output cap plus a quarter of the body's bytes") 
           upstream::default_output_tokens + (none.size() + 3) / 4);
 }
 
-TEST_CASE("provider limits: durations, RFC 3339 times and what closes the budget") {
+TEST_CASE("provider limits: durations RFC 3339 times and what closes the budget") {
     using upstream::parse_go_duration;
     CHECK(parse_go_duration("1s") == 1000ms);
     CHECK(parse_go_duration("6m0s") == 360000ms);
@@ -154,7 +154,7 @@ TEST_CASE("traceparent: the trace id of a valid field only") {
     CHECK(trace_id_of("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-x").empty());
 }
 
-TEST_CASE("price_table: exact names first, else the longest '*' prefix; hand-computed costs") {
+TEST_CASE("price_table: exact names first else the longest '*' prefix - hand-computed costs") {
     const auto price = [](double in, double out, double request) {
         ops::price_config p;
         p.input_per_mtok = in;
