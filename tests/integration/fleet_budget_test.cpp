@@ -124,6 +124,19 @@ struct pods {
             admins.push_back(admin);
         }
     }
+    // A sanitizer build's pods report what they found on stderr: nothing is expected.
+    ~pods() {
+        for (const auto& p : processes) {
+            if (p->pid() != 0) {  // 0: reaped (killed by the test); kill(0) would hit us
+                p->signal(SIGTERM);
+                p->wait_exit(10s);
+            }
+            const auto err = p->err();
+            CHECK_MESSAGE(err.find("Sanitizer") == std::string::npos, err);
+        }
+    }
+    pods(const pods&) = delete;
+    pods& operator=(const pods&) = delete;
     // Every pod's budget in Redis (none falling back) within `limit`.
     bool shared(std::chrono::milliseconds limit = 10s) const {
         return eventually(
