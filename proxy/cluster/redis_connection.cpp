@@ -122,17 +122,13 @@ asio::awaitable<error_code> redis_connection::write(const std::string& bytes) {
     co_return ec;
 }
 
-asio::awaitable<error_code> redis_connection::read_replies(std::size_t count,
-                                                           std::vector<reply>& out) {
-    while (out.size() < count) {
-        reply r;
-        const auto got = reader_.next(r);
+asio::awaitable<error_code> redis_connection::receive(reply& out) {
+    for (;;) {
+        const auto got = reader_.next(out);
         if (got == reply_reader::status::broken)
             co_return protocol_error();
-        if (got == reply_reader::status::complete) {
-            out.push_back(std::move(r));
-            continue;
-        }
+        if (got == reply_reader::status::complete)
+            co_return error_code{};
         std::size_t n = 0;
         error_code ec;
         if (tls_) {
@@ -145,6 +141,16 @@ asio::awaitable<error_code> redis_connection::read_replies(std::size_t count,
             co_return ec;
         if (!reader_.feed(buffer_.data(), n))
             co_return protocol_error();
+    }
+}
+
+asio::awaitable<error_code> redis_connection::read_replies(std::size_t count,
+                                                           std::vector<reply>& out) {
+    while (out.size() < count) {
+        reply r;
+        if (auto ec = co_await receive(r))
+            co_return ec;
+        out.push_back(std::move(r));
     }
     co_return error_code{};
 }

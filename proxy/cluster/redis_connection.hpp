@@ -47,8 +47,12 @@ class redis_connection {
     bool usable() const noexcept { return usable_; }
     void close() noexcept;
 
-  private:
+    // For a multiplexer: one write and one receive may be under way at once. Neither has a
+    // deadline of its own; the caller closes the connection when its deadline passes.
     boost::asio::awaitable<boost::system::error_code> write(const std::string& bytes);
+    boost::asio::awaitable<boost::system::error_code> receive(reply& out);
+
+  private:
     boost::asio::awaitable<boost::system::error_code> read_replies(std::size_t count,
                                                                    std::vector<reply>& out);
     boost::asio::awaitable<boost::system::error_code> handshake();

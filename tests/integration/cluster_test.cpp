@@ -703,7 +703,8 @@ TEST_CASE("cluster: Redis killed mid-run, the pods answer alone, and share again
     CHECK(fleet_shares_again(f, mock, "after the outage", 30s));
 }
 
-TEST_CASE("cluster: a hung Redis does not hold clients, the pod coalesces locally meanwhile") {
+TEST_CASE(
+    "cluster: a hung or paused Redis does not hold clients, the pods coalesce locally meanwhile") {
     mock::mock_options options;
     options.latency_ms = 800;
     mock::mock_server mock(options);
@@ -729,6 +730,20 @@ TEST_CASE("cluster: a hung Redis does not hold clients, the pod coalesces locall
     redis.thaw();
     CHECK(f.redis_up(30s));
     CHECK(fleet_shares_again(f, mock, "redis is back", 30s));
+
+    // Stalled the way an operator stalls it: CLIENT PAUSE holds every command (the pods' open
+    // connections included) for 6 s. Clients still get answers well inside the 5 s they allow.
+    const auto fallbacks_before = f.sum(fallbacks, {0, 1, 2});
+    const auto calls_before = mock.stats().calls;
+    REQUIRE(redis.command({"CLIENT", "PAUSE", "6000", "ALL"}).is_ok());
+    const auto paused = fire(spread(f.ports(), 4, chat_body("redis paused")), 5s);
+    for (const auto& r : paused) {
+        CHECK(r.status == 200);
+        CHECK(r.complete);
+    }
+    CHECK(calls_since(mock, calls_before) <= 3);  // at worst one call per pod, never per client
+    CHECK(f.sum(fallbacks, {0, 1, 2}) > fallbacks_before);
+    CHECK(fleet_shares_again(f, mock, "redis unpaused", 30s));
 }
 
 TEST_CASE(
