@@ -735,7 +735,7 @@ TEST_CASE(
     // connections included) for 6 s. Clients still get answers well inside the 5 s they allow.
     const auto fallbacks_before = f.sum(fallbacks, {0, 1, 2});
     const auto calls_before = mock.stats().calls;
-    REQUIRE(redis.command({"CLIENT", "PAUSE", "6000", "ALL"}).is_ok());
+    redis.pause_clients(6s);
     const auto paused = fire(spread(f.ports(), 4, chat_body("redis paused")), 5s);
     for (const auto& r : paused) {
         CHECK(r.status == 200);
