@@ -50,7 +50,10 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 )lua";
 
-constexpr std::size_t max_entry_bytes = 1024 * 1024;
+// Body bytes one append carries at most (a single larger chunk goes whole): events that came
+// faster than a round trip share an append, yet a burst of them reaches the other pods in
+// pieces they can pass on while the rest is still on its way, not after all of it.
+constexpr std::size_t max_append_bytes = 64 * 1024;
 
 enum class renew_outcome { renewed, lost, failed };
 
@@ -80,19 +83,19 @@ struct batch {
     }
 };
 
-// Consecutive chunks go into one entry, up to max_entry_bytes: appends are then not one command
-// per event when events arrive faster than a round trip. Built in place (moving a growing
-// string out of a local sets off a GCC 12 -Warray-bounds false positive).
-void add_body(batch& b, const std::vector<std::string_view>& chunks) {
-    std::size_t open = std::size_t(-1);  // index of the entry being filled
-    for (const auto chunk : chunks) {
-        if (open == std::size_t(-1) || b.values[open].size() >= max_entry_bytes) {
-            b.values.emplace_back(1, static_cast<char>(entry_kind::body));
-            b.values.emplace_back();
-            open = b.values.size() - 1;
-        }
-        b.values[open].append(chunk);
-    }
+// Consecutive chunks go into one entry, up to max_append_bytes; returns how many it took.
+// Built in place (moving a growing string out of a local sets off a GCC 12 -Warray-bounds
+// false positive).
+std::size_t add_body(batch& b, const std::vector<std::string_view>& chunks) {
+    if (chunks.empty())
+        return 0;
+    b.values.emplace_back(1, static_cast<char>(entry_kind::body));
+    auto& entry = b.values.emplace_back();
+    std::size_t taken = 0;
+    while (taken < chunks.size() &&
+           (taken == 0 || entry.size() + chunks[taken].size() <= max_append_bytes))
+        entry.append(chunks[taken++]);
+    return taken;
 }
 
 void add_end(batch& b, const coalesce::log_read& r, const flight& f, ops::duration result_ttl) {
@@ -202,11 +205,15 @@ asio::awaitable<void> relay_events(fleet& shared, redis_pool& pool, std::shared_
             b.add(entry_kind::head, encode_head(*r.head));
             head_sent = true;
         }
-        add_body(b, r.chunks);
-        cursor += r.chunks.size();
-        add_end(b, r, *f, shared.result_ttl);
+        const auto taken = add_body(b, r.chunks);
+        cursor += taken;
+        const bool caught_up = taken == r.chunks.size();
+        if (caught_up)
+            add_end(b, r, *f, shared.result_ttl);
         if (co_await publish(shared, pool, keys, id, b) == relay_step::stop)
             break;
+        if (!caught_up)
+            continue;
         if (!co_await wait_or_renew(shared, pool, keys, id, *f, cursor, w))
             break;  // a successor holds the key: nothing more goes to the fleet
     }
