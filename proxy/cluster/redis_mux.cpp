@@ -7,6 +7,7 @@
 #include <boost/asio/error.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <deque>
 #include <string>
 
@@ -21,7 +22,9 @@ namespace {
 struct pending {
     explicit pending(const asio::any_io_executor& ex) : wake(ex) {}
     asio::steady_timer wake;
+    std::string command;  // RESP, until written
     redis_result result;
+    bool written = false;
     bool done = false;
 };
 
@@ -35,8 +38,8 @@ struct redis_mux::link {
     enum class state { opening, open, broken };
     state now = state::opening;
     redis_connection connection;
-    std::string outgoing;                        // queued commands not yet written
     std::deque<std::shared_ptr<pending>> queue;  // every unanswered command, in order
+    std::size_t unwritten = 0;                   // how many at the queue's end are not written
     asio::steady_timer writer_wake;              // the writer sleeps on it while nothing queues
 
     void fail(error_code ec) noexcept {
@@ -51,7 +54,17 @@ struct redis_mux::link {
             p->wake.cancel();
         }
         queue.clear();
-        outgoing.clear();
+        unwritten = 0;
+    }
+
+    // A command that timed out before it was written goes unsent: nothing waits for it now.
+    void drop_unwritten(const std::shared_ptr<pending>& p) {
+        const auto first = queue.end() - static_cast<std::ptrdiff_t>(unwritten);
+        const auto at = std::find(first, queue.end(), p);
+        if (at != queue.end()) {
+            queue.erase(at);
+            --unwritten;
+        }
     }
 };
 
@@ -59,16 +72,23 @@ namespace {
 
 using link_ptr = std::shared_ptr<redis_mux::link>;
 
+// Everything queued since the last write goes out in one.
 asio::awaitable<void> write_loop(link_ptr l) {
     std::string writing;
     while (l->now == redis_mux::link::state::open) {
-        if (l->outgoing.empty()) {
+        if (l->unwritten == 0) {
             l->writer_wake.expires_at(asio::steady_timer::time_point::max());
             co_await l->writer_wake.async_wait(use_tuple);
             continue;
         }
         writing.clear();
-        std::swap(writing, l->outgoing);
+        for (auto at = l->queue.end() - static_cast<std::ptrdiff_t>(l->unwritten);
+             at != l->queue.end(); ++at) {
+            writing += (*at)->command;
+            (*at)->command = std::string();
+            (*at)->written = true;
+        }
+        l->unwritten = 0;
         if (auto ec = co_await l->connection.write(writing)) {
             l->fail(ec);
             co_return;
@@ -95,8 +115,8 @@ asio::awaitable<void> read_loop(link_ptr l) {
     }
 }
 
-// Connecting is bounded by timeouts.connect, and by the first queued command's own timeout,
-// which breaks the link (and so the connect) when it passes first.
+// Connecting is bounded by timeouts.connect; commands queued meanwhile that time out first
+// are dropped unsent, and the connection goes on opening for the ones that come after.
 asio::awaitable<void> open_and_serve(link_ptr l) {
     const auto ec = co_await l->connection.open();
     if (ec) {
@@ -138,14 +158,20 @@ asio::awaitable<redis_result> redis_mux::run(const std::vector<std::string_view>
                                              std::chrono::milliseconds timeout) {
     auto l = current();
     auto p = std::make_shared<pending>(executor_);
-    append_command(l->outgoing, args);
+    append_command(p->command, args);
     l->queue.push_back(p);
+    ++l->unwritten;
     if (l->now == link::state::open)
         l->writer_wake.cancel();
     p->wake.expires_after(timeout);
     co_await p->wake.async_wait(use_tuple);
-    if (!p->done)  // late: every command behind this one would be answered out of turn
-        l->fail(asio::error::timed_out);
+    if (!p->done) {
+        p->result.ec = asio::error::timed_out;
+        if (p->written)  // its reply would be taken for the next command's: the link is done
+            l->fail(asio::error::timed_out);
+        else
+            l->drop_unwritten(p);
+    }
     co_return std::move(p->result);
 }
 

@@ -3,9 +3,10 @@
 // next single write, and replies are matched to commands in order. A burst of flights then
 // costs Redis a few writes and reads, not a connection and two system calls each.
 //
-// A command that outlives its timeout breaks the connection for every command queued behind it
+// A written command that outlives its timeout breaks the connection for every command behind it
 // (their replies would come after the late one): they all fail at once, the breaker opens, and
-// the next command opens a new connection.
+// the next command opens a new connection. One that times out unwritten (the connection is
+// still opening) is dropped unsent: a claim must never reach Redis after its flight gave up.
 #pragma once
 
 #include "cluster/redis_connection.hpp"
@@ -29,7 +30,7 @@ class redis_mux {
     redis_mux(const redis_mux&) = delete;
     redis_mux& operator=(const redis_mux&) = delete;
 
-    // One command and its reply, within `timeout` (connecting included).
+    // One command and its reply, within `timeout` (waiting for the connection included).
     boost::asio::awaitable<redis_result> run(const std::vector<std::string_view>& args,
                                              std::chrono::milliseconds timeout);
     // Fails what is pending and drops the connection.

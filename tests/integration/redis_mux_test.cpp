@@ -9,6 +9,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +27,12 @@ ops::cluster_config config_for(const redis_server& redis) {
     c.port = redis.port();
     c.command_timeout = 250ms;
     return c;
+}
+
+long long connections_received(const redis_server& redis) {
+    const auto info = redis.command({"INFO", "stats"}).text;
+    const std::string field = "total_connections_received:";
+    return std::stoll(info.substr(info.find(field) + field.size()));
 }
 
 // `count` ECHOs of distinct values, all issued before any reply can arrive; what each got back.
@@ -84,6 +91,54 @@ TEST_CASE("redis_mux: a burst of commands shares one connection, each gets its o
         REQUIRE_FALSE(again[i].ec);
         CHECK(again[i].value.text == "value-" + std::to_string(i));
     }
+}
+
+TEST_CASE("redis_mux: a command that times out before its connection opens is never sent") {
+    redis_options options;
+    options.password = "mux-secret";
+    redis_server redis(options);
+    auto cfg = config_for(redis);
+    cfg.password = options.password;
+    cfg.connect_timeout = 5s;
+    asio::io_context io;
+    asio::ssl::context tls(asio::ssl::context::tls_client);
+    cluster::redis_mux mux(io.get_executor(), cfg, tls);
+
+    // AUTH, the connection's first command, waits out the pause: the SET times out unsent.
+    const auto connections_before = connections_received(redis);
+    redis.pause_clients(1200ms);
+    std::optional<cluster::redis_result> set;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            const std::vector<std::string_view> args{"SET", "given-up", "1"};
+            set = co_await mux.run(args, 250ms);
+        },
+        asio::detached);
+    while (!set)
+        io.run_one_for(100ms);
+    CHECK(set->ec == asio::error::timed_out);
+
+    // The connection still opens once Redis answers, and serves what comes next; the SET never
+    // reached Redis.
+    std::this_thread::sleep_for(1300ms);
+    std::optional<cluster::redis_result> get;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            const std::vector<std::string_view> args{"EXISTS", "given-up"};
+            get = co_await mux.run(args, 2s);
+        },
+        asio::detached);
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!get && std::chrono::steady_clock::now() < until)
+        io.run_one_for(100ms);
+    REQUIRE(get);
+    REQUIRE_FALSE(get->ec);
+    CHECK(get->value.integer == 0);
+    // One connection, opened across the timeout, not one per command: besides it, Redis saw
+    // the pause's and this count's own.
+    CHECK(connections_received(redis) - connections_before == 3);
 }
 
 }  // namespace
