@@ -122,6 +122,26 @@ asio::awaitable<error_code> redis_connection::write(const std::string& bytes) {
     co_return ec;
 }
 
+void redis_connection::start_write(const std::string& bytes, std::function<void(error_code)> done) {
+    auto written = [done = std::move(done)](error_code ec, std::size_t) { done(ec); };
+    if (tls_)
+        asio::async_write(stream_, asio::buffer(bytes), std::move(written));
+    else
+        asio::async_write(stream_.next_layer(), asio::buffer(bytes), std::move(written));
+}
+
+void redis_connection::start_read(std::function<void(error_code)> done) {
+    auto read = [this, done = std::move(done)](error_code ec, std::size_t n) {
+        if (!ec && !reader_.feed(buffer_.data(), n))
+            ec = protocol_error();
+        done(ec);
+    };
+    if (tls_)
+        stream_.async_read_some(asio::buffer(buffer_), std::move(read));
+    else
+        stream_.next_layer().async_read_some(asio::buffer(buffer_), std::move(read));
+}
+
 asio::awaitable<error_code> redis_connection::receive(reply& out) {
     for (;;) {
         const auto got = reader_.next(out);

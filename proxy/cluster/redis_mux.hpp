@@ -33,7 +33,8 @@ class redis_mux {
     // One command and its reply, within `timeout` (waiting for the connection included).
     boost::asio::awaitable<redis_result> run(const std::vector<std::string_view>& args,
                                              std::chrono::milliseconds timeout);
-    // Fails what is pending and drops the connection.
+    // Drops the connection and what is pending, at shutdown: the commands' callers are not
+    // resumed (their event loop is gone), their coroutines destroyed where they wait.
     void close() noexcept;
 
     struct link;  // one connection's life: its queue, its reader and writer

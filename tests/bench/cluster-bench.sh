@@ -3,8 +3,8 @@
 # one redis-server, against a mock provider answering after L ms; the same burst over the same
 # 3 sidecars without `cluster:` is the baseline, measured in the same run, the two alternating.
 # Prints, per mode, upstream calls per burst and the median (min–max) over the runs of p50 and
-# p99 latency (request written -> whole answer read, by one asyncio client: tests/bench/
-# cluster_burst.py). Target (cluster on): exactly 1 call per burst, p99 <= L + 30 ms.
+# p99 latency (own request written -> whole answer read, by burst_bench's client spread over the
+# pods: --ports). Target (cluster on): exactly 1 call per burst, p99 <= L + 30 ms.
 # Then an SSE stream of 200 events (a chunk every 10 ms, then all at once) watched by the
 # leader's client and a local follower on one pod and a remote follower on another
 # (tests/bench/cluster_stream.py): how much later than the leader's client each follower gets
@@ -13,8 +13,8 @@
 # different: distinct.lua) against one sidecar with `cluster:` and without, alternating, a mock
 # answering after 50 ms; req/s on as a ratio to off (target >= 0.9) and the p99 it adds
 # (target <= 2 ms).
-# Not part of CI. Needs build/release (coalescer, mock-provider; BENCH_BUILD=DIR for another
-# build), redis-server, python3.
+# Not part of CI. Needs build/release (coalescer, mock-provider, burst_bench; BENCH_BUILD=DIR
+# for another build), redis-server, redis-cli, wrk, python3.
 #
 #   bash tests/bench/cluster-bench.sh      # BENCH_REQUESTS=1000 BENCH_LATENCY_MS=500 BENCH_RUNS=3
 set -euo pipefail
@@ -88,31 +88,33 @@ for run in $(seq "$burst_runs"); do
     for mode in on off; do
         pods=()
         start_pods "$mode"
-        before=$(calls)
-        body="{\"model\":\"sonar\",\"messages\":[{\"role\":\"user\",\"content\":\"burst $mode $run $RANDOM\"}]}"
-        out=$(python3 "$ROOT/tests/bench/cluster_burst.py" --ports "$ports" --requests "$REQUESTS" --body "$body")
-        after=$(calls)
+        out=$("$BUILD/tests/bench/burst_bench" --ports "$ports" --mock-port "$mock_port" \
+            --requests "$REQUESTS" --latency-ms "$LATENCY" --runs 1 --client-threads 2)
         kill "${pods[@]}" 2>/dev/null || true
         wait "${pods[@]}" 2>/dev/null || true
-        echo "run $run cluster $mode: upstream calls $((after - before)), $out"
-        results[$mode]+="$out"$'\n'
+        line=$(printf '%s\n' "$out" | awk '$1 == "1" && NF >= 12 {print}')
+        echo "run $run cluster $mode: $line"
+        results[$mode]+="$line"$'\n'
     done
 done
 
+# burst_bench's row: run calls ok total send first p50 p99 max cpu roles load…
 summary() {
     python3 -c '
-import json, sys, statistics
-rows = [json.loads(l) for l in sys.stdin if l.strip()]
-def spread(key):
-    v = [r[key] for r in rows]
+import sys, statistics
+rows = [l.split() for l in sys.stdin if l.strip()]
+def spread(i):
+    v = [float(r[i]) for r in rows]
     return "%.1f (%.1f-%.1f)" % (statistics.median(v), min(v), max(v))
-print("p50 %s ms, p99 %s ms, answered 200: %s" % (spread("p50_ms"), spread("p99_ms"),
-      "/".join(str(r["ok"]) for r in rows)))'
+print("upstream calls per burst %s; p50 %s ms, p99 %s ms; answered 200: %s" % (
+      "/".join(r[1].rstrip("!") for r in rows), spread(6), spread(7),
+      "/".join(r[2] for r in rows)))'
 }
 if [ "$burst_runs" -gt 0 ]; then
-    echo "cluster on  (3 pods, one Redis): $(printf '%s' "${results[on]}" | summary)"
-    echo "cluster off (3 pods, each alone): $(printf '%s' "${results[off]}" | summary)"
-    echo "target (cluster on): 1 upstream call per burst, p99 <= $((LATENCY + 30)) ms"
+    echo "burst of $REQUESTS identical requests over 3 pods (burst_bench --ports), upstream $LATENCY ms:"
+    echo "  cluster on  (one Redis):   $(printf '%s' "${results[on]}" | summary)"
+    echo "  cluster off (each alone):  $(printf '%s' "${results[off]}" | summary)"
+    echo "  target (cluster on): 1 upstream call per burst, p99 <= $((LATENCY + 30)) ms"
 fi
 
 redis_calls() {  # calls of each command since the last CONFIG RESETSTAT, as "eval=N xread=N …"
