@@ -19,7 +19,7 @@ namespace coalescer::ops {
 
 // Why an upstream call's 2xx answer was counted as nothing.
 enum class usage_missing : std::uint8_t {
-    absent,     // complete, but it reported no usage (a stream ended before its usage event)
+    absent,     // complete, but no usage: a stream ended before it, or was never asked for it
     cut,        // the answer ended early: the upstream broke off, or it was cancelled
     too_large,  // too large to keep for reading: its start was freed while it streamed
 };
