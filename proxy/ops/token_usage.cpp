@@ -29,6 +29,11 @@ enum field : std::uint8_t {
     field_count
 };
 
+// Perplexity's parts of usage.cost, summed when total_cost is missing.
+constexpr std::array<std::string_view, 6> cost_part_names{
+    "input_tokens_cost",    "output_tokens_cost",    "request_cost",
+    "citation_tokens_cost", "reasoning_tokens_cost", "search_queries_cost"};
+
 // What one usage object and its owner say. An absent field, null or a value that is not a
 // non-negative integer is nullopt: a message_delta's `"input_tokens": null` keeps what
 // message_start said.
@@ -36,11 +41,24 @@ struct usage_fields {
     std::string model;
     std::array<std::optional<std::uint64_t>, field_count> n{};
     std::optional<double> cost_total;
-    std::optional<double> cost_parts;
+    std::array<std::optional<double>, cost_part_names.size()> cost_parts{};
     bool has_usage = false;
     bool reports() const {
-        return cost_total || cost_parts ||
+        return cost_total ||
+               std::any_of(cost_parts.begin(), cost_parts.end(),
+                           [](const auto& v) { return v.has_value(); }) ||
                std::any_of(n.begin(), n.end(), [](const auto& v) { return v && *v != 0; });
+    }
+    // total_cost, else the sum of the parts reported (in a fixed order: the same sum always).
+    std::optional<double> cost() const {
+        if (cost_total)
+            return cost_total;
+        std::optional<double> sum;
+        for (const auto& part : cost_parts) {
+            if (part)
+                sum = sum.value_or(0) + *part;
+        }
+        return sum;
     }
 };
 
@@ -72,11 +90,9 @@ field token_field(std::string_view key) {
                                                   : field_count;
 }
 
-// Perplexity's parts of usage.cost, summed when total_cost is missing.
-bool cost_part(std::string_view key) {
-    return key == "input_tokens_cost" || key == "output_tokens_cost" || key == "request_cost" ||
-           key == "citation_tokens_cost" || key == "reasoning_tokens_cost" ||
-           key == "search_queries_cost";
+std::size_t cost_part(std::string_view key) {
+    return static_cast<std::size_t>(std::find(cost_part_names.begin(), cost_part_names.end(), key) -
+                                    cost_part_names.begin());
 }
 
 // A usage member that is an object of its own, and the figure in it that matters.
@@ -210,7 +226,7 @@ class usage_handler {
                         f.n[inner.figure].reset();
                     } else {
                         f.cost_total.reset();
-                        f.cost_parts.reset();
+                        f.cost_parts = {};
                     }
                 }
                 break;
@@ -223,9 +239,9 @@ class usage_handler {
                 if (key == "total_cost") {
                     f.cost_total.reset();
                     cost_ = &f.cost_total;
-                } else if (cost_part(key)) {
-                    cost_ = &f.cost_parts;
-                    adding_ = true;
+                } else if (const auto part = cost_part(key); part < cost_part_names.size()) {
+                    f.cost_parts[part].reset();
+                    cost_ = &f.cost_parts[part];
                 }
                 break;
             case scope::other:
@@ -243,7 +259,7 @@ class usage_handler {
     }
     bool price(double v) {
         if (cost_ != nullptr) {
-            *cost_ = adding_ ? cost_->value_or(0) + v : v;
+            *cost_ = v;
         }
         return value_done();
     }
@@ -253,7 +269,6 @@ class usage_handler {
         model_ = nullptr;
         number_ = nullptr;
         cost_ = nullptr;
-        adding_ = false;
         return true;
     }
 
@@ -265,7 +280,6 @@ class usage_handler {
     std::string* model_ = nullptr;
     std::optional<std::uint64_t>* number_ = nullptr;
     std::optional<double>* cost_ = nullptr;
-    bool adding_ = false;
 };
 
 std::optional<document_usage> read_document(std::string_view text) {
@@ -313,7 +327,7 @@ token_usage normalise(const usage_fields& f) {
     u.reasoning = f.n[completion_reasoning] ? *f.n[completion_reasoning]
                   : f.n[output_reasoning]   ? *f.n[output_reasoning]
                                             : value(f, reasoning);
-    u.provider_cost_usd = f.cost_total ? f.cost_total : f.cost_parts;
+    u.provider_cost_usd = f.cost();
     return u;
 }
 

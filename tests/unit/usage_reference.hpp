@@ -45,16 +45,18 @@ inline std::optional<ops::token_usage> reference_kinds(const boost::json::object
             : reference_detail(u, "output_tokens_details", "reasoning_tokens");
     std::optional<double> total_cost, parts;
     if (const auto* c = u.if_contains("cost"); c != nullptr && c->is_object()) {
-        for (const auto& [key, value] : c->get_object()) {
-            if (!value.is_number())
-                continue;
-            const double v = value.to_number<double>();
-            if (key == "total_cost")
-                total_cost = v;
-            else if (key == "input_tokens_cost" || key == "output_tokens_cost" ||
-                     key == "request_cost" || key == "citation_tokens_cost" ||
-                     key == "reasoning_tokens_cost" || key == "search_queries_cost")
-                parts = parts.value_or(0) + v;
+        const auto& cost = c->get_object();
+        const auto price = [&](std::string_view key) -> std::optional<double> {
+            const auto* v = cost.if_contains(key);
+            return v != nullptr && v->is_number() ? std::optional(v->to_number<double>())
+                                                  : std::nullopt;
+        };
+        total_cost = price("total_cost");
+        for (const auto* key :
+             {"input_tokens_cost", "output_tokens_cost", "request_cost", "citation_tokens_cost",
+              "reasoning_tokens_cost", "search_queries_cost"}) {
+            if (const auto v = price(key))
+                parts = parts.value_or(0) + *v;
         }
     }
     const std::optional<std::uint64_t> all[] = {
