@@ -282,18 +282,64 @@ class usage_handler {
     std::optional<double>* cost_ = nullptr;
 };
 
-std::optional<document_usage> read_document(std::string_view text) {
+// A document given in pieces is read as it lies: the parser takes one piece after another.
+std::optional<document_usage> read_document(std::span<const std::string_view> pieces) {
     // Only a few numbers and the model are wanted: the text need not be checked for UTF-8.
     json::parse_options options;
     options.allow_invalid_utf8 = true;
     json::basic_parser<usage_handler> parser(options);
     error_code ec;
-    const auto used = parser.write_some(false, text.data(), text.size(), ec);
-    if (ec || used != text.size()) {
-        return std::nullopt;  // not JSON, or something after the document
+    for (const auto piece : pieces) {
+        const auto used = parser.write_some(true, piece.data(), piece.size(), ec);
+        if (ec || used != piece.size()) {
+            return std::nullopt;  // not JSON, or something after the document
+        }
+    }
+    parser.write_some(false, nullptr, 0, ec);
+    if (ec) {
+        return std::nullopt;
     }
     return std::move(parser.handler().found);
 }
+
+std::optional<document_usage> read_document(std::string_view text) {
+    return read_document(std::span(&text, 1));
+}
+
+// The bytes [begin, end) of a body that arrived in pieces: a view into the piece that holds
+// them all, else a copy of just those bytes.
+class pieces_text {
+  public:
+    explicit pieces_text(std::span<const std::string_view> pieces) : pieces_(pieces) {
+        for (const auto piece : pieces)
+            size_ += piece.size();
+    }
+    std::size_t size() const { return size_; }
+    std::string_view range(std::size_t begin, std::size_t end) {
+        copy_.clear();
+        std::size_t at = 0;
+        for (const auto piece : pieces_) {
+            const auto piece_end = at + piece.size();
+            if (begin >= at && end <= piece_end)
+                return piece.substr(begin - at, end - begin);
+            if (piece_end > begin && at < end) {
+                const auto from = std::max(begin, at) - at;
+                copy_.append(piece.substr(from, std::min(end, piece_end) - at - from));
+            }
+            at = piece_end;
+        }
+        return copy_;
+    }
+
+  private:
+    std::span<const std::string_view> pieces_;
+    std::size_t size_ = 0;
+    std::string copy_;
+};
+
+// Usage sits at the end of a stream (message_start at its start): windows of this size, then
+// four times larger each time, up to the whole stream, until the answer is found.
+constexpr std::size_t first_window = 64 * 1024;
 
 // The final usage a document reports, with the model beside it: its own, or a Responses
 // event's. Messages' message_start alone is not final (message_delta follows with the output).
@@ -344,9 +390,8 @@ bool data_payload(std::string_view line, std::string_view& payload) {
     return !line.starts_with("[DONE]");
 }
 
-// The last event with a final usage, read from the end of the stream backwards: only the tail
-// of a long stream is parsed.
-std::optional<usage_fields> last_usage(std::string_view stream) {
+// The last event with a final usage in `stream`, read from its end backwards.
+std::optional<usage_fields> last_usage_in(std::string_view stream) {
     std::size_t end = stream.size();
     while (end > 0) {
         const auto newline = stream.rfind('\n', end - 1);
@@ -365,8 +410,26 @@ std::optional<usage_fields> last_usage(std::string_view stream) {
     return std::nullopt;
 }
 
+// The same over a growing tail of the stream, from a line's start: the start of a long stream
+// is neither copied nor read when its end holds the usage.
+std::optional<usage_fields> last_usage(pieces_text& stream) {
+    for (std::size_t window = first_window;; window *= 4) {
+        const bool whole = window >= stream.size();
+        auto tail = stream.range(whole ? 0 : stream.size() - window, stream.size());
+        if (!whole) {
+            const auto newline = tail.find('\n');
+            tail.remove_prefix(newline == std::string_view::npos ? tail.size() : newline + 1);
+        }
+        if (auto found = last_usage_in(tail))
+            return found;
+        if (whole)
+            return std::nullopt;
+    }
+}
+
 // Messages' message_start, the stream's first event (a few pings may precede it at most).
-std::optional<usage_fields> message_start(std::string_view stream) {
+// `ran_out`: `stream` ended before that many events were seen.
+std::optional<usage_fields> message_start_in(std::string_view stream, bool& ran_out) {
     constexpr int max_events = 8;
     int seen = 0;
     std::size_t pos = 0;
@@ -383,12 +446,27 @@ std::optional<usage_fields> message_start(std::string_view stream) {
         }
         pos = end + 1;
     }
+    ran_out = seen < max_events;
     return std::nullopt;
+}
+
+std::optional<usage_fields> message_start(pieces_text& stream) {
+    for (std::size_t window = first_window;; window *= 4) {
+        const bool whole = window >= stream.size();
+        auto head = stream.range(0, whole ? stream.size() : window);
+        if (!whole)
+            head = head.substr(0, head.rfind('\n') + 1);  // whole lines only (npos + 1 is 0)
+        bool ran_out = false;
+        if (auto found = message_start_in(head, ran_out))
+            return found;
+        if (whole || !ran_out)
+            return std::nullopt;
+    }
 }
 
 // message_delta's cumulative usage over message_start's: a field the delta leaves out (or
 // sends as null) is message_start's.
-void fill_from_start(usage_fields& last, std::string_view stream) {
+void fill_from_start(usage_fields& last, pieces_text& stream) {
     if (!last.model.empty() && (last.n[prompt] || last.n[input]))
         return;  // a chat completions chunk or a complete Messages delta: nothing to add
     auto start = message_start(stream);
@@ -414,22 +492,14 @@ std::string request_model(std::string_view request_body) {
 std::optional<token_usage> extract_usage(std::string_view content_type,
                                          std::span<const std::string_view> body,
                                          std::string_view request_body) {
-    std::string joined;
-    std::string_view text;
-    if (body.size() == 1) {
-        text = body.front();
-    } else {
-        for (const auto chunk : body) {
-            joined += chunk;
-        }
-        text = joined;
-    }
     std::optional<usage_fields> found;
     if (content_type.find("event-stream") == std::string_view::npos) {
-        if (auto doc = read_document(text))
+        if (auto doc = read_document(body))
             found = final_usage(*doc);
-    } else if ((found = last_usage(text))) {
-        fill_from_start(*found, text);
+    } else {
+        pieces_text text(body);
+        if ((found = last_usage(text)))
+            fill_from_start(*found, text);
     }
     if (!found)
         return std::nullopt;

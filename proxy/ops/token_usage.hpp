@@ -38,9 +38,11 @@ struct token_usage {
     }
 };
 
-// nullopt when the body reports no usage (or none that is not zero). The model is the one the
-// response names, else the top-level "model" of `request_body` (JSON, read only in that case),
-// else "unknown".
+// nullopt when the body reports no usage (or none that is not zero). A JSON body is read piece
+// by piece as it lies; an SSE stream from a tail that grows (64 KiB, then four times as much)
+// until it holds the last usage, and Messages' message_start from the stream's first events:
+// nothing is joined or read but those. The model is the one the response names, else the
+// top-level "model" of `request_body` (JSON, read only in that case), else "unknown".
 std::optional<token_usage> extract_usage(std::string_view content_type,
                                          std::span<const std::string_view> body,
                                          std::string_view request_body = {});

@@ -359,3 +359,31 @@ TEST_CASE("usage: escapes, exponents, long numbers, surrogates, depth: read as a
     CHECK_FALSE(usage_of(json_type, docs[5]));
     CHECK_FALSE(usage_of(json_type, docs[9]));
 }
+
+TEST_CASE("usage of long streams: read from a tail that grows until it holds the usage") {
+    std::string messages = sse(
+        {R"({"type":"message_start","message":{"model":"claude-x","usage":{"input_tokens":9,"cache_read_input_tokens":4,"output_tokens":1}}})"});
+    std::string delta = sse({R"({"type":"content_block_delta","delta":{"text":"0123456789"}})"});
+    for (int i = 0; i < 4000; ++i)  // about 300 KiB
+        messages += delta;
+    messages += sse({R"({"type":"message_delta","usage":{"output_tokens":4000}})",
+                     R"({"type":"message_stop"})"});
+    // A cumulative chat stream whose last chunks (past several windows) carry no usage.
+    std::string chat =
+        sse({R"({"model":"sonar","usage":{"prompt_tokens":5,"completion_tokens":7}})"});
+    for (int i = 0; i < 20000; ++i)
+        chat += sse({R"({"model":"sonar","choices":[{"delta":{"content":"more"}}]})"});
+    for (const auto& [body, expected] :
+         {std::pair{messages, kinds{9, 4, 0, 4000, 0}}, std::pair{chat, kinds{5, 0, 0, 7, 0}}}) {
+        REQUIRE(body.size() > 256 * 1024);
+        const auto whole = usage_of(sse_type, body);
+        REQUIRE(whole);
+        CHECK(kinds_of(*whole) == expected);
+        for (std::size_t size : {16384u, 65536u, 1000u}) {
+            std::vector<std::string_view> pieces;
+            for (std::size_t at = 0; at < body.size(); at += size)
+                pieces.push_back(std::string_view(body).substr(at, size));
+            CHECK(coalescer::test::same_usage(extract_usage(sse_type, pieces), whole));
+        }
+    }
+}
