@@ -49,6 +49,31 @@ void emit(std::FILE* out, const std::string& line) {
     std::fwrite(line.data(), 1, line.size(), out);
 }
 
+// ,"model":…,"tokens":{…},"provider_cost_usd":… (JSON) or model=… tokens=… cost_usd=… (text).
+std::string usage_fields(const token_usage* u, bool json) {
+    if (u == nullptr) {
+        return {};
+    }
+    char numbers[256];
+    const auto n = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
+    std::snprintf(numbers, sizeof numbers,
+                  json ? ",\"tokens\":{\"input\":%llu,\"cached_input\":%llu,"
+                         "\"cache_write_input\":%llu,\"output\":%llu,\"reasoning\":%llu}"
+                       : " tokens=input:%llu,cached_input:%llu,cache_write_input:%llu,output:%llu,"
+                         "reasoning:%llu",
+                  n(u->input), n(u->cached_input), n(u->cache_write_input), n(u->output),
+                  n(u->reasoning));
+    std::string out =
+        json ? ",\"model\":" + quoted(u->model) + numbers : " model=" + quoted(u->model) + numbers;
+    if (u->provider_cost_usd) {
+        std::snprintf(numbers, sizeof numbers,
+                      json ? ",\"provider_cost_usd\":%.9g" : " cost_usd=%.9g",
+                      *u->provider_cost_usd);
+        out += numbers;
+    }
+    return out;
+}
+
 }  // namespace
 
 void access_log::request(const access_record& r) const {
@@ -70,7 +95,8 @@ void access_log::request(const access_record& r) const {
                "\",\"flight\":" + quoted(r.flight) + ",\"key\":" + quoted(r.key_prefix) +
                ",\"outcome\":" + quoted(r.outcome) +
                (r.detail.empty() ? std::string() : ",\"error_detail\":" + quoted(r.detail)) +
-               (r.remote_producer ? ",\"producer\":\"remote\"" : "") + "}\n";
+               (r.remote_producer ? ",\"producer\":\"remote\"" : "") + usage_fields(r.usage, true) +
+               "}\n";
     } else {
         std::snprintf(numbers, sizeof numbers, " %u %llub %.1fms ttfb=%.1fms", r.status,
                       static_cast<unsigned long long>(r.bytes_out), r.duration_ms, r.ttfb_ms);
@@ -78,7 +104,7 @@ void access_log::request(const access_record& r) const {
                std::string(to_string(r.role)) + " flight=" + std::string(r.flight) +
                " key=" + std::string(r.key_prefix) + " " + std::string(r.outcome) +
                (r.detail.empty() ? std::string() : " (" + std::string(r.detail) + ")") +
-               (r.remote_producer ? " producer=remote" : "") + "\n";
+               (r.remote_producer ? " producer=remote" : "") + usage_fields(r.usage, false) + "\n";
     }
     emit(stdout, line);
 }

@@ -5,6 +5,7 @@
 
 #include "ops/config.hpp"
 #include "ops/role.hpp"
+#include "ops/token_usage.hpp"
 
 #include <cstdint>
 #include <string_view>
@@ -26,6 +27,9 @@ struct access_record {
     std::string_view outcome;      // "ok", "cut", "client_gone", or an error code
     std::string_view detail;       // for upstream protocol errors: what the upstream broke
     bool remote_producer = false;  // the flight's upstream call was made by another replica
+    // The provider's usage of the answer this client received whole (for a follower or hit:
+    // what it saved); null when unknown.
+    const token_usage* usage = nullptr;
 };
 
 class access_log {

@@ -8,6 +8,8 @@
 
 #include <doctest/doctest.h>
 
+#include <boost/json/parse.hpp>
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -394,6 +396,17 @@ TEST_CASE(
     CHECK(f.sum(redis_up_gauge) == 3);
     for (std::size_t i = 0; i < 3; ++i)
         CHECK(f[i].metric(fenced_appends).has_value());
+    // Tokens: spent once, by the pod that called; saved for the 29 other clients on whichever pod
+    // served them (a pod that followed through Redis reads the usage from what it followed).
+    const auto output = boost::json::parse(responses.front().body)
+                            .at("usage")
+                            .at("completion_tokens")
+                            .to_number<double>();
+    const std::string output_series = R"({upstream="mock",model="sonar",kind="output"})";
+    CHECK(f.sum("coalescer_tokens_spent_total" + output_series) == output);
+    CHECK(f.sum("coalescer_tokens_spent_total" + output_series, {leader}) == output);
+    CHECK(f.sum("coalescer_tokens_saved_total" + output_series) ==
+          static_cast<double>(shots.size() - 1) * output);
     // The access log says where the call was made: by another pod, on every pod but the leader.
     for (std::size_t i = 0; i < 3; ++i) {
         CAPTURE(i);
