@@ -122,17 +122,33 @@ asio::awaitable<error_code> redis_connection::write(const std::string& bytes) {
     co_return ec;
 }
 
-asio::awaitable<error_code> redis_connection::read_replies(std::size_t count,
-                                                           std::vector<reply>& out) {
-    while (out.size() < count) {
-        reply r;
-        const auto got = reader_.next(r);
+void redis_connection::start_write(const std::string& bytes, std::function<void(error_code)> done) {
+    auto written = [done = std::move(done)](error_code ec, std::size_t) { done(ec); };
+    if (tls_)
+        asio::async_write(stream_, asio::buffer(bytes), std::move(written));
+    else
+        asio::async_write(stream_.next_layer(), asio::buffer(bytes), std::move(written));
+}
+
+void redis_connection::start_read(std::function<void(error_code)> done) {
+    auto read = [this, done = std::move(done)](error_code ec, std::size_t n) {
+        if (!ec && !reader_.feed(buffer_.data(), n))
+            ec = protocol_error();
+        done(ec);
+    };
+    if (tls_)
+        stream_.async_read_some(asio::buffer(buffer_), std::move(read));
+    else
+        stream_.next_layer().async_read_some(asio::buffer(buffer_), std::move(read));
+}
+
+asio::awaitable<error_code> redis_connection::receive(reply& out) {
+    for (;;) {
+        const auto got = reader_.next(out);
         if (got == reply_reader::status::broken)
             co_return protocol_error();
-        if (got == reply_reader::status::complete) {
-            out.push_back(std::move(r));
-            continue;
-        }
+        if (got == reply_reader::status::complete)
+            co_return error_code{};
         std::size_t n = 0;
         error_code ec;
         if (tls_) {
@@ -145,6 +161,16 @@ asio::awaitable<error_code> redis_connection::read_replies(std::size_t count,
             co_return ec;
         if (!reader_.feed(buffer_.data(), n))
             co_return protocol_error();
+    }
+}
+
+asio::awaitable<error_code> redis_connection::read_replies(std::size_t count,
+                                                           std::vector<reply>& out) {
+    while (out.size() < count) {
+        reply r;
+        if (auto ec = co_await receive(r))
+            co_return ec;
+        out.push_back(std::move(r));
     }
     co_return error_code{};
 }

@@ -16,6 +16,7 @@
 #include <boost/system/error_code.hpp>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,8 +48,17 @@ class redis_connection {
     bool usable() const noexcept { return usable_; }
     void close() noexcept;
 
+    // For a multiplexer, which keeps the connection alive until they complete: one write and
+    // one read may be under way at once, neither with a deadline of its own (the caller closes
+    // the connection when its deadline passes). `bytes` must live until `done` runs. A read
+    // feeds what arrived to the reply reader; next_reply() then takes whole replies from it.
+    void start_write(const std::string& bytes, std::function<void(boost::system::error_code)> done);
+    void start_read(std::function<void(boost::system::error_code)> done);
+    reply_reader::status next_reply(reply& out) { return reader_.next(out); }
+
   private:
     boost::asio::awaitable<boost::system::error_code> write(const std::string& bytes);
+    boost::asio::awaitable<boost::system::error_code> receive(reply& out);
     boost::asio::awaitable<boost::system::error_code> read_replies(std::size_t count,
                                                                    std::vector<reply>& out);
     boost::asio::awaitable<boost::system::error_code> handshake();

@@ -7,14 +7,24 @@ namespace coalescer::cluster {
 namespace asio = boost::asio;
 
 namespace {
-// Idle connections a worker keeps: enough for the commands of its flights in progress, which
-// take turns; a blocking read holds its own and gives it back when its flight ends.
-constexpr std::size_t max_idle = 8;
+// Idle connections a worker keeps for blocking reads, which hold one each while they follow a
+// flight: enough for a burst of remote flights to start without connecting.
+constexpr std::size_t max_idle = 16;
 }  // namespace
 
 redis_pool::redis_pool(asio::any_io_executor ex, const ops::cluster_config& config,
                        asio::ssl::context& tls, breaker& health, ops::cluster_counters& counters)
-    : executor_(std::move(ex)), config_(config), tls_(tls), health_(health), counters_(counters) {}
+    : executor_(ex),
+      config_(config),
+      tls_(tls),
+      health_(health),
+      counters_(counters),
+      mux_(std::move(ex), config, tls) {}
+
+void redis_pool::clear() noexcept {
+    idle_.clear();
+    mux_.close();
+}
 
 asio::awaitable<taken_connection> redis_pool::take() {
     while (!idle_.empty()) {
@@ -36,11 +46,8 @@ void redis_pool::give_back(std::unique_ptr<redis_connection> connection) {
         idle_.push_back(std::move(connection));
 }
 
-asio::awaitable<redis_result> redis_pool::run_on(redis_connection& connection,
-                                                 const std::vector<std::string_view>& args,
-                                                 std::chrono::milliseconds timeout, bool measured) {
-    const auto started = std::chrono::steady_clock::now();
-    auto result = co_await connection.command(args, timeout);
+redis_result redis_pool::account(redis_result result, std::chrono::steady_clock::time_point started,
+                                 bool measured) noexcept {
     if (result.ec) {
         health_.failed();
     } else {
@@ -50,16 +57,21 @@ asio::awaitable<redis_result> redis_pool::run_on(redis_connection& connection,
             counters_.command_seconds.observe(took.count());
         }
     }
-    co_return result;
+    return result;
+}
+
+asio::awaitable<redis_result> redis_pool::run_on(redis_connection& connection,
+                                                 const std::vector<std::string_view>& args,
+                                                 std::chrono::milliseconds timeout, bool measured) {
+    const auto started = std::chrono::steady_clock::now();
+    auto result = co_await connection.command(args, timeout);
+    co_return account(std::move(result), started, measured);
 }
 
 asio::awaitable<redis_result> redis_pool::run(const std::vector<std::string_view>& args) {
-    auto taken = co_await take();
-    if (taken.ec)
-        co_return redis_result{taken.ec, {}};
-    auto result = co_await run_on(*taken.connection, args, config_.command_timeout);
-    give_back(std::move(taken.connection));
-    co_return result;
+    const auto started = std::chrono::steady_clock::now();
+    auto result = co_await mux_.run(args, config_.command_timeout);
+    co_return account(std::move(result), started, true);
 }
 
 }  // namespace coalescer::cluster

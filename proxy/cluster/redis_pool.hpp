@@ -1,10 +1,12 @@
-// One worker's connections to Redis: commands borrow an idle one (or open one) and give it
-// back; a blocking stream read keeps its own for as long as it follows a flight. Every
-// command's latency is measured and its outcome told to the breaker.
+// One worker's connections to Redis: short commands share one multiplexed connection; a
+// blocking stream read takes a connection of its own (an idle one, or a new one) for as long as
+// it follows a flight, and gives it back. Every command's latency is measured and its outcome
+// told to the breaker.
 #pragma once
 
 #include "cluster/breaker.hpp"
 #include "cluster/redis_connection.hpp"
+#include "cluster/redis_mux.hpp"
 #include "ops/cluster_counters.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -29,7 +31,7 @@ class redis_pool {
 
     boost::asio::awaitable<taken_connection> take();
     void give_back(std::unique_ptr<redis_connection> connection);
-    // One command on a borrowed connection, within timeouts.command.
+    // One command on the shared connection, within timeouts.command.
     boost::asio::awaitable<redis_result> run(const std::vector<std::string_view>& args);
     // The same on a connection the caller holds (a blocking read's), with its own bound.
     boost::asio::awaitable<redis_result> run_on(redis_connection& connection,
@@ -39,7 +41,7 @@ class redis_pool {
 
     const ops::cluster_config& config() const noexcept { return config_; }
     breaker& health() noexcept { return health_; }
-    void clear() noexcept { idle_.clear(); }
+    void clear() noexcept;
 
   private:
     boost::asio::any_io_executor executor_;
@@ -47,7 +49,11 @@ class redis_pool {
     boost::asio::ssl::context& tls_;
     breaker& health_;
     ops::cluster_counters& counters_;
+    redis_result account(redis_result result, std::chrono::steady_clock::time_point started,
+                         bool measured) noexcept;
+
     std::vector<std::unique_ptr<redis_connection>> idle_;
+    redis_mux mux_;
 };
 
 }  // namespace coalescer::cluster

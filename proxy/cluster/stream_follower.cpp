@@ -2,6 +2,7 @@
 
 #include "cluster/stream_codec.hpp"
 #include "ops/errors.hpp"
+#include "ops/token_usage.hpp"
 
 #include <boost/asio/post.hpp>
 #include <boost/asio/this_coro.hpp>
@@ -21,6 +22,24 @@ using coalesce::flight;
 using std::chrono::milliseconds;
 
 namespace {
+
+// The Content-Type of a head's "Name: value\r\n" lines ("" when none).
+std::string content_type_of(std::string_view fields) {
+    constexpr std::string_view name = "content-type:";
+    for (std::size_t pos = 0; pos < fields.size();) {
+        auto end = fields.find("\r\n", pos);
+        if (end == std::string_view::npos)
+            end = fields.size();
+        const auto line = fields.substr(pos, end - pos);
+        if (line.size() >= name.size() &&
+            std::equal(name.begin(), name.end(), line.begin(), [](char a, char b) {
+                return a == (b >= 'A' && b <= 'Z' ? char(b - 'A' + 'a') : b);
+            }))
+            return std::string(line.substr(name.size()));
+        pos = end + 2;
+    }
+    return {};
+}
 
 // Shared with the flight's canceller, which may run on any thread.
 struct follow_state {
@@ -62,6 +81,7 @@ class follower {
     bool fed_ = false;   // the head was published here: clients may have bytes
     bool first_ = true;  // the first read, which does not block
     bool hit_ = false;   // the first read found the answer complete
+    std::string content_type_;
 };
 
 follow_outcome follower::lost(ops::proxy_errc why) {
@@ -188,6 +208,7 @@ bool follower::feed_entry(entry_kind kind, std::string value, bool more_follows,
                 return true;
             }
             hit_ = complete_at_once;
+            content_type_ = content_type_of(head->fields);
             flight_->set_produced_elsewhere(hit_ ? ops::role::hit : ops::role::follower);
             flight_->set_trace_id(std::move(trace_id));
             if (hit_)
@@ -204,6 +225,12 @@ bool follower::feed_entry(entry_kind kind, std::string value, bool more_follows,
             flight_->append(std::move(value), more_follows);
             return false;
         case entry_kind::end:
+            // The producing pod counted these tokens as spent; here they are what this pod's
+            // followers and hits saved.
+            if (const auto body = flight_->body()) {
+                if (auto usage = ops::extract_usage(content_type_, *body))
+                    flight_->set_usage(std::move(*usage));
+            }
             flight_->complete();
             return true;
         case entry_kind::failure:

@@ -8,7 +8,6 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
-#include <atomic>
 #include <string>
 #include <vector>
 
@@ -51,28 +50,25 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
 )lua";
 
-constexpr std::size_t max_entry_bytes = 1024 * 1024;
-struct publish_state {
-    std::atomic<bool> done{false};
-};
+// Body bytes one append carries at most (a single larger chunk goes whole): events that came
+// faster than a round trip share an append, yet a burst of them reaches the other pods in
+// pieces they can pass on while the rest is still on its way, not after all of it.
+constexpr std::size_t max_append_bytes = 64 * 1024;
 
-asio::awaitable<void> renew_lease(redis_pool& pool, redis_keys keys, std::string id,
-                                  std::shared_ptr<publish_state> state) {
-    asio::steady_timer timer(co_await asio::this_coro::executor);
+enum class renew_outcome { renewed, lost, failed };
+
+// Only needed when nothing was appended for a while: every append renews the lease as well.
+asio::awaitable<renew_outcome> renew(redis_pool& pool, const redis_keys& keys,
+                                     const std::string& id) {
     const auto lease = ms_text(pool.config().lease);
     const auto grace = ms_text(grace_for(pool.config()));
     const auto stream = keys.stream(id);
-    while (!state->done.load()) {
-        timer.expires_after(pool.config().lease / 3);
-        co_await timer.async_wait(use_tuple);
-        if (state->done.load())
-            break;
-        const std::vector<std::string_view> renew{"EVAL", renew_script, "2",   keys.lease,
-                                                  stream, id,           lease, grace};
-        const auto r = co_await pool.run(renew);
-        if (!r.ec && r.value.type == reply::kind::integer && r.value.integer == 0)
-            break;  // lost: a successor holds the key now
-    }
+    const std::vector<std::string_view> args{"EVAL", renew_script, "2",   keys.lease,
+                                             stream, id,           lease, grace};
+    const auto r = co_await pool.run(args);
+    if (r.ec || r.value.type != reply::kind::integer)
+        co_return renew_outcome::failed;
+    co_return r.value.integer == 1 ? renew_outcome::renewed : renew_outcome::lost;
 }
 
 // The events of one read of the log, as stream entries.
@@ -87,19 +83,19 @@ struct batch {
     }
 };
 
-// Consecutive chunks go into one entry, up to max_entry_bytes: appends are then not one command
-// per event when events arrive faster than a round trip. Built in place (moving a growing
-// string out of a local sets off a GCC 12 -Warray-bounds false positive).
-void add_body(batch& b, const std::vector<std::string_view>& chunks) {
-    std::size_t open = std::size_t(-1);  // index of the entry being filled
-    for (const auto chunk : chunks) {
-        if (open == std::size_t(-1) || b.values[open].size() >= max_entry_bytes) {
-            b.values.emplace_back(1, static_cast<char>(entry_kind::body));
-            b.values.emplace_back();
-            open = b.values.size() - 1;
-        }
-        b.values[open].append(chunk);
-    }
+// Consecutive chunks go into one entry, up to max_append_bytes; returns how many it took.
+// Built in place (moving a growing string out of a local sets off a GCC 12 -Warray-bounds
+// false positive).
+std::size_t add_body(batch& b, const std::vector<std::string_view>& chunks) {
+    if (chunks.empty())
+        return 0;
+    b.values.emplace_back(1, static_cast<char>(entry_kind::body));
+    auto& entry = b.values.emplace_back();
+    std::size_t taken = 0;
+    while (taken < chunks.size() &&
+           (taken == 0 || entry.size() + chunks[taken].size() <= max_append_bytes))
+        entry.append(chunks[taken++]);
+    return taken;
 }
 
 void add_end(batch& b, const coalesce::log_read& r, const flight& f, ops::duration result_ttl) {
@@ -144,63 +140,92 @@ asio::awaitable<void> give_up_lease(redis_pool& pool, const redis_keys& keys,
     co_await append(pool, keys, id, none);
 }
 
-// Waits until the flight's log grows past `cursor` or the flight ends.
-asio::awaitable<void> wait_for_more(flight& f, std::size_t cursor,
-                                    const std::shared_ptr<coalesce::waiter>& w) {
+// Waits until the flight's log grows past `cursor`, the flight ends, or `quiet` passes with
+// neither (false: time to renew the lease).
+asio::awaitable<bool> wait_for_more(flight& f, std::size_t cursor,
+                                    const std::shared_ptr<coalesce::waiter>& w,
+                                    std::chrono::milliseconds quiet) {
+    bool woken = true;
     if (f.park(cursor, w)) {
-        w->timer.expires_at(coalesce::clock::time_point::max());  // woken by a cancel only
-        co_await w->timer.async_wait(use_tuple);
+        w->timer.expires_after(quiet);
+        auto [ec] = co_await w->timer.async_wait(use_tuple);
+        woken = ec == asio::error::operation_aborted;
     }
     f.unpark(w);
+    co_return woken;
 }
 
+// False when the lease was lost while the flight was quiet.
+asio::awaitable<bool> wait_or_renew(fleet& shared, redis_pool& pool, const redis_keys& keys,
+                                    const std::string& id, flight& f, std::size_t cursor,
+                                    const std::shared_ptr<coalesce::waiter>& w) {
+    const auto quiet = std::chrono::duration_cast<milliseconds>(pool.config().lease / 3);
+    while (!co_await wait_for_more(f, cursor, w, quiet)) {
+        if (co_await renew(pool, keys, id) == renew_outcome::lost) {
+            shared.counters.fenced_appends.fetch_add(1, std::memory_order_relaxed);
+            co_return false;
+        }
+    }
+    co_return true;
+}
+
+// What the relay does after one read of the log.
+enum class relay_step { wait, stop };
+
+asio::awaitable<relay_step> publish(fleet& shared, redis_pool& pool, const redis_keys& keys,
+                                    const std::string& id, const batch& b) {
+    if (b.values.empty())
+        co_return relay_step::wait;
+    const auto outcome = co_await append(pool, keys, id, b);
+    if (outcome == append_outcome::fenced)
+        shared.counters.fenced_appends.fetch_add(1, std::memory_order_relaxed);
+    if (outcome == append_outcome::failed)
+        co_await give_up_lease(pool, keys, id);
+    if (outcome != append_outcome::appended || b.final)
+        co_return relay_step::stop;  // the clients here still get it all: only the fleet lost it
+    co_return relay_step::wait;
+}
+
+// Relays the flight's events as they come, and renews the lease whenever lease/3 passes
+// without an append (which renews it too).
 asio::awaitable<void> relay_events(fleet& shared, redis_pool& pool, std::shared_ptr<flight> f,
-                                   redis_keys keys, std::string id,
-                                   std::shared_ptr<publish_state> state) {
+                                   redis_keys keys, std::string id) {
     bool complete = false;
     std::size_t slot = 0;
-    if (f->join(complete, slot, false) == flight::join_result::joined) {
-        auto w = std::make_shared<coalesce::waiter>(co_await asio::this_coro::executor);
-        std::size_t cursor = 0;
-        bool head_sent = false;
-        for (;;) {
-            coalesce::log_read r;
-            f->read(slot, cursor, r);
-            batch b;
-            if (!head_sent && r.head) {
-                b.add(entry_kind::head, encode_head(*r.head, f->trace_id()));
-                head_sent = true;
-            }
-            add_body(b, r.chunks);
-            cursor += r.chunks.size();
-            add_end(b, r, *f, shared.result_ttl);
-            if (!b.values.empty()) {
-                const auto outcome = co_await append(pool, keys, id, b);
-                if (outcome == append_outcome::fenced)
-                    shared.counters.fenced_appends.fetch_add(1, std::memory_order_relaxed);
-                if (outcome == append_outcome::failed)
-                    co_await give_up_lease(pool, keys, id);
-                if (outcome != append_outcome::appended)
-                    break;  // the clients here still get it all: only the fleet lost it
-            }
-            if (b.final)
-                break;
-            co_await wait_for_more(*f, cursor, w);
+    if (f->join(complete, slot, false) != flight::join_result::joined)
+        co_return;
+    auto w = std::make_shared<coalesce::waiter>(co_await asio::this_coro::executor);
+    std::size_t cursor = 0;
+    bool head_sent = false;
+    for (;;) {
+        coalesce::log_read r;
+        f->read(slot, cursor, r);
+        batch b;
+        if (!head_sent && r.head) {
+            b.add(entry_kind::head, encode_head(*r.head, f->trace_id()));
+            head_sent = true;
         }
-        f->leave(slot);
+        const auto taken = add_body(b, r.chunks);
+        cursor += taken;
+        const bool caught_up = taken == r.chunks.size();
+        if (caught_up)
+            add_end(b, r, *f, shared.result_ttl);
+        if (co_await publish(shared, pool, keys, id, b) == relay_step::stop)
+            break;
+        if (!caught_up)
+            continue;
+        if (!co_await wait_or_renew(shared, pool, keys, id, *f, cursor, w))
+            break;  // a successor holds the key: nothing more goes to the fleet
     }
-    state->done.store(true);
+    f->leave(slot);
 }
 
 }  // namespace
 
 asio::awaitable<void> produce_here(fleet& shared, redis_pool& pool, std::shared_ptr<flight> f,
                                    const redis_keys& keys, coalesce::production local) {
-    const auto id = f->id();
-    auto state = std::make_shared<publish_state>();
     auto ex = co_await asio::this_coro::executor;
-    asio::co_spawn(ex, relay_events(shared, pool, f, keys, id, state), asio::detached);
-    asio::co_spawn(ex, renew_lease(pool, keys, id, state), asio::detached);
+    asio::co_spawn(ex, relay_events(shared, pool, f, keys, f->id()), asio::detached);
     co_await std::move(local.run);
 }
 

@@ -65,14 +65,16 @@ asio::awaitable<void> fetch(std::shared_ptr<flight> flight, upstream::upstream_r
                                     seconds_since(response.sent_at));
     if (ec) {
         upstream::note_protocol_error(context, ec);
+        upstream::note_usage_cut(context, response);
         flight->fail(ec);  // subscribers cut their responses: never a silently short one
         co_return;
     }
-    if (const auto body = flight->body()) {  // null when part of it was already freed
-        if (auto usage = upstream::count_tokens(context, response.content_type, *body)) {
-            response.budget.settle(usage->tokens);
-            flight->set_usage(std::move(*usage));
-        }
+    const auto body = flight->body();  // null when part of it was already freed
+    const auto pieces =
+        body ? std::span<const std::string_view>(*body) : std::span<const std::string_view>();
+    if (auto usage = upstream::count_tokens(context, response, pieces, request.body)) {
+        response.budget.settle(usage->total());
+        flight->set_usage(std::move(*usage));
     }
     flight->complete();
     if (!cancel->cancelled) {

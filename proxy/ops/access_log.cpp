@@ -49,6 +49,36 @@ void emit(std::FILE* out, const std::string& line) {
     std::fwrite(line.data(), 1, line.size(), out);
 }
 
+// ,"model":…,"tokens":{…},"provider_cost_usd":… (JSON) or model=… tokens=… cost_usd=… (text).
+std::string usage_fields(const token_usage* u, std::optional<double> usd, bool json) {
+    if (u == nullptr) {
+        return {};
+    }
+    char numbers[256];
+    const auto n = [](std::uint64_t v) { return static_cast<unsigned long long>(v); };
+    std::snprintf(numbers, sizeof numbers,
+                  json ? ",\"tokens\":{\"input\":%llu,\"cached_input\":%llu,"
+                         "\"cache_write_input\":%llu,\"output\":%llu,\"reasoning\":%llu}"
+                       : " tokens=input:%llu,cached_input:%llu,cache_write_input:%llu,output:%llu,"
+                         "reasoning:%llu",
+                  n(u->input), n(u->cached_input), n(u->cache_write_input), n(u->output),
+                  n(u->reasoning));
+    std::string out =
+        json ? ",\"model\":" + quoted(u->model) + numbers : " model=" + quoted(u->model) + numbers;
+    if (u->provider_cost_usd) {
+        std::snprintf(numbers, sizeof numbers,
+                      json ? ",\"provider_cost_usd\":%.9g" : " provider_cost_usd=%.9g",
+                      *u->provider_cost_usd);
+        out += numbers;
+    }
+    if (usd) {
+        std::snprintf(numbers, sizeof numbers, json ? ",\"cost_usd\":%.9g" : " cost_usd=%.9g",
+                      *usd);
+        out += numbers;
+    }
+    return out;
+}
+
 }  // namespace
 
 void access_log::request(const access_record& r) const {
@@ -71,6 +101,7 @@ void access_log::request(const access_record& r) const {
                ",\"outcome\":" + quoted(r.outcome) +
                (r.detail.empty() ? std::string() : ",\"error_detail\":" + quoted(r.detail)) +
                (r.remote_producer ? ",\"producer\":\"remote\"" : "") +
+               usage_fields(r.usage, r.cost_usd, true) +
                (r.trace_id.empty() ? std::string() : ",\"trace_id\":" + quoted(r.trace_id)) +
                (r.flight_trace_id.empty() ? std::string()
                                           : ",\"flight_trace_id\":" + quoted(r.flight_trace_id)) +
@@ -86,7 +117,7 @@ void access_log::request(const access_record& r) const {
                (r.trace_id.empty() ? std::string() : " trace_id=" + std::string(r.trace_id)) +
                (r.flight_trace_id.empty() ? std::string()
                                           : " flight_trace_id=" + std::string(r.flight_trace_id)) +
-               "\n";
+               usage_fields(r.usage, r.cost_usd, false) + "\n";
     }
     emit(stdout, line);
 }

@@ -5,8 +5,10 @@
 
 #include "ops/config.hpp"
 #include "ops/role.hpp"
+#include "ops/token_usage.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <string_view>
 
 namespace coalescer::ops {
@@ -28,6 +30,10 @@ struct access_record {
     bool remote_producer = false;  // the flight's upstream call was made by another replica
     std::string_view trace_id;     // this request's W3C trace id, if it carried one
     std::string_view flight_trace_id;  // a follower's or hit's: the trace id of the call it shared
+    // The provider's usage of the answer this client received whole (for a follower or hit:
+    // what it saved); null when unknown.
+    const token_usage* usage = nullptr;
+    std::optional<double> cost_usd;  // of that answer: the provider's figure, else the prices
 };
 
 class access_log {

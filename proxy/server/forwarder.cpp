@@ -230,6 +230,9 @@ asio::awaitable<bool> relay_alone(Stream& stream, net::socket_deadline& deadline
     const auto relayed =
         co_await relay(stream, deadline, make_upstream_request(request, match, context),
                        upstream_for(match, self), options);
+    record.usage = relayed.usage ? &*relayed.usage : nullptr;
+    if (relayed.usage)
+        record.cost_usd = context.usage.usd_of(match.route->upstream_index, *relayed.usage);
     account(relayed.delivered, id, relayed.attempts, match.route_index, record, context, started);
     co_return relayed.delivered.reusable;
 }
@@ -293,12 +296,14 @@ asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
     record.remote_producer = flight.produced_elsewhere();
     const auto flight_trace = record.role == role::leader ? std::string() : flight.trace_id();
     record.flight_trace_id = flight_trace;
+    const auto usage = delivered.complete ? flight.usage() : std::nullopt;
+    record.usage = usage ? &*usage : nullptr;
+    if (usage)
+        record.cost_usd = context.usage.usd_of(match->route->upstream_index, *usage);
     account(delivered, flight.id(), flight.attempts.load(std::memory_order_relaxed),
             match->route_index, record, context, started);
-    if (delivered.complete && (record.role == role::follower || record.role == role::hit)) {
-        if (const auto usage = flight.usage()) {
-            context.usage.saved(match->route->upstream_index, *usage);  // what it got for free
-        }
+    if (usage && (record.role == role::follower || record.role == role::hit)) {
+        context.usage.saved(match->route->upstream_index, *usage);  // what it got for free
     }
     co_return delivered.reusable;
 }

@@ -52,27 +52,35 @@ asio::awaitable<void> answer_failure(http::response_writer<Stream>& writer, erro
 // Token usage is read from the answer's own bytes, its last piece alone when it came in one.
 class usage_reader {
   public:
+    // Only JSON and SSE answers report usage: other bodies are not kept.
     explicit usage_reader(std::string_view content_type)
-        : counting_(content_type.find("json") != std::string_view::npos ||
-                    content_type.find("event-stream") != std::string_view::npos) {}
+        : reading_(content_type.find("json") != std::string_view::npos ||
+                   content_type.find("event-stream") != std::string_view::npos) {}
     void add(std::string_view piece, bool last) {
-        if (counting_ && last && text_.empty()) {
+        if (!reading_ || too_large_) {
+            return;
+        }
+        if (last && text_.empty()) {
             last_ = piece;
-        } else if (counting_ && text_.size() + piece.size() <= max_usage_scan) {
+        } else if (text_.size() + piece.size() <= max_usage_scan) {
             text_.append(piece);
         } else {
-            counting_ = false;
+            too_large_ = true;
+            text_ = {};
         }
     }
-    // The bytes to read usage from once the answer is complete (empty: nothing to count).
-    std::string_view complete() const {
-        return !counting_ ? std::string_view{} : !last_.empty() ? last_ : std::string_view(text_);
+    // The bytes to read usage from once the answer is complete; none when it was too large.
+    std::span<const std::string_view> complete() {
+        whole_ = !last_.empty() ? last_ : std::string_view(text_);
+        return too_large_ ? std::span<const std::string_view>() : std::span(&whole_, 1);
     }
 
   private:
-    bool counting_;
+    bool reading_;
+    bool too_large_ = false;
     std::string text_;
     std::string_view last_;
+    std::string_view whole_;
 };
 
 }  // namespace
@@ -159,8 +167,10 @@ asio::awaitable<relay_result> relay(Stream& client, net::socket_deadline& deadli
     upstream::note_protocol_error(context, upstream_ec);
     context.metrics.upstream_timing(context.upstream_index, response.ttfb,
                                     seconds_since(response.sent_at));
-    if (const auto text = usage.complete(); result.complete && !text.empty()) {
-        upstream::count_tokens(context, response.content_type, {&text, 1});
+    if (result.complete) {
+        out.usage = upstream::count_tokens(context, response, usage.complete(), request.body);
+    } else {
+        upstream::note_usage_cut(context, response);  // broken off, or the client left
     }
     if (result.complete) {
         upstream::release_connection(response, context);

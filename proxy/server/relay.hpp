@@ -10,6 +10,7 @@
 #include <boost/asio/awaitable.hpp>
 
 #include <atomic>
+#include <optional>
 #include <string_view>
 
 namespace coalescer::server {
@@ -27,6 +28,7 @@ struct relay_options {
 struct relay_result {
     coalesce::delivery_result delivered;
     int attempts = 0;
+    std::optional<ops::token_usage> usage;  // what the upstream call cost, when it said
 };
 
 template <class Stream>

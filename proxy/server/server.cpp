@@ -25,6 +25,13 @@ std::vector<std::string> upstream_names(const ops::config& cfg) {
     return names;
 }
 
+std::vector<ops::price_table> price_tables(const ops::config& cfg) {
+    std::vector<ops::price_table> tables;
+    for (const auto& u : cfg.upstreams)
+        tables.emplace_back(u.prices);
+    return tables;
+}
+
 }  // namespace
 
 proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg,
@@ -34,7 +41,7 @@ proxy_context::proxy_context(std::shared_ptr<const ops::config> cfg,
       tenants(cfg->coalesce),
       keys(cfg->coalesce, cfg->cluster ? std::string_view(cfg->cluster->key_secret) : ""),
       metrics(*cfg),
-      usage(upstream_names(*cfg)),
+      usage(upstream_names(*cfg), price_tables(*cfg)),
       log(cfg->log) {
     auto local = std::make_unique<coalesce::local_registry>(
         cfg->coalesce, ids, [this](std::size_t n) { metrics.flight_finished(n); });

@@ -252,13 +252,40 @@ void release_connection(response_start& response, client& context) {
     response.conn->close();
 }
 
-std::optional<ops::token_usage> count_tokens(client& context, std::string_view content_type,
-                                             std::span<const std::string_view> body) {
-    auto usage = ops::extract_usage(content_type, body);
+namespace {
+
+// An answer whose usage is expected: one the provider billed and can report on.
+bool reports_usage(const response_start& response) {
+    const auto status = response.head.status;
+    const auto type = response.content_type;
+    return status >= 200 && status < 300 && response.head.has_body &&
+           (type.find("json") != std::string_view::npos ||
+            type.find("event-stream") != std::string_view::npos);
+}
+
+}  // namespace
+
+std::optional<ops::token_usage> count_tokens(client& context, const response_start& response,
+                                             std::span<const std::string_view> body,
+                                             std::string_view request_body) {
+    if (!reports_usage(response)) {
+        return std::nullopt;
+    }
+    auto usage =
+        body.empty() ? std::nullopt : ops::extract_usage(response.content_type, body, request_body);
     if (usage) {
         context.usage.spent(context.upstream_index, *usage);
+    } else {
+        context.usage.missing(context.upstream_index, body.empty() ? ops::usage_missing::too_large
+                                                                   : ops::usage_missing::absent);
     }
     return usage;
+}
+
+void note_usage_cut(client& context, const response_start& response) {
+    if (reports_usage(response)) {
+        context.usage.missing(context.upstream_index, ops::usage_missing::cut);
+    }
 }
 
 }  // namespace coalescer::upstream

@@ -73,9 +73,14 @@ void release_connection(response_start& response, client& context);
 // Counts an upstream protocol error by kind (no-op for other errors).
 void note_protocol_error(client& context, boost::system::error_code ec);
 
-// Counts the provider's billed tokens (from the response's own `usage`) as spent, and returns
-// them so followers can be credited with what they saved.
-std::optional<ops::token_usage> count_tokens(client& context, std::string_view content_type,
-                                             std::span<const std::string_view> body);
+// Counts the provider's billed tokens of a complete answer (from its own `usage`; the model
+// from the request when the answer names none) as spent, and returns them so followers can be
+// credited with what they saved. A 2xx JSON or SSE answer without usage is counted as missing:
+// `absent`, or `too_large` when `body` is empty because it could not be kept for reading.
+std::optional<ops::token_usage> count_tokens(client& context, const response_start& response,
+                                             std::span<const std::string_view> body,
+                                             std::string_view request_body);
+// A 2xx JSON or SSE answer that ended early (broken off, or cancelled): its usage is missing.
+void note_usage_cut(client& context, const response_start& response);
 
 }  // namespace coalescer::upstream

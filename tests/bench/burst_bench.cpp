@@ -1,7 +1,12 @@
 // Coalesced burst: N identical requests arriving together cost one upstream call.
 //
 //   burst_bench [--requests 1000] [--latency-ms 500] [--runs 3] [--client-threads 2] [--workers 2]
-//               [--timeout-s 30] [--stream]
+//               [--timeout-s 30] [--stream] [--ports P1,P2,... --mock-port M]
+//
+// With --ports, the burst goes to sidecars already running on those loopback ports (spread
+// round-robin over them, as tests/bench/cluster-bench.sh runs several pods) instead of one
+// started here, and the upstream calls are read from the mock provider's /__stats on port M;
+// every run's body is new, so no run is a hit on the previous one's retained answer.
 //
 // For each run, in this one process and fresh each time (so that no run is served from the
 // previous run's retained result): the mock provider with a fixed latency L before the response
@@ -36,6 +41,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -76,13 +82,30 @@ struct options {
     int workers = 2;
     int timeout_s = 30;
     bool stream = false;
+    std::vector<std::uint16_t> ports;  // external sidecars
+    int mock_port = 0;                 // their mock provider, for its call count
 };
+
+std::vector<std::uint16_t> parse_ports(const std::string& text) {
+    std::vector<std::uint16_t> ports;
+    std::size_t from = 0;
+    while (from <= text.size()) {
+        const auto comma = std::min(text.find(',', from), text.size());
+        const int port = std::stoi(text.substr(from, comma - from));
+        if (port < 1 || port > 65535)
+            throw std::runtime_error("not a port: " + text.substr(from, comma - from));
+        ports.push_back(static_cast<std::uint16_t>(port));
+        from = comma + 1;
+    }
+    return ports;
+}
 
 void usage(std::FILE* to) {
     std::fputs(
         "usage: burst_bench [--requests N (1000)] [--latency-ms L (500)] [--runs R (3)]\n"
         "                   [--client-threads T (2)] [--workers W (2)] [--timeout-s S (30)] "
         "[--stream]\n"
+        "                   [--ports P1,P2,... --mock-port M]\n"
         "N identical concurrent requests through the sidecar (coalescing route) to the mock "
         "provider\n"
         "answering after L ms; prints upstream calls, total time, p50/p99/max latency per run, "
@@ -103,12 +126,17 @@ options parse_args(int argc, char** argv) {
             o.stream = true;
             continue;
         }
+        if (flag == "--ports" && i + 1 < argc) {
+            o.ports = parse_ports(argv[++i]);
+            continue;
+        }
         int* target = flag == "--requests"         ? &o.requests
                       : flag == "--latency-ms"     ? &o.latency_ms
                       : flag == "--runs"           ? &o.runs
                       : flag == "--client-threads" ? &o.client_threads
                       : flag == "--workers"        ? &o.workers
                       : flag == "--timeout-s"      ? &o.timeout_s
+                      : flag == "--mock-port"      ? &o.mock_port
                                                    : nullptr;
         if (target == nullptr)
             throw std::runtime_error("unknown flag " + flag);
@@ -128,6 +156,8 @@ options parse_args(int argc, char** argv) {
         o.timeout_s < 1) {
         throw std::runtime_error("every value must be >= 1 (--latency-ms >= 0)");
     }
+    if (!o.ports.empty() && (o.mock_port < 1 || o.mock_port > 65535))
+        throw std::runtime_error("--ports needs --mock-port");
     return o;
 }
 
@@ -410,10 +440,10 @@ std::string yaml_for(std::uint16_t mock_port, int workers) {
            "log: {level: warn}\n";
 }
 
-std::string request_for(const options& o) {
+std::string request_for(const options& o, const std::string& nonce) {
     const std::string body =
         std::string(R"({"model":"sonar","messages":[{"role":"user","content":"burst bench: )") +
-        std::to_string(o.requests) + R"( identical requests"}],"stream":)" +
+        std::to_string(o.requests) + " identical requests" + nonce + R"("}],"stream":)" +
         (o.stream ? "true" : "false") + "}";
     return "POST /chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
            "burst-bench\r\n"
@@ -427,25 +457,54 @@ double percentile(std::vector<std::int64_t> v, double q) {
     return ms(bench::percentile(v, q));
 }
 
-run_result run_once(const options& o) {
+// The external mock's call count, from its /__stats JSON.
+std::uint64_t mock_calls(int port) {
+    asio::io_context io;
+    tcp::socket socket(io);
+    socket.connect(
+        tcp::endpoint(asio::ip::make_address("127.0.0.1"), static_cast<std::uint16_t>(port)));
+    const std::string get = "GET /__stats HTTP/1.1\r\nHost: mock\r\nConnection: close\r\n\r\n";
+    asio::write(socket, asio::buffer(get));
+    std::string reply;
+    error_code ec;
+    std::array<char, 4096> buf{};
+    while (!ec) {
+        const auto n = socket.read_some(asio::buffer(buf), ec);
+        reply.append(buf.data(), n);
+    }
+    const auto at = reply.find("\"calls\":");
+    if (at == std::string::npos)
+        throw std::runtime_error("no call count in the mock's /__stats");
+    return std::strtoull(reply.c_str() + at + 8, nullptr, 10);
+}
+
+run_result run_once(const options& o, int run) {
     run_result r;
-    mock::mock_options mo;
-    mo.latency_ms = o.latency_ms;
-    auto provider = std::make_unique<mock::mock_server>(mo);
-    provider->start();
-    auto sidecar = std::make_unique<server::server>(
-        ops::load_config_text(yaml_for(provider->port(), o.workers), "burst_bench.yaml"));
-    sidecar->start();
+    std::unique_ptr<mock::mock_server> provider;
+    std::unique_ptr<server::server> sidecar;
+    std::vector<tcp::endpoint> targets;
+    for (const auto port : o.ports)
+        targets.emplace_back(asio::ip::make_address("127.0.0.1"), port);
+    if (targets.empty()) {
+        mock::mock_options mo;
+        mo.latency_ms = o.latency_ms;
+        provider = std::make_unique<mock::mock_server>(mo);
+        provider->start();
+        sidecar = std::make_unique<server::server>(
+            ops::load_config_text(yaml_for(provider->port(), o.workers), "burst_bench.yaml"));
+        sidecar->start();
+        targets.emplace_back(asio::ip::make_address("127.0.0.1"), sidecar->port());
+    }
+    const std::uint64_t calls_before = provider ? 0 : mock_calls(o.mock_port);
 
     std::vector<std::unique_ptr<client_loop>> loops;
     for (int i = 0; i < o.client_threads; ++i)
         loops.push_back(std::make_unique<client_loop>());
-    const tcp::endpoint to(asio::ip::make_address("127.0.0.1"), sidecar->port());
     for (int i = 0; i < o.requests; ++i) {
         auto& loop = *loops[static_cast<std::size_t>(i) % loops.size()];
         auto c = std::make_unique<connection>(loop.io());
         error_code ec;
-        c->socket.connect(to, ec);
+        c->socket.connect(targets[static_cast<std::size_t>(i) % targets.size()], ec);
         if (!ec)
             c->socket.set_option(tcp::no_delay(true), ec);
         if (!ec)
@@ -459,7 +518,9 @@ run_result run_once(const options& o) {
         ++r.n;
     }
 
-    const std::string request = request_for(o);
+    const std::string request = request_for(
+        o, provider ? std::string()
+                    : " (run " + std::to_string(run) + ", " + std::to_string(now_us()) + ")");
     r.load_before = load_average();
     const double cpu_before = bench::self_cpu_s();
     std::atomic<int> ready{0};
@@ -484,7 +545,7 @@ run_result run_once(const options& o) {
     std::int64_t call_start_us = 0, call_end_us = 0;
     std::atomic<bool> clients_done{false};
     std::thread watcher([&] {
-        while (!clients_done.load()) {
+        while (provider && !clients_done.load()) {
             const auto s = provider->stats();
             const std::int64_t t = now_us();
             if (call_start_us == 0 && s.calls > 0)
@@ -502,7 +563,7 @@ run_result run_once(const options& o) {
     watcher.join();
     r.cpu_s = bench::self_cpu_s() - cpu_before;
     r.load_after = load_average();
-    r.upstream_calls = provider->stats().calls;
+    r.upstream_calls = provider ? provider->stats().calls : mock_calls(o.mock_port) - calls_before;
 
     std::int64_t first_sent = INT64_MAX, last_sent = 0, first_done = INT64_MAX, last_done = 0;
     std::vector<std::int64_t> latencies;
@@ -581,7 +642,7 @@ int main(int argc, char** argv) {
     std::vector<run_result> runs;
     for (int i = 0; i < o.runs; ++i) {
         try {
-            runs.push_back(run_once(o));
+            runs.push_back(run_once(o, i + 1));
         } catch (const std::exception& e) {
             std::fprintf(stderr, "  run %d: %s\n", i + 1, e.what());
             continue;

@@ -3,13 +3,18 @@
 # one redis-server, against a mock provider answering after L ms; the same burst over the same
 # 3 sidecars without `cluster:` is the baseline, measured in the same run, the two alternating.
 # Prints, per mode, upstream calls per burst and the median (min–max) over the runs of p50 and
-# p99 latency (request written -> whole answer read, by one asyncio client: tests/bench/
-# cluster_burst.py). Target (cluster on): exactly 1 call per burst, p99 <= L + 30 ms.
-# Then the cost when nothing is shared: wrk (-c50, 5 s, every body different: distinct.lua)
-# against one sidecar with `cluster:` and without, alternating, a mock answering after 50 ms;
-# req/s on as a ratio to off (target >= 0.9) and the p99 it adds (target <= 2 ms).
-# Not part of CI. Needs build/release (coalescer, mock-provider; BENCH_BUILD=DIR for another
-# build), redis-server, python3.
+# p99 latency (own request written -> whole answer read, by burst_bench's client spread over the
+# pods: --ports). Target (cluster on): exactly 1 call per burst, p99 <= L + 30 ms.
+# Then an SSE stream of 200 events (a chunk every 10 ms, then all at once) watched by the
+# leader's client and a local follower on one pod and a remote follower on another
+# (tests/bench/cluster_stream.py): how much later than the leader's client each follower gets
+# every event, p99 remote minus p99 local (target <= 5 ms), and the Redis commands per stream.
+# Then the cost when nothing is shared: wrk (-c50, 5 s after a 2 s warm-up, every body
+# different: distinct.lua) against one sidecar with `cluster:` and without, alternating, a mock
+# answering after 50 ms; req/s on as a ratio to off (target >= 0.9) and the p99 it adds
+# (target <= 2 ms).
+# Not part of CI. Needs build/release (coalescer, mock-provider, burst_bench; BENCH_BUILD=DIR
+# for another build), redis-server, redis-cli, wrk, python3.
 #
 #   bash tests/bench/cluster-bench.sh      # BENCH_REQUESTS=1000 BENCH_LATENCY_MS=500 BENCH_RUNS=3
 set -euo pipefail
@@ -18,7 +23,7 @@ BUILD=${BENCH_BUILD:-$ROOT/build/release}
 REQUESTS=${BENCH_REQUESTS:-1000}
 LATENCY=${BENCH_LATENCY_MS:-500}
 RUNS=${BENCH_RUNS:-3}
-SECTIONS=${BENCH_SECTIONS:-"burst cost"}
+SECTIONS=${BENCH_SECTIONS:-"burst stream cost"}
 TMP=$(mktemp -d)
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$TMP"; }
@@ -83,32 +88,86 @@ for run in $(seq "$burst_runs"); do
     for mode in on off; do
         pods=()
         start_pods "$mode"
-        before=$(calls)
-        body="{\"model\":\"sonar\",\"messages\":[{\"role\":\"user\",\"content\":\"burst $mode $run $RANDOM\"}]}"
-        out=$(python3 "$ROOT/tests/bench/cluster_burst.py" --ports "$ports" --requests "$REQUESTS" --body "$body")
-        after=$(calls)
+        out=$("$BUILD/tests/bench/burst_bench" --ports "$ports" --mock-port "$mock_port" \
+            --requests "$REQUESTS" --latency-ms "$LATENCY" --runs 1 --client-threads 2)
         kill "${pods[@]}" 2>/dev/null || true
         wait "${pods[@]}" 2>/dev/null || true
-        echo "run $run cluster $mode: upstream calls $((after - before)), $out"
-        results[$mode]+="$out"$'\n'
+        line=$(printf '%s\n' "$out" | awk '$1 == "1" && NF >= 12 {print}')
+        echo "run $run cluster $mode: $line"
+        results[$mode]+="$line"$'\n'
     done
 done
 
+# burst_bench's row: run calls ok total send first p50 p99 max cpu roles load…
 summary() {
     python3 -c '
-import json, sys, statistics
-rows = [json.loads(l) for l in sys.stdin if l.strip()]
-def spread(key):
-    v = [r[key] for r in rows]
+import sys, statistics
+rows = [l.split() for l in sys.stdin if l.strip()]
+def spread(i):
+    v = [float(r[i]) for r in rows]
     return "%.1f (%.1f-%.1f)" % (statistics.median(v), min(v), max(v))
-print("p50 %s ms, p99 %s ms, answered 200: %s" % (spread("p50_ms"), spread("p99_ms"),
-      "/".join(str(r["ok"]) for r in rows)))'
+print("upstream calls per burst %s; p50 %s ms, p99 %s ms; answered 200: %s" % (
+      "/".join(r[1].rstrip("!") for r in rows), spread(6), spread(7),
+      "/".join(r[2] for r in rows)))'
 }
 if [ "$burst_runs" -gt 0 ]; then
-    echo "cluster on  (3 pods, one Redis): $(printf '%s' "${results[on]}" | summary)"
-    echo "cluster off (3 pods, each alone): $(printf '%s' "${results[off]}" | summary)"
-    echo "target (cluster on): 1 upstream call per burst, p99 <= $((LATENCY + 30)) ms"
+    echo "burst of $REQUESTS identical requests over 3 pods (burst_bench --ports), upstream $LATENCY ms:"
+    echo "  cluster on  (one Redis):   $(printf '%s' "${results[on]}" | summary)"
+    echo "  cluster off (each alone):  $(printf '%s' "${results[off]}" | summary)"
+    echo "  target (cluster on): 1 upstream call per burst, p99 <= $((LATENCY + 30)) ms"
 fi
+
+redis_calls() {  # calls of each command since the last CONFIG RESETSTAT, as "eval=N xread=N …"
+    redis-cli -p "$redis_port" info commandstats |
+        sed -n 's/^cmdstat_\([a-z]*\):calls=\([0-9]*\),.*/\1=\2/p' | tr '\n' ' '
+}
+
+case " $SECTIONS " in *" stream "*)
+for interval in 10 0; do
+    stream_port=$(free_port)
+    "$BUILD/tests/mock_provider/mock-provider" --listen "127.0.0.1:$stream_port" --latency-ms 300 \
+        --chunks 200 --chunk-interval-ms "$interval" >"$TMP/mock-stream.log" 2>&1 &
+    stream_mock=$!
+    wait_port "$stream_port"
+    mock_port=$stream_port
+    pods=()
+    start_pods on 2
+    lines=""
+    for run in $(seq "$((RUNS * 3))"); do
+        redis-cli -p "$redis_port" config resetstat >/dev/null
+        body="{\"model\":\"sonar\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"stream $interval $run $RANDOM\"}]}"
+        out=$(python3 "$ROOT/tests/bench/cluster_stream.py" --ports "$ports" --body "$body")
+        lines+="$out $(redis_calls)"$'\n'
+    done
+    kill "${pods[@]}" "$stream_mock" 2>/dev/null || true
+    wait "${pods[@]}" "$stream_mock" 2>/dev/null || true
+    printf '%s' "$lines" | python3 -c '
+import json, sys, statistics
+def pct(v, q):
+    v = sorted(v)
+    return v[max(0, min(len(v) - 1, int(-(-q * len(v) // 1)) - 1))]
+rows, diff, local, remote, calls = [], [], [], [], {}
+for line in sys.stdin:
+    doc, _, rest = line.partition("} ")
+    r = json.loads(doc + "}")
+    rows.append(r)
+    local.append(pct(r["local_ms"], 0.99)); remote.append(pct(r["remote_ms"], 0.99))
+    diff.append(remote[-1] - local[-1])
+    for kv in rest.split():
+        k, v = kv.split("=")
+        calls.setdefault(k, []).append(int(v))
+spread = lambda v: "%.2f (%.2f-%.2f)" % (statistics.median(v), min(v), max(v))
+print("SSE, 200 events %s: %d streams, same bytes at all 3 clients: %s, events seen %s" % (
+    sys.argv[1], len(rows), all(r["same_bytes"] for r in rows),
+    "/".join(sorted({"%d,%d,%d" % tuple(r["counts"]) for r in rows}))))
+print("  delay behind the leader client, p99 per stream: local follower %s ms, remote follower %s ms" %
+      (spread(local), spread(remote)))
+print("  p99 remote minus local: %s ms (target <= 5 ms)" % spread(diff))
+print("  Redis commands per stream (median): " + ", ".join(
+    "%s %g" % (k, statistics.median(v)) for k, v in sorted(calls.items()) if k not in ("config", "info")))
+' "$( [ "$interval" = 0 ] && echo "all at once" || echo "every $interval ms")"
+done
+;; esac
 
 case " $SECTIONS " in *" cost "*) ;; *) exit 0 ;; esac
 # The cost section: a mock answering after 50 ms, one sidecar, distinct bodies.
@@ -123,6 +182,8 @@ for run in $(seq "$RUNS"); do
     for mode in on off; do
         pods=()
         start_pods "$mode" 1
+        wrk -t1 -c50 -d2s -s "$ROOT/tests/bench/distinct.lua" \
+            "http://127.0.0.1:$ports/chat/completions" -- "warm-$mode-$run" >/dev/null
         line=$(wrk -t1 -c50 -d5s --latency -s "$ROOT/tests/bench/distinct.lua" \
             "http://127.0.0.1:$ports/chat/completions" -- "cost-$mode-$run" |
             awk '/Requests\/sec/ {rps=$2} / 99%/ {p99=$2} END {print rps, p99}')

@@ -318,6 +318,33 @@ usage = {
     "json_big_numbers": su(0, 0, '{"usage":{"total_tokens":18446744073709551615,'
                                  '"prompt_tokens":1,"input_tokens":-5,"output_tokens":1.5e3}}'),
     "json_not_json": su(0, 0, "<html><head><title>401 Authorization Required</title></head>"),
+    "openai_json_cached_reasoning": su(0, 9, j({"model": "o3", "usage": {
+        "prompt_tokens": 2006, "completion_tokens": 300, "total_tokens": 2306,
+        "prompt_tokens_details": {"cached_tokens": 1920},
+        "completion_tokens_details": {"reasoning_tokens": 192}}})),
+    "anthropic_json_cache": su(0, 0, j({"model": "claude-sonnet-4-5", "usage": {
+        "input_tokens": 21, "cache_creation_input_tokens": 19000,
+        "cache_read_input_tokens": 26731, "output_tokens": 393,
+        "cache_creation": {"ephemeral_5m_input_tokens": 19000}}})),
+    "anthropic_sse_cache_input_in_delta": su(1, 13, sse([
+        j({"type": "message_start", "message": {"model": "claude-opus-4-1", "usage": {
+            "input_tokens": 5, "cache_creation_input_tokens": 100,
+            "cache_read_input_tokens": 0, "output_tokens": 1}}}),
+        j({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {
+            "input_tokens": 21, "cache_creation_input_tokens": None,
+            "cache_read_input_tokens": 7, "output_tokens": 50}}),
+        j({"type": "message_stop"})], named=True)),
+    "anthropic_sse_cut_before_delta": su(1, 0, sse(anthropic_events[:4], named=True)),
+    "responses_sse_incomplete": su(1, 0, sse([
+        responses_events[0],
+        j({"type": "response.incomplete", "sequence_number": 9, "response": {
+            **responses_obj, "status": "incomplete",
+            "incomplete_details": {"reason": "max_output_tokens"}}})], named=True)),
+    "responses_sse_cut": su(1, 0, sse(responses_events[:2], named=True)),
+    "openai_sse_cut_before_usage": su(1, 0, sse(openai_chunks[:3])),
+    "perplexity_cost_parts": su(0, 0, j({"model": "sonar-pro", "usage": {
+        "prompt_tokens": 5, "completion_tokens": 7, "reasoning_tokens": 3,
+        "cost": {"input_tokens_cost": 0.25, "output_tokens_cost": 0.5, "request_cost": 0.125}}})),
     "json_deep": su(0, 0, '{"usage":' + "[" * 40 + "]" * 40 + "}"),
 }
 for name, data in usage.items():

@@ -8,6 +8,8 @@
 
 #include <doctest/doctest.h>
 
+#include <boost/json/parse.hpp>
+
 #include <signal.h>
 #include <unistd.h>
 
@@ -394,6 +396,17 @@ TEST_CASE(
     CHECK(f.sum(redis_up_gauge) == 3);
     for (std::size_t i = 0; i < 3; ++i)
         CHECK(f[i].metric(fenced_appends).has_value());
+    // Tokens: spent once, by the pod that called; saved for the 29 other clients on whichever pod
+    // served them (a pod that followed through Redis reads the usage from what it followed).
+    const auto output = boost::json::parse(responses.front().body)
+                            .at("usage")
+                            .at("completion_tokens")
+                            .to_number<double>();
+    const std::string output_series = R"({upstream="mock",model="sonar",kind="output"})";
+    CHECK(f.sum("coalescer_tokens_spent_total" + output_series) == output);
+    CHECK(f.sum("coalescer_tokens_spent_total" + output_series, {leader}) == output);
+    CHECK(f.sum("coalescer_tokens_saved_total" + output_series) ==
+          static_cast<double>(shots.size() - 1) * output);
     // The access log says where the call was made: by another pod, on every pod but the leader.
     for (std::size_t i = 0; i < 3; ++i) {
         CAPTURE(i);
@@ -703,7 +716,8 @@ TEST_CASE("cluster: Redis killed mid-run, the pods answer alone, and share again
     CHECK(fleet_shares_again(f, mock, "after the outage", 30s));
 }
 
-TEST_CASE("cluster: a hung Redis does not hold clients, the pod coalesces locally meanwhile") {
+TEST_CASE(
+    "cluster: a hung or paused Redis does not hold clients, the pods coalesce locally meanwhile") {
     mock::mock_options options;
     options.latency_ms = 800;
     mock::mock_server mock(options);
@@ -729,6 +743,20 @@ TEST_CASE("cluster: a hung Redis does not hold clients, the pod coalesces locall
     redis.thaw();
     CHECK(f.redis_up(30s));
     CHECK(fleet_shares_again(f, mock, "redis is back", 30s));
+
+    // Stalled the way an operator stalls it: CLIENT PAUSE holds every command (the pods' open
+    // connections included) for 6 s. Clients still get answers well inside the 5 s they allow.
+    const auto fallbacks_before = f.sum(fallbacks, {0, 1, 2});
+    const auto calls_before = mock.stats().calls;
+    redis.pause_clients(6s);
+    const auto paused = fire(spread(f.ports(), 4, chat_body("redis paused")), 5s);
+    for (const auto& r : paused) {
+        CHECK(r.status == 200);
+        CHECK(r.complete);
+    }
+    CHECK(calls_since(mock, calls_before) <= 3);  // at worst one call per pod, never per client
+    CHECK(f.sum(fallbacks, {0, 1, 2}) > fallbacks_before);
+    CHECK(fleet_shares_again(f, mock, "redis unpaused", 30s));
 }
 
 TEST_CASE(

@@ -193,10 +193,18 @@ TEST_CASE("a scripted scenario leaves exactly the expected numbers in /metrics")
     for (const auto& r : distinct)
         spent += total_tokens(r);
     const std::uint64_t saved = 19 * burst_tokens + total_tokens(hit);
-    CHECK(value(m, R"(coalescer_tokens_spent_total{upstream="mock",model="sonar"})") ==
-          static_cast<double>(spent));
-    CHECK(value(m, R"(coalescer_tokens_saved_total{upstream="mock",model="sonar"})") ==
-          static_cast<double>(saved));
+    // The mock reports no cached input: its total is input and output.
+    const auto all_kinds = [&](const std::string& family) {
+        return value(m, family + R"({upstream="mock",model="sonar",kind="input"})") +
+               value(m, family + R"({upstream="mock",model="sonar",kind="output"})");
+    };
+    CHECK(all_kinds("coalescer_tokens_spent_total") == static_cast<double>(spent));
+    CHECK(all_kinds("coalescer_tokens_saved_total") == static_cast<double>(saved));
+    CHECK(
+        value(
+            m,
+            R"(coalescer_tokens_saved_total{upstream="mock",model="sonar",kind="cached_input"})") ==
+        0);
 }
 
 TEST_CASE("streamed usage is counted once, from the last event") {
@@ -211,7 +219,11 @@ TEST_CASE("streamed usage is counted once, from the last event") {
     const auto tokens =
         boost::json::parse(event).at("usage").at("total_tokens").to_number<double>();
     const auto m = parse_exposition(request(env.proxy->admin_port(), "GET", "/metrics", "").body);
-    CHECK(value(m, R"(coalescer_tokens_spent_total{upstream="mock",model="sonar"})") == tokens);
+    CHECK(
+        value(m, R"(coalescer_tokens_spent_total{upstream="mock",model="sonar",kind="input"})") +
+            value(m,
+                  R"(coalescer_tokens_spent_total{upstream="mock",model="sonar",kind="output"})") ==
+        tokens);
 }
 
 TEST_CASE("a planted API key appears nowhere the process prints or serves") {

@@ -1,0 +1,220 @@
+#include "cluster/redis_mux.hpp"
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/error.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
+#include <deque>
+#include <memory>
+#include <string>
+
+namespace coalescer::cluster {
+
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+namespace {
+
+// The suspended caller of a command: its completion handler, kept by type erasure of our own
+// (Boost 1.81's any_completion_handler recurses without end when moved around).
+struct caller_base {
+    virtual ~caller_base() = default;
+    virtual void resume() = 0;
+};
+template <typename Handler>
+struct caller final : caller_base {
+    explicit caller(Handler h) : handler(std::move(h)) {}
+    void resume() override { std::move(handler)(); }
+    Handler handler;
+};
+
+// A command waiting for its reply. Whoever settles it (the reader, a failure, its deadline)
+// resumes the caller at once, on the worker's thread: under a burst of requests a further trip
+// through the event loop's queue would cost the time it takes to drain it.
+struct pending {
+    explicit pending(const asio::any_io_executor& ex) : deadline(ex) {}
+    asio::steady_timer deadline;
+    std::unique_ptr<caller_base> waiting;  // set while the caller waits
+    std::string command;                   // RESP, until written
+    redis_result result;
+    bool written = false;
+    bool done = false;
+
+    // `resume_caller` false: the event loops are gone (shutdown); the caller's coroutine is
+    // destroyed where it waits instead.
+    void settle(bool resume_caller = true) {
+        if (done)
+            return;
+        done = true;
+        deadline.cancel();
+        auto c = std::move(waiting);
+        if (c && resume_caller)
+            c->resume();
+    }
+};
+
+}  // namespace
+
+struct redis_mux::link : std::enable_shared_from_this<link> {
+    link(const asio::any_io_executor& ex, const ops::cluster_config& config,
+         asio::ssl::context& tls)
+        : connection(ex, config, tls) {}
+
+    enum class state { opening, open, broken };
+    state now = state::opening;
+    redis_connection connection;
+    std::deque<std::shared_ptr<pending>> queue;  // every unanswered command, in order
+    std::size_t unwritten = 0;                   // how many at the queue's end are not written
+    std::string writing;                         // what the write under way sends
+    bool write_busy = false;
+
+    void fail(error_code ec, bool resume_callers = true) {
+        if (now == state::broken)
+            return;
+        now = state::broken;
+        connection.close();
+        auto settling = std::move(queue);  // a resumed caller may already queue on a new link
+        queue.clear();
+        unwritten = 0;
+        for (const auto& p : settling) {
+            p->result.ec = ec;
+            p->settle(resume_callers);
+        }
+    }
+
+    // Sends everything queued since the last write, in one write, unless one is under way
+    // (its completion sends the rest). Called by the command itself: the bytes leave at once.
+    void flush() {
+        if (now != state::open || write_busy || unwritten == 0)
+            return;
+        writing.clear();
+        for (auto at = queue.end() - static_cast<std::ptrdiff_t>(unwritten); at != queue.end();
+             ++at) {
+            writing += (*at)->command;
+            (*at)->command = std::string();
+            (*at)->written = true;
+        }
+        unwritten = 0;
+        write_busy = true;
+        connection.start_write(writing, [self = shared_from_this()](error_code ec) {
+            self->write_busy = false;
+            if (ec)
+                return self->fail(ec);
+            self->flush();
+        });
+    }
+
+    void read() {
+        connection.start_read([self = shared_from_this()](error_code ec) {
+            if (ec)
+                return self->fail(ec);
+            if (self->take_replies())
+                self->read();
+        });
+    }
+
+    // Hands every whole reply read so far to its command; false once the link is done.
+    bool take_replies() {
+        for (;;) {
+            reply r;
+            const auto got = connection.next_reply(r);
+            if (got == reply_reader::status::more)
+                return now == state::open;
+            if (got == reply_reader::status::broken || queue.empty() || !queue.front()->written) {
+                fail(make_error_code(boost::system::errc::protocol_error));  // not ours to trust
+                return false;
+            }
+            auto p = std::move(queue.front());
+            queue.pop_front();
+            p->result.value = std::move(r);
+            p->settle();
+        }
+    }
+
+    // A written command's deadline breaks the link (its reply would answer the next command);
+    // an unwritten one leaves the queue unsent: nothing waits for it now.
+    void expire(const std::shared_ptr<pending>& p) {
+        p->result.ec = asio::error::timed_out;
+        if (p->written)
+            return fail(asio::error::timed_out);
+        const auto first = queue.end() - static_cast<std::ptrdiff_t>(unwritten);
+        if (const auto at = std::find(first, queue.end(), p); at != queue.end()) {
+            queue.erase(at);
+            --unwritten;
+        }
+        p->settle();
+    }
+};
+
+namespace {
+
+using link_ptr = std::shared_ptr<redis_mux::link>;
+
+// Connecting is bounded by timeouts.connect; commands queued meanwhile that time out first
+// are dropped unsent, and the connection goes on opening for the ones that come after.
+asio::awaitable<void> open_link(link_ptr l) {
+    const auto ec = co_await l->connection.open();
+    if (ec) {
+        l->fail(ec);
+        co_return;
+    }
+    if (l->now == redis_mux::link::state::broken)
+        co_return;
+    l->now = redis_mux::link::state::open;
+    l->read();
+    l->flush();
+}
+
+}  // namespace
+
+redis_mux::redis_mux(asio::any_io_executor ex, const ops::cluster_config& config,
+                     asio::ssl::context& tls)
+    : executor_(std::move(ex)), config_(config), tls_(tls) {}
+
+redis_mux::~redis_mux() {
+    close();
+}
+
+void redis_mux::close() noexcept {
+    if (link_)
+        link_->fail(asio::error::operation_aborted, false);
+    link_.reset();
+}
+
+std::shared_ptr<redis_mux::link> redis_mux::current() {
+    if (!link_ || link_->now == link::state::broken) {
+        link_ = std::make_shared<link>(executor_, config_, tls_);
+        asio::co_spawn(executor_, open_link(link_), asio::detached);
+    }
+    return link_;
+}
+
+asio::awaitable<redis_result> redis_mux::run(const std::vector<std::string_view>& args,
+                                             std::chrono::milliseconds timeout) {
+    auto l = current();
+    auto p = std::make_shared<pending>(executor_);
+    append_command(p->command, args);
+    l->queue.push_back(p);
+    ++l->unwritten;
+    l->flush();
+    p->deadline.expires_after(timeout);
+    p->deadline.async_wait([l, p](error_code ec) {
+        if (!ec && !p->done)
+            l->expire(p);
+    });
+    co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+        [&p](auto handler) {
+            if (p->done)
+                asio::post(p->deadline.get_executor(), std::move(handler));
+            else
+                p->waiting = std::make_unique<caller<decltype(handler)>>(std::move(handler));
+        },
+        asio::use_awaitable);
+    co_return std::move(p->result);
+}
+
+}  // namespace coalescer::cluster

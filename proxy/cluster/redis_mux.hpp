@@ -1,0 +1,51 @@
+// One worker's shared connection for short commands (claims, appends, renewals, pings): every
+// flight of the worker writes into it, what queued while a write was under way goes out in the
+// next single write, and replies are matched to commands in order. A burst of flights then
+// costs Redis a few writes and reads, not a connection and two system calls each.
+//
+// A written command that outlives its timeout breaks the connection for every command behind it
+// (their replies would come after the late one): they all fail at once, the breaker opens, and
+// the next command opens a new connection. One that times out unwritten (the connection is
+// still opening) is dropped unsent: a claim must never reach Redis after its flight gave up.
+#pragma once
+
+#include "cluster/redis_connection.hpp"
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ssl/context.hpp>
+
+#include <chrono>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+namespace coalescer::cluster {
+
+class redis_mux {
+  public:
+    redis_mux(boost::asio::any_io_executor ex, const ops::cluster_config& config,
+              boost::asio::ssl::context& tls);
+    ~redis_mux();
+    redis_mux(const redis_mux&) = delete;
+    redis_mux& operator=(const redis_mux&) = delete;
+
+    // One command and its reply, within `timeout` (waiting for the connection included).
+    boost::asio::awaitable<redis_result> run(const std::vector<std::string_view>& args,
+                                             std::chrono::milliseconds timeout);
+    // Drops the connection and what is pending, at shutdown: the commands' callers are not
+    // resumed (their event loop is gone), their coroutines destroyed where they wait.
+    void close() noexcept;
+
+    struct link;  // one connection's life: its queue, its reader and writer
+
+  private:
+    std::shared_ptr<link> current();
+
+    boost::asio::any_io_executor executor_;
+    const ops::cluster_config& config_;
+    boost::asio::ssl::context& tls_;
+    std::shared_ptr<link> link_;
+};
+
+}  // namespace coalescer::cluster

@@ -1,0 +1,145 @@
+// The worker's shared Redis connection against a real redis-server: many commands from one
+// loop at once each get their own reply, a stalled Redis fails them all within the command
+// timeout, and the next command after that finds a fresh connection.
+#include "cluster/redis_mux.hpp"
+#include "redis_server.hpp"
+
+#include <doctest/doctest.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace coalescer::test {
+namespace {
+
+namespace asio = boost::asio;
+using namespace std::chrono_literals;
+
+ops::cluster_config config_for(const redis_server& redis) {
+    ops::cluster_config c;
+    c.url = redis.url();
+    c.host = "127.0.0.1";
+    c.port = redis.port();
+    c.command_timeout = 250ms;
+    return c;
+}
+
+long long connections_received(const redis_server& redis) {
+    const auto info = redis.command({"INFO", "stats"}).text;
+    const std::string field = "total_connections_received:";
+    return std::stoll(info.substr(info.find(field) + field.size()));
+}
+
+// `count` ECHOs of distinct values, all issued before any reply can arrive; what each got back.
+std::vector<cluster::redis_result> echo_burst(cluster::redis_mux& mux, asio::io_context& io,
+                                              std::size_t count) {
+    std::vector<cluster::redis_result> results(count);
+    std::size_t done = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+        asio::co_spawn(
+            io,
+            [&mux, &results, &done, i]() -> asio::awaitable<void> {
+                const auto value = "value-" + std::to_string(i);
+                const std::vector<std::string_view> echo{"ECHO", value};
+                results[i] = co_await mux.run(echo, 250ms);
+                ++done;
+            },
+            asio::detached);
+    }
+    // The connection's reader keeps the loop busy: run it until every command has its answer.
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (done < count && std::chrono::steady_clock::now() < until)
+        io.run_one_for(100ms);
+    REQUIRE(done == count);
+    return results;
+}
+
+TEST_CASE("redis_mux: a burst of commands shares one connection, each gets its own reply") {
+    redis_server redis;
+    const auto cfg = config_for(redis);
+    asio::io_context io;
+    asio::ssl::context tls(asio::ssl::context::tls_client);
+    cluster::redis_mux mux(io.get_executor(), cfg, tls);
+    const auto results = echo_burst(mux, io, 500);
+    for (std::size_t i = 0; i < results.size(); ++i) {
+        INFO("command " << i);
+        REQUIRE_FALSE(results[i].ec);
+        CHECK(results[i].value.text == "value-" + std::to_string(i));
+    }
+    // One connection served all 500: one client of Redis's last ran ECHO.
+    const auto clients = redis.command({"CLIENT", "LIST"}).text;
+    std::size_t echoing = 0;
+    for (auto at = clients.find("cmd=echo"); at != std::string::npos;
+         at = clients.find("cmd=echo", at + 1))
+        ++echoing;
+    CHECK(echoing == 1);
+
+    // Stalled: every queued command fails within the timeout, none hangs.
+    redis.pause_clients(1500ms);
+    const auto stalled = echo_burst(mux, io, 50);
+    for (const auto& r : stalled)
+        CHECK(r.ec == asio::error::timed_out);
+    // After the pause, a fresh connection answers again (the broken one is never reused).
+    std::this_thread::sleep_for(1600ms);
+    const auto again = echo_burst(mux, io, 20);
+    for (std::size_t i = 0; i < again.size(); ++i) {
+        REQUIRE_FALSE(again[i].ec);
+        CHECK(again[i].value.text == "value-" + std::to_string(i));
+    }
+}
+
+TEST_CASE("redis_mux: a command that times out before its connection opens is never sent") {
+    redis_options options;
+    options.password = "mux-secret";
+    redis_server redis(options);
+    auto cfg = config_for(redis);
+    cfg.password = options.password;
+    cfg.connect_timeout = 5s;
+    asio::io_context io;
+    asio::ssl::context tls(asio::ssl::context::tls_client);
+    cluster::redis_mux mux(io.get_executor(), cfg, tls);
+
+    // AUTH, the connection's first command, waits out the pause: the SET times out unsent.
+    const auto connections_before = connections_received(redis);
+    redis.pause_clients(1200ms);
+    std::optional<cluster::redis_result> set;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            const std::vector<std::string_view> args{"SET", "given-up", "1"};
+            set = co_await mux.run(args, 250ms);
+        },
+        asio::detached);
+    while (!set)
+        io.run_one_for(100ms);
+    CHECK(set->ec == asio::error::timed_out);
+
+    // The connection still opens once Redis answers, and serves what comes next; the SET never
+    // reached Redis.
+    std::this_thread::sleep_for(1300ms);
+    std::optional<cluster::redis_result> get;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            const std::vector<std::string_view> args{"EXISTS", "given-up"};
+            get = co_await mux.run(args, 2s);
+        },
+        asio::detached);
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!get && std::chrono::steady_clock::now() < until)
+        io.run_one_for(100ms);
+    REQUIRE(get);
+    REQUIRE_FALSE(get->ec);
+    CHECK(get->value.integer == 0);
+    // One connection, opened across the timeout, not one per command: besides it, Redis saw
+    // the pause's and this count's own.
+    CHECK(connections_received(redis) - connections_before == 3);
+}
+
+}  // namespace
+}  // namespace coalescer::test
