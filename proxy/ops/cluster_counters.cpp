@@ -23,7 +23,8 @@ void cluster_counters::render(std::string& out) const {
     counter(out, "coalescer_cluster_takeovers_total",
             "Flights produced here after their leader's lease lapsed.", takeovers);
     counter(out, "coalescer_cluster_fenced_appends_total",
-            "Appends (or lease renewals) Redis refused because this pod no longer held the lease.", fenced_appends);
+            "Appends (or lease renewals) Redis refused because this pod no longer held the lease.",
+            fenced_appends);
     counter(out, "coalescer_cluster_fallbacks_total",
             "Flights produced without the fleet because Redis was unavailable.", fallbacks);
     header(out, "coalescer_cluster_redis_up", "gauge",

@@ -94,9 +94,10 @@ void usage_meter::spent(std::size_t upstream, const token_usage& usage) noexcept
         find(upstream, usage.model).spent.add(usage, usd_of(upstream, usage));
 }
 
-void usage_meter::saved(std::size_t upstream, const token_usage& usage) noexcept {
+void usage_meter::saved(std::size_t upstream, const token_usage& usage,
+                        std::optional<double> usd) noexcept {
     if (upstream < upstream_names_.size())
-        find(upstream, usage.model).saved.add(usage, usd_of(upstream, usage));
+        find(upstream, usage.model).saved.add(usage, usd);
 }
 
 void usage_meter::missing(std::size_t upstream, usage_missing why) noexcept {

@@ -36,7 +36,8 @@ class usage_meter {
     usage_meter& operator=(const usage_meter&) = delete;
 
     void spent(std::size_t upstream, const token_usage& usage) noexcept;
-    void saved(std::size_t upstream, const token_usage& usage) noexcept;
+    // `usd`: usd_of(upstream, usage), which the caller has already worked out for its log line.
+    void saved(std::size_t upstream, const token_usage& usage, std::optional<double> usd) noexcept;
     void missing(std::size_t upstream, usage_missing why) noexcept;
     // What an answer with `usage` cost in USD: the provider's figure, else the upstream's price
     // table; nullopt when neither prices it.

@@ -303,7 +303,7 @@ asio::awaitable<bool> forward(Stream& stream, net::socket_deadline& deadline,
     account(delivered, flight.id(), flight.attempts.load(std::memory_order_relaxed),
             match->route_index, record, context, started);
     if (usage && (record.role == role::follower || record.role == role::hit)) {
-        context.usage.saved(match->route->upstream_index, *usage);  // what it got for free
+        context.usage.saved(match->route->upstream_index, *usage, record.cost_usd);  // for free
     }
     co_return delivered.reusable;
 }
