@@ -98,8 +98,11 @@ end
 return 1
 )lua";
 
-std::string script(std::string_view body) {
-    return std::string(now_lua) + std::string(body);
+// Each script once per process, its SHA1 computed once.
+template <const std::string_view& Body>
+const redis_script& script() {
+    static const redis_script made(std::string(now_lua) + std::string(Body));
+    return made;
 }
 
 std::string random_pod_id() {
@@ -174,7 +177,6 @@ asio::awaitable<budget_decision> redis_budget::admit_in_redis(std::uint64_t toke
     if (tpm > 0)
         tokens = std::min<std::uint64_t>(tokens, limits_.tokens_per_minute);
     const auto lease = next_lease_.fetch_add(1, std::memory_order_relaxed);
-    const auto admit = script(admit_lua);
     const auto slot = slot_id(lease);
     const auto ms_per_request = rpm > 0 ? number_text(60000.0 / rpm) : "0";
     const auto request_burst = number_text(rpm > 0 ? upstream::request_burst(rpm) : 1);
@@ -184,10 +186,10 @@ asio::awaitable<budget_decision> redis_budget::admit_in_redis(std::uint64_t toke
     const auto max_concurrent = std::to_string(limits_.max_concurrent);
     const auto lease_ms = ms_text(cluster_.lease);
     const std::vector<std::string_view> args{
-        "EVAL",         admit,          "4",           rpm_key_,     tpm_key_,    slots_key_,
-        blocked_key_,   ms_per_request, request_burst, ms_per_token, token_burst, token_text,
-        max_concurrent, slot,           lease_ms};
-    const auto r = co_await pools_.at(worker)->run(args);
+        "4",           rpm_key_,     tpm_key_,    slots_key_, blocked_key_,   ms_per_request,
+        request_burst, ms_per_token, token_burst, token_text, max_concurrent, slot,
+        lease_ms};
+    const auto r = co_await pools_.at(worker)->eval(script<admit_lua>(), args);
     budget_decision out;
     out.worker = worker;
     if (r.ec || !integer_pair(r.value))
@@ -220,17 +222,15 @@ void redis_budget::finish(const budget_decision& admitted, std::optional<std::ui
 
 asio::awaitable<void> redis_budget::release(budget_decision admitted, std::int64_t token_delta) {
     held_[admitted.worker].erase(admitted.lease);
-    const auto release = script(release_lua);
     const auto slot = slot_id(admitted.lease);
     const auto delta = std::to_string(token_delta);
     const auto ms_per_token =
         limits_.tokens_per_minute > 0
             ? number_text(60000.0 / static_cast<double>(limits_.tokens_per_minute))
             : std::string("0");
-    const std::vector<std::string_view> args{"EVAL",     release, "2",   tpm_key_,
-                                             slots_key_, slot,    delta, ms_per_token};
+    const std::vector<std::string_view> args{"2", tpm_key_, slots_key_, slot, delta, ms_per_token};
     // Unanswered: the slot's lease lapses by itself, the reservation stands.
-    co_await pools_.at(admitted.worker)->run(args);
+    co_await pools_.at(admitted.worker)->eval(script<release_lua>(), args);
 }
 
 void redis_budget::block_until(std::chrono::system_clock::time_point until) {
@@ -243,15 +243,13 @@ void redis_budget::block_until(std::chrono::system_clock::time_point until) {
 }
 
 asio::awaitable<void> redis_budget::publish_block(std::chrono::milliseconds ms) {
-    const auto block = script(block_lua);
     const auto delay = ms_text(ms);
-    const std::vector<std::string_view> args{"EVAL", block, "1", blocked_key_, delay};
-    co_await pools_.front()->run(args);
+    const std::vector<std::string_view> args{"1", blocked_key_, delay};
+    co_await pools_.front()->eval(script<block_lua>(), args);
 }
 
 asio::awaitable<void> redis_budget::renew_slots(std::size_t worker) {
     asio::steady_timer timer(co_await asio::this_coro::executor);
-    const auto renew = script(renew_lua);
     const auto lease_ms = ms_text(cluster_.lease);
     for (;;) {
         timer.expires_after(cluster_.lease / 3);
@@ -263,9 +261,9 @@ asio::awaitable<void> redis_budget::renew_slots(std::size_t worker) {
         std::vector<std::string> ids;
         for (const auto lease : held_[worker])
             ids.push_back(slot_id(lease));
-        std::vector<std::string_view> args{"EVAL", renew, "1", slots_key_, lease_ms};
+        std::vector<std::string_view> args{"1", slots_key_, lease_ms};
         args.insert(args.end(), ids.begin(), ids.end());
-        co_await pools_[worker]->run(args);
+        co_await pools_[worker]->eval(script<renew_lua>(), args);
     }
 }
 

@@ -9,8 +9,11 @@
 
 #include <algorithm>
 #include <deque>
+#include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
 namespace coalescer::cluster {
 
@@ -36,8 +39,7 @@ struct caller final : caller_base {
 // resumes the caller at once, on the worker's thread: under a burst of requests a further trip
 // through the event loop's queue would cost the time it takes to drain it.
 struct pending {
-    explicit pending(const asio::any_io_executor& ex) : deadline(ex) {}
-    asio::steady_timer deadline;
+    std::chrono::steady_clock::time_point deadline;
     std::unique_ptr<caller_base> waiting;  // set while the caller waits
     std::string command;                   // RESP, until written
     redis_result result;
@@ -50,7 +52,6 @@ struct pending {
         if (done)
             return;
         done = true;
-        deadline.cancel();
         auto c = std::move(waiting);
         if (c && resume_caller)
             c->resume();
@@ -62,7 +63,7 @@ struct pending {
 struct redis_mux::link : std::enable_shared_from_this<link> {
     link(const asio::any_io_executor& ex, const ops::cluster_config& config,
          asio::ssl::context& tls)
-        : connection(ex, config, tls) {}
+        : connection(ex, config, tls), clock(ex) {}
 
     enum class state { opening, open, broken };
     state now = state::opening;
@@ -71,12 +72,18 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
     std::size_t unwritten = 0;                   // how many at the queue's end are not written
     std::string writing;                         // what the write under way sends
     bool write_busy = false;
+    // One timer for every command's deadline, armed for the earliest: a command costs the
+    // event loop no timer of its own to set and cancel.
+    asio::steady_timer clock;
+    std::optional<std::chrono::steady_clock::time_point> clock_at;  // while armed
 
     void fail(error_code ec, bool resume_callers = true) {
         if (now == state::broken)
             return;
         now = state::broken;
         connection.close();
+        clock.cancel();
+        clock_at.reset();
         auto settling = std::move(queue);  // a resumed caller may already queue on a new link
         queue.clear();
         unwritten = 0;
@@ -135,18 +142,46 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
         }
     }
 
-    // A written command's deadline breaks the link (its reply would answer the next command);
-    // an unwritten one leaves the queue unsent: nothing waits for it now.
-    void expire(const std::shared_ptr<pending>& p) {
-        p->result.ec = asio::error::timed_out;
-        if (p->written)
-            return fail(asio::error::timed_out);
-        const auto first = queue.end() - static_cast<std::ptrdiff_t>(unwritten);
-        if (const auto at = std::find(first, queue.end(), p); at != queue.end()) {
-            queue.erase(at);
-            --unwritten;
+    // Arms the clock for the earliest deadline in the queue, unless it is armed for an earlier one.
+    void watch(std::chrono::steady_clock::time_point deadline) {
+        if (clock_at && *clock_at <= deadline)
+            return;
+        clock_at = deadline;
+        clock.expires_at(deadline);
+        clock.async_wait([self = shared_from_this(), deadline](error_code ec) {
+            if (!ec && self->clock_at == deadline)
+                self->on_clock();
+        });
+    }
+
+    void on_clock() {
+        clock_at.reset();
+        if (now == state::broken)
+            return;
+        const auto at = std::chrono::steady_clock::now();
+        // A written command past its deadline breaks the link: its reply would answer the next.
+        for (const auto& p : queue) {
+            if (p->written && p->deadline <= at)
+                return fail(asio::error::timed_out);
         }
-        p->settle();
+        // Unwritten ones past theirs leave the queue unsent: nothing waits for them now.
+        std::vector<std::shared_ptr<pending>> expired;
+        const auto first = queue.end() - static_cast<std::ptrdiff_t>(unwritten);
+        const auto kept = std::stable_partition(first, queue.end(),
+                                                [at](const auto& p) { return p->deadline > at; });
+        expired.assign(std::make_move_iterator(kept), std::make_move_iterator(queue.end()));
+        unwritten -= expired.size();
+        queue.erase(kept, queue.end());
+        if (!queue.empty()) {
+            auto earliest = queue.front()->deadline;
+            for (const auto& p : queue)
+                earliest = std::min(earliest, p->deadline);
+            watch(earliest);
+        }
+        for (const auto& p : expired) {  // last: a resumed caller may queue again
+            p->result.ec = asio::error::timed_out;
+            p->settle();
+        }
     }
 };
 
@@ -196,20 +231,17 @@ std::shared_ptr<redis_mux::link> redis_mux::current() {
 asio::awaitable<redis_result> redis_mux::run(const std::vector<std::string_view>& args,
                                              std::chrono::milliseconds timeout) {
     auto l = current();
-    auto p = std::make_shared<pending>(executor_);
+    auto p = std::make_shared<pending>();
+    p->deadline = std::chrono::steady_clock::now() + timeout;
     append_command(p->command, args);
     l->queue.push_back(p);
     ++l->unwritten;
+    l->watch(p->deadline);
     l->flush();
-    p->deadline.expires_after(timeout);
-    p->deadline.async_wait([l, p](error_code ec) {
-        if (!ec && !p->done)
-            l->expire(p);
-    });
     co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
-        [&p](auto handler) {
+        [this, &p](auto handler) {
             if (p->done)
-                asio::post(p->deadline.get_executor(), std::move(handler));
+                asio::post(executor_, std::move(handler));
             else
                 p->waiting = std::make_unique<caller<decltype(handler)>>(std::move(handler));
         },

@@ -74,4 +74,16 @@ asio::awaitable<redis_result> redis_pool::run(const std::vector<std::string_view
     co_return account(std::move(result), started, true);
 }
 
+asio::awaitable<redis_result> redis_pool::eval(const redis_script& script,
+                                               const std::vector<std::string_view>& args) {
+    std::vector<std::string_view> command{"EVALSHA", script.sha1()};
+    command.insert(command.end(), args.begin(), args.end());
+    auto result = co_await run(command);
+    if (result.ec || !result.value.is_error() || !result.value.text.starts_with("NOSCRIPT"))
+        co_return result;
+    command[0] = "EVAL";
+    command[1] = script.text();
+    co_return co_await run(command);
+}
+
 }  // namespace coalescer::cluster

@@ -7,6 +7,7 @@
 #include "cluster/breaker.hpp"
 #include "cluster/redis_connection.hpp"
 #include "cluster/redis_mux.hpp"
+#include "cluster/redis_script.hpp"
 #include "ops/cluster_counters.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
@@ -33,6 +34,10 @@ class redis_pool {
     void give_back(std::unique_ptr<redis_connection> connection);
     // One command on the shared connection, within timeouts.command.
     boost::asio::awaitable<redis_result> run(const std::vector<std::string_view>& args);
+    // A script on the shared connection, by its SHA1 (by its text if Redis lacks it). `args`:
+    // the number of keys, the keys, then the arguments.
+    boost::asio::awaitable<redis_result> eval(const redis_script& script,
+                                              const std::vector<std::string_view>& args);
     // The same on a connection the caller holds (a blocking read's), with its own bound.
     boost::asio::awaitable<redis_result> run_on(redis_connection& connection,
                                                 const std::vector<std::string_view>& args,

@@ -1,4 +1,5 @@
-// How a flight travels through a Redis Stream: one entry per event, fields `k` (kind) and `v`.
+// How a flight travels through a Redis Stream: one entry per append, an event per field, the
+// field named by the event's kind, its value the event's bytes:
 //   h  the response head          b  body bytes (consecutive chunks, batched)
 //   e  the end: complete          f  the failure: the error every client gets
 // The head is text of our own, not HTTP: it is the head clients get (hop-by-hop fields already

@@ -66,7 +66,7 @@ class follower {
     // After a read that brought nothing: is the producer still there?
     asio::awaitable<std::optional<follow_outcome>> check_lease(redis_connection& connection);
     // Feeds the entries of one XREAD reply; true when the flight ended.
-    bool feed(const reply& streams, bool first);
+    bool feed(reply& streams, bool first);
     // `complete_at_once`: the first read found the whole answer, a hit.
     bool feed_entry(entry_kind kind, std::string value, bool more_follows, bool complete_at_once);
     follow_outcome lost(ops::proxy_errc why);
@@ -128,8 +128,8 @@ asio::awaitable<follow_outcome> follower::read_loop(redis_connection& connection
             xread.push_back(block_text);
         }
         xread.insert(xread.end(), {"STREAMS", stream_, last_id_});
-        const auto r = co_await pool_.run_on(
-            connection, xread, first_ ? pool_.config().command_timeout : timeout, false);
+        auto r = co_await pool_.run_on(connection, xread,
+                                       first_ ? pool_.config().command_timeout : timeout, false);
         if (state.cancelled.load()) {
             flight_->fail(ops::make_error_code(ops::proxy_errc::flight_cancelled));
             co_return follow_outcome::ended;
@@ -167,32 +167,38 @@ asio::awaitable<std::optional<follow_outcome>> follower::check_lease(redis_conne
     co_return lost(ops::proxy_errc::upstream_closed);
 }
 
-// XREAD's reply: [[stream, [[id, [field, value, …]], …]]].
-bool follower::feed(const reply& streams, bool first) {
+// XREAD's reply: [[stream, [[id, [kind, value, kind, value, …]], …]]]: an entry per append,
+// an event per field.
+bool follower::feed(reply& streams, bool first) {
     if (streams.elements.empty() || streams.elements[0].elements.size() < 2)
         return false;
-    const auto& entries = streams.elements[0].elements[1].elements;
+    auto& entries = streams.elements[0].elements[1].elements;
+    const auto well_formed = [](const reply& e) {
+        return e.elements.size() == 2 && !e.elements[1].elements.empty() &&
+               e.elements[1].elements.size() % 2 == 0;
+    };
+    if (!std::all_of(entries.begin(), entries.end(), well_formed)) {
+        flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
+        return true;
+    }
     const bool ends = std::any_of(entries.begin(), entries.end(), [](const reply& e) {
-        if (e.elements.size() != 2 || e.elements[1].elements.size() != 4)
-            return false;
-        const auto kind = kind_of(e.elements[1].elements[1].text);
+        const auto& fields = e.elements[1].elements;
+        const auto kind = kind_of(fields[fields.size() - 2].text);
         return kind == entry_kind::end || kind == entry_kind::failure;
     });
     for (std::size_t i = 0; i < entries.size(); ++i) {
-        const auto& e = entries[i];
-        if (e.elements.size() != 2 || e.elements[1].elements.size() != 4) {
-            flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
-            return true;
+        last_id_ = entries[i].elements[0].text;
+        auto& fields = entries[i].elements[1].elements;
+        for (std::size_t f = 0; f < fields.size(); f += 2) {
+            const auto kind = kind_of(fields[f].text);
+            if (!kind) {
+                flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
+                return true;
+            }
+            const bool more_follows = f + 2 < fields.size() || i + 1 < entries.size();
+            if (feed_entry(*kind, std::move(fields[f + 1].text), more_follows, first && ends))
+                return true;
         }
-        last_id_ = e.elements[0].text;
-        const auto& fields = e.elements[1].elements;
-        const auto kind = kind_of(fields[1].text);
-        if (!kind || fields[0].text != "k" || fields[2].text != "v") {
-            flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
-            return true;
-        }
-        if (feed_entry(*kind, fields[3].text, i + 1 < entries.size(), first && ends))
-            return true;
     }
     return false;
 }

@@ -23,11 +23,13 @@ namespace {
 // Appends events to the flight's stream only while the lease holds this flight's id, and keeps
 // lease and stream alive; the last append also settles them: the answer kept for result_ttl
 // (ARGV[4] > 0: the lease keeps naming this flight, so other pods replay it as a hit) or not
-// (0: the lease goes, the stream stays a grace period for pods still reading it).
+// (0: the lease goes, the stream stays a grace period for pods still reading it). The events
+// of one append make one entry: its fields are their kinds, in order.
 // KEYS: lease, stream. ARGV: flight id, grace ms, lease ms, "-" | keep ms, then kind, value…
-constexpr std::string_view append_script = R"lua(
+const redis_script& append_script() {
+    static const redis_script script(R"lua(
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-for i = 5, #ARGV, 2 do redis.call('XADD', KEYS[2], '*', 'k', ARGV[i], 'v', ARGV[i + 1]) end
+if #ARGV > 4 then redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) end
 local keep = tonumber(ARGV[4])
 if keep == nil then
   redis.call('PEXPIRE', KEYS[2], ARGV[2])
@@ -40,15 +42,20 @@ else
   redis.call('DEL', KEYS[1])
 end
 return 1
-)lua";
+)lua");
+    return script;
+}
 
 // KEYS: lease, stream. ARGV: flight id, lease ms, grace ms.
-constexpr std::string_view renew_script = R"lua(
+const redis_script& renew_script() {
+    static const redis_script script(R"lua(
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return 1
-)lua";
+)lua");
+    return script;
+}
 
 // Body bytes one append carries at most (a single larger chunk goes whole): events that came
 // faster than a round trip share an append, yet a burst of them reaches the other pods in
@@ -63,9 +70,8 @@ asio::awaitable<renew_outcome> renew(redis_pool& pool, const redis_keys& keys,
     const auto lease = ms_text(pool.config().lease);
     const auto grace = ms_text(grace_for(pool.config()));
     const auto stream = keys.stream(id);
-    const std::vector<std::string_view> args{"EVAL", renew_script, "2",   keys.lease,
-                                             stream, id,           lease, grace};
-    const auto r = co_await pool.run(args);
+    const std::vector<std::string_view> args{"2", keys.lease, stream, id, lease, grace};
+    const auto r = co_await pool.eval(renew_script(), args);
     if (r.ec || r.value.type != reply::kind::integer)
         co_return renew_outcome::failed;
     co_return r.value.integer == 1 ? renew_outcome::renewed : renew_outcome::lost;
@@ -120,10 +126,9 @@ asio::awaitable<append_outcome> append(redis_pool& pool, const redis_keys& keys,
     const auto grace = ms_text(grace_for(pool.config()));
     const auto lease = ms_text(pool.config().lease);
     const auto stream = keys.stream(id);
-    std::vector<std::string_view> args{"EVAL", append_script, "2",   keys.lease, stream,
-                                       id,     grace,         lease, b.mode};
+    std::vector<std::string_view> args{"2", keys.lease, stream, id, grace, lease, b.mode};
     args.insert(args.end(), b.values.begin(), b.values.end());
-    const auto r = co_await pool.run(args);
+    const auto r = co_await pool.eval(append_script(), args);
     if (r.ec || r.value.type != reply::kind::integer)
         co_return append_outcome::failed;
     co_return r.value.integer == 1 ? append_outcome::appended : append_outcome::fenced;

@@ -201,8 +201,8 @@ compare_modes() {
                 sed -n 's/^cmdstat_eval:calls=\([0-9]*\),.*/\1/p')
             kill "${pods[@]}" 2>/dev/null || true
             wait "${pods[@]}" 2>/dev/null || true
-            echo "run $run $mode: req/s, p99, requests, EVAL calls: $line $commands"
-            rows+="$run $mode $line $commands"$'\n'
+            echo "run $run $mode: req/s, p99, requests, EVAL calls: $line ${commands:-0}"
+            rows+="$run $mode $line ${commands:-0}"$'\n'
         done
     done
     printf '%s' "$rows" | python3 -c '

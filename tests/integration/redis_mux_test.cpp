@@ -2,6 +2,8 @@
 // loop at once each get their own reply, a stalled Redis fails them all within the command
 // timeout, and the next command after that finds a fresh connection.
 #include "cluster/redis_mux.hpp"
+#include "cluster/redis_pool.hpp"
+#include "cluster/redis_script.hpp"
 #include "redis_server.hpp"
 
 #include <doctest/doctest.h>
@@ -139,6 +141,58 @@ TEST_CASE("redis_mux: a command that times out before its connection opens is ne
     // One connection, opened across the timeout, not one per command: besides it, Redis saw
     // the pause's and this count's own.
     CHECK(connections_received(redis) - connections_before == 3);
+}
+
+long long calls_of(const redis_server& redis, const std::string& command) {
+    const auto info = redis.command({"INFO", "commandstats"}).text;
+    const auto field = "cmdstat_" + command + ":calls=";
+    const auto at = info.find(field);
+    return at == std::string::npos ? 0 : std::stoll(info.substr(at + field.size()));
+}
+
+TEST_CASE("redis_pool: a script runs by its SHA1, and by its text again once Redis forgot it") {
+    redis_server redis;
+    const auto cfg = config_for(redis);
+    asio::io_context io;
+    asio::ssl::context tls(asio::ssl::context::tls_client);
+    ops::cluster_counters counters;
+    cluster::breaker health(counters, 1s);
+    cluster::redis_pool pool(io.get_executor(), cfg, tls, health, counters);
+    const cluster::redis_script script("return redis.call('INCRBY', KEYS[1], ARGV[1])");
+    CHECK(script.sha1() == redis.command({"SCRIPT", "LOAD", script.text()}).text);
+    redis.command({"SCRIPT", "FLUSH"});
+
+    const auto eval = [&](const std::string& by) {
+        std::optional<cluster::redis_result> result;
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> {
+                const std::vector<std::string_view> args{"1", "counted", by};
+                result = co_await pool.eval(script, args);
+            },
+            asio::detached);
+        const auto until = std::chrono::steady_clock::now() + 10s;
+        while (!result && std::chrono::steady_clock::now() < until)
+            io.run_one_for(100ms);
+        REQUIRE(result);
+        REQUIRE_FALSE(result->ec);
+        return result->value.integer;
+    };
+    // Unknown to Redis: EVALSHA is refused (NOSCRIPT), EVAL runs it once.
+    CHECK(eval("2") == 2);
+    CHECK(calls_of(redis, "evalsha") == 1);
+    CHECK(calls_of(redis, "eval") == 1);
+    // Known now: by its SHA1 alone, the text no longer sent.
+    CHECK(eval("3") == 5);
+    CHECK(eval("4") == 9);
+    CHECK(calls_of(redis, "evalsha") == 3);
+    CHECK(calls_of(redis, "eval") == 1);
+    // Forgotten (SCRIPT FLUSH, as after a restart): taught again, run exactly once.
+    redis.command({"SCRIPT", "FLUSH"});
+    CHECK(eval("5") == 14);
+    CHECK(calls_of(redis, "eval") == 2);
+    CHECK(redis.command({"GET", "counted"}).text == "14");
+    pool.clear();
 }
 
 }  // namespace
