@@ -26,16 +26,20 @@ struct fleet {
     std::vector<std::unique_ptr<redis_pool>>& pools;  // by worker
 };
 
-// A key's lease and its flights' streams. Hash tags keep them in one slot of a Redis Cluster.
+// A key's lease and, per flight, its stream, the string holding a whole answer that needed no
+// stream, and the mark of pods reading the stream. Hash tags keep them in one slot of a Redis
+// Cluster.
 struct redis_keys {
     std::string lease;
-    std::string stream_prefix;
-    std::string stream(const std::string& id) const { return stream_prefix + id; }
+    std::string flight_prefix;
+    std::string stream(const std::string& id) const { return flight_prefix + "s:" + id; }
+    std::string whole(const std::string& id) const { return flight_prefix + "r:" + id; }
+    std::string readers(const std::string& id) const { return flight_prefix + "w:" + id; }
 };
 
 inline redis_keys keys_for(const coalesce::flight_key& key) {
     const auto tag = "coalescer:{" + key.hex() + "}:";
-    return {tag + "lease", tag + "s:"};
+    return {tag + "lease", tag};
 }
 
 // Milliseconds as Redis arguments want them: never 0, which PX and PEXPIRE refuse.

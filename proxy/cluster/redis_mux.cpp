@@ -101,7 +101,10 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
         writing.clear();
         for (auto at = queue.end() - static_cast<std::ptrdiff_t>(unwritten); at != queue.end();
              ++at) {
-            writing += (*at)->command;
+            if (unwritten == 1)
+                writing.swap((*at)->command);  // the usual case: nothing to copy
+            else
+                writing += (*at)->command;
             (*at)->command = std::string();
             (*at)->written = true;
         }

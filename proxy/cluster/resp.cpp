@@ -47,6 +47,10 @@ void append_number(std::string& out, std::size_t n) {
 }  // namespace
 
 void append_command(std::string& out, const std::vector<std::string_view>& args) {
+    std::size_t size = 16;  // one allocation: a body-sized argument would otherwise grow it twice
+    for (const auto arg : args)
+        size += arg.size() + 16;
+    out.reserve(out.size() + size);
     out += '*';
     append_number(out, args.size());
     out += "\r\n";

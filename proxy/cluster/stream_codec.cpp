@@ -104,4 +104,26 @@ std::optional<entry_kind> kind_of(std::string_view k) {
     }
 }
 
+void pack_event(std::string& packed, entry_kind kind, std::string_view value) {
+    packed += static_cast<char>(kind);
+    packed += std::to_string(value.size());
+    packed += ':';
+    packed += value;
+}
+
+bool unpack_events(std::string_view packed, std::vector<packed_event>& out) {
+    out.clear();
+    while (!packed.empty()) {
+        const auto kind = kind_of(packed.substr(0, 1));
+        const auto colon = packed.find(':');
+        std::size_t size = 0;
+        if (!kind || colon == std::string_view::npos || colon < 2 ||
+            !parse_number(packed.substr(1, colon - 1), size) || size > packed.size() - colon - 1)
+            return false;
+        out.push_back({*kind, packed.substr(colon + 1, size)});
+        packed.remove_prefix(colon + 1 + size);
+    }
+    return !out.empty();
+}
+
 }  // namespace coalescer::cluster

@@ -41,6 +41,23 @@ std::string content_type_of(std::string_view fields) {
     return {};
 }
 
+// A pod's first look at a flight: a whole answer kept as a string (stream_relay.cpp) is the
+// answer; otherwise the pod marks the flight as read by a pod, so that from then on the producer
+// appends even a whole answer to the stream, and takes what the stream holds so far.
+// KEYS: stream, whole, readers. ARGV: grace ms, most entries to take.
+// Returns {1, packed events} or {0, entries as XRANGE gives them}.
+const redis_script& first_read_script() {
+    static const redis_script script(R"lua(
+local whole = redis.call('GET', KEYS[2])
+if whole then return {1, whole} end
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[1])
+return {0, redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', ARGV[2])}
+)lua");
+    return script;
+}
+
+constexpr std::string_view entries_per_read = "256";
+
 // Shared with the flight's canceller, which may run on any thread.
 struct follow_state {
     std::atomic<bool> cancelled{false};
@@ -56,17 +73,23 @@ class follower {
           flight_(std::move(f)),
           keys_(keys),
           holder_(std::move(holder)),
-          stream_(keys.stream(holder_)) {}
+          stream_(keys.stream(holder_)),
+          whole_(keys.whole(holder_)),
+          readers_(keys.readers(holder_)) {}
 
     asio::awaitable<follow_outcome> run();
 
   private:
+    // The non-blocking first read, on the shared connection: a hit needs no connection of its
+    // own. nullopt when the flight goes on.
+    asio::awaitable<std::optional<follow_outcome>> first_read(const follow_state& state);
     asio::awaitable<follow_outcome> read_loop(redis_connection& connection,
                                               const follow_state& state);
     // After a read that brought nothing: is the producer still there?
     asio::awaitable<std::optional<follow_outcome>> check_lease(redis_connection& connection);
-    // Feeds the entries of one XREAD reply; true when the flight ended.
-    bool feed(reply& streams, bool first);
+    // Feeds stream entries ([[id, [field, packed]], …]); true when the flight ended.
+    bool feed_entries(reply& entries, bool first);
+    bool feed_events(const std::vector<packed_event>& events, bool first);
     // `complete_at_once`: the first read found the whole answer, a hit.
     bool feed_entry(entry_kind kind, std::string value, bool more_follows, bool complete_at_once);
     follow_outcome lost(ops::proxy_errc why);
@@ -77,10 +100,11 @@ class follower {
     const redis_keys& keys_;
     const std::string holder_;
     const std::string stream_;
+    const std::string whole_;
+    const std::string readers_;
     std::string last_id_ = "0-0";
-    bool fed_ = false;   // the head was published here: clients may have bytes
-    bool first_ = true;  // the first read, which does not block
-    bool hit_ = false;   // the first read found the answer complete
+    bool fed_ = false;  // the head was published here: clients may have bytes
+    bool hit_ = false;  // the first read found the answer complete
     std::string content_type_;
 };
 
@@ -92,12 +116,8 @@ follow_outcome follower::lost(ops::proxy_errc why) {
 }
 
 asio::awaitable<follow_outcome> follower::run() {
-    auto taken = co_await pool_.take();
-    if (taken.ec)
-        co_return follow_outcome::unavailable;
     flight_->adopt_id(holder_);
     auto state = std::make_shared<follow_state>();
-    state->reading = taken.connection.get();
     auto ex = co_await asio::this_coro::executor;
     auto cancel = [state, ex] {
         state->cancelled.store(true);
@@ -107,10 +127,51 @@ asio::awaitable<follow_outcome> follower::run() {
         });
     };
     flight_->set_canceller(std::move(cancel));
+    if (auto outcome = co_await first_read(*state))
+        co_return *outcome;
+    auto taken = co_await pool_.take();
+    if (taken.ec) {
+        if (!fed_)
+            co_return follow_outcome::unavailable;
+        flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
+        co_return follow_outcome::ended;
+    }
+    state->reading = taken.connection.get();
     const auto outcome = co_await read_loop(*taken.connection, *state);
     state->reading = nullptr;
     pool_.give_back(std::move(taken.connection));
     co_return outcome;
+}
+
+asio::awaitable<std::optional<follow_outcome>> follower::first_read(const follow_state& state) {
+    const auto grace = ms_text(grace_for(pool_.config()));
+    const std::vector<std::string_view> args{"3",      stream_, whole_,
+                                             readers_, grace,   entries_per_read};
+    auto r = co_await pool_.eval(first_read_script(), args);
+    if (state.cancelled.load()) {
+        flight_->fail(ops::make_error_code(ops::proxy_errc::flight_cancelled));
+        co_return follow_outcome::ended;
+    }
+    auto& value = r.value;
+    if (r.ec || value.type != reply::kind::array || value.elements.size() != 2 ||
+        value.elements[0].type != reply::kind::integer)
+        co_return follow_outcome::unavailable;
+    bool ended = false;
+    if (value.elements[0].integer == 1) {
+        std::vector<packed_event> events;
+        if (!unpack_events(value.elements[1].text, events)) {
+            flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
+            co_return follow_outcome::ended;
+        }
+        ended = feed_events(events, true);
+    } else {
+        ended = feed_entries(value.elements[1], true);
+    }
+    if (!hit_)
+        shared_.counters.remote_follows.fetch_add(1, std::memory_order_relaxed);
+    if (ended)
+        co_return follow_outcome::ended;
+    co_return std::nullopt;
 }
 
 asio::awaitable<follow_outcome> follower::read_loop(redis_connection& connection,
@@ -120,16 +181,9 @@ asio::awaitable<follow_outcome> follower::read_loop(redis_connection& connection
     const auto block_text = ms_text(block);
     const auto timeout = block + pool_.config().command_timeout;
     for (;;) {
-        // The first read does not block: what it finds complete was complete before this pod
-        // asked (a hit); what arrives later while it waits is followed.
-        std::vector<std::string_view> xread{"XREAD", "COUNT", "256"};
-        if (!first_) {
-            xread.push_back("BLOCK");
-            xread.push_back(block_text);
-        }
-        xread.insert(xread.end(), {"STREAMS", stream_, last_id_});
-        auto r = co_await pool_.run_on(connection, xread,
-                                       first_ ? pool_.config().command_timeout : timeout, false);
+        const std::vector<std::string_view> xread{
+            "XREAD", "COUNT", entries_per_read, "BLOCK", block_text, "STREAMS", stream_, last_id_};
+        auto r = co_await pool_.run_on(connection, xread, timeout, false);
         if (state.cancelled.load()) {
             flight_->fail(ops::make_error_code(ops::proxy_errc::flight_cancelled));
             co_return follow_outcome::ended;
@@ -140,16 +194,18 @@ asio::awaitable<follow_outcome> follower::read_loop(redis_connection& connection
             flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
             co_return follow_outcome::ended;
         }
-        const bool first = std::exchange(first_, false);
-        const bool ended = !r.value.is_nil() && feed(r.value, first);
-        if (first && !hit_)
-            shared_.counters.remote_follows.fetch_add(1, std::memory_order_relaxed);
-        if (ended)
-            co_return follow_outcome::ended;
-        if (r.value.is_nil() && !first) {
+        // XREAD's reply: [[stream, entries]], or nil when nothing came.
+        if (r.value.is_nil()) {
             if (auto outcome = co_await check_lease(connection))
                 co_return *outcome;
+            continue;
         }
+        if (r.value.elements.empty() || r.value.elements[0].elements.size() < 2) {
+            flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
+            co_return follow_outcome::ended;
+        }
+        if (feed_entries(r.value.elements[0].elements[1], false))
+            co_return follow_outcome::ended;
     }
 }
 
@@ -167,38 +223,29 @@ asio::awaitable<std::optional<follow_outcome>> follower::check_lease(redis_conne
     co_return lost(ops::proxy_errc::upstream_closed);
 }
 
-// XREAD's reply: [[stream, [[id, [kind, value, kind, value, …]], …]]]: an entry per append,
-// an event per field.
-bool follower::feed(reply& streams, bool first) {
-    if (streams.elements.empty() || streams.elements[0].elements.size() < 2)
-        return false;
-    auto& entries = streams.elements[0].elements[1].elements;
-    const auto well_formed = [](const reply& e) {
-        return e.elements.size() == 2 && !e.elements[1].elements.empty() &&
-               e.elements[1].elements.size() % 2 == 0;
-    };
-    if (!std::all_of(entries.begin(), entries.end(), well_formed)) {
-        flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
-        return true;
-    }
-    const bool ends = std::any_of(entries.begin(), entries.end(), [](const reply& e) {
-        const auto& fields = e.elements[1].elements;
-        const auto kind = kind_of(fields[fields.size() - 2].text);
-        return kind == entry_kind::end || kind == entry_kind::failure;
-    });
-    for (std::size_t i = 0; i < entries.size(); ++i) {
-        last_id_ = entries[i].elements[0].text;
-        auto& fields = entries[i].elements[1].elements;
-        for (std::size_t f = 0; f < fields.size(); f += 2) {
-            const auto kind = kind_of(fields[f].text);
-            if (!kind) {
-                flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
-                return true;
-            }
-            const bool more_follows = f + 2 < fields.size() || i + 1 < entries.size();
-            if (feed_entry(*kind, std::move(fields[f + 1].text), more_follows, first && ends))
-                return true;
+bool follower::feed_entries(reply& entries, bool first) {
+    std::vector<packed_event> events;
+    std::vector<packed_event> one;
+    for (auto& e : entries.elements) {
+        if (e.elements.size() != 2 || e.elements[1].elements.size() != 2 ||
+            !unpack_events(e.elements[1].elements[1].text, one)) {
+            flight_->fail(ops::make_error_code(ops::proxy_errc::upstream_closed));
+            return true;
         }
+        events.insert(events.end(), one.begin(), one.end());
+        last_id_ = e.elements[0].text;
+    }
+    return feed_events(events, first);
+}
+
+// `first`: what the first read found; complete then, the answer is a hit.
+bool follower::feed_events(const std::vector<packed_event>& events, bool first) {
+    const bool ends = !events.empty() && (events.back().kind == entry_kind::end ||
+                                          events.back().kind == entry_kind::failure);
+    for (std::size_t i = 0; i < events.size(); ++i) {
+        if (feed_entry(events[i].kind, std::string(events[i].value), i + 1 < events.size(),
+                       first && ends))
+            return true;
     }
     return false;
 }

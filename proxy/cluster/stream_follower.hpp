@@ -1,6 +1,7 @@
-// A pod's side of a fleet flight another pod produces: the flight's stream read from its
-// first entry into the local flight (whose clients are ordinary followers, or hits when the
-// answer was complete at the first read), until it ends or its producer's lease lapses.
+// A pod's side of a fleet flight another pod produces: the flight's whole answer, or its stream
+// read from the first entry, fed into the local flight (whose clients are ordinary followers,
+// or hits when the answer was complete at the first read), until it ends or its producer's
+// lease lapses.
 #pragma once
 
 #include "cluster/fleet.hpp"

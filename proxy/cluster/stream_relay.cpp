@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/this_coro.hpp>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -20,25 +21,31 @@ using std::chrono::milliseconds;
 
 namespace {
 
-// Appends events to the flight's stream only while the lease holds this flight's id, and keeps
-// lease and stream alive; the last append also settles them: the answer kept for result_ttl
+// Appends events to the flight only while the lease holds this flight's id, and keeps lease
+// and stream alive; the last append also settles them: the answer kept for result_ttl
 // (ARGV[4] > 0: the lease keeps naming this flight, so other pods replay it as a hit) or not
-// (0: the lease goes, the stream stays a grace period for pods still reading it). The events
-// of one append make one entry: its fields are their kinds, in order.
-// KEYS: lease, stream. ARGV: flight id, grace ms, lease ms, "-" | keep ms, then kind, value…
+// (0: the lease goes, the stream stays a grace period for pods still reading it). A whole
+// answer in one append (ARGV[5] = 1) that no pod reads yet is kept as a string instead of a
+// stream: a pod that comes later finds it there (first_read in stream_follower.cpp).
+// KEYS: lease, stream, whole, readers. ARGV: flight id, grace ms, lease ms, "-" | keep ms,
+// whole 1 | 0, the packed events ("" for none).
 const redis_script& append_script() {
     static const redis_script script(R"lua(
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-if #ARGV > 4 then redis.call('XADD', KEYS[2], '*', unpack(ARGV, 5)) end
 local keep = tonumber(ARGV[4])
+local kept = ARGV[2]
+if keep ~= nil and keep > 0 then kept = keep end
+if ARGV[5] == '1' and redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('SET', KEYS[3], ARGV[6], 'PX', kept)
+else
+  if ARGV[6] ~= '' then redis.call('XADD', KEYS[2], '*', 'a', ARGV[6]) end
+  redis.call('PEXPIRE', KEYS[2], kept)
+end
 if keep == nil then
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
 elseif keep > 0 then
-  redis.call('PEXPIRE', KEYS[2], keep)
   redis.call('PEXPIRE', KEYS[1], keep)
 else
-  redis.call('PEXPIRE', KEYS[2], ARGV[2])
   redis.call('DEL', KEYS[1])
 end
 return 1
@@ -46,12 +53,13 @@ return 1
     return script;
 }
 
-// KEYS: lease, stream. ARGV: flight id, lease ms, grace ms.
+// KEYS: lease, stream, readers. ARGV: flight id, lease ms, grace ms.
 const redis_script& renew_script() {
     static const redis_script script(R"lua(
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
 return 1
 )lua");
     return script;
@@ -70,37 +78,37 @@ asio::awaitable<renew_outcome> renew(redis_pool& pool, const redis_keys& keys,
     const auto lease = ms_text(pool.config().lease);
     const auto grace = ms_text(grace_for(pool.config()));
     const auto stream = keys.stream(id);
-    const std::vector<std::string_view> args{"2", keys.lease, stream, id, lease, grace};
+    const auto readers = keys.readers(id);
+    const std::vector<std::string_view> args{"3", keys.lease, stream, readers, id, lease, grace};
     const auto r = co_await pool.eval(renew_script(), args);
     if (r.ec || r.value.type != reply::kind::integer)
         co_return renew_outcome::failed;
     co_return r.value.integer == 1 ? renew_outcome::renewed : renew_outcome::lost;
 }
 
-// The events of one read of the log, as stream entries.
+// The events of one read of the log, packed for one append.
 struct batch {
-    std::vector<std::string> values;  // kind, value, kind, value…
-    std::string mode = "-";           // see append_script's ARGV[4]
+    std::string packed;      // pack_event's format
+    std::string mode = "-";  // see append_script's ARGV[4]
     bool final = false;
+    bool whole = false;  // final, and nothing appended before: the whole answer
 
-    void add(entry_kind kind, std::string value) {
-        values.emplace_back(1, static_cast<char>(kind));
-        values.push_back(std::move(value));
-    }
+    void add(entry_kind kind, std::string_view value) { pack_event(packed, kind, value); }
 };
 
-// Consecutive chunks go into one entry, up to max_append_bytes; returns how many it took.
-// Built in place (moving a growing string out of a local sets off a GCC 12 -Warray-bounds
-// false positive).
+// Consecutive chunks go into one event, up to max_append_bytes; returns how many it took.
 std::size_t add_body(batch& b, const std::vector<std::string_view>& chunks) {
     if (chunks.empty())
         return 0;
-    b.values.emplace_back(1, static_cast<char>(entry_kind::body));
-    auto& entry = b.values.emplace_back();
     std::size_t taken = 0;
-    while (taken < chunks.size() &&
-           (taken == 0 || entry.size() + chunks[taken].size() <= max_append_bytes))
-        entry.append(chunks[taken++]);
+    std::size_t size = 0;
+    while (taken < chunks.size() && (taken == 0 || size + chunks[taken].size() <= max_append_bytes))
+        size += chunks[taken++].size();
+    b.packed += static_cast<char>(entry_kind::body);
+    b.packed += std::to_string(size);
+    b.packed += ':';
+    for (std::size_t i = 0; i < taken; ++i)
+        b.packed += chunks[i];
     return taken;
 }
 
@@ -126,8 +134,11 @@ asio::awaitable<append_outcome> append(redis_pool& pool, const redis_keys& keys,
     const auto grace = ms_text(grace_for(pool.config()));
     const auto lease = ms_text(pool.config().lease);
     const auto stream = keys.stream(id);
-    std::vector<std::string_view> args{"2", keys.lease, stream, id, grace, lease, b.mode};
-    args.insert(args.end(), b.values.begin(), b.values.end());
+    const auto whole = keys.whole(id);
+    const auto readers = keys.readers(id);
+    const std::vector<std::string_view> args{
+        "4",    keys.lease,          stream,  whole, readers, id, grace, lease,
+        b.mode, b.whole ? "1" : "0", b.packed};
     const auto r = co_await pool.eval(append_script(), args);
     if (r.ec || r.value.type != reply::kind::integer)
         co_return append_outcome::failed;
@@ -179,7 +190,7 @@ enum class relay_step { wait, stop };
 
 asio::awaitable<relay_step> publish(fleet& shared, redis_pool& pool, const redis_keys& keys,
                                     const std::string& id, const batch& b) {
-    if (b.values.empty())
+    if (b.packed.empty())
         co_return relay_step::wait;
     const auto outcome = co_await append(pool, keys, id, b);
     if (outcome == append_outcome::fenced)
@@ -202,10 +213,15 @@ asio::awaitable<void> relay_events(fleet& shared, redis_pool& pool, std::shared_
     auto w = std::make_shared<coalesce::waiter>(co_await asio::this_coro::executor);
     std::size_t cursor = 0;
     bool head_sent = false;
+    bool appended = false;
     for (;;) {
         coalesce::log_read r;
         f->read(slot, cursor, r);
         batch b;
+        std::size_t size = 128 + (r.head && !head_sent ? r.head->fields.size() : 0);
+        for (const auto chunk : r.chunks)
+            size += chunk.size();
+        b.packed.reserve(std::min(size, max_append_bytes + 4096));
         if (!head_sent && r.head) {
             b.add(entry_kind::head, encode_head(*r.head, f->trace_id()));
             head_sent = true;
@@ -215,8 +231,10 @@ asio::awaitable<void> relay_events(fleet& shared, redis_pool& pool, std::shared_
         const bool caught_up = taken == r.chunks.size();
         if (caught_up)
             add_end(b, r, *f, shared.result_ttl);
+        b.whole = b.final && !appended;
         if (co_await publish(shared, pool, keys, id, b) == relay_step::stop)
             break;
+        appended = appended || !b.packed.empty();
         if (!caught_up)
             continue;
         if (!co_await wait_or_renew(shared, pool, keys, id, *f, cursor, w))

@@ -198,7 +198,7 @@ compare_modes() {
             # Scripts run (appends, renewals, admissions, releases): round trips besides the
             # one claim per flight.
             commands=$(redis-cli -p "$redis_port" info commandstats |
-                sed -n 's/^cmdstat_eval:calls=\([0-9]*\),.*/\1/p')
+                sed -n 's/^cmdstat_eval\(sha\)\{0,1\}:calls=\([0-9]*\),.*/\2/p' | awk '{s += $1} END {print s + 0}')
             kill "${pods[@]}" 2>/dev/null || true
             wait "${pods[@]}" 2>/dev/null || true
             echo "run $run $mode: req/s, p99, requests, EVAL calls: $line ${commands:-0}"
@@ -218,7 +218,7 @@ ratio = [r[a][0] / r[b][0] for r in runs.values()]
 added = [r[a][1] - r[b][1] for r in runs.values()]
 spread = lambda v, f: (f + " (" + f + "-" + f + ")") % (statistics.median(v), min(v), max(v))
 print(title)
-print("  req/s ratio %s/%s %s; p99 added %s ms; Redis scripts (EVAL) per request, besides the claim: %s %s, %s %s" %
+print("  req/s ratio %s/%s %s; p99 added %s ms; Redis scripts (EVAL, EVALSHA) per request, besides the claim: %s %s, %s %s" %
       (a, b, spread(ratio, "%.3f"), spread(added, "%.2f"),
        a, spread([r[a][2] for r in runs.values()], "%.2f"),
        b, spread([r[b][2] for r in runs.values()], "%.2f")))' "$a" "$b" "$title"
