@@ -137,6 +137,12 @@ asio::awaitable<follow_outcome> follower::run() {
         co_return follow_outcome::ended;
     }
     state->reading = taken.connection.get();
+    if (state->cancelled.load()) {  // while the connection was being taken: nothing closed it
+        state->reading = nullptr;
+        pool_.give_back(std::move(taken.connection));
+        flight_->fail(ops::make_error_code(ops::proxy_errc::flight_cancelled));
+        co_return follow_outcome::ended;
+    }
     const auto outcome = co_await read_loop(*taken.connection, *state);
     state->reading = nullptr;
     pool_.give_back(std::move(taken.connection));

@@ -396,6 +396,9 @@ TEST_CASE(
     CHECK(f.sum(redis_up_gauge) == 3);
     for (std::size_t i = 0; i < 3; ++i)
         CHECK(f[i].metric(fenced_appends).has_value());
+    // Pods were reading the flight when its answer came whole: it went to the stream they read.
+    CHECK(redis.keys("coalescer:*:s:*").size() == 1);
+    CHECK(redis.keys("coalescer:*:r:*").empty());
     // Tokens: spent once, by the pod that called; saved for the 29 other clients on whichever pod
     // served them (a pod that followed through Redis reads the usage from what it followed).
     const auto output = boost::json::parse(responses.front().body)
@@ -501,6 +504,10 @@ TEST_CASE(
     // within result_ttl (5 s), pods 1 and 2, which never saw the request, find the complete
     // answer in Redis.
     std::this_thread::sleep_for(1s);
+    // No pod read the flight while it ran: its answer, whole in one append, is a string, and no
+    // stream was made for it.
+    CHECK(redis.keys("coalescer:*:r:*").size() == 1);
+    CHECK(redis.keys("coalescer:*:s:*").empty());
     for (std::size_t i : {1, 2}) {
         CAPTURE(i);
         const auto again = request(f[i].port, "POST", "/chat/completions", body);
