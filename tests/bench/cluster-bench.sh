@@ -15,12 +15,14 @@
 # (target <= 2 ms). Then the same with `fleet_limits` (never reached) against cluster on without:
 # what admission to the fleet budget costs per call, in p99 and Redis commands per request.
 # Not part of CI. Needs build/release (coalescer, mock-provider, burst_bench; BENCH_BUILD=DIR
-# for another build), redis-server, redis-cli, wrk, python3.
+# for another build, BENCH_COALESCER=BINARY for another sidecar), redis-server, redis-cli, wrk,
+# python3.
 #
 #   bash tests/bench/cluster-bench.sh      # BENCH_REQUESTS=1000 BENCH_LATENCY_MS=500 BENCH_RUNS=3
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${BENCH_BUILD:-$ROOT/build/release}
+COALESCER=${BENCH_COALESCER:-$BUILD/proxy/coalescer}  # another binary, to compare two builds
 REQUESTS=${BENCH_REQUESTS:-1000}
 LATENCY=${BENCH_LATENCY_MS:-500}
 RUNS=${BENCH_RUNS:-3}
@@ -75,7 +77,7 @@ start_pods() {
                 echo "cluster: {redis: 'redis://127.0.0.1:$redis_port/0', key_secret_file: '$TMP/key-secret'}"
             fi
         } >"$TMP/pod-$mode-$i.yaml"
-        "$BUILD/proxy/coalescer" --config "$TMP/pod-$mode-$i.yaml" >/dev/null 2>"$TMP/pod-$mode-$i.err" &
+        "$COALESCER" --config "$TMP/pod-$mode-$i.yaml" >/dev/null 2>"$TMP/pod-$mode-$i.err" &
         pods+=($!)
         list+=("$port")
     done
