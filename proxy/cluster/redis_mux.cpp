@@ -35,10 +35,12 @@ struct caller final : caller_base {
     Handler handler;
 };
 
+}  // namespace
+
 // A command waiting for its reply. Whoever settles it (the reader, a failure, its deadline)
 // resumes the caller at once, on the worker's thread: under a burst of requests a further trip
 // through the event loop's queue would cost the time it takes to drain it.
-struct pending {
+struct redis_mux::pending {
     std::chrono::steady_clock::time_point deadline;
     std::unique_ptr<caller_base> waiting;  // set while the caller waits
     std::string command;                   // RESP, until written
@@ -57,8 +59,6 @@ struct pending {
             c->resume();
     }
 };
-
-}  // namespace
 
 struct redis_mux::link : std::enable_shared_from_this<link> {
     link(const asio::any_io_executor& ex, const ops::cluster_config& config,
@@ -231,8 +231,8 @@ std::shared_ptr<redis_mux::link> redis_mux::current() {
     return link_;
 }
 
-asio::awaitable<redis_result> redis_mux::run(const std::vector<std::string_view>& args,
-                                             std::chrono::milliseconds timeout) {
+redis_mux::ticket redis_mux::send(const std::vector<std::string_view>& args,
+                                  std::chrono::milliseconds timeout) {
     auto l = current();
     auto p = std::make_shared<pending>();
     p->deadline = std::chrono::steady_clock::now() + timeout;
@@ -241,15 +241,23 @@ asio::awaitable<redis_result> redis_mux::run(const std::vector<std::string_view>
     ++l->unwritten;
     l->watch(p->deadline);
     l->flush();
-    co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
-        [this, &p](auto handler) {
-            if (p->done)
-                asio::post(executor_, std::move(handler));
-            else
-                p->waiting = std::make_unique<caller<decltype(handler)>>(std::move(handler));
-        },
-        asio::use_awaitable);
-    co_return std::move(p->result);
+    return p;
+}
+
+asio::awaitable<redis_result> redis_mux::take_reply(ticket sent) {
+    if (!sent->done) {
+        co_await asio::async_initiate<decltype(asio::use_awaitable), void()>(
+            [&sent](auto handler) {
+                sent->waiting = std::make_unique<caller<decltype(handler)>>(std::move(handler));
+            },
+            asio::use_awaitable);
+    }
+    co_return std::move(sent->result);
+}
+
+asio::awaitable<redis_result> redis_mux::run(const std::vector<std::string_view>& args,
+                                             std::chrono::milliseconds timeout) {
+    co_return co_await take_reply(send(args, timeout));
 }
 
 }  // namespace coalescer::cluster

@@ -30,6 +30,12 @@ class redis_mux {
     redis_mux(const redis_mux&) = delete;
     redis_mux& operator=(const redis_mux&) = delete;
 
+    // A command queued now, its reply awaited later (within `timeout` of the send): commands
+    // sent one after another reach Redis in that order, and none waits for another's reply.
+    struct pending;
+    using ticket = std::shared_ptr<pending>;
+    ticket send(const std::vector<std::string_view>& args, std::chrono::milliseconds timeout);
+    static boost::asio::awaitable<redis_result> take_reply(ticket sent);
     // One command and its reply, within `timeout` (waiting for the connection included).
     boost::asio::awaitable<redis_result> run(const std::vector<std::string_view>& args,
                                              std::chrono::milliseconds timeout);

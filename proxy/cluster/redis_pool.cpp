@@ -74,16 +74,26 @@ asio::awaitable<redis_result> redis_pool::run(const std::vector<std::string_view
     co_return account(std::move(result), started, true);
 }
 
-asio::awaitable<redis_result> redis_pool::eval(const redis_script& script,
-                                               const std::vector<std::string_view>& args) {
+redis_pool::sent_script redis_pool::send_eval(const redis_script& script,
+                                              const std::vector<std::string_view>& args) {
     std::vector<std::string_view> command{"EVALSHA", script.sha1()};
     command.insert(command.end(), args.begin(), args.end());
-    auto result = co_await run(command);
+    const auto started = std::chrono::steady_clock::now();
+    return {mux_.send(command, config_.command_timeout), &script, &args, started};
+}
+
+asio::awaitable<redis_result> redis_pool::eval_reply(sent_script sent) {
+    auto result = account(co_await redis_mux::take_reply(std::move(sent.sent)), sent.started, true);
     if (result.ec || !result.value.is_error() || !result.value.text.starts_with("NOSCRIPT"))
         co_return result;
-    command[0] = "EVAL";
-    command[1] = script.text();
+    std::vector<std::string_view> command{"EVAL", sent.script->text()};
+    command.insert(command.end(), sent.args->begin(), sent.args->end());
     co_return co_await run(command);
+}
+
+asio::awaitable<redis_result> redis_pool::eval(const redis_script& script,
+                                               const std::vector<std::string_view>& args) {
+    co_return co_await eval_reply(send_eval(script, args));
 }
 
 }  // namespace coalescer::cluster

@@ -38,6 +38,17 @@ class redis_pool {
     // the number of keys, the keys, then the arguments.
     boost::asio::awaitable<redis_result> eval(const redis_script& script,
                                               const std::vector<std::string_view>& args);
+    // The same in two steps: scripts sent one after another run in that order, and none waits
+    // for another's reply. `args` must stay valid until the reply is taken (Redis lacking the
+    // script, they go again with its text).
+    struct sent_script {
+        redis_mux::ticket sent;
+        const redis_script* script;
+        const std::vector<std::string_view>* args;
+        std::chrono::steady_clock::time_point started;
+    };
+    sent_script send_eval(const redis_script& script, const std::vector<std::string_view>& args);
+    boost::asio::awaitable<redis_result> eval_reply(sent_script sent);
     // The same on a connection the caller holds (a blocking read's), with its own bound.
     boost::asio::awaitable<redis_result> run_on(redis_connection& connection,
                                                 const std::vector<std::string_view>& args,

@@ -9,6 +9,7 @@
 #include <boost/asio/this_coro.hpp>
 
 #include <algorithm>
+#include <deque>
 #include <string>
 #include <vector>
 
@@ -27,11 +28,15 @@ namespace {
 // (0: the lease goes, the stream stays a grace period for pods still reading it). A whole
 // answer in one append (ARGV[5] = 1) that no pod reads yet is kept as a string instead of a
 // stream: a pod that comes later finds it there (first_read in stream_follower.cpp).
+// Appends go out without waiting for the previous one's reply; each says how long the stream
+// is before it (ARGV[7], "-" to skip the check), so one that follows a lost append adds nothing
+// (2): a stream never has a hole.
 // KEYS: lease, stream, whole, readers. ARGV: flight id, grace ms, lease ms, "-" | keep ms,
-// whole 1 | 0, the packed events ("" for none).
+// whole 1 | 0, the packed events ("" for none), entries before it | "-".
 const redis_script& append_script() {
     static const redis_script script(R"lua(
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[7] ~= '-' and redis.call('XLEN', KEYS[2]) ~= tonumber(ARGV[7]) then return 2 end
 local keep = tonumber(ARGV[4])
 local kept = ARGV[2]
 if keep ~= nil and keep > 0 then kept = keep end
@@ -129,20 +134,47 @@ void add_end(batch& b, const coalesce::log_read& r, const flight& f, ops::durati
 
 enum class append_outcome { appended, fenced, failed };
 
-asio::awaitable<append_outcome> append(redis_pool& pool, const redis_keys& keys,
-                                       const std::string& id, const batch& b) {
-    const auto grace = ms_text(grace_for(pool.config()));
-    const auto lease = ms_text(pool.config().lease);
-    const auto stream = keys.stream(id);
-    const auto whole = keys.whole(id);
-    const auto readers = keys.readers(id);
-    const std::vector<std::string_view> args{
-        "4",    keys.lease,          stream,  whole, readers, id, grace, lease,
-        b.mode, b.whole ? "1" : "0", b.packed};
-    const auto r = co_await pool.eval(append_script(), args);
+// One append on its way: what it sends stays here until its reply is taken (Redis lacking the
+// script, it goes again with the script's text). Never moved: `args` points into it.
+struct append_call {
+    append_call(redis_pool& pool, const redis_keys& keys, const std::string& id, batch events,
+                std::string entries_before)
+        : content(std::move(events)),
+          grace(ms_text(grace_for(pool.config()))),
+          lease(ms_text(pool.config().lease)),
+          stream(keys.stream(id)),
+          whole(keys.whole(id)),
+          readers(keys.readers(id)),
+          before(std::move(entries_before)),
+          args{"4",
+               keys.lease,
+               stream,
+               whole,
+               readers,
+               id,
+               grace,
+               lease,
+               content.mode,
+               content.whole ? "1" : "0",
+               content.packed,
+               before},
+          sent(pool.send_eval(append_script(), args)) {}
+    append_call(const append_call&) = delete;
+    append_call& operator=(const append_call&) = delete;
+
+    batch content;
+    std::string grace, lease, stream, whole, readers, before;
+    std::vector<std::string_view> args;
+    redis_pool::sent_script sent;
+};
+
+asio::awaitable<append_outcome> outcome_of(redis_pool& pool, append_call& call) {
+    const auto r = co_await pool.eval_reply(std::move(call.sent));
     if (r.ec || r.value.type != reply::kind::integer)
         co_return append_outcome::failed;
-    co_return r.value.integer == 1 ? append_outcome::appended : append_outcome::fenced;
+    if (r.value.integer == 0)
+        co_return append_outcome::fenced;
+    co_return r.value.integer == 1 ? append_outcome::appended : append_outcome::failed;
 }
 
 // An append failed (Redis slow or gone): the stream now misses events, so no pod may go on
@@ -153,7 +185,8 @@ asio::awaitable<void> give_up_lease(redis_pool& pool, const redis_keys& keys,
                                     const std::string& id) {
     batch none;
     none.mode.assign(1, '0');
-    co_await append(pool, keys, id, none);
+    append_call call(pool, keys, id, std::move(none), "-");
+    co_await outcome_of(pool, call);
 }
 
 // Waits until the flight's log grows past `cursor`, the flight ends, or `quiet` passes with
@@ -185,21 +218,23 @@ asio::awaitable<bool> wait_or_renew(fleet& shared, redis_pool& pool, const redis
     co_return true;
 }
 
-// What the relay does after one read of the log.
-enum class relay_step { wait, stop };
+// Appends sent before the oldest one's reply is awaited, while the log holds more than one
+// append's worth: a burst of events reaches the other pods in a round trip or two, not one per
+// 64 KiB.
+constexpr std::size_t max_appends_in_flight = 4;
 
-asio::awaitable<relay_step> publish(fleet& shared, redis_pool& pool, const redis_keys& keys,
-                                    const std::string& id, const batch& b) {
-    if (b.packed.empty())
-        co_return relay_step::wait;
-    const auto outcome = co_await append(pool, keys, id, b);
+// Takes the oldest append's reply; false when the relay stops (fenced off, failed, or done).
+asio::awaitable<bool> settle_oldest(fleet& shared, redis_pool& pool, const redis_keys& keys,
+                                    const std::string& id, std::deque<append_call>& in_flight) {
+    const auto outcome = co_await outcome_of(pool, in_flight.front());
+    const bool final = in_flight.front().content.final;
+    in_flight.pop_front();
     if (outcome == append_outcome::fenced)
         shared.counters.fenced_appends.fetch_add(1, std::memory_order_relaxed);
     if (outcome == append_outcome::failed)
         co_await give_up_lease(pool, keys, id);
-    if (outcome != append_outcome::appended || b.final)
-        co_return relay_step::stop;  // the clients here still get it all: only the fleet lost it
-    co_return relay_step::wait;
+    // Stopping, the clients here still get it all: only the fleet lost it.
+    co_return outcome == append_outcome::appended && !final;
 }
 
 // Relays the flight's events as they come, and renews the lease whenever lease/3 passes
@@ -211,10 +246,11 @@ asio::awaitable<void> relay_events(fleet& shared, redis_pool& pool, std::shared_
     if (f->join(complete, slot, false) != flight::join_result::joined)
         co_return;
     auto w = std::make_shared<coalesce::waiter>(co_await asio::this_coro::executor);
+    std::deque<append_call> in_flight;  // oldest first
     std::size_t cursor = 0;
+    std::size_t sent = 0;  // appends sent with events: the stream's length once they land
     bool head_sent = false;
-    bool appended = false;
-    for (;;) {
+    for (bool relaying = true; relaying;) {
         coalesce::log_read r;
         f->read(slot, cursor, r);
         batch b;
@@ -231,14 +267,14 @@ asio::awaitable<void> relay_events(fleet& shared, redis_pool& pool, std::shared_
         const bool caught_up = taken == r.chunks.size();
         if (caught_up)
             add_end(b, r, *f, shared.result_ttl);
-        b.whole = b.final && !appended;
-        if (co_await publish(shared, pool, keys, id, b) == relay_step::stop)
-            break;
-        appended = appended || !b.packed.empty();
-        if (!caught_up)
-            continue;
-        if (!co_await wait_or_renew(shared, pool, keys, id, *f, cursor, w))
-            break;  // a successor holds the key: nothing more goes to the fleet
+        b.whole = b.final && sent == 0;
+        if (!b.packed.empty())
+            in_flight.emplace_back(pool, keys, id, std::move(b), std::to_string(sent++));
+        while (relaying && !in_flight.empty() &&
+               (caught_up || in_flight.size() >= max_appends_in_flight))
+            relaying = co_await settle_oldest(shared, pool, keys, id, in_flight);
+        if (relaying && caught_up)
+            relaying = co_await wait_or_renew(shared, pool, keys, id, *f, cursor, w);
     }
     f->leave(slot);
 }

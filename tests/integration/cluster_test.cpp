@@ -442,6 +442,34 @@ TEST_CASE("cluster: an SSE burst over 3 pods makes one upstream call, byte-ident
     CHECK(mock.stats().aborted == 0);
 }
 
+TEST_CASE("cluster: an SSE answer of 400 KB arriving at once reaches every pod whole, in order") {
+    // 200 growing events in one go: the producer sends its 64 KiB appends without waiting for
+    // each one's reply, and the pods reading the stream must still see every byte once, in order.
+    mock::mock_options options;
+    options.latency_ms = 500;
+    options.chunks = 200;
+    options.chunk_interval_ms = 0;
+    mock::mock_server mock(options);
+    mock.start();
+    redis_server redis;
+    secret_file secret("cluster-big");
+    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path)), 3, "cluster-big");
+    INFO("pods:" << f.logs());
+    REQUIRE(f.redis_up());
+
+    const auto responses = fire(spread(f.ports(), 4, chat_body("one big stream", true)));
+    CHECK(mock.stats().calls == 1);
+    check_one_answer(responses);
+    CHECK(responses.front().body.size() > 300 * 1024);
+    CHECK(responses.front().body.find("data: [DONE]") != std::string::npos);
+    CHECK(f.sum(remote_follows) >= 2);
+    CHECK(f.sum(fenced_appends) == 0);
+    // More appends than may be on their way at once: the pipelining was exercised.
+    const auto streams = redis.keys("coalescer:*:s:*");
+    REQUIRE(streams.size() == 1);
+    CHECK(redis.command({"XLEN", streams.front()}).integer >= 6);
+}
+
 TEST_CASE(
     "cluster: a client joining on another pod mid-stream gets the stream from its first byte") {
     mock::mock_options options;
