@@ -75,16 +75,27 @@ return 1
 // pieces they can pass on while the rest is still on its way, not after all of it.
 constexpr std::size_t max_append_bytes = 64 * 1024;
 
+// One flight's keys in Redis and the durations its scripts are given, made once per flight, not
+// once per append.
+struct flight_names {
+    flight_names(const redis_pool& pool, const redis_keys& keys, std::string flight_id)
+        : lease_key(keys.lease),
+          id(std::move(flight_id)),
+          stream(keys.stream(id)),
+          whole(keys.whole(id)),
+          readers(keys.readers(id)),
+          lease_ms(ms_text(pool.config().lease)),
+          grace_ms(ms_text(grace_for(pool.config()))) {}
+    std::string lease_key, id, stream, whole, readers, lease_ms, grace_ms;
+};
+
 enum class renew_outcome { renewed, lost, failed };
 
 // Only needed when nothing was appended for a while: every append renews the lease as well.
-asio::awaitable<renew_outcome> renew(redis_pool& pool, const redis_keys& keys,
-                                     const std::string& id) {
-    const auto lease = ms_text(pool.config().lease);
-    const auto grace = ms_text(grace_for(pool.config()));
-    const auto stream = keys.stream(id);
-    const auto readers = keys.readers(id);
-    const std::vector<std::string_view> args{"3", keys.lease, stream, readers, id, lease, grace};
+asio::awaitable<renew_outcome> renew(redis_pool& pool, const flight_names& names) {
+    const std::vector<std::string_view> args{"3",           names.lease_key, names.stream,
+                                             names.readers, names.id,        names.lease_ms,
+                                             names.grace_ms};
     const auto r = co_await pool.eval(renew_script(), args);
     if (r.ec || r.value.type != reply::kind::integer)
         co_return renew_outcome::failed;
@@ -137,23 +148,18 @@ enum class append_outcome { appended, fenced, failed };
 // One append on its way: what it sends stays here until its reply is taken (Redis lacking the
 // script, it goes again with the script's text). Never moved: `args` points into it.
 struct append_call {
-    append_call(redis_pool& pool, const redis_keys& keys, const std::string& id, batch events,
+    append_call(redis_pool& pool, const flight_names& names, batch events,
                 std::string entries_before)
         : content(std::move(events)),
-          grace(ms_text(grace_for(pool.config()))),
-          lease(ms_text(pool.config().lease)),
-          stream(keys.stream(id)),
-          whole(keys.whole(id)),
-          readers(keys.readers(id)),
           before(std::move(entries_before)),
           args{"4",
-               keys.lease,
-               stream,
-               whole,
-               readers,
-               id,
-               grace,
-               lease,
+               names.lease_key,
+               names.stream,
+               names.whole,
+               names.readers,
+               names.id,
+               names.grace_ms,
+               names.lease_ms,
                content.mode,
                content.whole ? "1" : "0",
                content.packed,
@@ -163,7 +169,7 @@ struct append_call {
     append_call& operator=(const append_call&) = delete;
 
     batch content;
-    std::string grace, lease, stream, whole, readers, before;
+    std::string before;
     std::vector<std::string_view> args;
     redis_pool::sent_script sent;
 };
@@ -181,11 +187,10 @@ asio::awaitable<append_outcome> outcome_of(redis_pool& pool, append_call& call) 
 // following it. Dropping the lease (if Redis answers again) tells them at once; otherwise it
 // lapses, unrenewed, within `lease`. Either way pods whose clients have bytes cut them, and the
 // others take over.
-asio::awaitable<void> give_up_lease(redis_pool& pool, const redis_keys& keys,
-                                    const std::string& id) {
+asio::awaitable<void> give_up_lease(redis_pool& pool, const flight_names& names) {
     batch none;
     none.mode.assign(1, '0');
-    append_call call(pool, keys, id, std::move(none), "-");
+    append_call call(pool, names, std::move(none), "-");
     co_await outcome_of(pool, call);
 }
 
@@ -205,12 +210,12 @@ asio::awaitable<bool> wait_for_more(flight& f, std::size_t cursor,
 }
 
 // False when the lease was lost while the flight was quiet.
-asio::awaitable<bool> wait_or_renew(fleet& shared, redis_pool& pool, const redis_keys& keys,
-                                    const std::string& id, flight& f, std::size_t cursor,
+asio::awaitable<bool> wait_or_renew(fleet& shared, redis_pool& pool, const flight_names& names,
+                                    flight& f, std::size_t cursor,
                                     const std::shared_ptr<coalesce::waiter>& w) {
     const auto quiet = std::chrono::duration_cast<milliseconds>(pool.config().lease / 3);
     while (!co_await wait_for_more(f, cursor, w, quiet)) {
-        if (co_await renew(pool, keys, id) == renew_outcome::lost) {
+        if (co_await renew(pool, names) == renew_outcome::lost) {
             shared.counters.fenced_appends.fetch_add(1, std::memory_order_relaxed);
             co_return false;
         }
@@ -224,15 +229,15 @@ asio::awaitable<bool> wait_or_renew(fleet& shared, redis_pool& pool, const redis
 constexpr std::size_t max_appends_in_flight = 4;
 
 // Takes the oldest append's reply; false when the relay stops (fenced off, failed, or done).
-asio::awaitable<bool> settle_oldest(fleet& shared, redis_pool& pool, const redis_keys& keys,
-                                    const std::string& id, std::deque<append_call>& in_flight) {
+asio::awaitable<bool> settle_oldest(fleet& shared, redis_pool& pool, const flight_names& names,
+                                    std::deque<append_call>& in_flight) {
     const auto outcome = co_await outcome_of(pool, in_flight.front());
     const bool final = in_flight.front().content.final;
     in_flight.pop_front();
     if (outcome == append_outcome::fenced)
         shared.counters.fenced_appends.fetch_add(1, std::memory_order_relaxed);
     if (outcome == append_outcome::failed)
-        co_await give_up_lease(pool, keys, id);
+        co_await give_up_lease(pool, names);
     // Stopping, the clients here still get it all: only the fleet lost it.
     co_return outcome == append_outcome::appended && !final;
 }
@@ -246,6 +251,7 @@ asio::awaitable<void> relay_events(fleet& shared, redis_pool& pool, std::shared_
     if (f->join(complete, slot, false) != flight::join_result::joined)
         co_return;
     auto w = std::make_shared<coalesce::waiter>(co_await asio::this_coro::executor);
+    const flight_names names(pool, keys, std::move(id));
     std::deque<append_call> in_flight;  // oldest first
     std::size_t cursor = 0;
     std::size_t sent = 0;  // appends sent with events: the stream's length once they land
@@ -269,12 +275,12 @@ asio::awaitable<void> relay_events(fleet& shared, redis_pool& pool, std::shared_
             add_end(b, r, *f, shared.result_ttl);
         b.whole = b.final && sent == 0;
         if (!b.packed.empty())
-            in_flight.emplace_back(pool, keys, id, std::move(b), std::to_string(sent++));
+            in_flight.emplace_back(pool, names, std::move(b), std::to_string(sent++));
         while (relaying && !in_flight.empty() &&
                (caught_up || in_flight.size() >= max_appends_in_flight))
-            relaying = co_await settle_oldest(shared, pool, keys, id, in_flight);
+            relaying = co_await settle_oldest(shared, pool, names, in_flight);
         if (relaying && caught_up)
-            relaying = co_await wait_or_renew(shared, pool, keys, id, *f, cursor, w);
+            relaying = co_await wait_or_renew(shared, pool, names, *f, cursor, w);
     }
     f->leave(slot);
 }

@@ -112,12 +112,14 @@ void usage_meter::render_tally(std::string& out, bool spent) const {
         spent ? "coalescer_reasoning_tokens_spent_total" : "coalescer_reasoning_tokens_saved_total";
     const std::string_view cost = spent ? "coalescer_provider_cost_spent_usd_total"
                                         : "coalescer_provider_cost_saved_usd_total";
+    const auto labels_of = [this](const auto& key) {
+        return label("upstream", upstream_names_[key.first]) + "," + label("model", key.second);
+    };
     header(out, tokens, "counter",
            spent ? "Provider tokens billed for upstream calls, from usage, by kind (disjoint)."
                  : "Provider tokens followers and hits received without a call, by kind.");
     for (const auto& [key, c] : counters_) {
-        const auto labels =
-            label("upstream", upstream_names_[key.first]) + "," + label("model", key.second);
+        const auto labels = labels_of(key);
         const auto& t = spent ? c->spent : c->saved;
         for (std::size_t k = 0; k < kinds; ++k)
             sample(out, tokens, labels + "," + label("kind", kind_names[k]),
@@ -126,16 +128,14 @@ void usage_meter::render_tally(std::string& out, bool spent) const {
     header(out, reasoning, "counter",
            "Reasoning tokens reported by the provider (already counted in kind=\"output\").");
     for (const auto& [key, c] : counters_)
-        sample(out, reasoning,
-               label("upstream", upstream_names_[key.first]) + "," + label("model", key.second),
+        sample(out, reasoning, labels_of(key),
                std::to_string(
                    (spent ? c->spent : c->saved).reasoning.load(std::memory_order_relaxed)));
     header(out, cost, "counter", "Cost the provider itself reported in its usage, in USD.");
     for (const auto& [key, c] : counters_) {
         const auto& t = spent ? c->spent : c->saved;
         if (t.costed.load(std::memory_order_relaxed))
-            sample(out, cost,
-                   label("upstream", upstream_names_[key.first]) + "," + label("model", key.second),
+            sample(out, cost, labels_of(key),
                    usd_text(t.cost_nano_usd.load(std::memory_order_relaxed)));
     }
     const std::string_view usd =
@@ -146,9 +146,7 @@ void usage_meter::render_tally(std::string& out, bool spent) const {
     for (const auto& [key, c] : counters_) {
         const auto& t = spent ? c->spent : c->saved;
         if (t.priced.load(std::memory_order_relaxed))
-            sample(out, usd,
-                   label("upstream", upstream_names_[key.first]) + "," + label("model", key.second),
-                   usd_text(t.usd_nano.load(std::memory_order_relaxed)));
+            sample(out, usd, labels_of(key), usd_text(t.usd_nano.load(std::memory_order_relaxed)));
     }
 }
 

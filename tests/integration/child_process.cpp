@@ -34,6 +34,10 @@ void write_file(const std::string& path, const std::string& text) {
     std::ofstream(path) << text;
 }
 
+temp_file::~temp_file() {
+    ::unlink(path.c_str());
+}
+
 child::child(std::vector<std::string> args, const std::string& tag)
     : out_(temp_path(tag + ".out")), err_(temp_path(tag + ".err")) {
     posix_spawn_file_actions_t actions;

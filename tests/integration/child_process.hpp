@@ -17,6 +17,18 @@ std::string temp_path(const std::string& name);
 std::string read_file(const std::string& path);
 void write_file(const std::string& path, const std::string& text);
 
+// A file under /tmp holding `text`, removed when it goes (also when a constructor that holds it
+// throws): a config, a key secret.
+struct temp_file {
+    temp_file(const std::string& name, const std::string& text) : path(temp_path(name)) {
+        write_file(path, text);
+    }
+    ~temp_file();
+    temp_file(const temp_file&) = delete;
+    temp_file& operator=(const temp_file&) = delete;
+    std::string path;
+};
+
 class child {
   public:
     // Starts args[0] with args; `tag` names its output files.

@@ -35,17 +35,6 @@ std::string mock_url(const mock::mock_server& mock) {
     return "http://127.0.0.1:" + std::to_string(mock.port());
 }
 
-// A file under /tmp, removed when it goes (also when a constructor that holds it throws).
-struct temp_file {
-    temp_file(const std::string& name, const std::string& text) : path(temp_path(name)) {
-        write_file(path, text);
-    }
-    ~temp_file() { ::unlink(path.c_str()); }
-    temp_file(const temp_file&) = delete;
-    temp_file& operator=(const temp_file&) = delete;
-    std::string path;
-};
-
 // The credential-HMAC secret every pod of a fleet shares, in a file of its own.
 struct secret_file : temp_file {
     explicit secret_file(const std::string& tag,

@@ -92,17 +92,6 @@ int check_refusals(const std::vector<response>& responses) {
     return ok;
 }
 
-// A file under /tmp, removed when it goes.
-struct temp_file {
-    temp_file(const std::string& name, const std::string& text) : path(temp_path(name)) {
-        write_file(path, text);
-    }
-    ~temp_file() { ::unlink(path.c_str()); }
-    temp_file(const temp_file&) = delete;
-    temp_file& operator=(const temp_file&) = delete;
-    std::string path;
-};
-
 // Coalescer processes with one config, sharing `redis` and the mock: the fleet.
 struct pods {
     pods(const mock::mock_server& mock, const redis_server& redis, std::size_t n,
