@@ -12,6 +12,7 @@
 #include <iterator>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -72,6 +73,7 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
     std::size_t unwritten = 0;                   // how many at the queue's end are not written
     std::string writing;                         // what the write under way sends
     bool write_busy = false;
+    std::set<std::string, std::less<>> scripts;  // SHA1s this connection loaded (or asked to)
     // One timer for every command's deadline, armed for the earliest: a command costs the
     // event loop no timer of its own to set and cancel.
     asio::steady_timer clock;
@@ -231,15 +233,41 @@ std::shared_ptr<redis_mux::link> redis_mux::current() {
     return link_;
 }
 
+namespace {
+
+redis_mux::ticket enqueue(redis_mux::link& l, const std::vector<std::string_view>& args,
+                          std::chrono::milliseconds timeout) {
+    auto p = std::make_shared<redis_mux::pending>();
+    p->deadline = std::chrono::steady_clock::now() + timeout;
+    append_command(p->command, args);
+    l.queue.push_back(p);
+    ++l.unwritten;
+    l.watch(p->deadline);
+    return p;
+}
+
+}  // namespace
+
 redis_mux::ticket redis_mux::send(const std::vector<std::string_view>& args,
                                   std::chrono::milliseconds timeout) {
     auto l = current();
-    auto p = std::make_shared<pending>();
-    p->deadline = std::chrono::steady_clock::now() + timeout;
-    append_command(p->command, args);
-    l->queue.push_back(p);
-    ++l->unwritten;
-    l->watch(p->deadline);
+    auto p = enqueue(*l, args, timeout);
+    l->flush();
+    return p;
+}
+
+redis_mux::ticket redis_mux::send_script(const redis_script& script,
+                                         const std::vector<std::string_view>& args,
+                                         std::chrono::milliseconds timeout) {
+    auto l = current();
+    if (l->scripts.insert(script.sha1()).second) {
+        // Its reply is not read: a failed load shows as NOSCRIPT on the command that follows.
+        const std::vector<std::string_view> load{"SCRIPT", "LOAD", script.text()};
+        enqueue(*l, load, timeout);
+    }
+    std::vector<std::string_view> command{"EVALSHA", script.sha1()};
+    command.insert(command.end(), args.begin(), args.end());
+    auto p = enqueue(*l, command, timeout);
     l->flush();
     return p;
 }

@@ -10,6 +10,7 @@
 #pragma once
 
 #include "cluster/redis_connection.hpp"
+#include "cluster/redis_script.hpp"
 
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/asio/awaitable.hpp>
@@ -35,6 +36,11 @@ class redis_mux {
     struct pending;
     using ticket = std::shared_ptr<pending>;
     ticket send(const std::vector<std::string_view>& args, std::chrono::milliseconds timeout);
+    // EVALSHA of `script` with `args` (the number of keys, the keys, the arguments). The first
+    // use of a script on a connection sends SCRIPT LOAD just ahead of it, in the same order, so
+    // scripts sent back to back run where they were sent, not after a NOSCRIPT and a resend.
+    ticket send_script(const redis_script& script, const std::vector<std::string_view>& args,
+                       std::chrono::milliseconds timeout);
     static boost::asio::awaitable<redis_result> take_reply(ticket sent);
     // One command and its reply, within `timeout` (waiting for the connection included).
     boost::asio::awaitable<redis_result> run(const std::vector<std::string_view>& args,

@@ -76,10 +76,8 @@ asio::awaitable<redis_result> redis_pool::run(const std::vector<std::string_view
 
 redis_pool::sent_script redis_pool::send_eval(const redis_script& script,
                                               const std::vector<std::string_view>& args) {
-    std::vector<std::string_view> command{"EVALSHA", script.sha1()};
-    command.insert(command.end(), args.begin(), args.end());
     const auto started = std::chrono::steady_clock::now();
-    return {mux_.send(command, config_.command_timeout), &script, &args, started};
+    return {mux_.send_script(script, args, config_.command_timeout), &script, &args, started};
 }
 
 asio::awaitable<redis_result> redis_pool::eval_reply(sent_script sent) {

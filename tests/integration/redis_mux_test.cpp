@@ -161,6 +161,7 @@ TEST_CASE("redis_pool: a script runs by its SHA1, and by its text again once Red
     const cluster::redis_script script("return redis.call('INCRBY', KEYS[1], ARGV[1])");
     CHECK(script.sha1() == redis.command({"SCRIPT", "LOAD", script.text()}).text);
     redis.command({"SCRIPT", "FLUSH"});
+    redis.command({"CONFIG", "RESETSTAT"});  // from here, the counts are the pool's alone
 
     const auto eval = [&](const std::string& by) {
         std::optional<cluster::redis_result> result;
@@ -178,19 +179,24 @@ TEST_CASE("redis_pool: a script runs by its SHA1, and by its text again once Red
         REQUIRE_FALSE(result->ec);
         return result->value.integer;
     };
-    // Unknown to Redis: EVALSHA is refused (NOSCRIPT), EVAL runs it once.
+    // Unknown to Redis: the connection loads it (SCRIPT LOAD, its text once) just ahead of the
+    // first EVALSHA, which runs it once.
     CHECK(eval("2") == 2);
+    CHECK(calls_of(redis, "script|load") == 1);
     CHECK(calls_of(redis, "evalsha") == 1);
-    CHECK(calls_of(redis, "eval") == 1);
+    CHECK(calls_of(redis, "eval") == 0);
     // Known now: by its SHA1 alone, the text no longer sent.
     CHECK(eval("3") == 5);
     CHECK(eval("4") == 9);
     CHECK(calls_of(redis, "evalsha") == 3);
-    CHECK(calls_of(redis, "eval") == 1);
-    // Forgotten (SCRIPT FLUSH, as after a restart): taught again, run exactly once.
+    CHECK(calls_of(redis, "eval") == 0);
+    CHECK(calls_of(redis, "script|load") == 1);
+    // Forgotten behind the connection's back (SCRIPT FLUSH): EVALSHA is refused (NOSCRIPT),
+    // EVAL teaches it again, and it runs exactly once.
     redis.command({"SCRIPT", "FLUSH"});
     CHECK(eval("5") == 14);
-    CHECK(calls_of(redis, "eval") == 2);
+    CHECK(calls_of(redis, "evalsha") == 4);
+    CHECK(calls_of(redis, "eval") == 1);
     CHECK(redis.command({"GET", "counted"}).text == "14");
     pool.clear();
 }
