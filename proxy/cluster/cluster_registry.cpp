@@ -48,6 +48,7 @@ class cluster_registry::fleet_producer final : public coalesce::flight_producer 
         const auto worker = local.worker;
         return {run_in_fleet(shared_, f, std::move(local)), executor, worker};
     }
+    std::size_t worker_index() const noexcept override { return inner_.worker_index(); }
 
   private:
     cluster::fleet& shared_;
@@ -75,6 +76,8 @@ cluster_registry::~cluster_registry() = default;
 
 coalesce::join_result cluster_registry::join(const coalesce::flight_key& key,
                                              coalesce::flight_producer& producer) {
+    // Before the join: a claim's reply on the socket lets its flight's call start now.
+    pools_.at(producer.worker_index())->tend();
     fleet_producer wrapped(fleet_, producer);
     return local_->join(key, wrapped);
 }

@@ -8,7 +8,9 @@
 #include <boost/asio/write.hpp>
 
 #include <openssl/ssl.h>
+#include <sys/socket.h>
 
+#include <cerrno>
 #include <tuple>
 
 namespace coalescer::cluster {
@@ -130,16 +132,57 @@ void redis_connection::start_write(const std::string& bytes, std::function<void(
         asio::async_write(stream_.next_layer(), asio::buffer(bytes), std::move(written));
 }
 
+// A plain connection waits for the socket to be readable and then receives itself: every
+// receive happens in a handler of this worker and is fed at once, so a read_now() between two
+// of them cannot take bytes out of order (a reactor-run receive would hold its bytes until its
+// handler's turn).
 void redis_connection::start_read(std::function<void(error_code)> done) {
-    auto read = [this, done = std::move(done)](error_code ec, std::size_t n) {
-        if (!ec && !reader_.feed(buffer_.data(), n))
+    if (tls_) {
+        stream_.async_read_some(asio::buffer(buffer_),
+                                [this, done = std::move(done)](error_code ec, std::size_t n) {
+                                    if (!ec && !reader_.feed(buffer_.data(), n))
+                                        ec = protocol_error();
+                                    done(ec);
+                                });
+        return;
+    }
+    stream_.next_layer().async_wait(tcp::socket::wait_read,
+                                    [this, done = std::move(done)](error_code ec) {
+                                        if (!ec)
+                                            read_now(ec);
+                                        done(ec == asio::error::would_block ? error_code{} : ec);
+                                    });
+}
+
+std::size_t redis_connection::read_now(error_code& ec) {
+    ec = {};
+    std::size_t total = 0;
+    // A large reply (a stream so far) is taken whole, within a bound that keeps the loop fair.
+    for (int i = 0; i < 64; ++i) {
+        const auto n = ::recv(stream_.next_layer().native_handle(), buffer_.data(), buffer_.size(),
+                              MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                ec = error_code(errno, boost::system::system_category());
+            else if (total == 0)
+                ec = asio::error::would_block;
+            return total;
+        }
+        if (n == 0) {
+            ec = asio::error::eof;
+            return total;
+        }
+        if (!reader_.feed(buffer_.data(), static_cast<std::size_t>(n))) {
             ec = protocol_error();
-        done(ec);
-    };
-    if (tls_)
-        stream_.async_read_some(asio::buffer(buffer_), std::move(read));
-    else
-        stream_.next_layer().async_read_some(asio::buffer(buffer_), std::move(read));
+            return total;
+        }
+        total += static_cast<std::size_t>(n);
+        if (static_cast<std::size_t>(n) < buffer_.size())
+            return total;  // the socket is drained; later bytes bring a readiness of their own
+    }
+    return total;
 }
 
 asio::awaitable<error_code> redis_connection::receive(reply& out) {

@@ -54,6 +54,11 @@ class redis_connection {
     // feeds what arrived to the reply reader; next_reply() then takes whole replies from it.
     void start_write(const std::string& bytes, std::function<void(boost::system::error_code)> done);
     void start_read(std::function<void(boost::system::error_code)> done);
+    // What the socket holds now, fed to the reply reader without waiting, also while a read is
+    // under way (plain connections only: a TLS engine takes one read at a time). Returns the
+    // bytes taken; `ec` is would_block when there were none.
+    std::size_t read_now(boost::system::error_code& ec);
+    bool reads_now() const noexcept { return !tls_; }
     reply_reader::status next_reply(reply& out) { return reader_.next(out); }
 
   private:

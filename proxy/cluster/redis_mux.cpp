@@ -36,6 +36,12 @@ struct caller final : caller_base {
     Handler handler;
 };
 
+// A turn of the event loop longer than this means other work is queued.
+constexpr std::chrono::microseconds busy_turn{100};
+// How often handling requests looks at the socket while replies are awaited: a loopback
+// Redis answers in about 50 us, and a look that finds nothing costs a system call.
+constexpr std::chrono::microseconds look_interval{100};
+
 }  // namespace
 
 // A command waiting for its reply. Whoever settles it (the reader, a failure, its deadline)
@@ -77,7 +83,9 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
     // One timer for every command's deadline, armed for the earliest: a command costs the
     // event loop no timer of its own to set and cancel.
     asio::steady_timer clock;
-    std::optional<std::chrono::steady_clock::time_point> clock_at;  // while armed
+    std::optional<std::chrono::steady_clock::time_point> clock_at;     // while armed
+    std::optional<std::chrono::steady_clock::time_point> look_posted;  // while a look is queued
+    std::chrono::steady_clock::time_point last_look;
 
     void fail(error_code ec, bool resume_callers = true) {
         if (now == state::broken)
@@ -118,6 +126,55 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
                 return self->fail(ec);
             self->flush();
         });
+        look_soon();
+    }
+
+    bool awaiting() const noexcept { return !queue.empty() && queue.front()->written; }
+
+    // A reply Redis sent at once waits, in the reactor, behind every socket that became ready
+    // before it: under a burst that is every other client's request, tens of milliseconds for
+    // a claim that took Redis 50 us. So the link also looks at its socket itself: after each
+    // turn of the event loop while replies are awaited (a look queued behind the work at hand)
+    // and whenever a request is handled (tend), at most every `look_interval`.
+    void look_soon() {
+        if (look_posted || now != state::open || !connection.reads_now())
+            return;
+        look_posted = std::chrono::steady_clock::now();
+        asio::post(clock.get_executor(), [self = shared_from_this()] { self->look(); });
+    }
+
+    void look() {
+        const auto at = std::chrono::steady_clock::now();
+        const auto turn = at - *look_posted;
+        look_posted.reset();
+        if (now != state::open || !awaiting() || !take_now(at))
+            return;
+        // A turn that took this long will again: look once more after the next. An idle loop
+        // comes round at once, and then the reactor takes the reply as soon as it arrives.
+        if (awaiting() && turn >= busy_turn)
+            look_soon();
+    }
+
+    void tend() {
+        if (now != state::open || !awaiting() || !connection.reads_now())
+            return;
+        const auto at = std::chrono::steady_clock::now();
+        if (at - last_look >= look_interval)
+            take_now(at);
+    }
+
+    // Takes the replies the socket holds; false once the link is done.
+    bool take_now(std::chrono::steady_clock::time_point at) {
+        last_look = at;
+        error_code ec;
+        connection.read_now(ec);
+        if (ec == asio::error::would_block)
+            return true;
+        if (ec) {
+            fail(ec);
+            return false;
+        }
+        return take_replies();
     }
 
     void read() {
@@ -281,6 +338,15 @@ asio::awaitable<redis_result> redis_mux::take_reply(ticket sent) {
             asio::use_awaitable);
     }
     co_return std::move(sent->result);
+}
+
+bool redis_mux::answered(const ticket& sent) noexcept {
+    return sent->done;
+}
+
+void redis_mux::tend() {
+    if (auto l = link_)  // a caller resumed may replace the link
+        l->tend();
 }
 
 asio::awaitable<redis_result> redis_mux::run(const std::vector<std::string_view>& args,

@@ -58,6 +58,8 @@ class redis_pool {
     const ops::cluster_config& config() const noexcept { return config_; }
     breaker& health() noexcept { return health_; }
     void clear() noexcept;
+    // Takes the replies already on the shared connection's socket (redis_mux::tend).
+    void tend() { mux_.tend(); }
 
   private:
     boost::asio::any_io_executor executor_;

@@ -74,6 +74,8 @@ struct production {
 class flight_producer {
   public:
     virtual production make(const std::shared_ptr<flight>& f) = 0;
+    // The worker the request is handled on, where a production made would run.
+    virtual std::size_t worker_index() const noexcept = 0;
 
   protected:
     ~flight_producer() = default;

@@ -154,6 +154,7 @@ class fetch_here final : public coalesce::flight_producer {
                                 upstream_for(match_, self_)),
                 self_.io.get_executor(), self_.index};
     }
+    std::size_t worker_index() const noexcept override { return self_.index; }
 
   private:
     client_request& request_;

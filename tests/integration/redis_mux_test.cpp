@@ -11,6 +11,7 @@
 #include <boost/asio/detached.hpp>
 #include <boost/asio/io_context.hpp>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -92,6 +93,86 @@ TEST_CASE("redis_mux: a burst of commands shares one connection, each gets its o
     for (std::size_t i = 0; i < again.size(); ++i) {
         REQUIRE_FALSE(again[i].ec);
         CHECK(again[i].value.text == "value-" + std::to_string(i));
+    }
+}
+
+// Under a burst the event loop reaches the Redis socket only after every client socket that
+// became ready before it; tend() takes the reply there and then, from the request handling.
+TEST_CASE("redis_mux: tend() takes a reply already on the socket without the event loop") {
+    redis_server redis;
+    const auto cfg = config_for(redis);
+    asio::io_context io;
+    asio::ssl::context tls(asio::ssl::context::tls_client);
+    cluster::redis_mux mux(io.get_executor(), cfg, tls);
+    REQUIRE_FALSE(echo_burst(mux, io, 1).front().ec);  // the connection is open
+
+    for (int round = 0; round < 3; ++round) {
+        const std::string value = "tended-" + std::to_string(round);
+        const std::vector<std::string_view> echo{"ECHO", value};
+        const auto sent = mux.send(echo, 2s);
+        std::this_thread::sleep_for(50ms);  // Redis has answered; the loop has not run
+        CHECK_FALSE(cluster::redis_mux::answered(sent));
+        mux.tend();
+        REQUIRE(cluster::redis_mux::answered(sent));
+        std::optional<cluster::redis_result> got;
+        asio::co_spawn(
+            io,
+            [&]() -> asio::awaitable<void> { got = co_await cluster::redis_mux::take_reply(sent); },
+            asio::detached);
+        while (!got)
+            io.run_one_for(100ms);
+        REQUIRE_FALSE(got->ec);
+        CHECK(got->value.text == value);
+    }
+    // The reads the reactor still had queued found the socket empty and went on waiting: the
+    // connection serves the next commands in order.
+    const auto after = echo_burst(mux, io, 50);
+    for (std::size_t i = 0; i < after.size(); ++i) {
+        REQUIRE_FALSE(after[i].ec);
+        CHECK(after[i].value.text == "value-" + std::to_string(i));
+    }
+}
+
+// tend() from the request handling runs between any two handlers, also between the reactor
+// finding the socket readable and the read's own handler: replies must still arrive whole and
+// in order. Values of 20 KiB make each reply span more than one receive.
+TEST_CASE("redis_mux: replies stay whole and in order while tend() runs between handlers") {
+    redis_server redis;
+    const auto cfg = config_for(redis);
+    asio::io_context io;
+    asio::ssl::context tls(asio::ssl::context::tls_client);
+    cluster::redis_mux mux(io.get_executor(), cfg, tls);
+    REQUIRE_FALSE(echo_burst(mux, io, 1).front().ec);
+
+    constexpr std::size_t count = 400;
+    std::vector<cluster::redis_result> results(count);
+    std::size_t done = 0;
+    for (std::size_t i = 0; i < count; ++i) {
+        asio::co_spawn(
+            io,
+            [&mux, &results, &done, i]() -> asio::awaitable<void> {
+                const std::string value(20 * 1024, static_cast<char>('a' + i % 26));
+                const std::vector<std::string_view> echo{"ECHO", value};
+                results[i] = co_await mux.run(echo, 5s);
+                ++done;
+            },
+            asio::detached);
+    }
+    // A handler of its own on every turn of the loop, as requests would be.
+    std::function<void()> tender = [&] {
+        mux.tend();
+        if (done < count)
+            asio::post(io, tender);
+    };
+    asio::post(io, tender);
+    const auto until = std::chrono::steady_clock::now() + 20s;
+    while (done < count && std::chrono::steady_clock::now() < until)
+        io.run_one_for(100ms);
+    REQUIRE(done == count);
+    for (std::size_t i = 0; i < count; ++i) {
+        INFO("command " << i);
+        REQUIRE_FALSE(results[i].ec);
+        CHECK(results[i].value.text == std::string(20 * 1024, static_cast<char>('a' + i % 26)));
     }
 }
 

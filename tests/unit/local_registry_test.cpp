@@ -6,8 +6,8 @@
 
 #include "doctest_main.hpp"
 
-#include <boost/asio/io_context.hpp>
 #include <doctest/doctest.h>
+#include <boost/asio/io_context.hpp>
 
 #include <chrono>
 #include <cstring>
@@ -34,6 +34,7 @@ struct recording_producer final : flight_producer {
         started.push_back(f);
         return {nothing(), io.get_executor(), 0};
     }
+    std::size_t worker_index() const noexcept override { return 0; }
     static boost::asio::awaitable<void> nothing() { co_return; }
 };
 
