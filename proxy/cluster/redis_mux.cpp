@@ -147,12 +147,12 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
         const auto at = std::chrono::steady_clock::now();
         const auto turn = at - *look_posted;
         look_posted.reset();
-        if (now != state::open || !awaiting() || !take_now(at))
+        // An idle loop came round at once: its reactor takes the reply as soon as it arrives,
+        // and a receive now would most likely find nothing.
+        if (turn < busy_turn || now != state::open || !awaiting() || !take_now(at))
             return;
-        // A turn that took this long will again: look once more after the next. An idle loop
-        // comes round at once, and then the reactor takes the reply as soon as it arrives.
-        if (awaiting() && turn >= busy_turn)
-            look_soon();
+        if (awaiting())
+            look_soon();  // a turn that took this long will again
     }
 
     void tend() {
