@@ -185,6 +185,9 @@ std::size_t redis_connection::read_now(error_code& ec) {
     return total;
 }
 
+// A plain connection takes what the socket holds in one go (a stream read's reply can be
+// hundreds of KiB) and waits only when it is empty: a wait per 16 KiB receive would put the
+// rest of the reply behind every other handler of a busy worker, each time.
 asio::awaitable<error_code> redis_connection::receive(reply& out) {
     for (;;) {
         const auto got = reader_.next(out);
@@ -192,14 +195,17 @@ asio::awaitable<error_code> redis_connection::receive(reply& out) {
             co_return protocol_error();
         if (got == reply_reader::status::complete)
             co_return error_code{};
-        std::size_t n = 0;
-        error_code ec;
-        if (tls_) {
-            std::tie(ec, n) = co_await stream_.async_read_some(asio::buffer(buffer_), use_tuple);
-        } else {
-            std::tie(ec, n) =
-                co_await stream_.next_layer().async_read_some(asio::buffer(buffer_), use_tuple);
+        if (!tls_) {
+            error_code ec;
+            read_now(ec);
+            if (ec == asio::error::would_block)
+                std::tie(ec) =
+                    co_await stream_.next_layer().async_wait(tcp::socket::wait_read, use_tuple);
+            if (ec)
+                co_return ec;
+            continue;
         }
+        auto [ec, n] = co_await stream_.async_read_some(asio::buffer(buffer_), use_tuple);
         if (ec)
             co_return ec;
         if (!reader_.feed(buffer_.data(), n))
