@@ -225,8 +225,9 @@ asio::awaitable<bool> wait_or_renew(fleet& shared, redis_pool& pool, const fligh
 
 // Appends sent before the oldest one's reply is awaited, while the log holds more than one
 // append's worth: a burst of events reaches the other pods in a round trip or two, not one per
-// 64 KiB.
-constexpr std::size_t max_appends_in_flight = 4;
+// 64 KiB. Eight hold a typical long answer (400-500 KiB) at once; what they copy is bounded by
+// max_response_bytes like the log itself.
+constexpr std::size_t max_appends_in_flight = 8;
 
 // Takes the oldest append's reply; false when the relay stops (fenced off, failed, or done).
 asio::awaitable<bool> settle_oldest(fleet& shared, redis_pool& pool, const flight_names& names,

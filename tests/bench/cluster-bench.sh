@@ -19,6 +19,7 @@
 # python3.
 #
 #   bash tests/bench/cluster-bench.sh      # BENCH_REQUESTS=1000 BENCH_LATENCY_MS=500 BENCH_RUNS=3
+#   (BENCH_SECTIONS="burst stream cost budget" picks sections; BENCH_INTERVALS="10 0" the SSE paces)
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 BUILD=${BENCH_BUILD:-$ROOT/build/release}
@@ -128,7 +129,7 @@ redis_calls() {  # calls of each command since the last CONFIG RESETSTAT, as "ev
 }
 
 case " $SECTIONS " in *" stream "*)
-for interval in 10 0; do
+for interval in ${BENCH_INTERVALS:-10 0}; do
     stream_port=$(free_port)
     "$BUILD/tests/mock_provider/mock-provider" --listen "127.0.0.1:$stream_port" --latency-ms 300 \
         --chunks 200 --chunk-interval-ms "$interval" >"$TMP/mock-stream.log" 2>&1 &
