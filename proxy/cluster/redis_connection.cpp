@@ -132,6 +132,23 @@ void redis_connection::start_write(const std::string& bytes, std::function<void(
         asio::async_write(stream_.next_layer(), asio::buffer(bytes), std::move(written));
 }
 
+std::size_t redis_connection::write_now(const std::string& bytes, error_code& ec) noexcept {
+    ec = {};
+    if (tls_)
+        return 0;
+    for (;;) {
+        const auto n = ::send(stream_.next_layer().native_handle(), bytes.data(), bytes.size(),
+                              MSG_DONTWAIT | MSG_NOSIGNAL);
+        if (n >= 0)
+            return static_cast<std::size_t>(n);
+        if (errno != EINTR) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                ec = error_code(errno, boost::system::system_category());
+            return 0;
+        }
+    }
+}
+
 // A plain connection waits for the socket to be readable and then receives itself: every
 // receive happens in a handler of this worker and is fed at once, so a read_now() between two
 // of them cannot take bytes out of order (a reactor-run receive would hold its bytes until its

@@ -59,6 +59,8 @@ class redis_connection {
     // bytes taken; `ec` is would_block when there were none.
     std::size_t read_now(boost::system::error_code& ec);
     bool reads_now() const noexcept { return !tls_; }
+    // Sends what the socket takes now, without waiting (nothing over TLS); the bytes sent.
+    std::size_t write_now(const std::string& bytes, boost::system::error_code& ec) noexcept;
     reply_reader::status next_reply(reply& out) { return reader_.next(out); }
 
   private:

@@ -119,6 +119,14 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
             (*at)->written = true;
         }
         unwritten = 0;
+        look_soon();
+        // What the socket takes now is sent now: a write completed through the event loop
+        // would hold every command queued meanwhile for a turn of it.
+        error_code sent_ec;
+        const auto sent = connection.write_now(writing, sent_ec);
+        if (!sent_ec && sent == writing.size())
+            return;
+        writing.erase(0, sent);  // the rest, or a failure, through the reactor
         write_busy = true;
         connection.start_write(writing, [self = shared_from_this()](error_code ec) {
             self->write_busy = false;
@@ -126,7 +134,6 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
                 return self->fail(ec);
             self->flush();
         });
-        look_soon();
     }
 
     bool awaiting() const noexcept { return !queue.empty() && queue.front()->written; }
