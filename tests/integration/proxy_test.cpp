@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cctype>
 #include <functional>
+#include <latch>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -556,10 +557,15 @@ TEST_CASE("idle upstream connections are kept up to max_concurrent: a second bur
         clients.push_back(std::make_unique<client>(env.proxy->port()));
     auto burst = [&](int round) {
         std::atomic<int> answered{0};
+        // Every thread is started before any sends: starting 160 threads under TSan on a busy
+        // machine can take longer than a call, and a call that ended before the last one began
+        // would lend it its connection.
+        std::latch started(n);
         std::vector<std::thread> threads;
         for (int i = 0; i < n; ++i) {
             threads.emplace_back([&, i] {
                 const auto prompt = std::to_string(round) + " " + std::to_string(i);
+                started.arrive_and_wait();
                 clients[i]->send("POST", "/chat/completions", chat_body(prompt));
                 answered += clients[i]->read().status == 200 ? 1 : 0;
             });
