@@ -32,48 +32,76 @@ ops::cluster_config config_for(const redis_server& redis) {
     return c;
 }
 
+// A worker's shared connection to a Redis of its own.
+struct mux_on_redis {
+    redis_server redis;
+    ops::cluster_config cfg = config_for(redis);
+    asio::io_context io;
+    asio::ssl::context tls{asio::ssl::context::tls_client};
+    cluster::redis_mux mux{io.get_executor(), cfg, tls};
+};
+
 long long connections_received(const redis_server& redis) {
     const auto info = redis.command({"INFO", "stats"}).text;
     const std::string field = "total_connections_received:";
     return std::stoll(info.substr(info.find(field) + field.size()));
 }
 
+std::string numbered(std::size_t i) {
+    return "value-" + std::to_string(i);
+}
+
+struct burst_options {
+    std::function<std::string(std::size_t)> value_of = numbered;
+    std::chrono::milliseconds timeout = 250ms;  // each command's
+    bool tend = false;  // also call tend() from a handler of its own on every turn of the loop
+};
+
 // `count` ECHOs of distinct values, all issued before any reply can arrive; what each got back.
 std::vector<cluster::redis_result> echo_burst(cluster::redis_mux& mux, asio::io_context& io,
-                                              std::size_t count) {
+                                              std::size_t count, const burst_options& o = {}) {
     std::vector<cluster::redis_result> results(count);
     std::size_t done = 0;
     for (std::size_t i = 0; i < count; ++i) {
         asio::co_spawn(
             io,
-            [&mux, &results, &done, i]() -> asio::awaitable<void> {
-                const auto value = "value-" + std::to_string(i);
+            [&mux, &results, &done, &o, i]() -> asio::awaitable<void> {
+                const auto value = o.value_of(i);
                 const std::vector<std::string_view> echo{"ECHO", value};
-                results[i] = co_await mux.run(echo, 250ms);
+                results[i] = co_await mux.run(echo, o.timeout);
                 ++done;
             },
             asio::detached);
     }
+    std::function<void()> tender = [&] {
+        mux.tend();
+        if (done < count)
+            asio::post(io, tender);
+    };
+    if (o.tend)
+        asio::post(io, tender);
     // The connection's reader keeps the loop busy: run it until every command has its answer.
-    const auto until = std::chrono::steady_clock::now() + 10s;
+    const auto until = std::chrono::steady_clock::now() + 20s;
     while (done < count && std::chrono::steady_clock::now() < until)
         io.run_one_for(100ms);
     REQUIRE(done == count);
     return results;
 }
 
-TEST_CASE("redis_mux: a burst of commands shares one connection, each gets its own reply") {
-    redis_server redis;
-    const auto cfg = config_for(redis);
-    asio::io_context io;
-    asio::ssl::context tls(asio::ssl::context::tls_client);
-    cluster::redis_mux mux(io.get_executor(), cfg, tls);
-    const auto results = echo_burst(mux, io, 500);
+// Every command of an echo_burst answered with its own value.
+void check_echoes(const std::vector<cluster::redis_result>& results,
+                  const std::function<std::string(std::size_t)>& value_of = numbered) {
     for (std::size_t i = 0; i < results.size(); ++i) {
         INFO("command " << i);
         REQUIRE_FALSE(results[i].ec);
-        CHECK(results[i].value.text == "value-" + std::to_string(i));
+        CHECK(results[i].value.text == value_of(i));
     }
+}
+
+TEST_CASE_FIXTURE(mux_on_redis,
+                  "redis_mux: a burst of commands shares one connection, each gets its own reply") {
+    const auto results = echo_burst(mux, io, 500);
+    check_echoes(results);
     // One connection served all 500: one client of Redis's last ran ECHO.
     const auto clients = redis.command({"CLIENT", "LIST"}).text;
     std::size_t echoing = 0;
@@ -90,20 +118,13 @@ TEST_CASE("redis_mux: a burst of commands shares one connection, each gets its o
     // After the pause, a fresh connection answers again (the broken one is never reused).
     std::this_thread::sleep_for(1600ms);
     const auto again = echo_burst(mux, io, 20);
-    for (std::size_t i = 0; i < again.size(); ++i) {
-        REQUIRE_FALSE(again[i].ec);
-        CHECK(again[i].value.text == "value-" + std::to_string(i));
-    }
+    check_echoes(again);
 }
 
 // Under a burst the event loop reaches the Redis socket only after every client socket that
 // became ready before it; tend() takes the reply there and then, from the request handling.
-TEST_CASE("redis_mux: tend() takes a reply already on the socket without the event loop") {
-    redis_server redis;
-    const auto cfg = config_for(redis);
-    asio::io_context io;
-    asio::ssl::context tls(asio::ssl::context::tls_client);
-    cluster::redis_mux mux(io.get_executor(), cfg, tls);
+TEST_CASE_FIXTURE(mux_on_redis,
+                  "redis_mux: tend() takes a reply already on the socket without the event loop") {
     REQUIRE_FALSE(echo_burst(mux, io, 1).front().ec);  // the connection is open
 
     for (int round = 0; round < 3; ++round) {
@@ -127,53 +148,23 @@ TEST_CASE("redis_mux: tend() takes a reply already on the socket without the eve
     // The reads the reactor still had queued found the socket empty and went on waiting: the
     // connection serves the next commands in order.
     const auto after = echo_burst(mux, io, 50);
-    for (std::size_t i = 0; i < after.size(); ++i) {
-        REQUIRE_FALSE(after[i].ec);
-        CHECK(after[i].value.text == "value-" + std::to_string(i));
-    }
+    check_echoes(after);
 }
 
 // tend() from the request handling runs between any two handlers, also between the reactor
 // finding the socket readable and the read's own handler: replies must still arrive whole and
 // in order. Values of 20 KiB make each reply span more than one receive.
-TEST_CASE("redis_mux: replies stay whole and in order while tend() runs between handlers") {
-    redis_server redis;
-    const auto cfg = config_for(redis);
-    asio::io_context io;
-    asio::ssl::context tls(asio::ssl::context::tls_client);
-    cluster::redis_mux mux(io.get_executor(), cfg, tls);
+TEST_CASE_FIXTURE(mux_on_redis,
+                  "redis_mux: replies stay whole and in order while tend() runs between handlers") {
     REQUIRE_FALSE(echo_burst(mux, io, 1).front().ec);
 
-    constexpr std::size_t count = 400;
-    std::vector<cluster::redis_result> results(count);
-    std::size_t done = 0;
-    for (std::size_t i = 0; i < count; ++i) {
-        asio::co_spawn(
-            io,
-            [&mux, &results, &done, i]() -> asio::awaitable<void> {
-                const std::string value(20 * 1024, static_cast<char>('a' + i % 26));
-                const std::vector<std::string_view> echo{"ECHO", value};
-                results[i] = co_await mux.run(echo, 5s);
-                ++done;
-            },
-            asio::detached);
-    }
-    // A handler of its own on every turn of the loop, as requests would be.
-    std::function<void()> tender = [&] {
-        mux.tend();
-        if (done < count)
-            asio::post(io, tender);
+    burst_options o;
+    o.value_of = [](std::size_t i) {
+        return std::string(20 * 1024, static_cast<char>('a' + i % 26));
     };
-    asio::post(io, tender);
-    const auto until = std::chrono::steady_clock::now() + 20s;
-    while (done < count && std::chrono::steady_clock::now() < until)
-        io.run_one_for(100ms);
-    REQUIRE(done == count);
-    for (std::size_t i = 0; i < count; ++i) {
-        INFO("command " << i);
-        REQUIRE_FALSE(results[i].ec);
-        CHECK(results[i].value.text == std::string(20 * 1024, static_cast<char>('a' + i % 26)));
-    }
+    o.timeout = 5s;
+    o.tend = true;
+    check_echoes(echo_burst(mux, io, 400, o), o.value_of);
 }
 
 TEST_CASE("redis_mux: a command that times out before its connection opens is never sent") {
