@@ -52,6 +52,7 @@ struct redis_mux::pending {
     std::unique_ptr<caller_base> waiting;  // set while the caller waits
     std::string command;                   // RESP, until written
     redis_result result;
+    bool urgent = true;  // sent with pace::now
     bool written = false;
     bool done = false;
 
@@ -77,6 +78,7 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
     redis_connection connection;
     std::deque<std::shared_ptr<pending>> queue;  // every unanswered command, in order
     std::size_t unwritten = 0;                   // how many at the queue's end are not written
+    std::size_t urgent_written = 0;              // written `now` commands not answered yet
     std::string writing;                         // what the write under way sends
     bool write_busy = false;
     std::set<std::string, std::less<>> scripts;  // SHA1s this connection loaded (or asked to)
@@ -85,6 +87,7 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
     asio::steady_timer clock;
     std::optional<std::chrono::steady_clock::time_point> clock_at;     // while armed
     std::optional<std::chrono::steady_clock::time_point> look_posted;  // while a look is queued
+    bool flush_posted = false;
     std::chrono::steady_clock::time_point last_look;
 
     void fail(error_code ec, bool resume_callers = true) {
@@ -97,6 +100,7 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
         auto settling = std::move(queue);  // a resumed caller may already queue on a new link
         queue.clear();
         unwritten = 0;
+        urgent_written = 0;
         for (const auto& p : settling) {
             p->result.ec = ec;
             p->settle(resume_callers);
@@ -104,7 +108,7 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
     }
 
     // Sends everything queued since the last write, in one write, unless one is under way
-    // (its completion sends the rest). Called by the command itself: the bytes leave at once.
+    // (its completion sends the rest). Called by a `now` command itself: its bytes leave at once.
     void flush() {
         if (now != state::open || write_busy || unwritten == 0)
             return;
@@ -117,6 +121,7 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
                 writing += (*at)->command;
             (*at)->command = std::string();
             (*at)->written = true;
+            urgent_written += (*at)->urgent ? 1 : 0;
         }
         unwritten = 0;
         look_soon();
@@ -136,7 +141,19 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
         });
     }
 
-    bool awaiting() const noexcept { return !queue.empty() && queue.front()->written; }
+    // The end of this turn of the event loop: `soon` commands queued meanwhile leave together.
+    void flush_soon() {
+        if (flush_posted)
+            return;
+        flush_posted = true;
+        asio::post(clock.get_executor(), [self = shared_from_this()] {
+            self->flush_posted = false;
+            self->flush();
+        });
+    }
+
+    // Whether a reply someone waits on now is due: only those are worth a receive of our own.
+    bool awaiting() const noexcept { return urgent_written > 0; }
 
     // A reply Redis sent at once waits, in the reactor, behind every socket that became ready
     // before it: under a burst that is every other client's request, tens of milliseconds for
@@ -144,7 +161,7 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
     // turn of the event loop while replies are awaited (a look queued behind the work at hand)
     // and whenever a request is handled (tend), at most every `look_interval`.
     void look_soon() {
-        if (look_posted || now != state::open || !connection.reads_now())
+        if (look_posted || now != state::open || !awaiting() || !connection.reads_now())
             return;
         look_posted = std::chrono::steady_clock::now();
         asio::post(clock.get_executor(), [self = shared_from_this()] { self->look(); });
@@ -206,6 +223,7 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
             }
             auto p = std::move(queue.front());
             queue.pop_front();
+            urgent_written -= p->urgent ? 1 : 0;
             p->result.value = std::move(r);
             p->settle();
         }
@@ -300,9 +318,10 @@ std::shared_ptr<redis_mux::link> redis_mux::current() {
 namespace {
 
 redis_mux::ticket enqueue(redis_mux::link& l, const std::vector<std::string_view>& args,
-                          std::chrono::milliseconds timeout) {
+                          std::chrono::milliseconds timeout, redis_mux::pace when) {
     auto p = std::make_shared<redis_mux::pending>();
     p->deadline = std::chrono::steady_clock::now() + timeout;
+    p->urgent = when == redis_mux::pace::now;
     append_command(p->command, args);
     l.queue.push_back(p);
     ++l.unwritten;
@@ -310,29 +329,36 @@ redis_mux::ticket enqueue(redis_mux::link& l, const std::vector<std::string_view
     return p;
 }
 
+void send_queued(redis_mux::link& l, redis_mux::pace when) {
+    if (when == redis_mux::pace::now)
+        l.flush();
+    else
+        l.flush_soon();
+}
+
 }  // namespace
 
 redis_mux::ticket redis_mux::send(const std::vector<std::string_view>& args,
-                                  std::chrono::milliseconds timeout) {
+                                  std::chrono::milliseconds timeout, pace when) {
     auto l = current();
-    auto p = enqueue(*l, args, timeout);
-    l->flush();
+    auto p = enqueue(*l, args, timeout, when);
+    send_queued(*l, when);
     return p;
 }
 
 redis_mux::ticket redis_mux::send_script(const redis_script& script,
                                          const std::vector<std::string_view>& args,
-                                         std::chrono::milliseconds timeout) {
+                                         std::chrono::milliseconds timeout, pace when) {
     auto l = current();
     if (l->scripts.insert(script.sha1()).second) {
         // Its reply is not read: a failed load shows as NOSCRIPT on the command that follows.
         const std::vector<std::string_view> load{"SCRIPT", "LOAD", script.text()};
-        enqueue(*l, load, timeout);
+        enqueue(*l, load, timeout, when);
     }
     std::vector<std::string_view> command{"EVALSHA", script.sha1()};
     command.insert(command.end(), args.begin(), args.end());
-    auto p = enqueue(*l, command, timeout);
-    l->flush();
+    auto p = enqueue(*l, command, timeout, when);
+    send_queued(*l, when);
     return p;
 }
 

@@ -75,9 +75,10 @@ asio::awaitable<redis_result> redis_pool::run(const std::vector<std::string_view
 }
 
 redis_pool::sent_script redis_pool::send_eval(const redis_script& script,
-                                              const std::vector<std::string_view>& args) {
+                                              const std::vector<std::string_view>& args,
+                                              redis_mux::pace when) {
     const auto started = std::chrono::steady_clock::now();
-    return {mux_.send_script(script, args, config_.command_timeout), &script, &args, started};
+    return {mux_.send_script(script, args, config_.command_timeout, when), &script, &args, started};
 }
 
 asio::awaitable<redis_result> redis_pool::eval_reply(sent_script sent) {
@@ -91,7 +92,7 @@ asio::awaitable<redis_result> redis_pool::eval_reply(sent_script sent) {
 
 asio::awaitable<redis_result> redis_pool::eval(const redis_script& script,
                                                const std::vector<std::string_view>& args) {
-    co_return co_await eval_reply(send_eval(script, args));
+    co_return co_await eval_reply(send_eval(script, args, redis_mux::pace::now));
 }
 
 }  // namespace coalescer::cluster

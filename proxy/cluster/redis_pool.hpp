@@ -40,14 +40,15 @@ class redis_pool {
                                               const std::vector<std::string_view>& args);
     // The same in two steps: scripts sent one after another run in that order, and none waits
     // for another's reply. `args` must stay valid until the reply is taken (Redis lacking the
-    // script, they go again with its text).
+    // script, they go again with its text). `when`: see redis_mux::pace.
     struct sent_script {
         redis_mux::ticket sent;
         const redis_script* script;
         const std::vector<std::string_view>* args;
         std::chrono::steady_clock::time_point started;
     };
-    sent_script send_eval(const redis_script& script, const std::vector<std::string_view>& args);
+    sent_script send_eval(const redis_script& script, const std::vector<std::string_view>& args,
+                          redis_mux::pace when);
     boost::asio::awaitable<redis_result> eval_reply(sent_script sent);
     // The same on a connection the caller holds (a blocking read's), with its own bound.
     boost::asio::awaitable<redis_result> run_on(redis_connection& connection,

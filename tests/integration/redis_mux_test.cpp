@@ -41,10 +41,15 @@ struct mux_on_redis {
     cluster::redis_mux mux{io.get_executor(), cfg, tls};
 };
 
-long long connections_received(const redis_server& redis) {
+// A counter of INFO stats; each call of it is one more read for Redis.
+long long stat_of(const redis_server& redis, const std::string& name) {
     const auto info = redis.command({"INFO", "stats"}).text;
-    const std::string field = "total_connections_received:";
+    const auto field = name + ":";
     return std::stoll(info.substr(info.find(field) + field.size()));
+}
+
+long long connections_received(const redis_server& redis) {
+    return stat_of(redis, "total_connections_received");
 }
 
 std::string numbered(std::size_t i) {
@@ -165,6 +170,64 @@ TEST_CASE_FIXTURE(mux_on_redis,
     o.timeout = 5s;
     o.tend = true;
     check_echoes(echo_burst(mux, io, 400, o), o.value_of);
+}
+
+// What each sent ECHO got back, the loop run until all are answered.
+std::vector<cluster::redis_result> replies_to(const std::vector<cluster::redis_mux::ticket>& sent,
+                                              asio::io_context& io) {
+    std::vector<cluster::redis_result> results(sent.size());
+    std::size_t done = 0;
+    for (std::size_t i = 0; i < sent.size(); ++i)
+        asio::co_spawn(
+            io,
+            [&, i]() -> asio::awaitable<void> {
+                results[i] = co_await cluster::redis_mux::take_reply(sent[i]);
+                ++done;
+            },
+            asio::detached);
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (done < sent.size() && std::chrono::steady_clock::now() < until)
+        io.run_one_for(100ms);
+    REQUIRE(done == sent.size());
+    return results;
+}
+
+// Appends go `soon`: what a turn of the loop queued leaves in one write at its end (Redis reads
+// once for all of it), and a `now` command sent meanwhile takes them along at once.
+TEST_CASE_FIXTURE(mux_on_redis, "redis_mux: soon commands leave together at the end of the turn") {
+    REQUIRE_FALSE(echo_burst(mux, io, 1).front().ec);  // the connection is open
+    const auto echo = [&](std::size_t i, cluster::redis_mux::pace when) {
+        const auto value = numbered(i);
+        const std::vector<std::string_view> args{"ECHO", value};
+        return mux.send(args, 5s, when);
+    };
+
+    // Redis's reads so far; asking costs some of its own (a connection's command and close),
+    // counted once with nothing else going on.
+    const auto reads = [&] {
+        std::this_thread::sleep_for(50ms);  // what was sent has been read
+        return stat_of(redis, "total_reads_processed");
+    };
+    const auto first = reads();
+    const auto asking = reads() - first;
+
+    const auto reads_before = reads();
+    std::vector<cluster::redis_mux::ticket> sent;
+    for (std::size_t i = 0; i < 100; ++i)
+        sent.push_back(echo(i, cluster::redis_mux::pace::soon));
+    const auto reads_queued = reads();
+    CHECK(reads_queued - reads_before == asking);  // the loop has not run: nothing left yet
+    check_echoes(replies_to(sent, io));
+    const auto reads_sent = reads();
+    CHECK(reads_sent - reads_queued == asking + 1);  // 100 commands (3 KB), one write
+
+    sent.clear();
+    for (std::size_t i = 0; i < 10; ++i)
+        sent.push_back(echo(i, cluster::redis_mux::pace::soon));
+    sent.push_back(echo(10, cluster::redis_mux::pace::now));
+    // The eleven left in one write, before the loop ran.
+    CHECK(reads() - reads_sent == asking + 1);
+    check_echoes(replies_to(sent, io));
 }
 
 TEST_CASE("redis_mux: a command that times out before its connection opens is never sent") {
