@@ -19,11 +19,13 @@ redis_pool::redis_pool(asio::any_io_executor ex, const ops::cluster_config& conf
       tls_(tls),
       health_(health),
       counters_(counters),
-      mux_(std::move(ex), config, tls) {}
+      prompt_(ex, config, tls),
+      bulk_(std::move(ex), config, tls) {}
 
 void redis_pool::clear() noexcept {
     idle_.clear();
-    mux_.close();
+    prompt_.close();
+    bulk_.close();
 }
 
 asio::awaitable<taken_connection> redis_pool::take() {
@@ -70,7 +72,7 @@ asio::awaitable<redis_result> redis_pool::run_on(redis_connection& connection,
 
 asio::awaitable<redis_result> redis_pool::run(const std::vector<std::string_view>& args) {
     const auto started = std::chrono::steady_clock::now();
-    auto result = co_await mux_.run(args, config_.command_timeout);
+    auto result = co_await prompt_.run(args, config_.command_timeout);
     co_return account(std::move(result), started, true);
 }
 
@@ -78,7 +80,8 @@ redis_pool::sent_script redis_pool::send_eval(const redis_script& script,
                                               const std::vector<std::string_view>& args,
                                               redis_mux::pace when) {
     const auto started = std::chrono::steady_clock::now();
-    return {mux_.send_script(script, args, config_.command_timeout, when), &script, &args, started};
+    auto& mux = when == redis_mux::pace::now ? prompt_ : bulk_;
+    return {mux.send_script(script, args, config_.command_timeout, when), &script, &args, started};
 }
 
 asio::awaitable<redis_result> redis_pool::eval_reply(sent_script sent) {

@@ -1,7 +1,11 @@
-// One worker's connections to Redis: short commands share one multiplexed connection; a
-// blocking stream read takes a connection of its own (an idle one, or a new one) for as long as
-// it follows a flight, and gives it back. Every command's latency is measured and its outcome
-// told to the breaker.
+// One worker's connections to Redis. Short commands share two multiplexed connections: one for
+// what a request waits on (claims, admissions, a follower's first read, renewals), one for the
+// relays' appends (`pace::soon`). Redis answers a connection's commands in order, and an append
+// script with its payload takes it tens of microseconds: on one connection a claim sent just
+// after a flight's append waited for it, and for its reply to be read first. A blocking stream
+// read takes a connection of its own (an idle one, or a new one) for as long as it follows a
+// flight, and gives it back. Every command's latency is measured and its outcome told to the
+// breaker.
 #pragma once
 
 #include "cluster/breaker.hpp"
@@ -32,15 +36,16 @@ class redis_pool {
 
     boost::asio::awaitable<taken_connection> take();
     void give_back(std::unique_ptr<redis_connection> connection);
-    // One command on the shared connection, within timeouts.command.
+    // One command on the prompt connection, within timeouts.command.
     boost::asio::awaitable<redis_result> run(const std::vector<std::string_view>& args);
-    // A script on the shared connection, by its SHA1 (by its text if Redis lacks it). `args`:
+    // A script on the prompt connection, by its SHA1 (by its text if Redis lacks it). `args`:
     // the number of keys, the keys, then the arguments.
     boost::asio::awaitable<redis_result> eval(const redis_script& script,
                                               const std::vector<std::string_view>& args);
-    // The same in two steps: scripts sent one after another run in that order, and none waits
-    // for another's reply. `args` must stay valid until the reply is taken (Redis lacking the
-    // script, they go again with its text). `when`: see redis_mux::pace.
+    // The same in two steps: scripts sent one after another at the same pace run in that order
+    // (`when` picks the connection, see redis_mux::pace), and none waits for another's reply.
+    // `args` must stay valid until the reply is taken (Redis lacking the script, they go again
+    // with its text, on the prompt connection).
     struct sent_script {
         redis_mux::ticket sent;
         const redis_script* script;
@@ -59,8 +64,8 @@ class redis_pool {
     const ops::cluster_config& config() const noexcept { return config_; }
     breaker& health() noexcept { return health_; }
     void clear() noexcept;
-    // Takes the replies already on the shared connection's socket (redis_mux::tend).
-    void tend() { mux_.tend(); }
+    // Takes the replies already on the prompt connection's socket (redis_mux::tend).
+    void tend() { prompt_.tend(); }
 
   private:
     boost::asio::any_io_executor executor_;
@@ -72,7 +77,8 @@ class redis_pool {
                          bool measured) noexcept;
 
     std::vector<std::unique_ptr<redis_connection>> idle_;
-    redis_mux mux_;
+    redis_mux prompt_;  // pace::now
+    redis_mux bulk_;    // pace::soon
 };
 
 }  // namespace coalescer::cluster
