@@ -336,5 +336,51 @@ TEST_CASE("redis_pool: a script runs by its SHA1, and by its text again once Red
     pool.clear();
 }
 
+// The client of Redis whose last command was `command`, by the id CLIENT LIST gives it.
+std::string client_that_ran(const redis_server& redis, const std::string& command) {
+    const auto clients = redis.command({"CLIENT", "LIST"}).text;
+    const auto at = clients.find(" cmd=" + command + " ");
+    REQUIRE(at != std::string::npos);
+    const auto line =
+        clients.rfind('\n', at) == std::string::npos ? 0 : clients.rfind('\n', at) + 1;
+    return clients.substr(line, clients.find(' ', line) - line);
+}
+
+// Redis answers a connection's commands in order: a claim behind an append would wait for the
+// append's script to run and its reply to be read first.
+TEST_CASE("redis_pool: appends go on a connection of their own, apart from what requests await") {
+    redis_server redis;
+    const auto cfg = config_for(redis);
+    asio::io_context io;
+    asio::ssl::context tls(asio::ssl::context::tls_client);
+    ops::cluster_counters counters;
+    cluster::breaker health(counters, 1s);
+    cluster::redis_pool pool(io.get_executor(), cfg, tls, health, counters);
+    const cluster::redis_script append("return redis.call('APPEND', KEYS[1], ARGV[1])");
+
+    const std::vector<std::string_view> append_args{"1", "appended", "abc"};
+    const std::vector<std::string_view> claim{"SET", "claimed", "flight", "NX", "GET"};
+    std::optional<cluster::redis_result> appended, claimed;
+    asio::co_spawn(
+        io,
+        [&]() -> asio::awaitable<void> {
+            auto sent = pool.send_eval(append, append_args, cluster::redis_mux::pace::soon);
+            claimed = co_await pool.run(claim);
+            appended = co_await pool.eval_reply(std::move(sent));
+        },
+        asio::detached);
+    const auto until = std::chrono::steady_clock::now() + 10s;
+    while (!(appended && claimed) && std::chrono::steady_clock::now() < until)
+        io.run_one_for(100ms);
+    REQUIRE(appended);
+    REQUIRE(claimed);
+    REQUIRE_FALSE(appended->ec);
+    REQUIRE_FALSE(claimed->ec);
+    CHECK(appended->value.integer == 3);
+    CHECK(claimed->value.is_nil());
+    CHECK(client_that_ran(redis, "evalsha") != client_that_ran(redis, "set"));
+    pool.clear();
+}
+
 }  // namespace
 }  // namespace coalescer::test
