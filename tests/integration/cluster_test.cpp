@@ -159,6 +159,33 @@ struct fleet {
     std::vector<std::unique_ptr<pod>> pods;
 };
 
+// What a test's fleet runs against besides its Redis: the mock's behaviour, the lease, and
+// config after the cluster section.
+struct fleet_setup {
+    mock::mock_options mock;
+    std::string lease = "5s";
+    std::string more;
+};
+
+mock::mock_server& started(mock::mock_server& mock) {
+    mock.start();
+    return mock;
+}
+
+// A mock provider, a Redis and a key secret of the test's own, and 3 pods sharing them.
+struct fleet_on_redis {
+    fleet_on_redis(const std::string& tag, const fleet_setup& setup)
+        : mock(setup.mock),
+          secret(tag),
+          pods(pod_yaml(started(mock), cluster_section(redis.url(), secret.path, setup.lease),
+                        setup.more),
+               3, tag) {}
+    mock::mock_server mock;
+    redis_server redis;
+    secret_file secret;
+    fleet pods;
+};
+
 // One request of a burst: where it goes and what it carries.
 struct shot {
     std::uint16_t port = 0;
@@ -348,13 +375,8 @@ TEST_CASE("cluster fixture: redis_server answers RESP, stops, restarts on its po
 
 TEST_CASE(
     "cluster: a JSON burst over 3 pods makes one upstream call and every client gets its bytes") {
-    mock::mock_options options;
-    options.latency_ms = 800;
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-json");
-    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path)), 3, "cluster-json");
+    fleet_on_redis shared("cluster-json", {.mock = {.latency_ms = 800}});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
 
@@ -410,15 +432,9 @@ TEST_CASE(
 }
 
 TEST_CASE("cluster: an SSE burst over 3 pods makes one upstream call, byte-identical everywhere") {
-    mock::mock_options options;
-    options.latency_ms = 800;
-    options.chunks = 10;
-    options.chunk_interval_ms = 100;
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-sse");
-    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path)), 3, "cluster-sse");
+    fleet_on_redis shared("cluster-sse",
+                          {.mock = {.latency_ms = 800, .chunks = 10, .chunk_interval_ms = 100}});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
 
@@ -434,15 +450,9 @@ TEST_CASE("cluster: an SSE burst over 3 pods makes one upstream call, byte-ident
 TEST_CASE("cluster: an SSE answer of 400 KB arriving at once reaches every pod whole, in order") {
     // 200 growing events in one go: the producer sends its 64 KiB appends without waiting for
     // each one's reply, and the pods reading the stream must still see every byte once, in order.
-    mock::mock_options options;
-    options.latency_ms = 500;
-    options.chunks = 200;
-    options.chunk_interval_ms = 0;
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-big");
-    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path)), 3, "cluster-big");
+    fleet_on_redis shared("cluster-big",
+                          {.mock = {.latency_ms = 500, .chunks = 200, .chunk_interval_ms = 0}});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
 
@@ -461,14 +471,8 @@ TEST_CASE("cluster: an SSE answer of 400 KB arriving at once reaches every pod w
 
 TEST_CASE(
     "cluster: a client joining on another pod mid-stream gets the stream from its first byte") {
-    mock::mock_options options;
-    options.chunks = 6;
-    options.chunk_interval_ms = 50;
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-join");
-    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path)), 3, "cluster-join");
+    fleet_on_redis shared("cluster-join", {.mock = {.chunks = 6, .chunk_interval_ms = 50}});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
 
@@ -498,15 +502,9 @@ TEST_CASE(
 
 TEST_CASE(
     "cluster: within result_ttl another pod answers a hit without a call, after it a new call") {
-    mock::mock_options options;
-    options.latency_ms = 300;
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-hit");
-    fleet f(
-        pod_yaml(mock, cluster_section(redis.url(), secret.path), "coalesce: {result_ttl: 5s}\n"),
-        3, "cluster-hit");
+    fleet_on_redis shared("cluster-hit",
+                          {.mock = {.latency_ms = 300}, .more = "coalesce: {result_ttl: 5s}\n"});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
 
@@ -549,13 +547,8 @@ TEST_CASE(
 }
 
 TEST_CASE("cluster: two tenants with the same body on shared pods make two calls, each its own") {
-    mock::mock_options options;
-    options.latency_ms = 800;
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-tenants");
-    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path)), 3, "cluster-tenants");
+    fleet_on_redis shared("cluster-tenants", {.mock = {.latency_ms = 800}});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
 
@@ -629,13 +622,9 @@ TEST_CASE(
 
 TEST_CASE(
     "cluster: the leader pod killed before the head, the other pods take over and answer all") {
-    mock::mock_options options;
-    options.latency_ms = 3000;  // the head is 3 s away: the kill comes well before
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-takeover");
-    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path, "1s")), 3, "cluster-takeover");
+    // The head is 3 s away: the kill comes well before.
+    fleet_on_redis shared("cluster-takeover", {.mock = {.latency_ms = 3000}, .lease = "1s"});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
 
@@ -708,13 +697,8 @@ TEST_CASE("cluster: a missing or empty key_secret_file stops start-up with one l
 }
 
 TEST_CASE("cluster: Redis killed mid-run, the pods answer alone, and share again once it is back") {
-    mock::mock_options options;
-    options.latency_ms = 500;
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-restart");
-    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path)), 3, "cluster-restart");
+    fleet_on_redis shared("cluster-restart", {.mock = {.latency_ms = 500}});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
     check_one_answer(fire(spread(f.ports(), 3, chat_body("before the outage"))));
@@ -742,13 +726,8 @@ TEST_CASE("cluster: Redis killed mid-run, the pods answer alone, and share again
 
 TEST_CASE(
     "cluster: a hung or paused Redis does not hold clients, the pods coalesce locally meanwhile") {
-    mock::mock_options options;
-    options.latency_ms = 800;
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-hung");
-    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path)), 3, "cluster-hung");
+    fleet_on_redis shared("cluster-hung", {.mock = {.latency_ms = 800}});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
 
@@ -785,13 +764,8 @@ TEST_CASE(
 
 TEST_CASE(
     "cluster: a leader stopped past its lease is taken over, and its late appends are fenced") {
-    mock::mock_options options;
-    options.latency_ms = 3000;
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-fence");
-    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path, "1s")), 3, "cluster-fence");
+    fleet_on_redis shared("cluster-fence", {.mock = {.latency_ms = 3000}, .lease = "1s"});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
 
@@ -898,14 +872,9 @@ TEST_CASE("cluster: pods reach Redis over TLS with the test CA, and refuse an un
 }
 
 TEST_CASE("cluster: the leader pod killed mid-stream cuts the other pods' clients, never re-fed") {
-    mock::mock_options options;
-    options.chunks = 6;
-    options.chunk_interval_ms = 50;
-    mock::mock_server mock(options);
-    mock.start();
-    redis_server redis;
-    secret_file secret("cluster-cut");
-    fleet f(pod_yaml(mock, cluster_section(redis.url(), secret.path, "1s")), 3, "cluster-cut");
+    fleet_on_redis shared("cluster-cut",
+                          {.mock = {.chunks = 6, .chunk_interval_ms = 50}, .lease = "1s"});
+    auto& [mock, redis, secret, f] = shared;
     INFO("pods:" << f.logs());
     REQUIRE(f.redis_up());
 
