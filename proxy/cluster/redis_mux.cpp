@@ -52,7 +52,7 @@ struct redis_mux::pending {
     std::unique_ptr<caller_base> waiting;  // set while the caller waits
     std::string command;                   // RESP, until written
     redis_result result;
-    bool urgent = true;  // sent with pace::now
+    bool urgent = true;  // urgency::awaited
     bool written = false;
     bool done = false;
 
@@ -78,7 +78,7 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
     redis_connection connection;
     std::deque<std::shared_ptr<pending>> queue;  // every unanswered command, in order
     std::size_t unwritten = 0;                   // how many at the queue's end are not written
-    std::size_t urgent_written = 0;              // written `now` commands not answered yet
+    std::size_t urgent_written = 0;              // written awaited commands not answered yet
     std::string writing;                         // what the write under way sends
     bool write_busy = false;
     std::set<std::string, std::less<>> scripts;  // SHA1s this connection loaded (or asked to)
@@ -87,7 +87,6 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
     asio::steady_timer clock;
     std::optional<std::chrono::steady_clock::time_point> clock_at;     // while armed
     std::optional<std::chrono::steady_clock::time_point> look_posted;  // while a look is queued
-    bool flush_posted = false;
     std::chrono::steady_clock::time_point last_look;
 
     void fail(error_code ec, bool resume_callers = true) {
@@ -108,7 +107,7 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
     }
 
     // Sends everything queued since the last write, in one write, unless one is under way
-    // (its completion sends the rest). Called by a `now` command itself: its bytes leave at once.
+    // (its completion sends the rest). Called by the command itself: the bytes leave at once.
     void flush() {
         if (now != state::open || write_busy || unwritten == 0)
             return;
@@ -137,17 +136,6 @@ struct redis_mux::link : std::enable_shared_from_this<link> {
             self->write_busy = false;
             if (ec)
                 return self->fail(ec);
-            self->flush();
-        });
-    }
-
-    // The end of this turn of the event loop: `soon` commands queued meanwhile leave together.
-    void flush_soon() {
-        if (flush_posted)
-            return;
-        flush_posted = true;
-        asio::post(clock.get_executor(), [self = shared_from_this()] {
-            self->flush_posted = false;
             self->flush();
         });
     }
@@ -318,10 +306,10 @@ std::shared_ptr<redis_mux::link> redis_mux::current() {
 namespace {
 
 redis_mux::ticket enqueue(redis_mux::link& l, const std::vector<std::string_view>& args,
-                          std::chrono::milliseconds timeout, redis_mux::pace when) {
+                          std::chrono::milliseconds timeout, redis_mux::urgency u) {
     auto p = std::make_shared<redis_mux::pending>();
     p->deadline = std::chrono::steady_clock::now() + timeout;
-    p->urgent = when == redis_mux::pace::now;
+    p->urgent = u == redis_mux::urgency::awaited;
     append_command(p->command, args);
     l.queue.push_back(p);
     ++l.unwritten;
@@ -329,36 +317,29 @@ redis_mux::ticket enqueue(redis_mux::link& l, const std::vector<std::string_view
     return p;
 }
 
-void send_queued(redis_mux::link& l, redis_mux::pace when) {
-    if (when == redis_mux::pace::now)
-        l.flush();
-    else
-        l.flush_soon();
-}
-
 }  // namespace
 
 redis_mux::ticket redis_mux::send(const std::vector<std::string_view>& args,
-                                  std::chrono::milliseconds timeout, pace when) {
+                                  std::chrono::milliseconds timeout, urgency u) {
     auto l = current();
-    auto p = enqueue(*l, args, timeout, when);
-    send_queued(*l, when);
+    auto p = enqueue(*l, args, timeout, u);
+    l->flush();
     return p;
 }
 
 redis_mux::ticket redis_mux::send_script(const redis_script& script,
                                          const std::vector<std::string_view>& args,
-                                         std::chrono::milliseconds timeout, pace when) {
+                                         std::chrono::milliseconds timeout, urgency u) {
     auto l = current();
     if (l->scripts.insert(script.sha1()).second) {
         // Its reply is not read: a failed load shows as NOSCRIPT on the command that follows.
         const std::vector<std::string_view> load{"SCRIPT", "LOAD", script.text()};
-        enqueue(*l, load, timeout, when);
+        enqueue(*l, load, timeout, u);
     }
     std::vector<std::string_view> command{"EVALSHA", script.sha1()};
     command.insert(command.end(), args.begin(), args.end());
-    auto p = enqueue(*l, command, timeout, when);
-    send_queued(*l, when);
+    auto p = enqueue(*l, command, timeout, u);
+    l->flush();
     return p;
 }
 
@@ -375,6 +356,10 @@ asio::awaitable<redis_result> redis_mux::take_reply(ticket sent) {
 
 bool redis_mux::answered(const ticket& sent) noexcept {
     return sent->done;
+}
+
+void redis_mux::warm() {
+    current();
 }
 
 void redis_mux::tend() {

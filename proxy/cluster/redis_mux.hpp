@@ -11,7 +11,7 @@
 // Replies do not wait for the reactor's turn alone: under a burst the Redis socket's readiness
 // comes after every client socket that became ready before it, and the flight's upstream call
 // would start tens of milliseconds late. The link looks at its socket after each turn of the
-// event loop while a `now` reply is awaited, and the registry lets it look as requests are
+// event loop while an awaited reply is due, and the registry lets it look as requests are
 // handled (tend), so a claim answered in 50 us is taken within about as long.
 #pragma once
 
@@ -37,31 +37,32 @@ class redis_mux {
     redis_mux(const redis_mux&) = delete;
     redis_mux& operator=(const redis_mux&) = delete;
 
-    // When a command leaves. `now`: at once, and its reply is taken as soon as it is on the
-    // socket (a claim: a flight's call waits for it). `soon`: at the end of the event loop's
-    // turn, in one write with whatever else was queued by then, and its reply is read when the
-    // loop comes to it (an append: a request waits for nothing of it), so a busy loop sends
-    // and receives once for many of them instead of once each.
-    enum class pace { now, soon };
+    // Who waits for a command's reply. `awaited`: a request (a claim: the flight's call waits
+    // for it); its reply is taken as soon as it is on the socket (look, tend). `background`:
+    // nobody right now (an append); its reply is read when the event loop comes to it, and
+    // costs no receive of its own. Either way the command is sent at once.
+    enum class urgency { awaited, background };
 
     // A command queued now, its reply awaited later (within `timeout` of the send): commands
     // sent one after another reach Redis in that order, and none waits for another's reply.
     struct pending;
     using ticket = std::shared_ptr<pending>;
     ticket send(const std::vector<std::string_view>& args, std::chrono::milliseconds timeout,
-                pace when = pace::now);
+                urgency u = urgency::awaited);
     // EVALSHA of `script` with `args` (the number of keys, the keys, the arguments). The first
     // use of a script on a connection sends SCRIPT LOAD just ahead of it, in the same order, so
     // scripts sent back to back run where they were sent, not after a NOSCRIPT and a resend.
     ticket send_script(const redis_script& script, const std::vector<std::string_view>& args,
-                       std::chrono::milliseconds timeout, pace when = pace::now);
+                       std::chrono::milliseconds timeout, urgency u = urgency::awaited);
     static boost::asio::awaitable<redis_result> take_reply(ticket sent);
     // Whether the command's reply (or its failure) is in: take_reply will not wait.
     static bool answered(const ticket& sent) noexcept;
     // One command and its reply, within `timeout` (waiting for the connection included).
     boost::asio::awaitable<redis_result> run(const std::vector<std::string_view>& args,
                                              std::chrono::milliseconds timeout);
-    // Takes the replies already on the socket, if a `now` reply is awaited and the socket was not
+    // Opens the connection, if there is none, ahead of the first command that needs it.
+    void warm();
+    // Takes the replies already on the socket, if an awaited reply is due and the socket was not
     // looked at in the last 100 us. For the worker's request handling to call: it runs between
     // handlers, where a reply would otherwise wait for its turn in the reactor.
     void tend();

@@ -71,6 +71,7 @@ asio::awaitable<redis_result> redis_pool::run_on(redis_connection& connection,
 }
 
 asio::awaitable<redis_result> redis_pool::run(const std::vector<std::string_view>& args) {
+    bulk_.warm();  // a flight's first append then finds it open
     const auto started = std::chrono::steady_clock::now();
     auto result = co_await prompt_.run(args, config_.command_timeout);
     co_return account(std::move(result), started, true);
@@ -78,10 +79,10 @@ asio::awaitable<redis_result> redis_pool::run(const std::vector<std::string_view
 
 redis_pool::sent_script redis_pool::send_eval(const redis_script& script,
                                               const std::vector<std::string_view>& args,
-                                              redis_mux::pace when) {
+                                              redis_mux::urgency u) {
     const auto started = std::chrono::steady_clock::now();
-    auto& mux = when == redis_mux::pace::now ? prompt_ : bulk_;
-    return {mux.send_script(script, args, config_.command_timeout, when), &script, &args, started};
+    auto& mux = u == redis_mux::urgency::awaited ? prompt_ : bulk_;
+    return {mux.send_script(script, args, config_.command_timeout, u), &script, &args, started};
 }
 
 asio::awaitable<redis_result> redis_pool::eval_reply(sent_script sent) {
@@ -95,7 +96,7 @@ asio::awaitable<redis_result> redis_pool::eval_reply(sent_script sent) {
 
 asio::awaitable<redis_result> redis_pool::eval(const redis_script& script,
                                                const std::vector<std::string_view>& args) {
-    co_return co_await eval_reply(send_eval(script, args, redis_mux::pace::now));
+    co_return co_await eval_reply(send_eval(script, args, redis_mux::urgency::awaited));
 }
 
 }  // namespace coalescer::cluster

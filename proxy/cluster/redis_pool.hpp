@@ -1,8 +1,9 @@
 // One worker's connections to Redis. Short commands share two multiplexed connections: one for
-// what a request waits on (claims, admissions, a follower's first read, renewals), one for the
-// relays' appends (`pace::soon`). Redis answers a connection's commands in order, and an append
-// script with its payload takes it tens of microseconds: on one connection a claim sent just
-// after a flight's append waited for it, and for its reply to be read first. A blocking stream
+// what a request waits on (claims, admissions, a follower's first read, renewals, pings), one
+// for the relays' appends (urgency::background), opened together. Redis answers a connection's
+// commands in order, and an append script with its payload takes it tens of microseconds: on
+// one connection a claim sent just after a flight's append waited for it, and for its reply to
+// be read first. A blocking stream
 // read takes a connection of its own (an idle one, or a new one) for as long as it follows a
 // flight, and gives it back. Every command's latency is measured and its outcome told to the
 // breaker.
@@ -42,8 +43,8 @@ class redis_pool {
     // the number of keys, the keys, then the arguments.
     boost::asio::awaitable<redis_result> eval(const redis_script& script,
                                               const std::vector<std::string_view>& args);
-    // The same in two steps: scripts sent one after another at the same pace run in that order
-    // (`when` picks the connection, see redis_mux::pace), and none waits for another's reply.
+    // The same in two steps: scripts sent one after another with the same urgency run in that
+    // order (it picks the connection, see redis_mux::urgency), and none waits for another's reply.
     // `args` must stay valid until the reply is taken (Redis lacking the script, they go again
     // with its text, on the prompt connection).
     struct sent_script {
@@ -53,7 +54,7 @@ class redis_pool {
         std::chrono::steady_clock::time_point started;
     };
     sent_script send_eval(const redis_script& script, const std::vector<std::string_view>& args,
-                          redis_mux::pace when);
+                          redis_mux::urgency u);
     boost::asio::awaitable<redis_result> eval_reply(sent_script sent);
     // The same on a connection the caller holds (a blocking read's), with its own bound.
     boost::asio::awaitable<redis_result> run_on(redis_connection& connection,
@@ -77,8 +78,8 @@ class redis_pool {
                          bool measured) noexcept;
 
     std::vector<std::unique_ptr<redis_connection>> idle_;
-    redis_mux prompt_;  // pace::now
-    redis_mux bulk_;    // pace::soon
+    redis_mux prompt_;  // urgency::awaited
+    redis_mux bulk_;    // urgency::background
 };
 
 }  // namespace coalescer::cluster

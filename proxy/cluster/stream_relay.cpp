@@ -164,7 +164,7 @@ struct append_call {
                content.whole ? "1" : "0",
                content.packed,
                before},
-          sent(pool.send_eval(append_script(), args, redis_mux::pace::soon)) {}
+          sent(pool.send_eval(append_script(), args, redis_mux::urgency::background)) {}
     append_call(const append_call&) = delete;
     append_call& operator=(const append_call&) = delete;
 
