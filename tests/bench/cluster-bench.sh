@@ -35,12 +35,13 @@ trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
+wait_port() {  # port [the log of what should listen there, shown if nothing does]
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
         sleep 0.1
     done
     echo "nothing listens on $1" >&2
+    [ -n "${2:-}" ] && tail -5 "$2" >&2
     exit 1
 }
 
@@ -82,7 +83,7 @@ start_pods() {
         pods+=($!)
         list+=("$port")
     done
-    for p in "${list[@]}"; do wait_port "$p"; done
+    for i in "${!list[@]}"; do wait_port "${list[$i]}" "$TMP/pod-$mode-$((i + 1)).err"; done
     sleep 1.5  # the pods' first PING: Redis known to be up
     ports=$(IFS=,; echo "${list[*]}")
 }
