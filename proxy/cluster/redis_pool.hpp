@@ -3,10 +3,9 @@
 // for the relays' appends (urgency::background), opened together. Redis answers a connection's
 // commands in order, and an append script with its payload takes it tens of microseconds: on
 // one connection a claim sent just after a flight's append waited for it, and for its reply to
-// be read first. A blocking stream
-// read takes a connection of its own (an idle one, or a new one) for as long as it follows a
-// flight, and gives it back. Every command's latency is measured and its outcome told to the
-// breaker.
+// be read first. A blocking stream read takes a connection of its own (an idle one, or a new
+// one) for as long as it follows a flight, and gives it back. Every command's latency is
+// measured and its outcome told to the breaker.
 #pragma once
 
 #include "cluster/breaker.hpp"
