@@ -41,16 +41,41 @@ struct mux_on_redis {
     cluster::redis_mux mux{io.get_executor(), cfg, tls};
 };
 
-long long connected_clients(const redis_server& redis) {
-    const auto info = redis.command({"INFO", "clients"}).text;
-    const std::string field = "connected_clients:";
+// A worker's connections to a Redis of their own; the pool let go of before the loop is.
+struct pool_on_redis {
+    ~pool_on_redis() { pool.clear(); }
+    redis_server redis;
+    ops::cluster_config cfg = config_for(redis);
+    asio::io_context io;
+    asio::ssl::context tls{asio::ssl::context::tls_client};
+    ops::cluster_counters counters;
+    cluster::breaker health{counters, 1s};
+    cluster::redis_pool pool{io.get_executor(), cfg, tls, health, counters};
+};
+
+// Runs the loop until `done` holds or `limit` passes; whether it holds.
+bool run_until(asio::io_context& io, const std::function<bool()>& done,
+               std::chrono::milliseconds limit = 10s) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!done() && std::chrono::steady_clock::now() < until)
+        io.run_one_for(20ms);
+    return done();
+}
+
+// A count from INFO `section`.
+long long info_count(const redis_server& redis, const std::string& section,
+                     const std::string& name) {
+    const auto info = redis.command({"INFO", section}).text;
+    const auto field = name + ":";
     return std::stoll(info.substr(info.find(field) + field.size()));
 }
 
+long long connected_clients(const redis_server& redis) {
+    return info_count(redis, "clients", "connected_clients");
+}
+
 long long connections_received(const redis_server& redis) {
-    const auto info = redis.command({"INFO", "stats"}).text;
-    const std::string field = "total_connections_received:";
-    return std::stoll(info.substr(info.find(field) + field.size()));
+    return info_count(redis, "stats", "total_connections_received");
 }
 
 std::string numbered(std::size_t i) {
@@ -87,10 +112,8 @@ std::vector<cluster::redis_result> echo_burst(cluster::redis_mux& mux, asio::io_
     if (o.tend)
         asio::post(io, tender);
     // The connection's reader keeps the loop busy: run it until every command has its answer.
-    const auto until = std::chrono::steady_clock::now() + 20s;
-    while (done < count && std::chrono::steady_clock::now() < until)
-        io.run_one_for(100ms);
-    REQUIRE(done == count);
+    REQUIRE(run_until(
+        io, [&] { return done == count; }, 20s));
     return results;
 }
 
@@ -146,8 +169,7 @@ TEST_CASE_FIXTURE(mux_on_redis,
             io,
             [&]() -> asio::awaitable<void> { got = co_await cluster::redis_mux::take_reply(sent); },
             asio::detached);
-        while (!got)
-            io.run_one_for(100ms);
+        REQUIRE(run_until(io, [&] { return got.has_value(); }));
         REQUIRE_FALSE(got->ec);
         CHECK(got->value.text == value);
     }
@@ -186,10 +208,7 @@ std::vector<cluster::redis_result> replies_to(const std::vector<cluster::redis_m
                 ++done;
             },
             asio::detached);
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    while (done < sent.size() && std::chrono::steady_clock::now() < until)
-        io.run_one_for(100ms);
-    REQUIRE(done == sent.size());
+    REQUIRE(run_until(io, [&] { return done == sent.size(); }));
     return results;
 }
 
@@ -231,8 +250,7 @@ TEST_CASE("redis_mux: a command that times out before its connection opens is ne
             set = co_await mux.run(args, 250ms);
         },
         asio::detached);
-    while (!set)
-        io.run_one_for(100ms);
+    REQUIRE(run_until(io, [&] { return set.has_value(); }));
     CHECK(set->ec == asio::error::timed_out);
 
     // The connection still opens once Redis answers, and serves what comes next; the SET never
@@ -246,10 +264,7 @@ TEST_CASE("redis_mux: a command that times out before its connection opens is ne
             get = co_await mux.run(args, 2s);
         },
         asio::detached);
-    const auto until = std::chrono::steady_clock::now() + 10s;
-    while (!get && std::chrono::steady_clock::now() < until)
-        io.run_one_for(100ms);
-    REQUIRE(get);
+    REQUIRE(run_until(io, [&] { return get.has_value(); }));
     REQUIRE_FALSE(get->ec);
     CHECK(get->value.integer == 0);
     // One connection, opened across the timeout, not one per command: besides it, Redis saw
@@ -264,14 +279,9 @@ long long calls_of(const redis_server& redis, const std::string& command) {
     return at == std::string::npos ? 0 : std::stoll(info.substr(at + field.size()));
 }
 
-TEST_CASE("redis_pool: a script runs by its SHA1, and by its text again once Redis forgot it") {
-    redis_server redis;
-    const auto cfg = config_for(redis);
-    asio::io_context io;
-    asio::ssl::context tls(asio::ssl::context::tls_client);
-    ops::cluster_counters counters;
-    cluster::breaker health(counters, 1s);
-    cluster::redis_pool pool(io.get_executor(), cfg, tls, health, counters);
+TEST_CASE_FIXTURE(
+    pool_on_redis,
+    "redis_pool: a script runs by its SHA1, and by its text again once Redis forgot it") {
     const cluster::redis_script script("return redis.call('INCRBY', KEYS[1], ARGV[1])");
     CHECK(script.sha1() == redis.command({"SCRIPT", "LOAD", script.text()}).text);
     redis.command({"SCRIPT", "FLUSH"});
@@ -286,10 +296,7 @@ TEST_CASE("redis_pool: a script runs by its SHA1, and by its text again once Red
                 result = co_await pool.eval(script, args);
             },
             asio::detached);
-        const auto until = std::chrono::steady_clock::now() + 10s;
-        while (!result && std::chrono::steady_clock::now() < until)
-            io.run_one_for(100ms);
-        REQUIRE(result);
+        REQUIRE(run_until(io, [&] { return result.has_value(); }));
         REQUIRE_FALSE(result->ec);
         return result->value.integer;
     };
@@ -312,7 +319,6 @@ TEST_CASE("redis_pool: a script runs by its SHA1, and by its text again once Red
     CHECK(calls_of(redis, "evalsha") == 4);
     CHECK(calls_of(redis, "eval") == 1);
     CHECK(redis.command({"GET", "counted"}).text == "14");
-    pool.clear();
 }
 
 // The client of Redis whose last command was `command`, by the id CLIENT LIST gives it.
@@ -327,14 +333,9 @@ std::string client_that_ran(const redis_server& redis, const std::string& comman
 
 // Redis answers a connection's commands in order: a claim behind an append would wait for the
 // append's script to run and its reply to be read first.
-TEST_CASE("redis_pool: appends go on a connection of their own, apart from what requests await") {
-    redis_server redis;
-    const auto cfg = config_for(redis);
-    asio::io_context io;
-    asio::ssl::context tls(asio::ssl::context::tls_client);
-    ops::cluster_counters counters;
-    cluster::breaker health(counters, 1s);
-    cluster::redis_pool pool(io.get_executor(), cfg, tls, health, counters);
+TEST_CASE_FIXTURE(
+    pool_on_redis,
+    "redis_pool: appends go on a connection of their own, apart from what requests await") {
     const cluster::redis_script append("return redis.call('APPEND', KEYS[1], ARGV[1])");
 
     // The first command opens both, so a flight's first append finds its connection open.
@@ -346,13 +347,11 @@ TEST_CASE("redis_pool: appends go on a connection of their own, apart from what 
             pinged = co_await pool.run(ping);
         },
         asio::detached);
-    while (!pinged)
-        io.run_one_for(100ms);
+    REQUIRE(run_until(io, [&] { return pinged.has_value(); }));
     REQUIRE_FALSE(pinged->ec);
-    const auto until = std::chrono::steady_clock::now() + 5s;
-    while (connected_clients(redis) != 3 && std::chrono::steady_clock::now() < until)
-        io.run_for(20ms);
-    CHECK(connected_clients(redis) == 3);  // the pool's two and this INFO's
+    // The pool's two and this INFO's.
+    CHECK(run_until(
+        io, [&] { return connected_clients(redis) == 3; }, 5s));
 
     const std::vector<std::string_view> append_args{"1", "appended", "abc"};
     const std::vector<std::string_view> claim{"SET", "claimed", "flight", "NX", "GET"};
@@ -366,17 +365,12 @@ TEST_CASE("redis_pool: appends go on a connection of their own, apart from what 
             appended = co_await pool.eval_reply(std::move(sent));
         },
         asio::detached);
-    const auto answered_by = std::chrono::steady_clock::now() + 10s;
-    while (!(appended && claimed) && std::chrono::steady_clock::now() < answered_by)
-        io.run_one_for(100ms);
-    REQUIRE(appended);
-    REQUIRE(claimed);
+    REQUIRE(run_until(io, [&] { return appended && claimed; }));
     REQUIRE_FALSE(appended->ec);
     REQUIRE_FALSE(claimed->ec);
     CHECK(appended->value.integer == 3);
     CHECK(claimed->value.is_nil());
     CHECK(client_that_ran(redis, "evalsha") != client_that_ran(redis, "set"));
-    pool.clear();
 }
 
 }  // namespace
